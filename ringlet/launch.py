@@ -1,0 +1,252 @@
+"""Run a secure computation with every party on this machine: threads, or processes over TCP.
+
+A *program* is a function ``program(sess) -> result`` that every server runs (SPMD); the optional
+client runs ``client(sess) -> result``; the dealer runs its service loop. With ``pregenerate=True``
+the computation runs once to record its request plan, the dealer then produces all material for
+that plan, and the computation runs again: only this second run is the *online* phase that
+``seconds_online`` and the online byte counts describe.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import socket
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from ringlet.comm.base import CommError, CommStats, PeerFailedError
+from ringlet.comm.local import LocalHub
+from ringlet.offline import Dealer
+from ringlet.prng import AesCtrStream
+from ringlet.ring import FixedPoint
+from ringlet.session import Session, World, establish_seeds
+
+Program = Callable[[Session], Any]
+
+
+class PartyError(RuntimeError):
+    """A party of a local run failed; the message names it and gives its error."""
+
+
+@dataclass
+class PartyReport:
+    """What one party did: its result, online and total traffic, and times."""
+
+    rank: int
+    role: str
+    result: Any = None
+    online: CommStats = field(default_factory=CommStats)
+    offline: CommStats = field(default_factory=CommStats)  # the pre-generation phase, if any
+    total: CommStats = field(default_factory=CommStats)
+    seconds_online: float = 0.0
+    seconds_offline: float = 0.0
+    error: str | None = None
+    error_type: str | None = None
+
+
+@dataclass
+class RunResult:
+    """Reports of every party of a run, by rank."""
+
+    world: World
+    reports: dict[int, PartyReport]
+
+    @property
+    def servers(self) -> list[PartyReport]:
+        return [self.reports[r] for r in self.world.servers]
+
+    @property
+    def results(self) -> list[Any]:
+        """Results of the servers, by rank."""
+        return [r.result for r in self.servers]
+
+    @property
+    def client_result(self) -> Any:
+        return self.reports[self.world.client].result if self.world.has_client else None
+
+    def max_sent(self, exclude=("offline", "setup", "input", "output")) -> int:
+        """Online bytes sent, the maximum over servers (server↔server traffic)."""
+        return max(r.online.bytes_sent(exclude=exclude) for r in self.servers)
+
+    def rounds(self, exclude=("offline", "setup", "input", "output")) -> int:
+        return max(r.online.total_rounds(exclude=exclude) for r in self.servers)
+
+    def offline_bytes(self) -> int:
+        """Dealer material (corrections) received by all servers for the online computation."""
+        return sum(r.offline.bytes_received(tags=("offline",)) +
+                   r.online.bytes_received(tags=("offline",)) for r in self.servers)
+
+    @property
+    def seconds_online(self) -> float:
+        return max(r.seconds_online for r in self.servers)
+
+    @property
+    def seconds_offline(self) -> float:
+        return max(r.seconds_offline for r in self.servers)
+
+
+def _party_main(comm, world: World, program: Program | None, client: Program | None,
+                master_seed: bytes | None, pregenerate: bool, frac_bits: int,
+                threads: int = 0) -> PartyReport:
+    if threads:
+        torch.set_num_threads(threads)
+    rank = comm.rank
+    report = PartyReport(rank, world.role(rank))
+    seeds = establish_seeds(comm, world, master_seed)
+    if report.role == "dealer":
+        dealer = Dealer(comm, {s: AesCtrStream(seed) for s, seed in seeds.dealer.items()})
+        t0 = time.perf_counter()
+        dealer.serve()
+        report.seconds_offline = time.perf_counter() - t0
+        report.total = comm.stats.copy()
+        return report
+    sess = Session(comm, world, seeds, FixedPoint(frac_bits))
+    fn = program if report.role == "server" else client
+    if fn is None:
+        raise ValueError(f"no program given for the {report.role}")
+    try:
+        if pregenerate:
+            fn(sess)  # recording run: the plan of dealer requests
+            before = comm.stats.copy()
+            t0 = time.perf_counter()
+            if sess.offline is not None:
+                sess.offline.pregenerate(sess.offline.plan)
+            report.seconds_offline = time.perf_counter() - t0
+            report.offline = comm.stats.minus(before)
+        sess.barrier()
+        before = comm.stats.copy()
+        t0 = time.perf_counter()
+        report.result = fn(sess)
+        report.seconds_online = time.perf_counter() - t0
+        report.online = comm.stats.minus(before)
+        sess.barrier()
+    finally:
+        if sess.offline is not None and rank == 0:
+            try:
+                sess.offline.stop_dealer()
+                comm._flush()
+            except CommError:
+                pass
+    report.total = comm.stats.copy()
+    return report
+
+
+def _root_cause(reports: dict[int, PartyReport], world: World) -> str:
+    failed = [r for r in reports.values() if r.error]
+    primary = [r for r in failed if r.error_type not in ("PeerFailedError",)] or failed
+    lines = [f"{world.role(r.rank)} {r.rank}: {r.error}" for r in primary]
+    return "; ".join(lines)
+
+
+def run_local(program: Program, parties: int = 2, *, client: Program | None = None,
+              transport: str = "local", timeout: float = 60.0, master_seed: bytes | None = None,
+              pregenerate: bool = False, frac_bits: int = 16, threads: int = 0,
+              port: int | None = None) -> RunResult:
+    """Run ``program`` on ``parties`` servers (+ dealer, + client if given) on this machine.
+
+    ``transport``: ``local`` (threads in this process) or ``tcp`` (one process per party, gloo over
+    loopback TCP; ``program`` and ``client`` must then be importable top-level functions).
+    Raises :class:`PartyError` naming the failing party if any party fails.
+    """
+    world = World(parties, has_client=client is not None)
+    args = (world, program, client, master_seed, pregenerate, frac_bits, threads)
+    if transport == "local":
+        reports = _run_threads(world, args, timeout)
+    elif transport == "tcp":
+        reports = _run_processes(world, args, timeout, port)
+    else:
+        raise ValueError(f"unknown transport {transport!r} (local or tcp)")
+    if any(r.error for r in reports.values()):
+        raise PartyError(_root_cause(reports, world))
+    return RunResult(world, reports)
+
+
+def _run_threads(world: World, args, timeout: float) -> dict[int, PartyReport]:
+    hub = LocalHub(world.size)
+    reports: dict[int, PartyReport] = {}
+
+    def body(rank: int) -> None:
+        comm = hub.communicator(rank, timeout, world.names())
+        try:
+            reports[rank] = _party_main(comm, *args)
+        except BaseException as exc:  # noqa: BLE001 - reported to the caller
+            hub.fail(rank, f"{type(exc).__name__}: {exc}")
+            reports[rank] = PartyReport(rank, world.role(rank), error=_format(exc),
+                                        error_type=type(exc).__name__)
+
+    threads = [threading.Thread(target=body, args=(r,), name=f"ringlet-{world.role(r)}-{r}",
+                                daemon=True) for r in range(world.size)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return reports
+
+
+def _format(exc: BaseException) -> str:
+    if isinstance(exc, (CommError, ValueError, TimeoutError)):
+        return f"{type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__}: {exc}\n{''.join(traceback.format_tb(exc.__traceback__)[-3:])}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _process_body(rank: int, world_size: int, port: int, timeout: float, args, queue) -> None:
+    from ringlet.comm.tcp import TcpCommunicator
+    world = args[0]
+    comm = None
+    try:
+        comm = TcpCommunicator(rank, world_size, "127.0.0.1", port, timeout, world.names())
+        report = _party_main(comm, *args)
+    except BaseException as exc:  # noqa: BLE001
+        report = PartyReport(rank, world.role(rank), error=_format(exc), error_type=type(exc).__name__)
+    queue.put(report)
+    if comm is not None:
+        try:
+            comm.close()
+        except CommError:
+            pass
+
+
+def _run_processes(world: World, args, timeout: float, port: int | None) -> dict[int, PartyReport]:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    port = port or free_port()
+    procs = [ctx.Process(target=_process_body, args=(r, world.size, port, timeout, args, queue),
+                         name=f"ringlet-{world.role(r)}-{r}", daemon=True)
+             for r in range(world.size)]
+    for p in procs:
+        p.start()
+    reports: dict[int, PartyReport] = {}
+    deadline = time.monotonic() + timeout * 4 + 60
+    while len(reports) < world.size and time.monotonic() < deadline:
+        try:
+            rep = queue.get(timeout=1.0)
+            reports[rep.rank] = rep
+        except Exception:  # noqa: BLE001 - queue.Empty
+            dead = [p for p in procs if not p.is_alive() and p.exitcode not in (0, None)]
+            for p in dead:
+                rank = procs.index(p)
+                if rank not in reports:
+                    reports[rank] = PartyReport(rank, world.role(rank), error_type="ProcessDied",
+                                                error=f"process exited with code {p.exitcode}")
+    for p in procs:
+        p.join(timeout=5)
+        if p.is_alive():
+            p.kill()
+    for r in range(world.size):
+        reports.setdefault(r, PartyReport(r, world.role(r), error="no report (timed out)",
+                                          error_type="PeerTimeoutError"))
+    return reports
+
+
+__all__ = ["run_local", "RunResult", "PartyReport", "PartyError", "free_port", "PeerFailedError"]

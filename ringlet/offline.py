@@ -1,0 +1,348 @@
+"""The dealer (trusted third party) and its seed-compressed correlated randomness.
+
+Every server shares a seed with the dealer. For each piece of material, every *holder* draws its
+share from that seeded stream; the dealer draws the same values (it knows every seed), computes the
+correlation, and sends only the *correction* — the last holder's share of the correlated part — to
+the last holder. Offline bytes are therefore one tensor per correlation, e.g. 8 bytes per element of
+a Beaver product, all counted under the ``offline`` tag and never as online traffic.
+
+Requests: server 0 sends each request (a small descriptor) to the dealer; the dealer answers the
+last holder. With a *plan* (the list of every request of a computation, recorded on an earlier run of
+the same shapes), all material can be produced before the online phase starts (:meth:`pregenerate`).
+
+Kinds (holders h_0 … h_{q−1}; "c" marks the corrected tensor):
+  beaver   a, b, c = op(a, b) with op ∈ {mul, matmul, conv2d}                (arithmetic)
+  and      a, b, c = a ∧ b on bit planes                                          (binary)
+  and2     a, b1, b2, c1 = a ∧ b1, c2 = a ∧ b2 (two ANDs sharing operand a)       (binary)
+  pand     2-party AND of private inputs: h_0 gets u, z0; h_1 gets v, z1 with z0 ⊕ z1 = u ∧ v
+  inject   r ∈ {0,1} XOR-shared (1 plane) and arithmetic-shared, s, and r·s (arithmetic)
+  b2a      r ∈ {0,1} XOR-shared and arithmetic-shared
+  trunc    r (uniform in Z_2^64), msb(r) and (r mod 2^63) >> f, arithmetic-shared
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ringlet import ring
+from ringlet.comm.base import Communicator
+from ringlet.prng import AesCtrStream
+
+
+class OfflineError(RuntimeError):
+    """Material requested out of order, or a plan that does not match the computation."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """One piece of correlated randomness: its kind, integer parameters and holders."""
+
+    kind: str
+    params: tuple
+    holders: tuple
+
+    def encode(self) -> list[int]:
+        return [_KIND_IDS[self.kind], len(self.params), *self.params, len(self.holders), *self.holders]
+
+    @staticmethod
+    def decode(values: list[int], pos: int) -> tuple["Request", int]:
+        kind = _KIND_NAMES[values[pos]]
+        n = values[pos + 1]
+        params = tuple(values[pos + 2:pos + 2 + n])
+        pos += 2 + n
+        m = values[pos]
+        holders = tuple(values[pos + 1:pos + 1 + m])
+        return Request(kind, params, holders), pos + 1 + m
+
+
+# -- how each kind is drawn ------------------------------------------------------------------------
+# draw(stream, req, index, corrected) -> dict of this holder's seeded tensors
+# correct(parts, req) -> dict of the last holder's corrected tensors (dealer only)
+
+_OPS = ("mul", "matmul", "conv2d")
+
+
+def _beaver_shapes(req: Request):
+    op = _OPS[req.params[0]]
+    nx = req.params[1]
+    xs = tuple(req.params[2:2 + nx])
+    ny = req.params[2 + nx]
+    ys = tuple(req.params[3 + nx:3 + nx + ny])
+    extra = req.params[3 + nx + ny:]
+    return op, xs, ys, extra
+
+
+def beaver_op(op: str, extra: tuple):
+    """The bilinear map of a Beaver triple on int64 ring tensors."""
+    if op == "mul":
+        return lambda a, b: a * b
+    if op == "matmul":
+        return torch.matmul
+    stride, padding, dilation, groups = extra[0:2], extra[2:4], extra[4:6], extra[6]
+    return lambda a, b: torch.nn.functional.conv2d(a, b, None, stride, padding, dilation, groups)
+
+
+def _out_shape(op, xs, ys, extra):
+    f = beaver_op(op, extra)
+    return tuple(f(torch.zeros(xs, dtype=torch.int64), torch.zeros(ys, dtype=torch.int64)).shape)
+
+
+def _draw_beaver(s: AesCtrStream, req: Request, index: int, corrected: bool) -> dict:
+    op, xs, ys, extra = _beaver_shapes(req)
+    out = {"a": s.int64(xs), "b": s.int64(ys)}
+    if not corrected:
+        out["c"] = s.int64(_out_shape(op, xs, ys, extra))
+    return out
+
+
+def _correct_beaver(parts: list[dict], req: Request) -> dict:
+    op, _, _, extra = _beaver_shapes(req)
+    a = sum(p["a"] for p in parts)
+    b = sum(p["b"] for p in parts)
+    c = beaver_op(op, extra)(a, b)
+    for p in parts[:-1]:
+        c = c - p["c"]
+    return {"c": c}
+
+
+def _draw_and(s, req, index, corrected):
+    w, nw = req.params
+    out = {"a": s.words((w, nw)), "b": s.words((w, nw))}
+    if not corrected:
+        out["c"] = s.words((w, nw))
+    return out
+
+
+def _xor_all(parts, key):
+    acc = parts[0][key]
+    for p in parts[1:]:
+        acc = acc ^ p[key]
+    return acc
+
+
+def _correct_and(parts, req):
+    c = _xor_all(parts, "a") & _xor_all(parts, "b")
+    for p in parts[:-1]:
+        c = c ^ p["c"]
+    return {"c": c}
+
+
+def _draw_and2(s, req, index, corrected):
+    w, nw = req.params
+    out = {"a": s.words((w, nw)), "b1": s.words((w, nw)), "b2": s.words((w, nw))}
+    if not corrected:
+        out["c1"], out["c2"] = s.words((w, nw)), s.words((w, nw))
+    return out
+
+
+def _correct_and2(parts, req):
+    a = _xor_all(parts, "a")
+    c1, c2 = a & _xor_all(parts, "b1"), a & _xor_all(parts, "b2")
+    for p in parts[:-1]:
+        c1, c2 = c1 ^ p["c1"], c2 ^ p["c2"]
+    return {"c1": c1, "c2": c2}
+
+
+def _draw_pand(s, req, index, corrected):
+    w, nw = req.params
+    if index == 0:
+        return {"u": s.words((w, nw)), "z": s.words((w, nw))}
+    return {"v": s.words((w, nw))} if corrected else {"v": s.words((w, nw)), "z": s.words((w, nw))}
+
+
+def _correct_pand(parts, req):
+    return {"z": (parts[0]["u"] & parts[1]["v"]) ^ parts[0]["z"]}
+
+
+def _bit_values(parts, n):
+    return ring.unpack_plane(_xor_all(parts, "r_bits")[0], n)
+
+
+def _draw_b2a(s, req, index, corrected):
+    n = req.params[0]
+    out = {"r_bits": s.words((1, ring.num_words(n)))}
+    if not corrected:
+        out["r"] = s.int64(n)
+    return out
+
+
+def _correct_b2a(parts, req):
+    r = _bit_values(parts, req.params[0])
+    for p in parts[:-1]:
+        r = r - p["r"]
+    return {"r": r}
+
+
+def _draw_inject(s, req, index, corrected):
+    out = _draw_b2a(s, req, index, corrected)
+    out["s"] = s.int64(req.params[0])
+    if not corrected:
+        out["rs"] = s.int64(req.params[0])
+    return out
+
+
+def _correct_inject(parts, req):
+    r = _bit_values(parts, req.params[0])
+    rs = r * sum(p["s"] for p in parts)
+    r_last = r
+    for p in parts[:-1]:
+        r_last, rs = r_last - p["r"], rs - p["rs"]
+    return {"r": r_last, "rs": rs}
+
+
+def _draw_trunc(s, req, index, corrected):
+    shape = tuple(req.params[1:])
+    out = {"r": s.int64(shape)}
+    if not corrected:
+        out["msb"], out["low"] = s.int64(shape), s.int64(shape)
+    return out
+
+
+def _correct_trunc(parts, req):
+    f = req.params[0]
+    r = sum(p["r"] for p in parts)
+    msb = (r >> 63) & 1
+    low = (r & ring.mask_bits(63)) >> f
+    for p in parts[:-1]:
+        msb, low = msb - p["msb"], low - p["low"]
+    return {"msb": msb, "low": low}
+
+
+_KINDS = {
+    "beaver": (_draw_beaver, _correct_beaver),
+    "and": (_draw_and, _correct_and),
+    "and2": (_draw_and2, _correct_and2),
+    "pand": (_draw_pand, _correct_pand),
+    "b2a": (_draw_b2a, _correct_b2a),
+    "inject": (_draw_inject, _correct_inject),
+    "trunc": (_draw_trunc, _correct_trunc),
+}
+_KIND_NAMES = list(_KINDS)
+_KIND_IDS = {k: i for i, k in enumerate(_KIND_NAMES)}
+
+
+def beaver_request(op: str, x_shape, y_shape, extra=(), holders=(0, 1)) -> Request:
+    return Request("beaver", (_OPS.index(op), len(x_shape), *x_shape, len(y_shape), *y_shape,
+                              *extra), tuple(holders))
+
+
+# -- the dealer --------------------------------------------------------------------------------------
+
+class Dealer:
+    """The trusted third party: answers requests from server 0 until told to stop."""
+
+    STOP = -1
+
+    def __init__(self, comm: Communicator, streams: dict[int, AesCtrStream], requester: int = 0):
+        self.comm = comm
+        self.streams = streams  # server rank -> stream shared with that server
+        self.requester = requester
+
+    def produce(self, req: Request) -> tuple[int, dict]:
+        """Draw every holder's seeded part and return (last holder, its corrections)."""
+        draw, correct = _KINDS[req.kind]
+        last = len(req.holders) - 1
+        parts = [draw(self.streams[h], req, i, i == last) for i, h in enumerate(req.holders)]
+        return req.holders[-1], correct(parts, req)
+
+    def serve(self) -> None:
+        while True:
+            (msg,) = self.comm.recv(self.requester, "offline")
+            values = msg.tolist()
+            if values and values[0] == self.STOP:
+                return
+            pos = 0
+            batch: dict[int, list] = {}
+            while pos < len(values):
+                req, pos = Request.decode(values, pos)
+                dst, corr = self.produce(req)
+                batch.setdefault(dst, []).extend(("offline", corr[k]) for k in sorted(corr))
+            for dst, items in batch.items():
+                for start in range(0, len(items), 8):  # messages carry at most 8 tensors
+                    self.comm.send(dst, items[start:start + 8], "offline")
+
+
+class OfflineClient:
+    """A server's access to dealer material: online requests, or a pre-generated queue."""
+
+    def __init__(self, comm: Communicator, party: int, stream: AesCtrStream, dealer_rank: int):
+        self.comm = comm
+        self.party = party
+        self.stream = stream
+        self.dealer = dealer_rank
+        self.plan: list[Request] = []  # every request made, in order (the recorded plan)
+        self._queue: list[dict] | None = None
+        self._cursor = 0
+
+    def get(self, req: Request) -> dict:
+        """This party's material for ``req`` (every server must call this in the same order)."""
+        self.plan.append(req)
+        if self._queue is not None:
+            if self._cursor >= len(self._queue):
+                raise OfflineError(f"pre-generated material exhausted at request {self._cursor} "
+                                   f"({req.kind}); the plan was shorter than the computation")
+            expected, material = self._queue[self._cursor]
+            if expected != req:
+                raise OfflineError(f"request {self._cursor}: computation asks for {req}, plan has "
+                                   f"{expected}")
+            self._queue[self._cursor] = None
+            self._cursor += 1
+            return material
+        if self.party == 0:
+            self.comm.send(self.dealer, [("offline", torch.tensor(req.encode(), dtype=torch.int64))],
+                           "offline")
+        return self._expand(req, self._receive_corrections([req]))[0]
+
+    def _receive_corrections(self, reqs: list[Request]) -> list[dict | None]:
+        out = []
+        pending: list = []
+        for req in reqs:
+            if self.party in req.holders and self.party == req.holders[-1]:
+                keys = sorted(_correction_keys(req))
+                while len(pending) < len(keys):
+                    pending.extend(self.comm.recv(self.dealer, "offline"))
+                out.append(dict(zip(keys, pending[:len(keys)])))
+                pending = pending[len(keys):]
+            else:
+                out.append(None)
+        return out
+
+    def _expand(self, reqs_or_req, corrections):
+        reqs = reqs_or_req if isinstance(reqs_or_req, list) else [reqs_or_req]
+        out = []
+        for req, corr in zip(reqs, corrections):
+            if self.party not in req.holders:
+                out.append({})
+                continue
+            index = req.holders.index(self.party)
+            last = index == len(req.holders) - 1
+            material = _KINDS[req.kind][0](self.stream, req, index, last)
+            if corr:
+                material.update(corr)
+            out.append(material)
+        return out
+
+    def pregenerate(self, plan: list[Request]) -> None:
+        """Fetch and expand all material of ``plan`` now; later requests must follow it exactly."""
+        if self.party == 0 and plan:
+            values = [v for req in plan for v in req.encode()]
+            self.comm.send(self.dealer, [("offline", torch.tensor(values, dtype=torch.int64))],
+                           "offline")
+        corrections = self._receive_corrections(plan)
+        self._queue = list(zip(plan, self._expand(list(plan), corrections)))
+        self._cursor = 0
+        self.plan = []
+
+    def stop_dealer(self) -> None:
+        if self.party == 0:
+            self.comm.send(self.dealer, [("offline", torch.tensor([Dealer.STOP]))], "offline")
+
+
+_CORRECTION_KEYS = {"beaver": ("c",), "and": ("c",), "and2": ("c1", "c2"), "pand": ("z",),
+                    "b2a": ("r",), "inject": ("r", "rs"), "trunc": ("low", "msb")}
+
+
+def _correction_keys(req: Request) -> tuple:
+    return _CORRECTION_KEYS[req.kind]

@@ -1,0 +1,205 @@
+"""The ring Z_2^64 on torch.int64, fixed-point encoding, bit extraction and bit-slicing.
+
+Pure functions: no parties, no I/O. Addition and multiplication of int64 tensors wrap modulo 2^64,
+which is exactly the ring. Fixed point: a real x is the ring element round(x · 2^f).
+
+Bit-slicing turns n elements of w bits into w *bit planes* of ceil(n/64) int64 words (element i is
+bit i % 64 of word i // 64); a bitwise AND/XOR of planes then works on 64 elements per word op, and a
+plane sent over the network costs exactly one bit per element (plus padding to a whole word).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+RING_BITS = 64
+DEFAULT_FRAC_BITS = 16
+
+
+class FixedPointError(ValueError):
+    """A value cannot be represented in the fixed-point ring without wrapping."""
+
+
+def _describe(x: torch.Tensor, mask: torch.Tensor) -> str:
+    idx = mask.nonzero()[0].tolist()
+    return f"index {tuple(idx)} (value {x[tuple(idx)].item()!r}); {int(mask.sum())} element(s) affected"
+
+
+@dataclass(frozen=True)
+class FixedPoint:
+    """Fixed-point encoding with ``frac_bits`` fractional bits in Z_2^64.
+
+    Encodable reals satisfy |x| < 2^(63 − f); anything else (including NaN/inf) is rejected with an
+    error naming the first offending element. Decoding is exact division by 2^f in float64 (exact
+    for every ring value below 2^53; above that, float64 rounds to nearest), with no off-by-one on
+    negative values.
+    """
+
+    frac_bits: int = DEFAULT_FRAC_BITS
+
+    def __post_init__(self):
+        if not 0 <= self.frac_bits <= 62:
+            raise ValueError(f"frac_bits must be in 0..62, got {self.frac_bits}")
+
+    @property
+    def scale(self) -> int:
+        return 1 << self.frac_bits
+
+    @property
+    def max_abs(self) -> float:
+        """Exclusive bound on encodable magnitudes: 2^(63 − f)."""
+        return float(2 ** (63 - self.frac_bits))
+
+    def encode(self, x, what: str = "input") -> torch.Tensor:
+        """Encode reals to ring elements; ``what`` names the value in error messages."""
+        t = torch.as_tensor(x)
+        t = t.to(torch.float64)
+        bad = ~torch.isfinite(t)
+        if bad.any():
+            raise FixedPointError(f"{what}: non-finite value at {_describe(t, bad)}")
+        scaled = torch.round(t * self.scale)
+        over = scaled.abs() >= 2.0 ** 63
+        if over.any():
+            raise FixedPointError(
+                f"{what}: |x| must be < 2^{63 - self.frac_bits} = {self.max_abs:g} with "
+                f"{self.frac_bits} fractional bits; out of range at {_describe(t, over)}")
+        return scaled.to(torch.int64)
+
+    def decode(self, v: torch.Tensor, dtype=torch.float64) -> torch.Tensor:
+        """Ring elements (signed) to reals."""
+        if v.dtype != torch.int64:
+            raise TypeError(f"decode expects an int64 ring tensor, got {v.dtype}")
+        return (v.to(torch.float64) / self.scale).to(dtype)
+
+    def check_product(self, bound_a: float, bound_b: float, what: str = "product") -> None:
+        """Raise unless a product of magnitudes ≤ bound_a, bound_b fits with 2f fractional bits."""
+        need = bound_a * bound_b * float(self.scale) ** 2
+        if need >= 2.0 ** 63:
+            raise FixedPointError(
+                f"{what}: |a|·|b| ≤ {bound_a:g}·{bound_b:g} needs {np.log2(need):.1f} bits with "
+                f"{2 * self.frac_bits} fractional bits before truncation; the ring has 63")
+
+    def mul_public(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Product of two public fixed-point ring tensors, truncated back to f bits (floor).
+
+        Checks the headroom exactly: the 2f-bit product must be representable.
+        """
+        fa = a.to(torch.float64).abs()
+        fb = b.to(torch.float64).abs()
+        over = (fa * fb) >= 2.0 ** 62
+        if over.any():
+            raise FixedPointError(f"mul_public: 2f-bit product overflows the ring at {_describe(a, over)}")
+        return (a * b) >> self.frac_bits
+
+
+def mask_bits(width: int) -> int:
+    """The int64 value with the low ``width`` bits set (width 64 → all ones, i.e. −1)."""
+    if not 0 <= width <= 64:
+        raise ValueError(f"bit width must be in 0..64, got {width}")
+    return -1 if width == 64 else (1 << width) - 1
+
+
+def extract_bits(x: torch.Tensor, k: int, m: int) -> torch.Tensor:
+    """x[k:m]: bits m..k−1 of each element as an unsigned integer in [0, 2^(k−m)).
+
+    Requires 0 ≤ m ≤ k ≤ 64. k = 64, m = 0 returns x unchanged (all 64 bits).
+    """
+    if not (0 <= m <= k <= 64):
+        raise ValueError(f"bit range [k:m] = [{k}:{m}] needs 0 <= m <= k <= 64")
+    if x.dtype != torch.int64:
+        raise TypeError(f"extract_bits expects int64, got {x.dtype}")
+    width = k - m
+    if width == 0:
+        return torch.zeros_like(x)
+    shifted = x >> m if m else x  # arithmetic shift; the mask below makes it logical
+    return shifted & mask_bits(width) if width < 64 else shifted
+
+
+def msb(x: torch.Tensor, width: int = 64) -> torch.Tensor:
+    """Bit ``width − 1`` of each element (the sign of a ``width``-bit two's complement value)."""
+    return (x >> (width - 1)) & 1
+
+
+def num_words(n: int) -> int:
+    """Words needed to hold n bits packed 64 per int64."""
+    return (n + 63) // 64
+
+
+# (shift, mask) of the six stages of a 64×64 bit-matrix transpose (Hacker's Delight, 7-3)
+_TRANSPOSE_STAGES = ((32, 0x00000000FFFFFFFF), (16, 0x0000FFFF0000FFFF), (8, 0x00FF00FF00FF00FF),
+                     (4, 0x0F0F0F0F0F0F0F0F), (2, 0x3333333333333333), (1, 0x5555555555555555))
+
+
+def transpose64(blocks: torch.Tensor) -> torch.Tensor:
+    """Transpose each 64×64 bit matrix in ``blocks`` (B×64 int64; row i = word i) — a new tensor.
+
+    Bit b of row i becomes bit i of row b. The transpose is its own inverse.
+    """
+    a = blocks.clone()
+    nb = a.shape[0]
+    for j, m in _TRANSPOSE_STAGES:
+        v = a.view(nb, 64 // (2 * j), 2, j)
+        lo, hi = v[:, :, 0, :], v[:, :, 1, :]
+        t = ((lo >> j) ^ hi) & m  # arithmetic shift is fine: m clears the sign-filled bits
+        hi ^= t
+        lo ^= t << j
+    return a
+
+
+def _check_width(width: int) -> None:
+    if not 0 <= width <= 64:
+        raise ValueError(f"bit width must be in 0..64, got {width}")
+
+
+def pack_bits(x: torch.Tensor, width: int) -> torch.Tensor:
+    """Bit-slice: n int64 elements (any shape, flattened) → ``width`` planes of ceil(n/64) words.
+
+    Plane j holds bit j of every element. Bits above ``width`` are ignored. Padding bits are 0.
+    """
+    _check_width(width)
+    flat = x.reshape(-1)
+    if flat.dtype != torch.int64:
+        raise TypeError(f"pack_bits expects int64, got {flat.dtype}")
+    n = flat.numel()
+    nw = num_words(n)
+    if width == 0:
+        return torch.zeros(0, nw, dtype=torch.int64)
+    if width <= 8:  # one byte per element: numpy's bit (un)packing is cheapest
+        raw = flat.contiguous().numpy().view(np.uint8).reshape(n, 8)[:, :1]
+        bits = np.unpackbits(raw, axis=1, bitorder="little")[:, :width]
+        planes = np.zeros((width, nw * 64), dtype=np.uint8)
+        planes[:, :n] = bits.T
+        packed = np.packbits(planes, axis=1, bitorder="little")
+        return torch.from_numpy(packed.view(np.int64).reshape(width, nw).copy())
+    if n % 64:
+        flat = torch.cat([flat, flat.new_zeros(nw * 64 - n)])
+    if width < 64:
+        flat = flat & mask_bits(width)
+    return transpose64(flat.view(nw, 64)).t()[:width].contiguous()
+
+
+def unpack_bits(planes: torch.Tensor, n: int) -> torch.Tensor:
+    """Inverse of :func:`pack_bits`: w planes → n int64 elements holding bits 0..w−1."""
+    if planes.dtype != torch.int64 or planes.ndim != 2:
+        raise TypeError(f"unpack_bits expects a 2-D int64 plane tensor, got {planes.dtype} "
+                        f"{tuple(planes.shape)}")
+    width, nw = planes.shape
+    _check_width(width)
+    if nw != num_words(n):
+        raise ValueError(f"{nw} words cannot hold {n} elements (need {num_words(n)})")
+    full = planes.new_zeros(64, nw)
+    full[:width] = planes
+    return transpose64(full.t().contiguous()).view(-1)[:n].clone()
+
+
+def pack_plane(bits: torch.Tensor) -> torch.Tensor:
+    """One plane: n values in {0, 1} (any integer/bool dtype) → ceil(n/64) words."""
+    return pack_bits(bits.reshape(-1).to(torch.int64), 1)[0]
+
+
+def unpack_plane(words: torch.Tensor, n: int) -> torch.Tensor:
+    """One plane of words → n int64 values in {0, 1}."""
+    return unpack_bits(words.reshape(1, -1), n)

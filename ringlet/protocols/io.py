@@ -17,17 +17,14 @@ from ringlet.session import Session
 from ringlet.sharing import ArithmeticShare
 
 
-def _shape_items(shape) -> list:
-    return [("input", torch.tensor(list(shape), dtype=torch.int64))]
-
-
 def share_input(sess: Session, value: torch.Tensor | None, owner: int, shape=None,
                 encoded: bool = False) -> ArithmeticShare | None:
     """Secret-share ``value`` (held by ``owner``) among the servers; returns this server's share.
 
     ``value`` is a float tensor (encoded here at ``sess.fixed``) or, with ``encoded=True``, an int64
-    ring tensor. Non-owners pass ``value=None``; if they do not know ``shape``, the owner sends it
-    (a few bytes, counted under ``input``). The owner gets ``None`` unless it is a server.
+    ring tensor. Non-owners pass ``value=None`` and the public ``shape`` (servers know the shape of
+    what they compute on); the owner may pass ``shape`` to have it checked. The owner gets ``None``
+    unless it is a server.
     """
     world = sess.world
     servers = list(world.servers)
@@ -41,10 +38,6 @@ def share_input(sess: Session, value: torch.Tensor | None, owner: int, shape=Non
             raise TypeError(f"share_input: encoded values must be int64, got {x.dtype}")
         if shape is not None and tuple(shape) != tuple(x.shape):
             raise ValueError(f"share_input: value has shape {tuple(x.shape)}, declared {tuple(shape)}")
-        if shape is None:
-            for s in servers:
-                if s != owner:
-                    sess.comm.send(s, _shape_items(x.shape), "input-shape")
         # servers other than the owner draw their shares from seeds shared with it; when the
         # owner is the client, the last server instead receives the remainder
         drawn = [s for s in servers if s != owner and (owner in servers or s != servers[-1])]
@@ -58,8 +51,8 @@ def share_input(sess: Session, value: torch.Tensor | None, owner: int, shape=Non
     if not sess.is_server:
         return None
     if shape is None:
-        (t,) = sess.comm.recv(owner, "input-shape")
-        shape = tuple(t.tolist())
+        raise ValueError(f"share_input: party {sess.rank} must pass the public shape of party "
+                         f"{owner}'s input")
     if owner == world.client and sess.rank == servers[-1]:
         (data,) = sess.comm.recv(owner, "input")
         if tuple(data.shape) != tuple(shape):

@@ -118,3 +118,49 @@ def linear_public(x: ArithmeticShare, weight: torch.Tensor, bias: torch.Tensor |
     if bias is not None and x.party == 0:
         y = y + bias
     return ArithmeticShare(y, x.party, x.frac + w_frac)
+
+
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def sum_pool2d(x: ArithmeticShare, kernel, stride=None, padding=0) -> ArithmeticShare:
+    """Sum over k×k windows (local, exact): a depthwise convolution with a kernel of ones."""
+    if len(x.shape) != 4:
+        raise ShareError(f"sum_pool2d: expected N×C×H×W, got {tuple(x.shape)}")
+    kh, kw = _pair(kernel)
+    stride = _pair(stride if stride is not None else kernel)
+    c = x.shape[1]
+    ones = torch.ones(c, 1, kh, kw, dtype=torch.int64)
+    return ArithmeticShare(F.conv2d(x.data, ones, None, stride, _pair(padding), 1, c), x.party, x.frac)
+
+
+def scale_public(sess, x: ArithmeticShare, factor: float) -> ArithmeticShare:
+    """Multiply by a public real in (0, 1]: an exact shift when ``factor`` is 2^−k, otherwise a
+    multiplication by the ``f``-bit integer round(factor·2^(k+f−1)) ∈ [2^(f−1), 2^f] followed by one
+    truncation of k+f−1 bits (relative precision 2^−f, product below |x|·2^f). Cost: one
+    truncation (see :mod:`ringlet.protocols.truncation`)."""
+    from ringlet.protocols.truncation import truncate
+    if not 0 < factor <= 1:
+        raise ValueError(f"scale_public: factor must be in (0, 1], got {factor}")
+    if factor == 1:
+        return x
+    k = -math.floor(math.log2(factor))  # factor * 2^k in [1, 2)
+    if factor * (1 << k) == 1:
+        return truncate(sess, ArithmeticShare(x.data, x.party, x.frac + k), k)
+    f = sess.fixed.frac_bits
+    bits = k + f - 1
+    return truncate(sess, x.mul_public(int(round(factor * (1 << bits))), frac=bits), bits)
+
+
+def avg_pool2d(sess, x: ArithmeticShare, kernel, stride=None, padding=0) -> ArithmeticShare:
+    """Average over k×k windows (zero padding counted, as torch's default count_include_pad)."""
+    kh, kw = _pair(kernel)
+    return scale_public(sess, sum_pool2d(x, kernel, stride, padding), 1.0 / (kh * kw))
+
+
+def global_avg_pool(sess, x: ArithmeticShare) -> ArithmeticShare:
+    """Mean over the spatial axes of N×C×H×W, keeping N×C×1×1."""
+    h, w = x.shape[2], x.shape[3]
+    summed = ArithmeticShare(x.data.sum((2, 3), keepdim=True), x.party, x.frac)
+    return scale_public(sess, summed, 1.0 / (h * w))

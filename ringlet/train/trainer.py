@@ -160,7 +160,7 @@ def fit(model: nn.Module, train: Dataset, test: Dataset | None, cfg: TrainConfig
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_sum += float(loss) * len(idx)
+            loss_sum += loss.item() * len(idx)
             correct += int((out.argmax(1) == y).sum())
             count += len(idx)
             rate = count / (time.perf_counter() - t0)

@@ -1,0 +1,28 @@
+# The two commands of the README: `make demo` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.ringlet-installed
+
+.PHONY: demo test setup data clean
+
+demo: setup data
+	$(BIN)/ringlet demo
+
+test: setup data
+	$(BIN)/python -m pytest -q -x --durations=15
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# the CPU build of torch lies on this machine's disk; install it first so nothing bigger is pulled
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+data:
+	@scripts/get_data.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,30 @@
+"""Shared test helpers: run a program on p in-process (or TCP) parties with a fixed master seed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ringlet.launch import run_local
+
+MASTER = bytes(range(16))
+
+
+def run(program, parties=2, transport="local", **kwargs):
+    kwargs.setdefault("master_seed", MASTER)
+    kwargs.setdefault("timeout", 30.0)
+    return run_local(program, parties, transport=transport, **kwargs)
+
+
+@pytest.fixture(params=[2, 3], ids=lambda p: f"p{p}")
+def parties(request):
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def _small_threads():
+    # parties run as threads on 2 cores: keep torch from oversubscribing them
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

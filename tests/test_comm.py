@@ -1,0 +1,89 @@
+import time
+
+import pytest
+import torch
+
+from ringlet.comm.base import PeerFailedError, PeerTimeoutError, ProtocolMismatchError
+from ringlet.comm.local import LocalHub
+from ringlet.launch import PartyError
+
+from conftest import run
+
+
+def test_round_accounting_is_exact():
+    hub = LocalHub(2)
+    a, b = hub.communicator(0), hub.communicator(1)
+    x = torch.zeros(10, dtype=torch.int64)
+    y = torch.zeros(3, dtype=torch.uint8)
+    a.send(1, [("mult", x), ("circuit", y)], "s")
+    got = b.recv(0, "s")
+    assert [t.shape for t in got] == [x.shape, y.shape]
+    assert a.stats.bytes_sent() == 83 and b.stats.bytes_received() == 83
+    assert a.stats.by_tag()["mult"]["bytes_sent"] == 80
+    assert b.stats.by_tag()["circuit"]["bytes_received"] == 3
+    # a round counts only for the party that waits
+    a.round("open", {1: [("open", x)]}, [])
+    b.round("open", {}, [0])
+    assert a.stats.total_rounds() == 0 and b.stats.total_rounds() == 1
+
+
+def test_sent_tensors_are_copied():
+    hub = LocalHub(2)
+    a, b = hub.communicator(0), hub.communicator(1)
+    x = torch.zeros(4, dtype=torch.int64)
+    a.send(1, [("other", x)], "s")
+    x += 5
+    assert torch.equal(b.recv(0, "s")[0], torch.zeros(4, dtype=torch.int64))
+
+
+def test_timeout_names_peer_and_step():
+    hub = LocalHub(2)
+    b = hub.communicator(1, timeout=0.3, names={0: "server"})
+    t0 = time.monotonic()
+    with pytest.raises(PeerTimeoutError, match=r"party 0 \(server\) in step 'relu/level3' within 0.3"):
+        b.recv(0, "relu/level3")
+    assert time.monotonic() - t0 < 2
+
+
+def test_step_mismatch_is_detected():
+    hub = LocalHub(2)
+    a, b = hub.communicator(0), hub.communicator(1)
+    a.send(1, [("other", torch.zeros(1))], "alpha")
+    with pytest.raises(ProtocolMismatchError, match="expected step 'beta'"):
+        b.recv(0, "beta")
+
+
+def test_invalid_peer():
+    with pytest.raises(ValueError, match="invalid peer"):
+        LocalHub(2).communicator(0).send(5, [], "x")
+
+
+def _dies(sess):
+    if sess.rank == 1:
+        raise RuntimeError("boom on server 1")
+    sess.comm.recv(1, "never")
+
+
+def test_failed_party_makes_others_fail_fast_local():
+    t0 = time.monotonic()
+    with pytest.raises(PartyError, match="server 1: RuntimeError: boom on server 1"):
+        run(_dies, 2, timeout=30)
+    assert time.monotonic() - t0 < 5
+
+
+def _exits(sess):
+    import os
+    if sess.rank == 1:
+        os._exit(3)  # a crash without any goodbye
+    sess.comm.round("other", {1: [("other", torch.zeros(1))]}, [1], "wait-for-1")
+
+
+@pytest.mark.slow
+def test_killed_process_makes_others_fail_fast_tcp():
+    t0 = time.monotonic()
+    with pytest.raises(PartyError) as err:
+        run(_exits, 2, transport="tcp", timeout=30)
+    elapsed = time.monotonic() - t0
+    msg = str(err.value)
+    assert "exited with code 3" in msg or "is gone" in msg, msg
+    assert elapsed < 25, f"took {elapsed:.1f} s"

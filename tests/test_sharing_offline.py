@@ -1,0 +1,89 @@
+import pytest
+import torch
+
+from ringlet import ring
+from ringlet.offline import Dealer, OfflineClient, OfflineError, Request, beaver_request
+from ringlet.prng import AesCtrStream
+from ringlet.sharing import ArithmeticShare, BinaryShare, ShareError
+
+from conftest import run
+
+
+def test_arithmetic_share_local_ops_and_errors():
+    a = ArithmeticShare(torch.tensor([1, 2, 3]), 0)
+    b = ArithmeticShare(torch.tensor([10, 20, 30]), 0)
+    assert torch.equal((a + b).data, torch.tensor([11, 22, 33]))
+    assert torch.equal((a - b).data, torch.tensor([-9, -18, -27]))
+    assert torch.equal(a.add_public(torch.tensor([5, 5, 5])).data, torch.tensor([6, 7, 8]))
+    other = ArithmeticShare(torch.tensor([1, 2, 3]), 1)
+    assert torch.equal(other.add_public(torch.tensor([5, 5, 5])).data, torch.tensor([1, 2, 3]))
+    with pytest.raises(ShareError, match="shape mismatch"):
+        a + ArithmeticShare(torch.tensor([1, 2]), 0)
+    with pytest.raises(ShareError, match="parties 0 and 1"):
+        a + other
+    with pytest.raises(ShareError, match="fractional bits differ"):
+        a + ArithmeticShare(torch.tensor([1, 2, 3]), 0, frac=32)
+    with pytest.raises(ShareError, match="int64"):
+        ArithmeticShare(torch.tensor([1.0]), 0)
+    with pytest.raises(ShareError, match="BinaryShare"):
+        a + BinaryShare.from_private(torch.tensor([1, 2, 3]), 2, 0)
+
+
+def test_binary_share_xor_invert():
+    x = torch.tensor([0b101, 0b011, 0b110])
+    s0 = BinaryShare.from_private(x, 3, 0)
+    s1 = BinaryShare(torch.zeros_like(s0.planes), 3, 1)
+    assert torch.equal(ring.unpack_bits((s0.invert() ^ s0).planes, 3), torch.tensor([7, 7, 7]))
+    assert torch.equal(s1.invert().planes, s1.planes)
+    with pytest.raises(ShareError, match="cannot hold"):
+        BinaryShare(torch.zeros(1, 2, dtype=torch.int64), 3, 0)
+
+
+def test_dealer_material_is_correlated_and_seed_compressed():
+    seeds = {0: bytes([1] * 16), 1: bytes([2] * 16), 2: bytes([3] * 16)}
+    dealer = Dealer(None, {k: AesCtrStream(v) for k, v in seeds.items()})
+    streams = {k: AesCtrStream(v) for k, v in seeds.items()}
+    from ringlet.offline import _KINDS
+    for req in [beaver_request("mul", (5,), (5,), holders=(0, 1, 2)),
+                Request("and2", (3, 2), (0, 1, 2)), Request("pand", (2, 4), (0, 1)),
+                Request("inject", (70,), (0, 1)), Request("trunc", (16, 6), (0, 1, 2))]:
+        last, corr = dealer.produce(req)
+        assert last == req.holders[-1]
+        parts = []
+        for i, h in enumerate(req.holders):
+            m = _KINDS[req.kind][0](streams[h], req, i, i == len(req.holders) - 1)
+            if i == len(req.holders) - 1:
+                m.update(corr)
+            parts.append(m)
+        if req.kind == "beaver":
+            a = sum(p["a"] for p in parts); b = sum(p["b"] for p in parts)
+            assert torch.equal(sum(p["c"] for p in parts), a * b)
+        elif req.kind == "and2":
+            x = lambda k: parts[0][k] ^ parts[1][k] ^ parts[2][k]  # noqa: E731
+            assert torch.equal(x("c1"), x("a") & x("b1")) and torch.equal(x("c2"), x("a") & x("b2"))
+        elif req.kind == "pand":
+            assert torch.equal(parts[0]["z"] ^ parts[1]["z"], parts[0]["u"] & parts[1]["v"])
+        elif req.kind == "inject":
+            r = ring.unpack_plane((parts[0]["r_bits"] ^ parts[1]["r_bits"])[0], 70)
+            assert torch.equal(parts[0]["r"] + parts[1]["r"], r)
+            assert torch.equal(parts[0]["rs"] + parts[1]["rs"], r * (parts[0]["s"] + parts[1]["s"]))
+        else:
+            r = sum(p["r"] for p in parts)
+            assert torch.equal(sum(p["msb"] for p in parts), (r >> 63) & 1)
+            assert torch.equal(sum(p["low"] for p in parts), (r & ring.mask_bits(63)) >> 16)
+
+
+def _two_muls(sess):
+    from ringlet.protocols import beaver
+    from ringlet.protocols.io import share_input
+    x = share_input(sess, torch.ones(4) if sess.rank == 0 else None, 0, (4,))
+    beaver.mul(sess, x, x)
+    if sess.offline._queue is not None:  # online run after pre-generation: ask for a different shape
+        y = share_input(sess, torch.ones(5) if sess.rank == 0 else None, 0, (5,))
+        beaver.mul(sess, y, y)
+
+
+def test_plan_mismatch_is_a_clear_error():
+    from ringlet.launch import PartyError
+    with pytest.raises(PartyError, match="pre-generated material exhausted"):
+        run(_two_muls, 2, pregenerate=True)

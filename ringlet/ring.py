@@ -140,12 +140,18 @@ def transpose64(blocks: torch.Tensor) -> torch.Tensor:
     """
     a = blocks.clone()
     nb = a.shape[0]
+    scratch = torch.empty(nb, 32, dtype=torch.int64)
     for j, m in _TRANSPOSE_STAGES:
         v = a.view(nb, 64 // (2 * j), 2, j)
         lo, hi = v[:, :, 0, :], v[:, :, 1, :]
-        t = ((lo >> j) ^ hi) & m  # arithmetic shift is fine: m clears the sign-filled bits
+        t = scratch.view(nb, 64 // (2 * j), j)
+        # t = ((lo >> j) ^ hi) & m; the arithmetic shift is fine: m clears the sign-filled bits
+        torch.bitwise_right_shift(lo, j, out=t)
+        t ^= hi
+        t &= m
         hi ^= t
-        lo ^= t << j
+        t <<= j
+        lo ^= t
     return a
 
 
@@ -197,9 +203,16 @@ def unpack_bits(planes: torch.Tensor, n: int) -> torch.Tensor:
 
 def pack_plane(bits: torch.Tensor) -> torch.Tensor:
     """One plane: n values in {0, 1} (any integer/bool dtype) → ceil(n/64) words."""
-    return pack_bits(bits.reshape(-1).to(torch.int64), 1)[0]
+    flat = bits.reshape(-1).to(torch.uint8).numpy()
+    n = flat.size
+    padded = np.zeros(num_words(n) * 64, dtype=np.uint8)
+    padded[:n] = flat
+    return torch.from_numpy(np.packbits(padded, bitorder="little").view(np.int64).copy())
 
 
 def unpack_plane(words: torch.Tensor, n: int) -> torch.Tensor:
     """One plane of words → n int64 values in {0, 1}."""
-    return unpack_bits(words.reshape(1, -1), n)
+    raw = words.reshape(-1).contiguous().numpy().view(np.uint8)
+    if raw.size * 8 < n:
+        raise ValueError(f"{words.numel()} words cannot hold {n} elements")
+    return torch.from_numpy(np.unpackbits(raw, bitorder="little")[:n].astype(np.int64))

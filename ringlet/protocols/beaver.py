@@ -19,12 +19,12 @@ from ringlet.sharing import ArithmeticShare, ShareError
 
 
 def _product(sess: Session, x: ArithmeticShare, y: ArithmeticShare, op: str, extra: tuple,
-             tag: str, rescale: bool) -> ArithmeticShare:
+             tag: str, rescale: bool, among=None) -> ArithmeticShare:
     if x.party != y.party:
         raise ShareError(f"{op}: shares of different parties ({x.party}, {y.party})")
-    holders = tuple(sess.world.servers)
+    holders = tuple(sess.world.servers) if among is None else tuple(among)
     m = sess.offline.get(beaver_request(op, tuple(x.shape), tuple(y.shape), extra, holders))
-    d, e = open_values(sess, [(tag, x.data - m["a"]), (tag, y.data - m["b"])], "add")
+    d, e = open_values(sess, [(tag, x.data - m["a"]), (tag, y.data - m["b"])], "add", among=holders)
     f = beaver_op(op, extra)
     z = m["c"] + f(d, m["b"]) + f(m["a"], e)
     if x.party == 0:
@@ -34,11 +34,11 @@ def _product(sess: Session, x: ArithmeticShare, y: ArithmeticShare, op: str, ext
 
 
 def mul(sess: Session, x: ArithmeticShare, y: ArithmeticShare, rescale: bool = True,
-        tag: str = "mult") -> ArithmeticShare:
-    """Elementwise [x·y] (same shapes)."""
+        tag: str = "mult", among=None) -> ArithmeticShare:
+    """Elementwise [x·y] (same shapes); ``among`` restricts it to a subset of servers."""
     if x.shape != y.shape:
         raise ShareError(f"mul: shape mismatch {tuple(x.shape)} vs {tuple(y.shape)}")
-    return _product(sess, x, y, "mul", (), tag, rescale)
+    return _product(sess, x, y, "mul", (), tag, rescale, among)
 
 
 def matmul(sess: Session, x: ArithmeticShare, y: ArithmeticShare, rescale: bool = True,

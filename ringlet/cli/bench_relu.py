@@ -1,0 +1,56 @@
+"""``ringlet bench relu``: one secure ReLU/DReLU layer, exact counts and online time (JSON)."""
+
+from __future__ import annotations
+
+from ringlet.cli.common import add_debug, command_line, print_json
+
+
+def add_parser(sub, name):
+    p = sub.add_parser(name, help="secure ReLU: bits, rounds, time, correctness")
+    p.add_argument("--n", type=int, default=1 << 20, help="number of elements (ignored with --input)")
+    p.add_argument("--bits", default="exact", help="K:M (kept bits [k:m]) or 'exact' (default)")
+    p.add_argument("--adder", choices=["carry-tree", "kogge-stone"], default="carry-tree")
+    p.add_argument("--select", choices=["fused", "b2a-mult"], default="fused")
+    p.add_argument("--op", choices=["relu", "drelu"], default="relu")
+    p.add_argument("--parties", type=int, default=2)
+    p.add_argument("--transport", choices=["local", "tcp"], default="local")
+    p.add_argument("--input", help="float32/float64 .npy of any shape (default: uniform on [-8, 8))")
+    p.add_argument("--output", help="write the revealed result (decoded) as .npy of the same shape")
+    p.add_argument("--baseline", action="store_true",
+                   help="also run the kogge-stone + b2a-mult baseline on the same inputs")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per party (0: default)")
+    p.add_argument("--json", action="store_true", help="print JSON (the default output)")
+    add_debug(p)
+    p.set_defaults(run=run)
+
+
+def run(args):
+    import numpy as np
+
+    from ringlet.bench.relu import default_input, parse_bits, run_relu_bench
+    from ringlet.protocols.compare import ReluSpec
+    if args.input:
+        values = np.load(args.input, allow_pickle=False)
+        if values.dtype not in (np.float32, np.float64):
+            raise ValueError(f"--input {args.input}: expected float32/float64, got {values.dtype}")
+    else:
+        if args.n < 1:
+            raise ValueError(f"--n must be positive, got {args.n}")
+        values = default_input(args.n)
+    k, m = parse_bits(args.bits)
+    spec = ReluSpec(k, m, args.adder, args.select)
+    report, out = run_relu_bench(values, spec, args.parties, args.transport, args.op,
+                                 threads=args.threads)
+    result = {"command": command_line(), **report}
+    if args.baseline:
+        base, _ = run_relu_bench(values, ReluSpec(64, 0, "kogge-stone", "b2a-mult"), args.parties,
+                                 args.transport, args.op, threads=args.threads)
+        result["baseline"] = base
+        result["speedup_vs_baseline"] = base["seconds_online"] / report["seconds_online"]
+        result["comm_reduction_vs_baseline"] = (base["bits_sent_per_element"] /
+                                                max(report["bits_sent_per_element"], 1e-9))
+    if args.output:
+        scale = 1.0 if args.op == "drelu" else 2.0 ** 16
+        np.save(args.output, (out.double() / scale).numpy().reshape(values.shape))
+    print_json(result)
+    return 0

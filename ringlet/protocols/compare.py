@@ -1,0 +1,207 @@
+"""DReLU, ReLU, max and max-pool: exact (all 64 bits) or on the reduced ring x[k:m] (HummingBird).
+
+DReLU(x) = 1 − sign(x). On bits [k:m] (w = k − m), each server extracts t_i = s_i[k:m] locally and
+the sign is the top bit of Σ t_i mod 2^w (HummingBird Eq. 3): w = 0 makes the ReLU the identity (no
+communication), w = 1 makes the sign a local XOR, w ≥ 2 runs a sign circuit (see
+:mod:`ringlet.protocols.adders`). Σ t_i ≡ ⌊x/2^m⌋ − c with a carry loss c ∈ [0, p−1], so in ring
+units a result can differ from exact ReLU only where x ≥ 2^(k−1), x < −2^(k−1) + (p−1)·2^m, or
+0 < x < (p−1)·2^m (:func:`allowed_mismatch`), and nowhere else.
+
+Costs per server per element for 2 servers (w ≥ 2, L = ⌈log2(w−1)⌉; rounds in brackets):
+
+=====================  ===============================  ==================================
+adder / select          DReLU                            ReLU
+=====================  ===============================  ==================================
+carry-tree, fused       4w − 7 − L  (L + 1)              4w − 7 − L + 65  (L + 2)
+carry-tree, b2a-mult    4w − 7 − L + 64  (L + 2)         4w − 7 − L + 192  (L + 3)
+kogge-stone, b2a-mult   2w + 4w⌈log2 w⌉ + 64  (⌈log2 w⌉ + 2)   + 128  (+ 1)  — CrypTen: 1728/1856, 8/9
+kogge-stone, fused      same circuit + 65  (⌈log2 w⌉ + 2)
+=====================  ===============================  ==================================
+
+w = 1: DReLU 0 bits (0 rounds); fused ReLU 65 bits (1 round). p ≥ 3: servers 2…p−1 first re-share
+their w-bit pieces (and 64-bit shares of x for a ReLU) to servers 0 and 1 (+1 round; they send w
+(+64) bits, servers 0 and 1 then pay the 2-server costs above).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ringlet import ring
+from ringlet.protocols import adders, beaver
+from ringlet.protocols.convert import (b2a_word, inject_finish, inject_prepare, local_bits,
+                                       reshare_to_two)
+from ringlet.session import Session
+from ringlet.sharing import ArithmeticShare
+
+ADDERS = ("carry-tree", "kogge-stone")
+SELECTS = ("fused", "b2a-mult")
+
+
+@dataclass(frozen=True)
+class ReluSpec:
+    """How to evaluate one ReLU: the kept bits [k:m], the sign circuit and the select."""
+
+    k: int = 64
+    m: int = 0
+    adder: str = "carry-tree"
+    select: str = "fused"
+
+    def __post_init__(self):
+        if not 0 <= self.m <= self.k <= 64:
+            raise ValueError(f"ReLU bits [k:m] = [{self.k}:{self.m}] need 0 <= m <= k <= 64")
+        if self.adder not in ADDERS:
+            raise ValueError(f"unknown adder {self.adder!r}; use one of {ADDERS}")
+        if self.select not in SELECTS:
+            raise ValueError(f"unknown select {self.select!r}; use one of {SELECTS}")
+
+    @property
+    def width(self) -> int:
+        return self.k - self.m
+
+
+def allowed_mismatch(x: torch.Tensor, k: int, m: int, parties: int) -> torch.Tensor:
+    """Where reduced-ring ReLU on [k:m] may differ from exact ReLU (x in ring units, int64).
+
+    The carry loss c ∈ [0, p−1] of the p floors exists only when m > 0. A mismatch needs
+    x ≥ 2^(k−1) (overflow), x < −2^(k−1) + c·2^m (the negative edge), or 0 < x < c·2^m (pruning).
+    """
+    if k == m:  # no bits kept: the ReLU is the identity
+        return x < 0
+    lo, hi = -(1 << 63), (1 << 63) - 1
+    edge = (parties - 1) << m if m > 0 else 0
+    clamp = lambda v: max(lo, min(hi, v))  # noqa: E731 - Python ints, then int64-safe
+
+    def less(bound: int) -> torch.Tensor:
+        if bound > hi:
+            return torch.ones_like(x, dtype=torch.bool)
+        return x < clamp(bound)
+
+    over = x >= (1 << (k - 1)) if k < 64 else torch.zeros_like(x, dtype=torch.bool)
+    neg = less(-(1 << (k - 1)) + edge)
+    return over | neg | ((x > 0) & less(edge))
+
+
+def _sign_two(sess: Session, planes: torch.Tensor, spec: ReluSpec, piggyback):
+    if spec.adder == "carry-tree":
+        return adders.carry_tree_msb(sess, planes, piggyback=piggyback)
+    return adders.kogge_stone_msb(sess, planes, piggyback=piggyback)
+
+
+def drelu_two(sess: Session, t: torch.Tensor, spec: ReluSpec, piggyback=None):
+    """On servers 0/1 holding w-bit pieces t: (DReLU share plane 1×nw, peer piggyback)."""
+    w = spec.width
+    planes = ring.pack_bits(t, w)
+    if w == 1:
+        sign, extra = planes.clone(), []
+    else:
+        sign, extra = _sign_two(sess, planes, spec, piggyback)
+    return (~sign if sess.rank == 0 else sign), extra
+
+
+def drelu(sess: Session, x: ArithmeticShare, spec: ReluSpec = ReluSpec(),
+          arithmetic: bool | None = None) -> torch.Tensor:
+    """Shares of DReLU(x) = [x ≥ 0] on bits [k:m] over the flattened x.
+
+    Binary (a 1×nw plane of XOR shares) by default; arithmetic (int64 per element, B2A with
+    CrypTen's cost) when ``arithmetic`` is true or, if None, when ``spec.select`` is b2a-mult.
+    """
+    if arithmetic is None:
+        arithmetic = spec.select == "b2a-mult"
+    sess.require_server("drelu")
+    n = x.numel()
+    if spec.width == 0:
+        if arithmetic:
+            return torch.full((n,), int(sess.rank == 0), dtype=torch.int64)
+        one = ring.pack_plane(torch.ones(n, dtype=torch.int64)).view(1, -1)
+        return one if sess.rank == 0 else torch.zeros_like(one)
+    t = local_bits(x.data, spec.k, spec.m)
+    shared = reshare_to_two(sess, [(t, spec.width)])
+    if shared is None:
+        return torch.zeros(n if arithmetic else (1, ring.num_words(n)), dtype=torch.int64)
+    bit, _ = drelu_two(sess, shared[0], spec)
+    return b2a_word(sess, bit, n) if arithmetic else bit
+
+
+def relu(sess: Session, x: ArithmeticShare, spec: ReluSpec = ReluSpec()) -> ArithmeticShare:
+    """ReLU(x) = x · DReLU(x[k:m]) — exact when k = 64, m = 0."""
+    sess.require_server("relu")
+    if spec.width == 0:
+        return x
+    t = local_bits(x.data, spec.k, spec.m)
+    shared = reshare_to_two(sess, [(t, spec.width), (x.data.reshape(-1), 64)])
+    if shared is None:  # servers 2..p-1 hold zero shares of the result
+        return ArithmeticShare(torch.zeros_like(x.data), x.party, x.frac)
+    t2, x2 = shared
+    x2 = x2.view(x.shape)
+    if spec.select == "fused":
+        m, f_item = inject_prepare(sess, x2)
+        piggy = [f_item] if spec.width >= 2 else None
+        bit, extra = drelu_two(sess, t2, spec, piggyback=piggy)
+        f = f_item[1] + extra[0] if extra else None
+        return ArithmeticShare(inject_finish(sess, bit, x2, m, f), x.party, x.frac)
+    bit, _ = drelu_two(sess, t2, spec)
+    d = b2a_word(sess, bit, x.numel()).view(x.shape)
+    return beaver.mul(sess, ArithmeticShare(x2, x.party, x.frac), ArithmeticShare(d, x.party, 0),
+                      rescale=False, among=(0, 1))
+
+
+def maximum(sess: Session, x: ArithmeticShare, y: ArithmeticShare,
+            spec: ReluSpec = ReluSpec()) -> ArithmeticShare:
+    """Elementwise max(x, y) = y + ReLU(x − y)."""
+    return y + relu(sess, x - y, spec)
+
+
+def max_pool2d(sess: Session, x: ArithmeticShare, kernel, stride=None, padding=0,
+               spec: ReluSpec = ReluSpec()) -> ArithmeticShare:
+    """k×k max pooling by a tournament of ⌈log2(k²)⌉ rounds of :func:`maximum` (all windows at once).
+
+    Padding uses the public value −2^(k−2) (ring units), which loses to every in-range value.
+    """
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    sh, sw = (stride, stride) if isinstance(stride, int) else (stride or (kh, kw))
+    ph, pw = (padding, padding) if isinstance(padding, int) else padding
+    data = x.data
+    n, c, h, w = data.shape
+    if ph or pw:
+        low = -(1 << (spec.k - 2)) if spec.k >= 2 else 0
+        fill = torch.full((n, c, h + 2 * ph, w + 2 * pw), low if x.party == 0 else 0,
+                          dtype=torch.int64)
+        fill[:, :, ph:ph + h, pw:pw + w] = data
+        data = fill
+    windows = data.unfold(2, kh, sh).unfold(3, kw, sw)  # n, c, oh, ow, kh, kw
+    oh, ow = windows.shape[2], windows.shape[3]
+    cands = windows.reshape(n, c, oh, ow, kh * kw).permute(4, 0, 1, 2, 3)
+    while cands.shape[0] > 1:
+        half = cands.shape[0] // 2
+        a, b = cands[:half], cands[half:2 * half]
+        best = maximum(sess, ArithmeticShare(a.contiguous(), x.party, x.frac),
+                       ArithmeticShare(b.contiguous(), x.party, x.frac), spec).data
+        cands = torch.cat([best, cands[2 * half:]]) if cands.shape[0] % 2 else best
+    return ArithmeticShare(cands[0].contiguous(), x.party, x.frac)
+
+
+def relu_cost(spec: ReluSpec, parties: int = 2) -> dict:
+    """Expected bits sent per server per element and rounds (the max over servers)."""
+    w = spec.width
+    if w == 0:
+        return {"drelu_bits": 0, "drelu_rounds": 0, "relu_bits": 0, "relu_rounds": 0}
+    if w == 1:
+        circ, rounds = 0, 0
+    elif spec.adder == "carry-tree":
+        circ, rounds = adders.carry_tree_cost(w)
+    else:
+        circ, rounds = adders.kogge_stone_cost(w)
+    if spec.select == "fused":
+        d_bits, d_rounds = circ, rounds
+        r_bits, r_rounds = circ + 65, rounds + 1
+    else:
+        d_bits, d_rounds = circ + 64, rounds + 1
+        r_bits, r_rounds = d_bits + 128, d_rounds + 1
+    if parties > 2:  # one re-sharing round before the circuit
+        d_bits, r_bits = max(d_bits, w), max(r_bits, w + 64)
+        d_rounds, r_rounds = d_rounds + 1, r_rounds + 1
+    return {"drelu_bits": d_bits, "drelu_rounds": d_rounds, "relu_bits": r_bits,
+            "relu_rounds": r_rounds}

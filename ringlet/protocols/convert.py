@@ -1,0 +1,115 @@
+"""Conversions between arithmetic and binary shares, and the bit × value products that use them.
+
+``local_bits``: x[k:m] of this server's own share, as w = k−m bit planes (local; HummingBird Eq. 3).
+
+``reshare_to_two`` (p ≥ 3): servers 2…p−1 hand their w-bit pieces (and, for a ReLU, their 64-bit
+shares) to servers 0 and 1 as a fresh 2-party sharing: server i sends t_i − ρ_i mod 2^w to server 0
+and server 1 adds ρ_i, drawn from the seed it shares with server i. 1 round; server i ≥ 2 sends w
+(+ 64) bits per element, servers 0 and 1 send nothing. The sum mod 2^w is unchanged, so the result
+of the sign circuit is exactly that of the p-party rule. From here on the sign circuit and the select
+run between servers 0 and 1, and privacy rests on those two not colluding (as the model assumes).
+
+``inject`` (fused select; bit injection): [b·x] from an XOR-shared bit b and an arithmetic x.
+The dealer gives r ∈ {0,1} shared both ways, a random s and r·s. Open f = x − s (64 bits; it does
+not depend on b, so it travels with the first round of the sign circuit) and e = b ⊕ r (1 bit).
+Then b = e + r − 2er and x = f + s give [b·x] = e·[x] + (1 − 2e)·(f·[r] + [r·s]). Cost: 65 bits,
+1 round after b is known.
+
+``b2a_word`` (CrypTen's B2A of one bit, the baseline): the dealer gives r ∈ {0,1} shared both ways;
+open z = b ⊕ r as a 64-bit word per element (CrypTen reveals a whole int64 word, and the baseline
+sends the same); [b] = z + [r] − 2z[r]. Cost: 64 bits, 1 round.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ringlet import ring
+from ringlet.offline import Request
+from ringlet.session import Session
+from ringlet.sharing import ArithmeticShare
+
+TWO = (0, 1)
+
+
+def local_bits(x: torch.Tensor, k: int, m: int) -> torch.Tensor:
+    """Bits [k:m] of this server's share, one int64 value in [0, 2^(k−m)) per element."""
+    return ring.extract_bits(x.reshape(-1), k, m)
+
+
+def reshare_to_two(sess: Session, pieces: list[tuple[torch.Tensor, int]],
+                   tag: str = "reshare") -> list[torch.Tensor] | None:
+    """Turn p-party sharings into 2-party ones on servers 0 and 1 (p ≥ 3).
+
+    ``pieces``: (values, bits) pairs — this server's share of each value, in Z_2^bits (bits ≤ 64).
+    Returns the new shares on servers 0 and 1, ``None`` on the others.
+    """
+    p = sess.num_parties
+    if p == 2:
+        return [v for v, _ in pieces]
+    if sess.rank >= 2:
+        items = []
+        for values, bits in pieces:
+            rho = sess.pairs[1].below(values.shape, bits)
+            masked = values - rho
+            items.append((tag, ring.pack_bits(masked, bits) if bits < 64 else masked))
+        sess.comm.round(tag, {0: items}, [], step=tag)
+        return None
+    if sess.rank == 1:
+        out = []
+        for values, bits in pieces:
+            acc = values
+            for i in range(2, p):
+                acc = acc + sess.pairs[i].below(values.shape, bits)
+            out.append(acc & ring.mask_bits(bits) if bits < 64 else acc)
+        return out
+    got = sess.comm.round(tag, {}, list(range(2, p)), step=tag)
+    out = []
+    for j, (values, bits) in enumerate(pieces):
+        acc = values
+        for i in range(2, p):
+            t = got[i][j]
+            acc = acc + (ring.unpack_bits(t, values.numel()).view(values.shape) if bits < 64 else t)
+        out.append(acc & ring.mask_bits(bits) if bits < 64 else acc)
+    return out
+
+
+def inject_prepare(sess: Session, x: torch.Tensor) -> tuple[dict, tuple[str, torch.Tensor]]:
+    """Dealer material for :func:`inject_finish` and the item f_i = x_i − s_i to be opened."""
+    m = sess.offline.get(Request("inject", (x.numel(),), TWO))
+    return m, ("select", x.reshape(-1) - m["s"])
+
+
+def inject_finish(sess: Session, bit: torch.Tensor, x: torch.Tensor, m: dict,
+                  f: torch.Tensor | None) -> torch.Tensor:
+    """[b·x] given the bit's share (1×nw plane) and, if already opened, f = x − s.
+
+    Opens e = b ⊕ r (and f, if ``f`` is None) in one round between servers 0 and 1.
+    """
+    n = x.numel()
+    peer = 1 - sess.rank
+    items = [("select", bit ^ m["r_bits"])]
+    if f is None:
+        items.append(("select", x.reshape(-1) - m["s"]))
+    got = sess.comm.round("select", {peer: items}, [peer], step="select")[peer]
+    e_plane = items[0][1] ^ got[0]
+    if f is None:
+        f = items[1][1] + got[1]
+    e = ring.unpack_plane(e_plane[0], n)
+    out = e * x.reshape(-1) + (1 - 2 * e) * (f * m["r"] + m["rs"])
+    return out.view(x.shape)
+
+
+def b2a_word(sess: Session, bit: torch.Tensor, n: int) -> torch.Tensor:
+    """Arithmetic shares (frac 0) of a bit given as an XOR-shared 1×nw plane; CrypTen's cost."""
+    m = sess.offline.get(Request("b2a", (n,), TWO))
+    z_mine = ring.unpack_plane((bit ^ m["r_bits"])[0], n)  # a 64-bit word per element
+    peer = 1 - sess.rank
+    got = sess.comm.round("b2a", {peer: [("b2a", z_mine)]}, [peer], step="b2a")[peer]
+    z = z_mine ^ got[0]
+    out = m["r"] - 2 * z * m["r"]
+    return out + z if sess.rank == 0 else out
+
+
+def zeros_like_share(x: ArithmeticShare) -> ArithmeticShare:
+    return ArithmeticShare(torch.zeros_like(x.data), x.party, x.frac)

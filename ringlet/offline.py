@@ -18,6 +18,8 @@ Kinds (holders h_0 … h_{q−1}; "c" marks the corrected tensor):
   inject   r ∈ {0,1} XOR-shared (1 plane) and arithmetic-shared, s, and r·s (arithmetic)
   b2a      r ∈ {0,1} XOR-shared and arithmetic-shared
   trunc    r (uniform in Z_2^64), msb(r) and (r mod 2^63) >> f, arithmetic-shared
+  injtrunc r_b ∈ {0,1} XOR- and arithmetic-shared, r uniform, msb(r), low = (r mod 2^63) >> d,
+           r_b·low and r_b·msb(r) (the select that also truncates by d bits)
 """
 
 from __future__ import annotations
@@ -210,6 +212,27 @@ def _correct_trunc(parts, req):
     return {"msb": msb, "low": low}
 
 
+def _draw_injtrunc(s, req, index, corrected):
+    n = req.params[0]
+    out = {"r_bits": s.words((1, ring.num_words(n))), "r": s.int64(n)}
+    if not corrected:
+        for key in ("rb", "msb", "low", "rb_low", "rb_msb"):
+            out[key] = s.int64(n)
+    return out
+
+
+def _correct_injtrunc(parts, req):
+    n, d = req.params
+    rb = _bit_values(parts, n)
+    r = sum(p["r"] for p in parts)
+    msb = (r >> 63) & 1
+    low = (r & ring.mask_bits(63)) >> d
+    out = {"rb": rb, "msb": msb, "low": low, "rb_low": rb * low, "rb_msb": rb * msb}
+    for p in parts[:-1]:
+        out = {k: v - p[k] for k, v in out.items()}
+    return out
+
+
 _KINDS = {
     "beaver": (_draw_beaver, _correct_beaver),
     "and": (_draw_and, _correct_and),
@@ -218,6 +241,7 @@ _KINDS = {
     "b2a": (_draw_b2a, _correct_b2a),
     "inject": (_draw_inject, _correct_inject),
     "trunc": (_draw_trunc, _correct_trunc),
+    "injtrunc": (_draw_injtrunc, _correct_injtrunc),
 }
 _KIND_NAMES = list(_KINDS)
 _KIND_IDS = {k: i for i, k in enumerate(_KIND_NAMES)}
@@ -341,7 +365,8 @@ class OfflineClient:
 
 
 _CORRECTION_KEYS = {"beaver": ("c",), "and": ("c",), "and2": ("c1", "c2"), "pand": ("z",),
-                    "b2a": ("r",), "inject": ("r", "rs"), "trunc": ("low", "msb")}
+                    "b2a": ("r",), "inject": ("r", "rs"), "trunc": ("low", "msb"),
+                    "injtrunc": ("low", "msb", "rb", "rb_low", "rb_msb")}
 
 
 def _correction_keys(req: Request) -> tuple:

@@ -137,3 +137,37 @@ def test_max_and_max_pool(parties):
     assert torch.allclose(mp, F.max_pool2d(img, 2).double(), atol=2e-5)
     assert torch.allclose(mp3, F.max_pool2d(img, 3, 2, 1).double(), atol=2e-5)
     assert torch.allclose(mp_r, F.max_pool2d(img, 2).double(), atol=2e-5)  # |x| < 2^7: [24:0] exact
+
+
+def _shift_program(values, spec, shift):
+    def prog(sess):
+        x = share_input(sess, values if sess.rank == 0 else None, 0, tuple(values.shape), encoded=True)
+        x = sess.share(x.data, frac=16 + shift)
+        before = sess.stats.copy()
+        y = relu(sess, x, spec, shift=shift)
+        used = sess.stats.minus(before)
+        assert y.frac == 16
+        return reveal(sess, y, decode=False), used.bytes_sent(exclude=COUNTED), used.total_rounds(exclude=COUNTED)
+    return prog
+
+
+@pytest.mark.parametrize("spec", [ReluSpec(), ReluSpec(20, 0), ReluSpec(12, 4)], ids=str)
+def test_relu_with_fused_truncation(parties, spec):
+    """A conv output with 16 extra fractional bits: truncation folded into the select for free."""
+    rng = np.random.default_rng(7)  # test data only
+    y = torch.from_numpy(rng.integers(-(2 ** 50), 2 ** 50, 640))
+    y[:6] = torch.tensor([0, 1, -1, 2 ** 16, -(2 ** 16), 2 ** 61])
+    res = run(_shift_program(y, spec, 16), parties).results
+    out = res[0][0]
+    x_true = y >> 16
+    want = x_true.clamp(min=0)
+    diff = out - want
+    # the truncation is exact to one unit; wrong signs only where the [k:m] theory allows them
+    ok = (diff.abs() <= 1) | allowed_mismatch(x_true, spec.k, spec.m, parties)
+    assert ok.all(), (y[~ok][:5], out[~ok][:5], want[~ok][:5])
+    if (spec.k, spec.m) == (64, 0):
+        assert (diff.abs() <= 1).all()
+    # the same cost as without the shift: the truncation adds no communication
+    cost = relu_cost(spec, parties)
+    assert max(8 * r[1] for r in res) == cost["relu_bits"] * 640
+    assert max(r[2] for r in res) == cost["relu_rounds"]

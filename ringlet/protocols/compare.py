@@ -31,8 +31,10 @@ import torch
 
 from ringlet import ring
 from ringlet.protocols import adders, beaver
-from ringlet.protocols.convert import (b2a_word, inject_finish, inject_prepare, local_bits,
+from ringlet.protocols.convert import (b2a_word, inject_finish, inject_prepare,
+                                       inject_trunc_finish, inject_trunc_prepare, local_bits,
                                        reshare_to_two)
+from ringlet.protocols.truncation import truncate
 from ringlet.session import Session
 from ringlet.sharing import ArithmeticShare
 
@@ -84,25 +86,28 @@ def allowed_mismatch(x: torch.Tensor, k: int, m: int, parties: int) -> torch.Ten
     return over | neg | ((x > 0) & less(edge))
 
 
-def _sign_two(sess: Session, planes: torch.Tensor, spec: ReluSpec, piggyback):
-    if spec.adder == "carry-tree":
-        return adders.carry_tree_msb(sess, planes, piggyback=piggyback)
-    return adders.kogge_stone_msb(sess, planes, piggyback=piggyback)
-
-
-def drelu_two(sess: Session, t: torch.Tensor, spec: ReluSpec, piggyback=None):
+def drelu_two(sess: Session, t: torch.Tensor, w: int, adder: str, piggyback=None):
     """On servers 0/1 holding w-bit pieces t: (DReLU share plane 1×nw, peer piggyback)."""
-    w = spec.width
     planes = ring.pack_bits(t, w)
     if w == 1:
         sign, extra = planes.clone(), []
+    elif adder == "carry-tree":
+        sign, extra = adders.carry_tree_msb(sess, planes, piggyback=piggyback)
     else:
-        sign, extra = _sign_two(sess, planes, spec, piggyback)
+        sign, extra = adders.kogge_stone_msb(sess, planes, piggyback=piggyback)
     return (~sign if sess.rank == 0 else sign), extra
 
 
+def input_bits(spec: ReluSpec, shift: int = 0) -> tuple[int, int]:
+    """The bits of the shares the sign circuit reads when the input carries ``shift`` extra
+    fractional bits: [k+shift : m+shift] (capped at 64); exact stays all 64 bits."""
+    if (spec.k, spec.m) == (64, 0) or spec.width == 0:
+        return spec.k, spec.m
+    return min(64, spec.k + shift), spec.m + shift
+
+
 def drelu(sess: Session, x: ArithmeticShare, spec: ReluSpec = ReluSpec(),
-          arithmetic: bool | None = None) -> torch.Tensor:
+          arithmetic: bool | None = None, shift: int = 0) -> torch.Tensor:
     """Shares of DReLU(x) = [x ≥ 0] on bits [k:m] over the flattened x.
 
     Binary (a 1×nw plane of XOR shares) by default; arithmetic (int64 per element, B2A with
@@ -117,35 +122,50 @@ def drelu(sess: Session, x: ArithmeticShare, spec: ReluSpec = ReluSpec(),
             return torch.full((n,), int(sess.rank == 0), dtype=torch.int64)
         one = ring.pack_plane(torch.ones(n, dtype=torch.int64)).view(1, -1)
         return one if sess.rank == 0 else torch.zeros_like(one)
-    t = local_bits(x.data, spec.k, spec.m)
-    shared = reshare_to_two(sess, [(t, spec.width)])
+    k, m = input_bits(spec, shift)
+    shared = reshare_to_two(sess, [(local_bits(x.data, k, m), k - m)])
     if shared is None:
         return torch.zeros(n if arithmetic else (1, ring.num_words(n)), dtype=torch.int64)
-    bit, _ = drelu_two(sess, shared[0], spec)
+    bit, _ = drelu_two(sess, shared[0], k - m, spec.adder)
     return b2a_word(sess, bit, n) if arithmetic else bit
 
 
-def relu(sess: Session, x: ArithmeticShare, spec: ReluSpec = ReluSpec()) -> ArithmeticShare:
-    """ReLU(x) = x · DReLU(x[k:m]) — exact when k = 64, m = 0."""
+def relu(sess: Session, x: ArithmeticShare, spec: ReluSpec = ReluSpec(), shift: int = 0,
+         truncation: str | None = None) -> ArithmeticShare:
+    """ReLU(⌊x / 2^shift⌋) = ⌊x/2^shift⌋ · DReLU(x[k:m]) — exact when k = 64, m = 0.
+
+    ``shift`` > 0 drops that many fractional bits (a product's extra scale): with the fused select
+    the truncation is folded into it for free (:func:`~ringlet.protocols.convert.inject_trunc_finish`);
+    otherwise (baseline, or an identity ReLU) it is a separate truncation (``truncation`` method).
+    """
     sess.require_server("relu")
+    if shift and (spec.select != "fused" or spec.width == 0):
+        x, shift = truncate(sess, x, shift, truncation), 0
     if spec.width == 0:
         return x
-    t = local_bits(x.data, spec.k, spec.m)
-    shared = reshare_to_two(sess, [(t, spec.width), (x.data.reshape(-1), 64)])
+    k, m = input_bits(spec, shift)
+    w = k - m
+    shared = reshare_to_two(sess, [(local_bits(x.data, k, m), w), (x.data.reshape(-1), 64)])
+    out_frac = x.frac - shift
     if shared is None:  # servers 2..p-1 hold zero shares of the result
-        return ArithmeticShare(torch.zeros_like(x.data), x.party, x.frac)
-    t2, x2 = shared
-    x2 = x2.view(x.shape)
-    if spec.select == "fused":
-        m, f_item = inject_prepare(sess, x2)
-        piggy = [f_item] if spec.width >= 2 else None
-        bit, extra = drelu_two(sess, t2, spec, piggyback=piggy)
-        f = f_item[1] + extra[0] if extra else None
-        return ArithmeticShare(inject_finish(sess, bit, x2, m, f), x.party, x.frac)
-    bit, _ = drelu_two(sess, t2, spec)
-    d = b2a_word(sess, bit, x.numel()).view(x.shape)
-    return beaver.mul(sess, ArithmeticShare(x2, x.party, x.frac), ArithmeticShare(d, x.party, 0),
-                      rescale=False, among=(0, 1))
+        return ArithmeticShare(torch.zeros_like(x.data), x.party, out_frac)
+    t2, x2 = shared[0], shared[1].view(x.shape)
+    if spec.select == "b2a-mult":
+        bit, _ = drelu_two(sess, t2, w, spec.adder)
+        d = b2a_word(sess, bit, x.numel()).view(x.shape)
+        return beaver.mul(sess, ArithmeticShare(x2, x.party, x.frac),
+                          ArithmeticShare(d, x.party, 0), rescale=False, among=(0, 1))
+    if shift:
+        mat, item = inject_trunc_prepare(sess, x2, shift)
+    else:
+        mat, item = inject_prepare(sess, x2)
+    bit, extra = drelu_two(sess, t2, w, spec.adder, piggyback=[item] if w >= 2 else None)
+    opened = item[1] + extra[0] if extra else None
+    if shift:
+        out = inject_trunc_finish(sess, bit, x.shape, mat, opened, item[1], shift)
+    else:
+        out = inject_finish(sess, bit, x2, mat, opened)
+    return ArithmeticShare(out, x.party, out_frac)
 
 
 def maximum(sess: Session, x: ArithmeticShare, y: ArithmeticShare,

@@ -15,6 +15,15 @@ not depend on b, so it travels with the first round of the sign circuit) and e =
 Then b = e + r − 2er and x = f + s give [b·x] = e·[x] + (1 − 2e)·(f·[r] + [r·s]). Cost: 65 bits,
 1 round after b is known.
 
+``inject_trunc`` (fused select and truncation): [b·⌊y/2^d⌋] from an XOR-shared bit b and an
+arithmetic y with d extra fractional bits (a conv output before its truncation), |y| < 2^62. Open
+c = y + 2^62 + r (64 bits, with the first round of the sign circuit) and e = b ⊕ r_b (1 bit): the
+same 65 bits and 1 round as ``inject``. With c_low = c mod 2^63, the carry M = msb(c) ⊕ msb(r) and
+L = (r mod 2^63) >> d, ⌊y/2^d⌋ = (c_low >> d) − 2^(62−d) − L + 2^(63−d)·M − {0, 1} (Escudero et al.'s
+truncation with the mask r), and b·⌊y/2^d⌋ is linear in the dealer's [r_b], [L], [msb r], [r_b·L],
+[r_b·msb r] once e and c are public. The truncation is exact to one unit and never fails, unlike
+local truncation, which goes wrong with probability |y|/2^64 per element.
+
 ``b2a_word`` (CrypTen's B2A of one bit, the baseline): the dealer gives r ∈ {0,1} shared both ways;
 open z = b ⊕ r as a 64-bit word per element (CrypTen reveals a whole int64 word, and the baseline
 sends the same); [b] = z + [r] − 2z[r]. Cost: 64 bits, 1 round.
@@ -98,6 +107,38 @@ def inject_finish(sess: Session, bit: torch.Tensor, x: torch.Tensor, m: dict,
     e = ring.unpack_plane(e_plane[0], n)
     out = e * x.reshape(-1) + (1 - 2 * e) * (f * m["r"] + m["rs"])
     return out.view(x.shape)
+
+
+def inject_trunc_prepare(sess: Session, y: torch.Tensor, shift: int) -> tuple[dict, tuple]:
+    """Dealer material for :func:`inject_trunc_finish` and this server's piece of c = y + 2^62 + r."""
+    m = sess.offline.get(Request("injtrunc", (y.numel(), shift), TWO))
+    c = y.reshape(-1) + m["r"]
+    if sess.rank == 0:
+        c = c + (1 << 62)
+    return m, ("select", c)
+
+
+def inject_trunc_finish(sess: Session, bit: torch.Tensor, shape, m: dict, c: torch.Tensor | None,
+                        c_mine: torch.Tensor, shift: int) -> torch.Tensor:
+    """[b·⌊y/2^shift⌋] given b's share plane and the opened c (opened here with e if None)."""
+    n = c_mine.numel()
+    peer = 1 - sess.rank
+    items = [("select", bit ^ m["r_bits"])]
+    if c is None:
+        items.append(("select", c_mine))
+    got = sess.comm.round("select", {peer: items}, [peer], step="select")[peer]
+    e = ring.unpack_plane((items[0][1] ^ got[0])[0], n)
+    if c is None:
+        c = c_mine + got[1]
+    first = sess.rank == 0
+    c_msb = (c >> 63) & 1
+    public = ((c & ring.mask_bits(63)) >> shift) - (1 << (62 - shift))
+    b = (1 - 2 * e) * m["rb"] + (e if first else 0)                      # [b]
+    b_low = e * m["low"] + (1 - 2 * e) * m["rb_low"]                     # [b·L]
+    b_msb = e * m["msb"] + (1 - 2 * e) * m["rb_msb"]                     # [b·msb(r)]
+    b_carry = c_msb * b + (1 - 2 * c_msb) * b_msb                        # [b·M]
+    out = public * b - b_low + (1 << (63 - shift)) * b_carry
+    return out.view(shape)
 
 
 def b2a_word(sess: Session, bit: torch.Tensor, n: int) -> torch.Tensor:

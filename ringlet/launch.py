@@ -90,9 +90,10 @@ class RunResult:
         return max(r.seconds_offline for r in self.servers)
 
 
-def _party_main(comm, world: World, program: Program | None, client: Program | None,
-                master_seed: bytes | None, pregenerate: bool, frac_bits: int,
-                threads: int = 0) -> PartyReport:
+def run_party(comm, world: World, program: Program | None, client: Program | None,
+              master_seed: bytes | None, pregenerate: bool, frac_bits: int,
+              threads: int = 0) -> PartyReport:
+    """Run one party (server program, client program or the dealer) on an open communicator."""
     if threads:
         torch.set_num_threads(threads)
     rank = comm.rank
@@ -173,7 +174,7 @@ def _run_threads(world: World, args, timeout: float) -> dict[int, PartyReport]:
     def body(rank: int) -> None:
         comm = hub.communicator(rank, timeout, world.names())
         try:
-            reports[rank] = _party_main(comm, *args)
+            reports[rank] = run_party(comm, *args)
         except BaseException as exc:  # noqa: BLE001 - reported to the caller
             hub.fail(rank, f"{type(exc).__name__}: {exc}")
             reports[rank] = PartyReport(rank, world.role(rank), error=_format(exc),
@@ -206,7 +207,7 @@ def _process_body(rank: int, world_size: int, port: int, timeout: float, args, q
     comm = None
     try:
         comm = TcpCommunicator(rank, world_size, "127.0.0.1", port, timeout, world.names())
-        report = _party_main(comm, *args)
+        report = run_party(comm, *args)
     except BaseException as exc:  # noqa: BLE001
         report = PartyReport(rank, world.role(rank), error=_format(exc), error_type=type(exc).__name__)
     queue.put(report)

@@ -359,6 +359,11 @@ class OfflineClient:
         self._cursor = 0
         self.plan = []
 
+    def go_online(self) -> None:
+        """Drop any pre-generated queue: later requests go to the dealer one by one."""
+        self._queue = None
+        self._cursor = 0
+
     def stop_dealer(self) -> None:
         if self.party == 0:
             self.comm.send(self.dealer, [("offline", torch.tensor([Dealer.STOP]))], "offline")

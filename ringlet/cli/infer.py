@@ -1,0 +1,62 @@
+"""``ringlet infer``: private inference of a model on a dataset or an .npy input (JSON report)."""
+
+from __future__ import annotations
+
+from ringlet.cli.common import add_data_dir, add_debug, command_line, print_json
+
+
+def add_parser(sub, name):
+    p = sub.add_parser(name, help="private inference: client, servers and dealer on this machine")
+    p.add_argument("--model", required=True, help="checkpoint path or shipped stem (e.g. resnet20-fmnist), "
+                   "or a zoo name (seeded random weights, BatchNorm calibrated on the inputs)")
+    p.add_argument("--relu-config", help="per-ReLU bit configuration (JSON, version 1)")
+    p.add_argument("--dataset", help="dataset name (test split); default: the checkpoint's dataset")
+    p.add_argument("--samples", type=int, help="first N test images (default: all)")
+    p.add_argument("--input", help="inputs as a float .npy (N×C×H×W or C×H×W), already normalised")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--parties", type=int, default=2, help="number of servers")
+    p.add_argument("--transport", choices=["local", "tcp"], default="local")
+    p.add_argument("--private-weights", action="store_true",
+                   help="secret-share the weights from server 0 (the model owner)")
+    p.add_argument("--adder", choices=["carry-tree", "kogge-stone"], default="carry-tree")
+    p.add_argument("--select", choices=["fused", "b2a-mult"], default="fused")
+    p.add_argument("--truncation", choices=["local", "dealer"], default=None,
+                   help="standalone truncations (default: local for 2 servers, dealer otherwise)")
+    p.add_argument("--no-pregenerate", action="store_true",
+                   help="let the dealer answer during the online phase instead of before it")
+    p.add_argument("--results", help="stream per-batch predictions to this JSON-lines file")
+    p.add_argument("--output", help="write the logits as .npy")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per party")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds any party waits for a message")
+    p.add_argument("--seed", type=int, default=0, help="seed of a zoo model's random weights")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the JSON report (default: a summary)")
+    add_data_dir(p)
+    add_debug(p)
+    p.set_defaults(run=run)
+
+
+def run(args):
+    from ringlet.nn.api import run_inference
+    from ringlet.nn.inference import save_logits
+    report, logits = run_inference(
+        args.model, dataset=args.dataset, samples=args.samples, input_path=args.input,
+        relu_config=args.relu_config, batch=args.batch, parties=args.parties,
+        transport=args.transport, private_weights=args.private_weights, adder=args.adder,
+        select=args.select, truncation=args.truncation, pregenerate=not args.no_pregenerate,
+        results_path=args.results, progress=not args.no_progress, data_dir=args.data_dir,
+        threads=args.threads, timeout=args.timeout, seed=args.seed)
+    if args.output:
+        save_logits(args.output, logits)
+    report = {"command": command_line(), **report}
+    if args.json:
+        print_json(report)
+    else:
+        acc = (f"accuracy {report['accuracy']:.4f} (plaintext {report['plaintext_accuracy']:.4f}), "
+               if "accuracy" in report else "")
+        print(f"{report['samples']} images: {acc}argmax agreement {report['argmax_agreement']:.4f}, "
+              f"max |logit error| {report['max_abs_logit_error']:.2e}")
+        print(f"online: {report['bytes_sent_per_party'] / 1e6:.2f} MB sent per server, "
+              f"{report['rounds']} rounds, {report['seconds_online']:.2f} s "
+              f"({report['images_per_second']:.1f} images/s); offline {report['offline_bytes'] / 1e6:.1f} MB")
+    return 0

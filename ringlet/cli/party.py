@@ -1,0 +1,133 @@
+"""``ringlet party``: run one party of a private inference, for deployments across hosts.
+
+Ranks: servers 0 … P−1 (P = --world-size, the number of servers), the dealer is rank P and the
+client rank P+1. Rank 0 hosts the rendezvous at --master ADDR:PORT; everyone connects to it, then
+gloo connects every pair directly (each host must reach the others' addresses).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ringlet.cli.common import add_data_dir, add_debug, command_line, print_json
+
+
+def add_parser(sub, name):
+    p = sub.add_parser(name, help="run one party (server, dealer or client) over TCP")
+    p.add_argument("--role", choices=["server", "dealer", "client"], required=True)
+    p.add_argument("--rank", type=int, help="this party's rank (servers 0..P-1; dealer P; client P+1)")
+    p.add_argument("--world-size", type=int, required=True, help="number of servers P")
+    p.add_argument("--master", required=True, help="ADDR:PORT of rank 0's rendezvous")
+    p.add_argument("--model", help="server: checkpoint (or zoo name with --input-shape: random weights)")
+    p.add_argument("--input-shape", help="server with a zoo name: C,H,W")
+    p.add_argument("--relu-config", help="server: per-ReLU bit configuration")
+    p.add_argument("--private-weights", action="store_true",
+                   help="servers: server 0 secret-shares its weights to the others")
+    p.add_argument("--adder", choices=["carry-tree", "kogge-stone"], default="carry-tree")
+    p.add_argument("--select", choices=["fused", "b2a-mult"], default="fused")
+    p.add_argument("--dataset", help="client: dataset name (test split)")
+    p.add_argument("--samples", type=int, help="client: first N test images")
+    p.add_argument("--input", help="client: float .npy inputs (N×C×H×W)")
+    p.add_argument("--batch", type=int, default=32, help="client: images per batch")
+    p.add_argument("--results", help="client: stream per-batch predictions to this JSON-lines file")
+    p.add_argument("--output", help="client: write the logits as .npy")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for any message")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    add_data_dir(p)
+    add_debug(p)
+    p.set_defaults(run=run)
+
+
+def _rank(args) -> int:
+    expected = {"dealer": args.world_size, "client": args.world_size + 1}.get(args.role)
+    if args.role == "server":
+        if args.rank is None or not 0 <= args.rank < args.world_size:
+            raise ValueError(f"--rank {args.rank}: a server's rank is 0..{args.world_size - 1}")
+        return args.rank
+    if args.rank is not None and args.rank != expected:
+        raise ValueError(f"--rank {args.rank}: the {args.role} is rank {expected} with "
+                         f"--world-size {args.world_size}")
+    return expected
+
+
+def run(args):
+    import torch
+
+    from ringlet.comm.tcp import TcpCommunicator
+    from ringlet.launch import run_party
+    from ringlet.session import World
+    if args.world_size < 2:
+        raise ValueError(f"--world-size {args.world_size}: need at least 2 servers")
+    rank = _rank(args)
+    host, _, port = args.master.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--master {args.master!r}: expected ADDR:PORT")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    world = World(args.world_size, has_client=True)
+    server = client = None
+    if args.role == "server":
+        server = _server_job(args)
+    elif args.role == "client":
+        client = _client_job(args)
+    comm = TcpCommunicator(rank, world.size, host, int(port), args.timeout, world.names())
+    try:
+        report = run_party(comm, world, server, client, None, False, 16)
+    finally:
+        comm.close()
+    if args.role == "client":
+        _finish_client(args, report.result, report)
+    elif args.json:
+        print_json({"role": args.role, "rank": rank, "command": command_line(),
+                    "bytes_sent": report.total.bytes_sent(), "seconds_online": report.seconds_online})
+    return 0
+
+
+def _server_job(args):
+    from ringlet.nn.compiler import compile_model
+    from ringlet.nn.config import ReluConfig
+    from ringlet.nn.inference import server_program
+    from ringlet.nn.secure import CompiledModel, SecureOptions
+    from ringlet.train.api import resolve_model
+    if not args.model:
+        raise ValueError("a server needs --model")
+    shape = tuple(int(v) for v in args.input_shape.split(",")) if args.input_shape else None
+    net, meta = resolve_model(args.model, shape)
+    graph = compile_model(net, tuple(meta["input_shape"]))
+    config = ReluConfig.load(args.relu_config) if args.relu_config else ReluConfig()
+    bits = config.resolve(graph.relu_names, args.relu_config or "default config")
+    model = CompiledModel(graph, bits, SecureOptions(args.adder, args.select,
+                                                     private_weights=args.private_weights))
+    return lambda sess: server_program(sess, model)
+
+
+def _client_job(args):
+    import functools
+
+    from ringlet.nn.api import load_inputs
+    from ringlet.nn.inference import client_program
+    x, labels, _ = load_inputs({}, args.dataset, args.samples, args.input, args.data_dir)
+    args._labels = labels
+    return functools.partial(client_program, images=x, batch=args.batch, results_path=args.results,
+                             labels=labels, progress=sys.stderr.isatty())
+
+
+def _finish_client(args, result, report) -> None:
+    from ringlet.nn.inference import save_logits
+    logits = result["logits"]
+    if args.output:
+        save_logits(args.output, logits)
+    out = {"role": "client", "command": command_line(), "samples": int(logits.shape[0]),
+           "input_bytes": report.total.bytes_sent(tags=("input",)),
+           "output_bytes": report.total.bytes_received(tags=("output",)),
+           "seconds": report.seconds_online,
+           "predictions": logits.argmax(1).tolist()}
+    if args._labels is not None:
+        out["accuracy"] = float((logits.argmax(1) == args._labels).double().mean())
+    if args.json:
+        print_json(out)
+    else:
+        acc = f", accuracy {out['accuracy']:.4f}" if "accuracy" in out else ""
+        print(f"{out['samples']} images{acc}; sent {out['input_bytes']} bytes, received "
+              f"{out['output_bytes']} bytes, {out['seconds']:.2f} s")

@@ -1,0 +1,1 @@
+"""Private inference of torch models: torch.fx compiler, per-ReLU configuration, secure execution."""

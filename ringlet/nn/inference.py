@@ -1,0 +1,179 @@
+"""Private inference end to end: the client's and the servers' programs, batching, results.
+
+Protocol of a job: the client tells every server the number of images, the batch size and the input
+shape (public); server 0 answers with the output scale and size (public). Then, per batch: the client
+secret-shares the batch, the servers run the compiled model on shares, and the logits are revealed to
+the client only. With ``pregenerate`` the servers first record the batch shape's dealer plan (a run
+on a zero input owned by server 0, which needs no client) and fetch all material before each online
+batch, so the online time excludes the dealer.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ringlet.comm.base import CommStats
+from ringlet.nn.secure import CompiledModel
+from ringlet.protocols.io import reveal, share_input
+from ringlet.session import Session
+
+SERVER_TAGS_EXCLUDED = ("offline", "setup", "input", "output")
+
+
+def _send_ints(sess: Session, dst: int, values) -> None:
+    sess.comm.send(dst, [("setup", torch.tensor(list(values), dtype=torch.int64))], "job")
+
+
+def _recv_ints(sess: Session, src: int) -> list[int]:
+    (t,) = sess.comm.recv(src, "job")
+    return t.tolist()
+
+
+def server_program(sess: Session, model: CompiledModel, pregenerate: bool = True,
+                   layer_log: bool = True) -> dict:
+    """Serve one job from the client; returns this server's counts and per-layer log."""
+    client = sess.world.client
+    n, batch, *shape = _recv_ints(sess, client)
+    if tuple(shape) != tuple(model.graph.input_shape):
+        raise ValueError(f"server {sess.rank}: the client sends inputs of shape {tuple(shape)}, the "
+                         f"model takes {tuple(model.graph.input_shape)}")
+    out_shape = model.graph.nodes[-1].out_shape
+    if sess.rank == 0:
+        _send_ints(sess, client, [model.output_frac, *out_shape])
+    weights = model.share_weights(sess) if model.options.private_weights else None
+    plans: dict[tuple, list] = {}
+    online, offline = CommStats(), CommStats()
+    seconds_online = seconds_offline = 0.0
+    layers: dict[str, dict] = {}
+    batch_rounds = []
+    for start in range(0, n, batch):
+        size = min(batch, n - start)
+        bshape = (size, *shape)
+        if pregenerate:
+            before, t0 = sess.stats.copy(), time.perf_counter()
+            if bshape not in plans:
+                sess.offline.go_online()
+                sess.offline.plan = []
+                zero = share_input(sess, torch.zeros(bshape) if sess.rank == 0 else None, 0, bshape)
+                model.run(sess, zero, weights)
+                plans[bshape] = list(sess.offline.plan)
+            sess.offline.pregenerate(plans[bshape])
+            seconds_offline += time.perf_counter() - t0
+            offline = _add(offline, sess.stats.minus(before))
+        log = [] if layer_log else None
+        before, t0 = sess.stats.copy(), time.perf_counter()
+        x = share_input(sess, None, client, bshape)
+        y = model.run(sess, x, weights, log)
+        reveal(sess, y, to=client)
+        seconds_online += time.perf_counter() - t0
+        used = sess.stats.minus(before)
+        batch_rounds.append(used.total_rounds(exclude=SERVER_TAGS_EXCLUDED))
+        online = _add(online, used)
+        for row in log or []:
+            acc = layers.setdefault(row["name"], {**row, "bytes_sent": 0, "rounds": 0, "seconds": 0.0})
+            acc["bytes_sent"] += row["bytes_sent"]
+            acc["rounds"] += row["rounds"]
+            acc["seconds"] += row["seconds"]
+    return {"online": online, "offline": offline, "seconds_online": seconds_online,
+            "seconds_offline": seconds_offline, "per_layer": list(layers.values()),
+            "batch_rounds": batch_rounds}
+
+
+def _add(a: CommStats, b: CommStats) -> CommStats:
+    out = a.copy()
+    for src, dst in ((b.sent, out.sent), (b.received, out.received), (b.rounds, out.rounds)):
+        for k, v in src.items():
+            dst[k] += v
+    out.messages += b.messages
+    out.framing_bytes += b.framing_bytes
+    return out
+
+
+def client_program(sess: Session, images: torch.Tensor, batch: int,
+                   results_path: str | None = None, labels: torch.Tensor | None = None,
+                   progress: bool = True) -> dict:
+    """Secret-share ``images`` batch by batch and receive the logits; nothing else leaves the client."""
+    n = images.shape[0]
+    shape = tuple(images.shape[1:])
+    for s in sess.world.servers:
+        _send_ints(sess, s, [n, batch, *shape])
+    out_frac, *out_shape = _recv_ints(sess, 0)
+    logits = []
+    stream = open(results_path, "w") if results_path else None
+    bar = tqdm(total=n, desc="private inference", unit="img", disable=not progress, dynamic_ncols=True)
+    t0 = time.perf_counter()
+    try:
+        for start in range(0, n, batch):
+            x = images[start:start + batch]
+            share_input(sess, x, sess.rank, tuple(x.shape))
+            y = reveal(sess, None, to=sess.rank, decode=False).to(torch.float64) / (1 << out_frac)
+            logits.append(y)
+            if stream:
+                row = {"first": start, "count": int(x.shape[0]), "predictions": y.argmax(1).tolist(),
+                       "logits": y.tolist()}
+                if labels is not None:
+                    row["labels"] = labels[start:start + x.shape[0]].tolist()
+                stream.write(json.dumps(row) + "\n")
+                stream.flush()
+            bar.update(x.shape[0])
+            sent = sess.stats.bytes_sent() + sess.stats.bytes_received()
+            bar.set_postfix(img_s=f"{(start + x.shape[0]) / (time.perf_counter() - t0):.1f}",
+                            client_MB=f"{sent / 1e6:.1f}", refresh=False)
+    finally:
+        bar.close()
+        if stream:
+            stream.close()
+    return {"logits": torch.cat(logits).reshape(n, *out_shape)}
+
+
+def summarize(run, plain_logits: torch.Tensor, labels: torch.Tensor | None, n: int) -> dict:
+    """The ``ringlet infer`` JSON from a finished run and the plaintext logits."""
+    servers = [r.result for r in run.servers]
+    client = run.reports[run.world.client]
+    logits = run.client_result["logits"].reshape(plain_logits.shape)
+    pred, plain_pred = logits.argmax(1), plain_logits.argmax(1)
+    seconds_online = max(s["seconds_online"] for s in servers)
+    per_layer = []
+    for rows in zip(*(s["per_layer"] for s in servers)):
+        per_layer.append({**rows[0], "bytes_sent": max(r["bytes_sent"] for r in rows),
+                          "rounds": max(r["rounds"] for r in rows),
+                          "seconds": max(r["seconds"] for r in rows)})
+    by_tag: dict[str, dict] = {}
+    for s in servers:
+        for tag, row in s["online"].by_tag().items():
+            cur = by_tag.setdefault(tag, {"bytes_sent": 0, "rounds": 0})
+            cur["bytes_sent"] = max(cur["bytes_sent"], row["bytes_sent"])
+            cur["rounds"] = max(cur["rounds"], row["rounds"])
+    out = {
+        "samples": n,
+        "argmax_agreement": float((pred == plain_pred).double().mean()),
+        "max_abs_logit_error": float((logits - plain_logits).abs().max()),
+        "bytes_sent_per_party": max(s["online"].bytes_sent(exclude=SERVER_TAGS_EXCLUDED) for s in servers),
+        "bytes_sent_per_image": max(s["online"].bytes_sent(exclude=SERVER_TAGS_EXCLUDED)
+                                    for s in servers) / n,
+        "rounds": max(max(s["batch_rounds"]) for s in servers),  # one pass through the model
+        "rounds_total": max(s["online"].total_rounds(exclude=SERVER_TAGS_EXCLUDED) for s in servers),
+        "input_bytes": client.online.bytes_sent(tags=("input",)),
+        "output_bytes": sum(s["online"].bytes_sent(tags=("output",)) for s in servers),
+        "offline_bytes": sum(s["offline"].bytes_received(tags=("offline",)) +
+                             s["online"].bytes_received(tags=("offline",)) for s in servers),
+        "seconds_online": seconds_online,
+        "seconds_offline": max(s["seconds_offline"] for s in servers),
+        "images_per_second": n / seconds_online if seconds_online else None,
+        "by_tag": by_tag,
+        "per_layer": per_layer,
+    }
+    if labels is not None:
+        out["accuracy"] = float((pred == labels).double().mean())
+        out["plaintext_accuracy"] = float((plain_pred == labels).double().mean())
+    return out
+
+
+def save_logits(path: str | Path, logits: torch.Tensor) -> None:
+    import numpy as np
+    np.save(path, logits.numpy())

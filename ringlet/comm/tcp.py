@@ -1,7 +1,8 @@
 """TCP transport on torch.distributed (a gloo process group), for multi-process and multi-host runs.
 
 Rendezvous: rank 0 hosts a ``TCPStore`` at ``master_addr:master_port``; every party connects to it
-and gloo builds a full mesh of TCP connections. No global process group is created.
+and gloo builds a full mesh of TCP connections, each party listening on the address of its interface
+towards the master (or ``bind_addr``, or ``$GLOO_SOCKET_IFNAME``). No global process group is created.
 
 Wire format. In a round where two parties both send to and wait for each other (the common,
 symmetric case), each message is one flat byte buffer whose layout the receiver already knows: it
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import os
+import socket
 import time
 
 import torch
@@ -58,18 +61,36 @@ def _split(buf: torch.Tensor, spec: list[tuple[str, torch.dtype, tuple]]) -> lis
     return out
 
 
+def local_address(master_addr: str, master_port: int) -> str:
+    """The address of the interface this host uses to reach the master (no packet is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect((master_addr, master_port))
+        return s.getsockname()[0]
+
+
+def _device(master_addr: str, master_port: int, bind_addr: str | None):
+    """The gloo device: $GLOO_SOCKET_IFNAME if set, else the address that reaches the master."""
+    if os.environ.get("GLOO_SOCKET_IFNAME") and not bind_addr:
+        return dist.ProcessGroupGloo.create_default_device()
+    return dist.ProcessGroupGloo.create_device(
+        hostname=bind_addr or local_address(master_addr, master_port))
+
+
 class TcpCommunicator(Communicator):
     """One party's endpoint in a gloo mesh of ``world_size`` processes."""
 
     def __init__(self, rank: int, world_size: int, master_addr: str, master_port: int,
-                 timeout: float = 60.0, names=None, connect_timeout: float | None = None):
+                 timeout: float = 60.0, names=None, connect_timeout: float | None = None,
+                 bind_addr: str | None = None):
         super().__init__(rank, world_size, timeout, names)
         wait = datetime.timedelta(seconds=connect_timeout or timeout)
         try:
             self.store = dist.TCPStore(master_addr, int(master_port), world_size, rank == 0,
                                        timeout=wait)
-            self.pg = dist.ProcessGroupGloo(self.store, rank, world_size,
-                                            datetime.timedelta(seconds=timeout))
+            opts = dist.ProcessGroupGloo._Options()
+            opts._timeout = datetime.timedelta(seconds=timeout)
+            opts._devices = [_device(master_addr, int(master_port), bind_addr)]
+            self.pg = dist.ProcessGroupGloo(self.store, rank, world_size, opts)
         except (RuntimeError, dist.DistStoreError) as exc:
             raise PeerFailedError(f"{self.peer_name(rank)}: could not join the party mesh at "
                                   f"{master_addr}:{master_port} within {wait.total_seconds():g} s "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 
 import numpy as np
 import torch
@@ -86,6 +87,10 @@ def run_inference(model: str, *, dataset: str | None = None, samples: int | None
     compiled = CompiledModel(graph, bits, options, FixedPoint(frac_bits))
     with torch.no_grad():
         plain = net(x).double()
+        t0 = time.perf_counter()
+        for start in range(0, x.shape[0], batch):  # the plaintext forward, batch by batch
+            net(x[start:start + batch])
+        plain_seconds = time.perf_counter() - t0
     server = functools.partial(server_program, model=compiled, pregenerate=pregenerate)
     client = functools.partial(client_program, images=x, batch=batch, results_path=results_path,
                                labels=labels, progress=progress)
@@ -101,5 +106,7 @@ def run_inference(model: str, *, dataset: str | None = None, samples: int | None
         "relus_per_image": sum(relu_counts.values()),
         "kept_bits_fraction": kept / (64 * sum(relu_counts.values())) if relu_counts else None,
         "pregenerated": pregenerate,
+        "plaintext_seconds": plain_seconds,
+        "online_vs_plaintext": report["seconds_online"] / plain_seconds if plain_seconds else None,
     })
     return report, run.client_result["logits"]

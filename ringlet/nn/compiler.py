@@ -85,9 +85,15 @@ class _Tracer(torch.fx.Tracer):
 
 
 def _where(node: torch.fx.Node) -> str:
-    trace = (node.stack_trace or "").strip().splitlines()
-    lines = [ln.strip() for ln in trace if ln.strip().startswith("File")]
-    return lines[-1] if lines else "(no source line recorded)"
+    """The user's source line of a traced node (the last frame outside torch itself)."""
+    trace = [ln.strip() for ln in (node.stack_trace or "").strip().splitlines()]
+    frames = [(i, ln) for i, ln in enumerate(trace) if ln.startswith("File")]
+    user = [(i, ln) for i, ln in frames if "/torch/" not in ln and "\\torch\\" not in ln]
+    if not user:
+        return "(no source line recorded)"
+    i, line = user[-1]
+    code = trace[i + 1] if i + 1 < len(trace) and not trace[i + 1].startswith("File") else ""
+    return f"{line}: {code}" if code else line
 
 
 def _fail(node: torch.fx.Node, why: str) -> CompileError:

@@ -1,0 +1,69 @@
+"""Multi-host launch: ``ringlet party`` processes on this machine, optionally in network namespaces."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ringlet.launch import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+RINGLET = [sys.executable, "-m", "ringlet.cli.main"]
+MODEL = str(ROOT / "models" / "fmnist-net-fmnist")
+
+
+def _launch(master, netns_for_server1=None, samples=8):
+    common = ["--world-size", "2", "--master", master, "--timeout", "60"]
+    procs = []
+    for args, ns in (([ "--role", "server", "--rank", "0", "--model", MODEL, "--json"], None),
+                     (["--role", "server", "--rank", "1", "--model", MODEL], netns_for_server1),
+                     (["--role", "dealer"], None)):
+        cmd = RINGLET + ["party"] + args + common
+        if ns:
+            cmd = ["ip", "netns", "exec", ns] + cmd
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    client = subprocess.run(RINGLET + ["party", "--role", "client", "--dataset", "fashion-mnist",
+                                       "--samples", str(samples), "--batch", "4", "--json"] + common,
+                            capture_output=True, text=True, timeout=240)
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert client.returncode == 0, client.stderr[-2000:]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+    return json.loads(client.stdout), json.loads(outs[0][0])
+
+
+@pytest.mark.slow
+def test_party_processes_on_localhost():
+    client, server0 = _launch(f"127.0.0.1:{free_port()}")
+    assert client["samples"] == 8 and len(client["predictions"]) == 8
+    assert client["accuracy"] >= 0.5  # the shipped model on real Fashion-MNIST images
+    assert client["input_bytes"] == 8 * 28 * 28 * 8  # one 64-bit share per pixel to one server
+    assert server0["bytes_sent"] > 0
+
+
+def _can_netns() -> bool:
+    return os.geteuid() == 0 and shutil.which("ip") is not None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _can_netns(), reason="network namespaces need root and iproute2")
+def test_party_across_network_namespaces():
+    ns, a, b = f"rgl{os.getpid()}", f"rga{os.getpid() % 10000}", f"rgb{os.getpid() % 10000}"
+    sh = lambda *c: subprocess.run(c, check=True, capture_output=True)  # noqa: E731
+    sh("ip", "netns", "add", ns)
+    try:
+        sh("ip", "link", "add", a, "type", "veth", "peer", "name", b)
+        sh("ip", "link", "set", b, "netns", ns)
+        sh("ip", "addr", "add", "10.78.0.1/24", "dev", a)
+        sh("ip", "link", "set", a, "up")
+        sh("ip", "netns", "exec", ns, "ip", "addr", "add", "10.78.0.2/24", "dev", b)
+        sh("ip", "netns", "exec", ns, "ip", "link", "set", b, "up")
+        client, _ = _launch(f"10.78.0.1:{free_port()}", netns_for_server1=ns, samples=4)
+        assert client["samples"] == 4
+    finally:
+        subprocess.run(["ip", "link", "del", a], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)

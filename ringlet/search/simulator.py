@@ -1,0 +1,237 @@
+"""The share-level simulator of the offline phase (HummingBird §4.1.1).
+
+Every layer runs as plain PyTorch (float32) on the compiled, BatchNorm-folded graph; at each ReLU
+with kept bits [k:m] the simulator builds real random 64-bit shares of the fixed-point input and
+applies exactly the online rule: t_i = s_i[k':m'], sign = msb of (Σ t_i mod 2^(k'−m')), output =
+x·(1 − sign). As online, the input carries the scale the secure run gives it (2f bits after a conv,
+with bits [k+f : m+f] read, see :func:`ringlet.protocols.compare.input_bits`), or f bits in the
+baseline that truncates first. Width 0 is the identity; exact ReLUs are plain ReLUs.
+
+These shares protect nothing, so they come from a seeded torch generator (reproducible; one fixed
+share tensor per ReLU node, so every configuration is compared on the same randomness). Activations
+of an unchanged prefix are cached: trying a setting for a later group re-runs only from there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+
+from ringlet import ring
+from ringlet.nn.secure import CompiledModel, _ACTIVATIONS
+from ringlet.protocols.compare import ReluSpec, input_bits
+
+EXACT = (64, 0)
+
+
+def decide(shares: list[torch.Tensor], k: int, m: int) -> torch.Tensor:
+    """The online DReLU rule on given shares: 1 where the kept bits say x ≥ 0, else 0."""
+    w = k - m
+    if w == 0:
+        return torch.ones_like(shares[0])
+    total = None
+    for s in shares:
+        t = ring.extract_bits(s, k, m)
+        total = t if total is None else total + t
+    return 1 - ring.msb(total & ring.mask_bits(w), w)
+
+
+def _last_share(x: torch.Tensor, masks: list[torch.Tensor]) -> torch.Tensor:
+    last = x
+    for s in masks:
+        last = last - s
+    return last
+
+
+class Simulator:
+    """Plaintext forward with share-level ReLUs over a fixed set of images."""
+
+    def __init__(self, model: CompiledModel, images: torch.Tensor, labels: torch.Tensor,
+                 parties: int = 2, fused: bool = True, seed: int = 0, cache_size: int = 8,
+                 batch: int = 1024, cache_shares: bool = True):
+        self.model = model
+        self.graph = model.graph
+        self.images = images.float()
+        self.labels = labels
+        self.parties = parties
+        self.fused = fused
+        self.seed = seed
+        self.batch = batch
+        self.cache_shares = cache_shares
+        self.dense = False
+        self.f = model.fixed.frac_bits
+        self.index = {n.name: i for i, n in enumerate(self.graph.nodes)}
+        self.last_use = self._last_uses()
+        self._shares: dict[tuple, list[torch.Tensor]] = {}
+        self._cache: OrderedDict = OrderedDict()
+        self.cache_size = cache_size
+        self.evaluations = 0
+        self.params = {n.name: {k: (v.float() if isinstance(v, torch.Tensor) else v)
+                                for k, v in n.params.items()} for n in self.graph.nodes}
+
+    def _last_uses(self) -> dict[str, int]:
+        last = {}
+        for i, node in enumerate(self.graph.nodes):
+            for name in node.inputs:
+                last[name] = i
+        return last
+
+    # -- the ReLU rule ----------------------------------------------------------------------------
+    def _shift(self, node) -> int:
+        in_frac = self.model.fracs[node.inputs[0]]
+        return in_frac - self.f if self.fused else 0
+
+    def _random_shares(self, key: tuple, like: torch.Tensor) -> list[torch.Tensor]:
+        """Random 64-bit shares of p−1 parties for one ReLU node (and chunk of images)."""
+        cached = self._shares.get(key)
+        if cached is None or cached[0].shape != like.shape:
+            digest = hashlib.sha256(repr(key).encode()).digest()
+            gen = torch.Generator().manual_seed(int.from_bytes(digest[:7], "little") ^ self.seed)
+            cached = [torch.randint(-(2 ** 63), 2 ** 63 - 1, like.shape, generator=gen,
+                                    dtype=torch.int64) for _ in range(self.parties - 1)]
+            if self.cache_shares:
+                self._shares[key] = cached
+        return cached
+
+    def relu(self, node, x: torch.Tensor, bits: tuple[int, int], chunk: int = 0) -> torch.Tensor:
+        """The simulated ReLU of node ``node`` on float input x (one chunk of the images).
+
+        The rule can only disagree with exact ReLU where the fixed-point input x overflows the
+        kept bits or lies within (p−1)·2^m of zero or of the negative edge (Theorems 1–2), so it is
+        applied — on the real shares — to those candidate elements only; elsewhere the decision is
+        the exact one. The result is identical to applying it everywhere.
+        """
+        if bits == EXACT:
+            return x.clamp(min=0)
+        if bits[0] == bits[1]:
+            return x
+        shift = self._shift(node)
+        scale = self.f + shift
+        k, m = input_bits(ReluSpec(*bits), shift)
+        edge = (self.parties - 1) * 2.0 ** m if m else 0.0
+        unit = 2.0 ** -scale
+        slack = 4 * unit
+        top = 2.0 ** (k - 1) * unit if k < 64 else float("inf")
+        low = (-(2.0 ** (k - 1)) + edge) * unit if k < 64 else -float("inf")
+        cand = (x >= top - slack) | (x < low + slack) | ((x > -slack) & (x < edge * unit + slack))
+        shares = self._random_shares((node.name, chunk), x)
+        if self.dense or float(cand.sum()) > 0.25 * cand.numel():  # dense: the rule everywhere
+            keep = self._decide_dense(x.reshape(-1), shares, scale, k, m).view(x.shape)
+        else:  # sparse: the rule on the candidates only, exact decisions elsewhere
+            keep = (x >= 0).to(x.dtype)
+            index = cand.reshape(-1).nonzero().squeeze(1)
+            if index.numel():
+                ring_x = torch.round(x.reshape(-1)[index].double() * (1 << scale)).to(torch.int64)
+                masks = [s.reshape(-1)[index] for s in shares]
+                keep.view(-1)[index] = decide(masks + [_last_share(ring_x, masks)], k, m).to(x.dtype)
+        return x * keep  # online: ⌊x·2^f⌋·DReLU / 2^f, the same up to one unit
+
+    @staticmethod
+    def _decide_dense(x: torch.Tensor, shares, scale: int, k: int, m: int,
+                      chunk: int = 1 << 16) -> torch.Tensor:
+        """The rule on every element, in cache-sized chunks (about twice as fast as one pass)."""
+        keep = torch.empty(x.shape, dtype=x.dtype)
+        for i in range(0, x.numel(), chunk):
+            ring_x = torch.round(x[i:i + chunk].double() * (1 << scale)).to(torch.int64)
+            masks = [s.reshape(-1)[i:i + chunk] for s in shares]
+            keep[i:i + chunk] = decide(masks + [_last_share(ring_x, masks)], k, m).to(x.dtype)
+        return keep
+
+    # -- forward with prefix caching ---------------------------------------------------------------
+    def _step(self, node, ins: list[torch.Tensor], bits: dict, chunk: int) -> torch.Tensor:
+        p, kind = self.params[node.name], node.kind
+        if kind == "conv":
+            return F.conv2d(ins[0], p["weight"], p["bias"], p["stride"], p["padding"],
+                            p["dilation"], p["groups"])
+        if kind == "linear":
+            return F.linear(ins[0], p["weight"], p["bias"])
+        if kind == "affine":
+            view = (1, -1) + (1,) * (ins[0].ndim - 2)
+            return ins[0] * p["scale"].view(view) + p["shift"].view(view)
+        if kind == "relu":
+            return self.relu(node, ins[0], bits.get(node.label, EXACT), chunk)
+        if kind == "add":
+            return ins[0] + ins[1]
+        if kind == "cat":
+            return torch.cat(ins, p["dim"])
+        if kind == "scale":
+            return ins[0] * p["factor"] + p["offset"]
+        if kind == "avgpool":
+            return F.avg_pool2d(ins[0], p["kernel"], p["stride"], p["padding"])
+        if kind == "gavgpool":
+            y = ins[0].mean((2, 3), keepdim=True)
+            return y if p.get("keepdim", True) and len(node.out_shape) == 3 else y.flatten(1)
+        if kind == "maxpool":
+            return F.max_pool2d(ins[0], p["kernel"], p["stride"], p["padding"])
+        if kind == "reshape":
+            return ins[0].reshape(ins[0].shape[0], *node.out_shape)
+        if kind in ("identity", "output"):
+            return ins[0]
+        return _ACTIVATIONS[kind][1](node, ins[0].double()).float()
+
+    def _prefix_key(self, bits: dict, upto: int) -> tuple:
+        return tuple(bits.get(n.label, EXACT) for n in self.graph.nodes[:upto] if n.kind == "relu")
+
+    def logits(self, bits: dict, resume_at: int | None = None) -> torch.Tensor:
+        """Outputs for all images under ``bits``; ``resume_at`` (a node index) caches the live
+        activations there for this prefix configuration and starts from them when already cached."""
+        self.evaluations += 1
+        outs = []
+        with torch.no_grad():
+            for chunk, start in enumerate(range(0, self.images.shape[0], self.batch)):
+                outs.append(self._forward(self.images[start:start + self.batch], bits, chunk, resume_at))
+        return torch.cat(outs)
+
+    def _forward(self, x, bits, chunk, resume_at) -> torch.Tensor:
+        env: dict[str, torch.Tensor] = {}
+        begin = 0
+        key = None
+        if resume_at is not None:
+            key = (chunk, resume_at, self._prefix_key(bits, resume_at))
+            if key in self._cache:
+                env = dict(self._cache[key])
+                self._cache.move_to_end(key)
+                begin = resume_at
+        for i in range(begin, len(self.graph.nodes)):
+            if key is not None and i == resume_at and begin != resume_at:
+                self._cache[key] = dict(env)
+                if len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+            node = self.graph.nodes[i]
+            ins = [env[n] for n in node.inputs]
+            env[node.name] = x if node.kind == "input" else self._step(node, ins, bits, chunk)
+            for n in node.inputs:
+                if self.last_use.get(n) == i:
+                    env.pop(n, None)
+        return env["output"]
+
+    def accuracy(self, bits: dict, resume_at: int | None = None) -> float:
+        pred = self.logits(bits, resume_at).argmax(1)
+        return float((pred == self.labels).double().mean())
+
+    def relu_inputs(self) -> dict[str, tuple[float, float]]:
+        """(min, max) of every ReLU's input over the images, with exact ReLUs, in ring units at
+        the scale the ReLU's rule reads (after the shift)."""
+        ranges: dict[str, tuple[float, float]] = {}
+        orig = self.relu
+
+        def spy(node, x, bits, chunk=0):
+            scaled = torch.floor(x.double() * (1 << self.f))  # ⌊x·2^f⌋: the rule's x in ring units
+            lo, hi = float(scaled.min()), float(scaled.max())
+            old = ranges.get(node.label, (lo, hi))
+            ranges[node.label] = (min(lo, old[0]), max(hi, old[1]))
+            return orig(node, x, bits, chunk)
+        self.relu = spy
+        try:
+            self.logits({})
+        finally:
+            self.relu = orig
+        return ranges
+
+    def first_index(self, labels) -> int:
+        """Index of the first node of the graph that is one of the ReLUs ``labels``."""
+        labels = set(labels)
+        return min(i for i, n in enumerate(self.graph.nodes) if n.kind == "relu" and n.label in labels)

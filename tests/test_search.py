@@ -1,0 +1,134 @@
+"""The offline phase: simulator = MPC on the same shares, eco, budget DFS, early stops, finetune."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ringlet.nn.config import ReluConfig
+from ringlet.protocols.compare import ReluSpec, drelu, input_bits
+from ringlet.search import hummingbird as hb
+from ringlet.search.api import run_search
+from ringlet.search.simulator import decide
+
+from conftest import run
+
+
+def _mpc_decisions(shares, spec, shift):
+    def prog(sess):
+        x = sess.share(shares[sess.rank], frac=16 + shift)
+        bit = drelu(sess, x, spec, arithmetic=True, shift=shift)
+        from ringlet.protocols.io import reveal
+        return reveal(sess, sess.share(bit, frac=0), decode=False)
+    return prog
+
+
+@pytest.mark.parametrize("parties", [2, 3])
+@pytest.mark.parametrize("bits,shift", [((20, 0), 0), ((12, 4), 0), ((12, 4), 16), ((64, 0), 16),
+                                        ((30, 10), 16), ((9, 8), 0)])
+def test_simulator_rule_equals_mpc_on_the_same_shares(parties, bits, shift):
+    rng = np.random.default_rng(bits[0] * 7 + parties)  # test data only
+    x = torch.from_numpy(rng.integers(-(2 ** 30), 2 ** 30, 320)) << shift
+    x[:4] = torch.tensor([0, 1, -1, 2 ** 40])
+    shares = [torch.from_numpy(rng.integers(-(2 ** 63), 2 ** 63 - 1, 320)) for _ in range(parties - 1)]
+    last = x.clone()
+    for s in shares:
+        last = last - s
+    shares.append(last)
+    spec = ReluSpec(*bits)
+    sim = decide(shares, *input_bits(spec, shift))
+    mpc = run(_mpc_decisions(shares, spec, shift), parties).results[0]
+    assert torch.equal(sim, mpc)
+
+
+class _Stub:
+    """A simulator whose validation accuracy is a fixed function of the settings."""
+
+    parties, fused, f = 2, True, 16
+
+    def __init__(self, score):
+        self.score = score
+
+    def first_index(self, labels):
+        return 0
+
+    def accuracy(self, bits, resume_at=None):
+        return self.score(bits)
+
+
+GROUPS = [("a", ["a"]), ("b", ["b"])]
+COUNTS = {"a": 100, "b": 100}
+
+
+def _width_score(bits):
+    # accuracy grows with kept bits, best m = 2
+    return sum(min(k - m, 16) - abs(m - 2) * 0.1 for k, m in bits.values()) / 100 + 0.5
+
+
+def test_budget_accounting_and_result_within_budget():
+    settings, acc, stats = hb.budget_search(_Stub(_width_score), GROUPS, COUNTS, 8.0,
+                                            widths=(0, 2, 4, 8, 16, 64), ms=range(4))
+    bits = hb.expand(GROUPS, settings)
+    kept = sum(COUNTS[g] * (k - m) for g, (k, m) in bits.items())
+    assert kept <= 8 * sum(COUNTS.values())
+    assert all(m == 2 for k, m in bits.values() if k > m)  # the locally optimal m
+    assert stats.configs_evaluated > 0
+
+
+def test_early_stop_budget_prunes():
+    _, _, stats = hb.budget_search(_Stub(_width_score), GROUPS, COUNTS, 2.0, widths=(0, 2, 64), ms=[0])
+    assert stats.pruned["budget"] > 0
+
+
+def test_early_stop_min_accuracy_prunes():
+    settings, _, stats = hb.budget_search(_Stub(lambda b: 0.1), GROUPS, COUNTS, 8.0, min_accuracy=0.5,
+                                          widths=(0, 8), ms=[0])
+    assert settings is None and stats.pruned["min_accuracy"] > 0
+
+
+def test_early_stop_below_best_prunes_and_naive_bound_is_kept():
+    settings, acc, stats = hb.budget_search(_Stub(lambda b: 0.7), GROUPS, COUNTS, 8.0, start_bound=0.8,
+                                            widths=(0, 8), ms=[0])
+    assert settings is None and acc == 0.8 and stats.pruned["below_best"] > 0
+
+
+def test_groups():
+    labels = ["relu", "layer1.0.relu1", "layer1.0.relu2", "layer2.0.relu1"]
+    assert hb.relu_groups(labels) == [("stem", ["relu"]), ("layer1", labels[1:3]), ("layer2", labels[3:])]
+    assert len(hb.relu_groups(labels, "layers")) == 4
+    with pytest.raises(ValueError, match="not ReLUs"):
+        hb.relu_groups(labels, {"g": ["nope"]})
+
+
+def test_eco_and_budget_search_on_a_small_model(tmp_path):
+    """The shipped Fashion-MNIST net, small sets: a whole search in seconds."""
+    cfg, rep = tmp_path / "eco.json", tmp_path / "eco-report.json"
+    eco = run_search("fmnist-net-fmnist", mode="eco", val_samples=128, test_samples=500, out=str(cfg),
+                     report_path=str(rep), plot=str(tmp_path / "eco.png"), progress=False)
+    assert eco["eco_changed_outputs"] == 0
+    assert eco["eco_val_accuracy"] == eco["exact_val_accuracy"]
+    assert all(k < 64 and m == 0 for g in eco["bits_kept_per_group"].values() for k, m in g)
+    loaded = ReluConfig.load(cfg)  # the compiler's format
+    assert loaded.resolve(["features.1", "features.4", "relu"])["features.1"][1] == 0
+    assert json.loads(rep.read_text())["configs_evaluated"] >= 1
+    assert (tmp_path / "eco.png").stat().st_size > 1000
+    budget = run_search("fmnist-net-fmnist", mode="budget", budget="6/64", naive=True, val_samples=128,
+                        test_samples=500, widths=(0, 2, 4, 6, 8, 64), out=str(tmp_path / "b.json"),
+                        progress=False)
+    assert budget["kept_bits_per_relu"] <= 6.0 + 1e-9
+    assert budget["budget_val_accuracy"] >= budget["naive_val_accuracy"]
+    assert set(budget["pruned"]) == {"min_accuracy", "below_best", "budget"}
+    assert budget["search_seconds"] < 120
+
+
+def test_finetune_runs_and_saves_a_loadable_checkpoint(tmp_path):
+    from ringlet.search.finetune import finetune
+    from ringlet.train.checkpoint import load_checkpoint
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"version": 1, "default": {"k": 20, "m": 12}}))
+    out = finetune("fmnist-net-fmnist", str(cfg), 1, str(tmp_path / "ft"), train_samples=256,
+                   test_samples=300, progress=False)
+    assert 0 <= out["accuracy_before"] <= 1 and 0 <= out["accuracy_after"] <= 1
+    model, meta = load_checkpoint(out["checkpoint"])
+    assert meta["relu_config"] == str(cfg) and meta["finetune_epochs"] == 1

@@ -92,10 +92,16 @@ class RunResult:
 
 def run_party(comm, world: World, program: Program | None, client: Program | None,
               master_seed: bytes | None, pregenerate: bool, frac_bits: int,
-              threads: int = 0) -> PartyReport:
-    """Run one party (server program, client program or the dealer) on an open communicator."""
+              threads: int = 0, link=None) -> PartyReport:
+    """Run one party (server program, client program or the dealer) on an open communicator.
+
+    ``link`` (a :class:`~ringlet.comm.shaper.LinkProfile`) shapes every message this party sends.
+    """
     if threads:
         torch.set_num_threads(threads)
+    if link is not None:
+        from ringlet.comm.shaper import LinkShaper
+        comm.shaper = LinkShaper(link)
     rank = comm.rank
     report = PartyReport(rank, world.role(rank))
     seeds = establish_seeds(comm, world, master_seed)
@@ -147,15 +153,16 @@ def _root_cause(reports: dict[int, PartyReport], world: World) -> str:
 def run_local(program: Program, parties: int = 2, *, client: Program | None = None,
               transport: str = "local", timeout: float = 60.0, master_seed: bytes | None = None,
               pregenerate: bool = False, frac_bits: int = 16, threads: int = 0,
-              port: int | None = None) -> RunResult:
+              port: int | None = None, link=None) -> RunResult:
     """Run ``program`` on ``parties`` servers (+ dealer, + client if given) on this machine.
 
     ``transport``: ``local`` (threads in this process) or ``tcp`` (one process per party, gloo over
     loopback TCP; ``program`` and ``client`` must then be importable top-level functions).
+    ``link`` shapes every party's messages with a link profile (bandwidth, round-trip time).
     Raises :class:`PartyError` naming the failing party if any party fails.
     """
     world = World(parties, has_client=client is not None)
-    args = (world, program, client, master_seed, pregenerate, frac_bits, threads)
+    args = (world, program, client, master_seed, pregenerate, frac_bits, threads, link)
     if transport == "local":
         reports = _run_threads(world, args, timeout)
     elif transport == "tcp":

@@ -42,6 +42,22 @@ def test_simulator_rule_equals_mpc_on_the_same_shares(parties, bits, shift):
     assert torch.equal(sim, mpc)
 
 
+@pytest.mark.parametrize("parties", [2, 3, 4])
+@pytest.mark.parametrize("scale,k,m", [(32, 28, 20), (32, 40, 16), (16, 20, 0), (16, 12, 4), (32, 64, 16),
+                                       (32, 17, 16), (32, 60, 31)])
+def test_fast_rule_from_low_bits_equals_the_rule_on_full_shares(parties, scale, k, m):
+    from ringlet.search.simulator import keep_from_lows
+    g = torch.Generator().manual_seed(k * 100 + m)  # test data only
+    x = torch.randn(20000, generator=g) * 3
+    rx = torch.round(x.double() * 2.0 ** scale).long()
+    shares = [torch.randint(-(2 ** 63), 2 ** 63 - 1, (20000,), generator=g) for _ in range(parties - 1)]
+    last = rx.clone()
+    for s in shares:
+        last = last - s
+    lows = [(s & 0x7FFFFFFF).to(torch.int32) for s in shares]
+    assert torch.equal(decide(shares + [last], k, m).float(), keep_from_lows(x, lows, scale, k, m))
+
+
 class _Stub:
     """A simulator whose validation accuracy is a fixed function of the settings."""
 

@@ -16,8 +16,11 @@ def add_parser(sub, name):
     p.add_argument("--naive", action="store_true", help="add the naive same-bits ablation to the report")
     p.add_argument("--margin", type=int, default=0, help="eco: extra safety bits above the needed k")
     p.add_argument("--min-accuracy", type=float, help="budget: early stop 1 threshold (validation)")
-    p.add_argument("--widths", help="budget: comma-separated widths to try (default 0,1,2,3,4,5,6,8,"
-                                    "10,12,16,20,24,32,64)")
+    p.add_argument("--widths", help="budget: comma-separated widths to try (default 0,1,2,4,6,8,12,16,"
+                                    "32,64)")
+    p.add_argument("--m-scan", choices=["coarse", "full"], default="coarse",
+                   help="budget: try every m in 0..15 (full, as the paper) or every third m and the "
+                        "neighbours of the best (coarse, default)")
     p.add_argument("--parties", type=int, default=2, help="servers assumed by the rule (carry loss)")
     p.add_argument("--time-limit", type=float, help="budget: stop the DFS after this many seconds")
     p.add_argument("--test-samples", type=int, help="evaluate on the first N test images only")
@@ -41,7 +44,7 @@ def run(args):
                         widths=widths, out=args.out, report_path=args.report, plot=args.plot,
                         progress=not args.no_progress, data_dir=args.data_dir,
                         time_limit=args.time_limit, test_samples=args.test_samples,
-                        command=command_line())
+                        command=command_line(), m_scan=args.m_scan)
     if args.json:
         print_json(report)
     else:

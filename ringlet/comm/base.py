@@ -52,6 +52,7 @@ class CommStats:
     rounds: dict = field(default_factory=lambda: defaultdict(int))
     messages: int = 0
     framing_bytes: int = 0
+    seconds_waiting: float = 0.0  # time inside send/recv/round: the communication share of a run
 
     def bytes_sent(self, tags=None, exclude=(), peers=None) -> int:
         return sum(v for (peer, tag), v in self.sent.items()
@@ -83,6 +84,7 @@ class CommStats:
         new.received.update(self.received)
         new.rounds.update(self.rounds)
         new.messages, new.framing_bytes = self.messages, self.framing_bytes
+        new.seconds_waiting = self.seconds_waiting
         return new
 
     def minus(self, before: "CommStats") -> "CommStats":
@@ -96,12 +98,14 @@ class CommStats:
                     dst[k] = v - old.get(k, 0)
         new.messages = self.messages - before.messages
         new.framing_bytes = self.framing_bytes - before.framing_bytes
+        new.seconds_waiting = self.seconds_waiting - before.seconds_waiting
         return new
 
     def to_dict(self) -> dict:
         return {"bytes_sent": self.bytes_sent(), "bytes_received": self.bytes_received(),
                 "rounds": self.total_rounds(), "messages": self.messages,
-                "framing_bytes": self.framing_bytes, "by_tag": self.by_tag(),
+                "framing_bytes": self.framing_bytes, "seconds_waiting": self.seconds_waiting,
+                "by_tag": self.by_tag(),
                 "sent_by_peer": _by_peer(self.sent), "received_by_peer": _by_peer(self.received)}
 
 
@@ -156,21 +160,25 @@ class Communicator(ABC):
     # public API ------------------------------------------------------------------------------
     def send(self, dst: int, items: list[Item], step: str = "") -> None:
         self._check_peer(dst)
+        t0 = time.perf_counter()
         for tag, t in items:
             self.stats.sent[(dst, tag)] += payload_bytes(t)
         self.stats.messages += 1
         if self.shaper is not None:
             self.shaper.before_send(dst, sum(payload_bytes(t) for _, t in items))
         self._send(dst, step, items)
+        self.stats.seconds_waiting += time.perf_counter() - t0
 
     def recv(self, src: int, step: str = "") -> list[torch.Tensor]:
         self._check_peer(src)
+        t0 = time.perf_counter()
         deadline = time.monotonic() + self.timeout
         items = self._recv(src, step, deadline)
         for tag, t in items:
             self.stats.received[(src, tag)] += payload_bytes(t)
         if self.shaper is not None:
             self.shaper.after_recv(src, sum(payload_bytes(t) for _, t in items))
+        self.stats.seconds_waiting += time.perf_counter() - t0
         return [t for _, t in items]
 
     def round(self, tag: str, sends: dict[int, list[Item]], recv_from=(),
@@ -184,7 +192,9 @@ class Communicator(ABC):
             if items:
                 self.send(dst, items, step)
         out = {src: self.recv(src, step) for src in recv_from}
+        t0 = time.perf_counter()
         self._flush()
+        self.stats.seconds_waiting += time.perf_counter() - t0
         if recv_from:
             self.stats.rounds[tag] += 1
         return out

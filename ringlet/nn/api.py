@@ -62,7 +62,7 @@ def run_inference(model: str, *, dataset: str | None = None, samples: int | None
                   adder: str = "carry-tree", select: str = "fused", truncation: str | None = None,
                   pregenerate: bool = True, results_path: str | None = None, frac_bits: int = 16,
                   progress: bool = True, data_dir=None, threads: int = 0, timeout: float = 120.0,
-                  seed: int = 0) -> tuple[dict, torch.Tensor]:
+                  seed: int = 0, link=None) -> tuple[dict, torch.Tensor]:
     """Private inference of a checkpoint or zoo model on a dataset or an .npy input."""
     from ringlet.launch import run_local
     meta = {}
@@ -95,7 +95,7 @@ def run_inference(model: str, *, dataset: str | None = None, samples: int | None
     client = functools.partial(client_program, images=x, batch=batch, results_path=results_path,
                                labels=labels, progress=progress)
     run = run_local(server, parties, client=client, transport=transport, timeout=timeout,
-                    frac_bits=frac_bits, threads=threads)
+                    frac_bits=frac_bits, threads=threads, link=link)
     report = summarize(run, plain, labels, x.shape[0])
     relu_counts = graph.relu_elements()
     kept = sum(relu_counts[n] * (k - m) for n, (k, m) in bits.items())
@@ -106,6 +106,7 @@ def run_inference(model: str, *, dataset: str | None = None, samples: int | None
         "relus_per_image": sum(relu_counts.values()),
         "kept_bits_fraction": kept / (64 * sum(relu_counts.values())) if relu_counts else None,
         "pregenerated": pregenerate,
+        "link": link.to_dict() if link is not None else None,
         "plaintext_seconds": plain_seconds,
         "online_vs_plaintext": report["seconds_online"] / plain_seconds if plain_seconds else None,
     })

@@ -91,6 +91,7 @@ def _add(a: CommStats, b: CommStats) -> CommStats:
             dst[k] += v
     out.messages += b.messages
     out.framing_bytes += b.framing_bytes
+    out.seconds_waiting += b.seconds_waiting
     return out
 
 
@@ -163,6 +164,7 @@ def summarize(run, plain_logits: torch.Tensor, labels: torch.Tensor | None, n: i
         "offline_bytes": sum(s["offline"].bytes_received(tags=("offline",)) +
                              s["online"].bytes_received(tags=("offline",)) for s in servers),
         "seconds_online": seconds_online,
+        "seconds_communication": max(s["online"].seconds_waiting for s in servers),
         "seconds_offline": max(s["seconds_offline"] for s in servers),
         "images_per_second": n / seconds_online if seconds_online else None,
         "by_tag": by_tag,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -57,7 +58,8 @@ class _Progress:
     """Counts evaluations on a tqdm bar showing the best accuracy so far."""
 
     def __init__(self, sim: Simulator, enabled: bool, desc: str):
-        self.bar = tqdm(desc=desc, unit="config", disable=not enabled, dynamic_ncols=True)
+        self.bar = tqdm(desc=desc, unit="config", disable=not enabled, dynamic_ncols=True,
+                        mininterval=0.1 if sys.stderr.isatty() else 15)
         self.best = 0.0
         self._orig = sim.accuracy
         sim.accuracy = self
@@ -80,7 +82,7 @@ def run_search(model: str, *, mode: str, dataset: str | None = None, budget: str
                parties: int = 2, min_accuracy: float | None = None, widths=hb.DEFAULT_WIDTHS,
                out: str | None = None, report_path: str | None = None, plot: str | None = None,
                progress: bool = True, data_dir=None, time_limit: float | None = None,
-               test_samples: int | None = None, command: str = "") -> dict:
+               test_samples: int | None = None, command: str = "", m_scan: str = "coarse") -> dict:
     if mode not in ("eco", "budget"):
         raise ValueError(f"--mode {mode!r}: eco or budget")
     if mode == "budget" and budget is None:
@@ -123,7 +125,7 @@ def run_search(model: str, *, mode: str, dataset: str | None = None, budget: str
             bound = naive_val if min_accuracy is None else max(naive_val, 0.0)
             settings, val_acc, dfs_stats = hb.budget_search(
                 sim, group_list, counts, b, min_accuracy=min_accuracy or 0.0, start_bound=bound,
-                widths=widths, progress=bar.improved, time_limit=time_limit)
+                widths=widths, progress=bar.improved, time_limit=time_limit, m_scan=m_scan)
             stats.configs_evaluated += dfs_stats.configs_evaluated
             stats.pruned = dfs_stats.pruned
             if settings is None:  # nothing beat the naive configuration: keep it
@@ -131,7 +133,7 @@ def run_search(model: str, *, mode: str, dataset: str | None = None, budget: str
             else:
                 bits, found = hb.expand(group_list, settings), True
             per_group = {g: [bits.get(m, (64, 0)) for m in members] for g, members in group_list}
-            report.update(budget=budget, budget_bits=b, budget_val_accuracy=val_acc,
+            report.update(budget=budget, budget_bits=b, m_scan=m_scan, widths=list(widths), budget_val_accuracy=val_acc,
                           naive_val_accuracy=naive_val, dfs_found_better_than_naive=found,
                           best_trace=dfs_stats.best_trace,
                           budget_accuracy=test_sim.accuracy(bits))

@@ -21,7 +21,7 @@ from ringlet.nn.compiler import compile_model
 from ringlet.nn.config import ReluConfig
 from ringlet.nn.secure import CompiledModel
 from ringlet.protocols.compare import ReluSpec, input_bits
-from ringlet.search.simulator import Simulator, decide
+from ringlet.search.simulator import Simulator, fused_keep
 from ringlet.train.checkpoint import save_checkpoint
 from ringlet.train.trainer import TrainConfig, fit
 
@@ -40,15 +40,12 @@ class ApproxReLU(nn.Module):
         if self.k == self.m:
             return x
         with torch.no_grad():
-            scale = self.frac + self.shift
             k, m = input_bits(ReluSpec(self.k, self.m), self.shift)
-            ring_x = torch.round(x.detach().double() * (1 << scale)).to(torch.int64)
-            masks = [torch.randint(-(2 ** 63), 2 ** 63 - 1, x.shape, generator=self.gen,
-                                   dtype=torch.int64) for _ in range(self.parties - 1)]
-            last = ring_x
-            for s in masks:
-                last = last - s
-            keep = decide(masks + [last], k, m).to(x.dtype)
+            if m > 31:
+                raise ValueError(f"finetuning supports m + shift <= 31, got {m}")
+            lows = [torch.randint(0, 2 ** 31, x.shape, generator=self.gen, dtype=torch.int32)
+                    for _ in range(self.parties - 1)]
+            keep = fused_keep(x.detach().float(), lows, self.frac + self.shift, k, m).to(x.dtype)
         return x * keep
 
 

@@ -23,8 +23,9 @@ from typing import Callable
 
 from ringlet.search.simulator import EXACT, Simulator
 
-DEFAULT_WIDTHS = (0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 64)
+DEFAULT_WIDTHS = (0, 1, 2, 4, 6, 8, 12, 16, 32, 64)  # the paper's {0, 1, 2, 4, …, 64}, plus 6, 12
 DEFAULT_MS = tuple(range(16))
+COARSE_MS = (0, 3, 6, 9, 12, 15)  # then ±1, ±2 around the best (``m_scan="coarse"``)
 
 
 def relu_groups(labels: list[str], mode="stages") -> list[tuple[str, list[str]]]:
@@ -106,22 +107,34 @@ def changed_outputs(sim: Simulator, bits: dict) -> int:
 
 
 def _best_m(sim: Simulator, groups, settings: dict, g: int, width: int, ms,
-            stats: SearchStats) -> tuple[int, float]:
-    """The m maximising validation accuracy for group g at ``width`` (later groups exact)."""
+            stats: SearchStats, m_scan: str = "full") -> tuple[int, float]:
+    """The m maximising validation accuracy for group g at ``width`` (later groups exact).
+
+    ``full`` tries every m in ``ms``; ``coarse`` tries every third m, then the two neighbours on
+    each side of the best (about half the evaluations).
+    """
     name, members = groups[g]
     resume = sim.first_index(members)
-    if width in (0, 64):
-        candidates = [0]
-    else:
-        candidates = [m for m in ms if m + width <= 64]
-    best = (-1.0, 0)
-    for m in candidates:
-        trial = {**settings, name: (m + width, m)}
-        acc = sim.accuracy(expand(groups, trial), resume_at=resume)
+    allowed = [0] if width in (0, 64) else [m for m in ms if m + width <= 64]
+    tried: dict[int, float] = {}
+
+    def trial(m: int) -> None:
+        if m in tried or m not in allowed:
+            return
+        tried[m] = sim.accuracy(expand(groups, {**settings, name: (m + width, m)}), resume_at=resume)
         stats.configs_evaluated += 1
-        if acc > best[0]:
-            best = (acc, m)
-    return best[1], best[0]
+
+    if m_scan == "coarse" and len(allowed) > len(COARSE_MS):
+        for m in (m for m in COARSE_MS if m in allowed) or allowed[:1]:
+            trial(m)
+        centre = max(tried, key=lambda m: (tried[m], -m))
+        for m in (centre - 2, centre - 1, centre + 1, centre + 2):
+            trial(m)
+    else:
+        for m in allowed:
+            trial(m)
+    best = max(tried, key=lambda m: (tried[m], -m))  # ties: the smaller m
+    return best, tried[best]
 
 
 def naive_search(sim: Simulator, labels: list[str], budget_bits: float, ms=DEFAULT_MS,
@@ -142,7 +155,8 @@ def naive_search(sim: Simulator, labels: list[str], budget_bits: float, ms=DEFAU
 def budget_search(sim: Simulator, groups, counts: dict[str, int], budget_bits: float,
                   min_accuracy: float = 0.0, start_bound: float = 0.0, widths=DEFAULT_WIDTHS,
                   ms=DEFAULT_MS, progress: Callable[[str, float], None] | None = None,
-                  time_limit: float | None = None) -> tuple[dict | None, float, SearchStats]:
+                  time_limit: float | None = None,
+                  m_scan: str = "coarse") -> tuple[dict | None, float, SearchStats]:
     """DFS over group widths under the budget; returns (per-group settings, val accuracy, stats)."""
     group_size = [sum(counts[m] for m in members) for _, members in groups]
     total = sum(group_size)
@@ -163,7 +177,7 @@ def budget_search(sim: Simulator, groups, counts: dict[str, int], budget_bits: f
             if cost > allowed + 1e-9:
                 stats.pruned["budget"] += 1          # early stop 3
                 continue
-            m, acc = _best_m(sim, groups, settings, g, width, ms, stats)
+            m, acc = _best_m(sim, groups, settings, g, width, ms, stats, m_scan)
             if acc < min_accuracy:
                 stats.pruned["min_accuracy"] += 1    # early stop 1
                 continue

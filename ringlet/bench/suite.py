@@ -1,0 +1,148 @@
+"""``ringlet bench suite``: every (model, configuration, link) on the same inputs, in one JSON.
+
+A model name is a shipped checkpoint (``resnet20`` → ``models/resnet20-fmnist``) with its shipped
+configurations (``models/resnet20-fmnist.eco.json``, ``.8-64.json``, ``.6-64.json``) and its dataset's
+test images. Configurations:
+
+  exact-crypten   Kogge-Stone word adder + B2A + Beaver multiplication + local truncation: the
+                  costs of CrypTen 0.4.1 (1856 bits, 9 rounds per ReLU), the baseline of every ratio
+  exact           ringlet's exact ReLU (carry tree + fused select with folded truncation)
+  eco, 8/64, 6/64 the shipped search results (a config may name a finetuned checkpoint to use)
+
+Per run: accuracy, bytes, rounds, online time, images/s, the per-tag breakdown (Circuit / Mult /
+B2A / Others, the paper's Figure 3), the compute vs communication split (Figure 10) and the analytic
+projection compute + bytes/bandwidth + rounds × RTT.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from ringlet.comm.shaper import profile
+from ringlet.nn.api import run_inference
+from ringlet.train.api import find_checkpoint, shipped_models_dir
+
+CONFIGS = ("exact-crypten", "exact", "eco", "8/64", "6/64")
+BREAKDOWN = {"circuit": "circuit", "b2a": "b2a", "mult": "mult", "select": "mult",
+             "reshare": "other", "trunc": "other", "open": "other"}
+
+
+def shipped_stem(model: str) -> str:
+    """``resnet20`` → the stem of its shipped checkpoint (``resnet20-fmnist``)."""
+    if find_checkpoint(model):
+        return model
+    found = sorted(p.stem for p in shipped_models_dir().glob(f"{model}-*.json")
+                   if find_checkpoint(p.stem) and p.stem.count(".") == 0)
+    plain = [s for s in found if s.split("-", 1)[1] in ("fmnist", "cifar10", "mnist", "svhn", "cifar100")]
+    if not (plain or found):
+        raise ValueError(f"no shipped checkpoint for model {model!r} in {shipped_models_dir()}")
+    return (plain or found)[0]
+
+
+def config_setup(stem: str, name: str) -> dict:
+    """Keyword arguments of :func:`run_inference` for a configuration name."""
+    if name == "exact-crypten":
+        return {"adder": "kogge-stone", "select": "b2a-mult", "truncation": "local"}
+    if name == "exact":
+        return {}
+    if name not in CONFIGS:
+        raise ValueError(f"unknown configuration {name!r}; known: {', '.join(CONFIGS)}")
+    path = shipped_models_dir() / f"{stem}.{name.replace('/', '-')}.json"
+    if not path.is_file():
+        raise ValueError(f"configuration {name} of {stem}: {path} not found (run ringlet search)")
+    setup = {"relu_config": str(path)}
+    ckpt = json.loads(path.read_text()).get("checkpoint")
+    if ckpt and find_checkpoint(ckpt):
+        setup["model"] = ckpt
+    return setup
+
+
+def _breakdown(by_tag: dict, samples: int) -> dict:
+    out = {"circuit": 0, "mult": 0, "b2a": 0, "other": 0}
+    for tag, row in by_tag.items():
+        if tag in ("input", "output", "offline", "setup"):
+            continue
+        out[BREAKDOWN.get(tag, "other")] += row["bytes_sent"]
+    return out
+
+
+def run_one(stem: str, config: str, link_name: str, samples: int, batch: int, parties: int,
+            rtt_ms: float | None, data_dir=None, progress=False) -> dict:
+    setup = config_setup(stem, config)
+    model = setup.pop("model", stem)
+    link = profile(link_name, rtt_ms if link_name == "wan-rtt" else None)
+    report, _ = run_inference(model, samples=samples, batch=batch, parties=parties, link=link,
+                              progress=progress, data_dir=data_dir, **setup)
+    compute = report["seconds_online"] - report["seconds_communication"]
+    return {
+        "model": stem, "checkpoint": model, "config": config, "link": link.to_dict(),
+        "accuracy": report.get("accuracy"), "plaintext_accuracy": report.get("plaintext_accuracy"),
+        "argmax_agreement": report["argmax_agreement"], "samples": report["samples"],
+        "bytes_sent_per_party": report["bytes_sent_per_party"],
+        "bytes_per_image": report["bytes_sent_per_image"], "rounds": report["rounds"],
+        "seconds_online": report["seconds_online"], "images_per_second": report["images_per_second"],
+        "seconds_compute": compute, "seconds_communication": report["seconds_communication"],
+        "breakdown_bytes": _breakdown(report["by_tag"], samples),
+        "projected_seconds": link.projected_seconds(
+            compute, report["bytes_sent_per_party"],
+            report["rounds"] * ((samples + batch - 1) // batch)),
+        "kept_bits_fraction": report["kept_bits_fraction"], "relu_config": report["relu_config"],
+    }
+
+
+def summarize(runs: list[dict], configs, model: str) -> dict:
+    """comm_reduction_* (bytes) and wan_speedup_* (online time on wan) against both baselines."""
+    pick = {(r["config"], r["link"]["name"]): r for r in runs if r["model"] == model}
+    out = {}
+    for base, suffix in (("exact-crypten", ""), ("exact", "_vs_exact")):
+        for cfg in configs:
+            if cfg in ("exact-crypten", base) or (base, "lan") not in pick and (base, "wan") not in pick:
+                continue
+            key = cfg.replace("/", "_")
+            ref = pick.get((base, "wan")) or pick.get((base, "lan"))
+            run = pick.get((cfg, "wan")) or pick.get((cfg, "lan"))
+            if ref and run:
+                out[f"comm_reduction{suffix}_{key}"] = ref["bytes_sent_per_party"] / run["bytes_sent_per_party"]
+            if (base, "wan") in pick and (cfg, "wan") in pick:
+                out[f"wan_speedup{suffix}_{key}"] = (pick[(base, "wan")]["seconds_online"] /
+                                                     pick[(cfg, "wan")]["seconds_online"])
+                out[f"rounds_ratio{suffix}_{key}"] = pick[(cfg, "wan")]["rounds"] / pick[(base, "wan")]["rounds"]
+    return out
+
+
+def run_suite(models, configs=CONFIGS, links=("lan", "wan"), samples: int = 64, batch: int = 32,
+              parties: int = 2, rtt_ms: float | None = None, out: str | None = None, data_dir=None,
+              progress: bool = False, log=print, command: str = "") -> dict:
+    runs = []
+    t0 = time.time()
+    result = {"command": command, "samples": samples, "batch": batch, "parties": parties,
+              "links": [profile(lk, rtt_ms if lk == "wan-rtt" else None).to_dict() for lk in links],
+              "runs": runs, "summary": {}, "searches": {}}
+    for model in models:
+        stem = shipped_stem(model)
+        for config in configs:
+            for link in links:
+                row = run_one(stem, config, link, samples, batch, parties, rtt_ms, data_dir, progress)
+                runs.append(row)
+                if log:
+                    log(f"{stem} {config:13s} {link:8s} acc {row['accuracy']:.4f} "
+                        f"{row['bytes_sent_per_party'] / 1e6:9.1f} MB {row['rounds']:4d} rounds "
+                        f"{row['seconds_online']:7.2f} s")
+                if out:  # keep what is finished
+                    Path(out).write_text(json.dumps(result, indent=1))
+        result["summary"][stem] = summarize(runs, configs, stem)
+        result["searches"][stem] = _search_reports(stem)
+    result["seconds"] = time.time() - t0
+    if out:
+        Path(out).write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _search_reports(stem: str) -> dict:
+    """The shipped search / finetune reports of a model (for the report's tables and plots)."""
+    out = {}
+    for path in sorted(shipped_models_dir().glob(f"{stem}.*.report.json")):
+        out[path.name.split(".")[1]] = json.loads(path.read_text())
+    return out

@@ -1,0 +1,34 @@
+"""``ringlet bench suite``: models × configurations × links on the same inputs (one JSON)."""
+
+from __future__ import annotations
+
+from ringlet.cli.common import add_data_dir, add_debug, command_line, print_json
+
+
+def add_parser(sub, name):
+    p = sub.add_parser(name, help="the evaluation suite (HummingBird's Section 5)")
+    p.add_argument("--models", default="resnet20", help="comma-separated shipped models")
+    p.add_argument("--configs", default="exact-crypten,exact,eco,8/64,6/64")
+    p.add_argument("--links", default="lan,wan", help="lan, highbw, wan, wan-rtt")
+    p.add_argument("--rtt-ms", type=float, help="round-trip time of wan-rtt (default 50)")
+    p.add_argument("--samples", type=int, default=64, help="test images per run")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--parties", type=int, default=2)
+    p.add_argument("--out", help="write the JSON here (updated after every run)")
+    p.add_argument("--json", action="store_true", help="print the JSON")
+    add_data_dir(p)
+    add_debug(p)
+    p.set_defaults(run=run)
+
+
+def run(args):
+    import sys
+
+    from ringlet.bench.suite import run_suite
+    result = run_suite([m for m in args.models.split(",") if m], args.configs.split(","),
+                       args.links.split(","), args.samples, args.batch, args.parties, args.rtt_ms,
+                       args.out, args.data_dir, log=lambda s: print(s, file=sys.stderr),
+                       command=command_line())
+    if args.json or not args.out:
+        print_json(result)
+    return 0

@@ -1,0 +1,70 @@
+"""The evaluation suite on a small shipped model, and the report from a stored results JSON."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ringlet.bench.suite import run_suite
+from ringlet.comm.shaper import LinkProfile, profile
+from ringlet.report import headline, write_report
+
+ROOT = Path(__file__).resolve().parents[1]
+STORED = Path(__file__).parent / "data" / "suite_small.json"
+
+
+@pytest.fixture
+def models_dir(tmp_path, monkeypatch):
+    """The shipped Fashion-MNIST net with hand-written eco / 8-64 / 6-64 configurations."""
+    for ext in ("safetensors", "json"):
+        shutil.copy(ROOT / "models" / f"fmnist-net-fmnist.{ext}", tmp_path)
+    configs = {"eco": {"k": 22, "m": 0}, "8-64": {"k": 20, "m": 12}, "6-64": {"k": 18, "m": 12}}
+    for name, setting in configs.items():
+        (tmp_path / f"fmnist-net-fmnist.{name}.json").write_text(
+            json.dumps({"version": 1, "default": setting}))
+    monkeypatch.setenv("RINGLET_MODELS", str(tmp_path))
+    return tmp_path
+
+
+def test_suite_runs_every_combination_on_the_same_inputs(models_dir, tmp_path):
+    out = tmp_path / "suite.json"
+    result = run_suite(["fmnist-net"], links=("lan", "wan"), samples=4, batch=4, out=str(out), log=None)
+    runs = result["runs"]
+    assert len(runs) == 5 * 2
+    assert {r["samples"] for r in runs} == {4}
+    by = {(r["config"], r["link"]["name"]): r for r in runs}
+    relus = 37760
+    # the CrypTen-equivalent baseline costs 1856 bits per ReLU, ours 308 (all first-layer ReLUs exact)
+    assert by[("exact-crypten", "lan")]["bytes_per_image"] * 8 == 1856 * relus
+    assert by[("exact", "lan")]["bytes_per_image"] * 8 == 308 * relus
+    assert by[("exact-crypten", "wan")]["rounds"] == 3 * 9 and by[("exact", "wan")]["rounds"] == 3 * 8
+    summary = result["summary"]["fmnist-net-fmnist"]
+    assert summary["comm_reduction_exact"] == pytest.approx(1856 / 308)
+    for key in ("comm_reduction_eco", "comm_reduction_8_64", "comm_reduction_6_64", "wan_speedup_eco",
+                "wan_speedup_8_64", "wan_speedup_6_64", "comm_reduction_vs_exact_8_64",
+                "wan_speedup_vs_exact_8_64"):
+        assert summary[key] > 0
+    assert summary["comm_reduction_8_64"] > summary["comm_reduction_eco"] > summary["comm_reduction_exact"]
+    for r in runs:
+        assert r["seconds_compute"] >= 0 and r["projected_seconds"] > 0
+    assert json.loads(out.read_text())["runs"] == json.loads(json.dumps(runs))
+
+
+def test_report_renders_from_a_stored_json(tmp_path):
+    path = write_report(str(STORED), str(tmp_path / "rep"))
+    text = path.read_text()
+    assert "exact-crypten" in text and "comm ÷" in text
+    pngs = sorted(p.name for p in (tmp_path / "rep").glob("*.png"))
+    assert any("speedup" in p for p in pngs) and any("breakdown" in p for p in pngs)
+    assert all((tmp_path / "rep" / p).stat().st_size > 2000 for p in pngs)
+    assert headline(json.loads(STORED.read_text())).count("\n|") >= 6
+
+
+def test_link_profiles_and_projection():
+    wan = profile("wan")
+    assert wan.bandwidth_bps == 352e6 and wan.rtt_s == 0
+    assert profile("wan-rtt").rtt_s == 0.05 and profile("wan-rtt", 100).rtt_s == 0.1
+    assert LinkProfile("x", 8e6, 0.1).projected_seconds(1.0, 1_000_000, 10) == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="unknown link profile"):
+        profile("5g")

@@ -47,6 +47,7 @@ class PartyReport:
     seconds_offline: float = 0.0
     error: str | None = None
     error_type: str | None = None
+    peak_rss_mb: float = 0.0  # the process's peak resident memory (all parties, for threads)
 
 
 @dataclass
@@ -111,6 +112,7 @@ def run_party(comm, world: World, program: Program | None, client: Program | Non
         dealer.serve()
         report.seconds_offline = time.perf_counter() - t0
         report.total = comm.stats.copy()
+        report.peak_rss_mb = _peak_rss_mb()
         return report
     sess = Session(comm, world, seeds, FixedPoint(frac_bits))
     fn = program if report.role == "server" else client
@@ -140,7 +142,13 @@ def run_party(comm, world: World, program: Program | None, client: Program | Non
             except CommError:
                 pass
     report.total = comm.stats.copy()
+    report.peak_rss_mb = _peak_rss_mb()
     return report
+
+
+def _peak_rss_mb() -> float:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _root_cause(reports: dict[int, PartyReport], world: World) -> str:

@@ -154,7 +154,38 @@ def _tables(result: dict, model: str) -> list[str]:
     return out
 
 
-def write_report(results_path: str, out_dir: str) -> Path:
+def scale_section(scale: dict, out: Path) -> list[str]:
+    """Time, bytes and memory against batch size and number of servers (a ``bench scale`` JSON)."""
+    plt = _pyplot()
+    rows = scale["rows"]
+    two = sorted((r for r in rows if r["parties"] == 2), key=lambda r: r["batch"])
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    for ax, key, label in zip(axes, ("seconds_online", "bytes_sent_per_party", "peak_rss_mb_all"),
+                              ("online seconds", "bytes sent per server", "peak memory, all parties (MB)")):
+        ax.plot([r["batch"] for r in two], [r[key] for r in two], "o-")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size (2 servers)")
+        ax.set_ylabel(label)
+    fig.suptitle(f"{scale['model']}: scaling with batch size")
+    fig.tight_layout()
+    png = f"{scale['model']}-scale.png"
+    fig.savefig(out / png, dpi=130)
+    plt.close(fig)
+    lines = [f"## Scaling: {scale['model']}", "", f"Produced by: `{scale.get('command', '')}`", "",
+             f"![scaling]({png})", "", "| servers | batch | online s | MB sent / server | rounds | "
+             "peak MB (max party) | peak MB (all) |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['parties']} | {r['batch']} | {r['seconds_online']:.2f} | "
+                     f"{r['bytes_sent_per_party'] / MB:.1f} | {r['rounds']} | "
+                     f"{r['peak_rss_mb_max_party']:.0f} | {r['peak_rss_mb_all']:.0f} |")
+    lines += ["", f"Memory grows by {scale['memory_mb_per_image']:.1f} MB per image over a fixed "
+                  f"{scale['memory_mb_fixed']:.0f} MB (all parties on one host); this machine's "
+                  f"{scale['machine_memory_mb'] / 1024:.1f} GiB end at a batch of about "
+                  f"{scale['max_batch_in_memory']} images.", ""]
+    return lines
+
+
+def write_report(results_path: str, out_dir: str, extra: list[str] = ()) -> Path:
     result = json.loads(Path(results_path).read_text())
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -175,7 +206,15 @@ def write_report(results_path: str, out_dir: str) -> Path:
                 lines += ["", f"![kept bits {name}]({png})"]
         lines.append("")
     if "summary" in result:
-        lines += ["## Summary ratios", "", "```json", json.dumps(result["summary"], indent=1), "```"]
+        lines += ["## Summary ratios", "", "```json", json.dumps(result["summary"], indent=1), "```", ""]
+    for path in extra:
+        data = json.loads(Path(path).read_text())
+        if "memory_mb_per_image" in data:
+            lines += scale_section(data, out)
+        elif "markdown" in data:  # sections produced by other benchmarks (sharing, polynomials)
+            lines += [data["markdown"], ""]
+        else:
+            raise ValueError(f"{path}: not a results file ringlet report knows")
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -52,9 +52,10 @@ def test_suite_runs_every_combination_on_the_same_inputs(models_dir, tmp_path):
 
 
 def test_report_renders_from_a_stored_json(tmp_path):
-    path = write_report(str(STORED), str(tmp_path / "rep"))
+    path = write_report(str(STORED), str(tmp_path / "rep"), [str(STORED.parent / "scale_small.json")])
     text = path.read_text()
     assert "exact-crypten" in text and "comm ÷" in text
+    assert "Scaling" in text and "end at a batch of about" in text
     pngs = sorted(p.name for p in (tmp_path / "rep").glob("*.png"))
     assert any("speedup" in p for p in pngs) and any("breakdown" in p for p in pngs)
     assert all((tmp_path / "rep" / p).stat().st_size > 2000 for p in pngs)

@@ -15,7 +15,16 @@ def add_parser(sub, name):
     core.add_argument("--json", action="store_true", help="print JSON (the default output)")
     add_debug(core)
     core.set_defaults(run=run_core)
-    for module in ("relu", "poly", "suite"):
+    link = bsub.add_parser("link", help="the link shaper's accuracy (and a real tbf link with --real)")
+    link.add_argument("--profile", default="wan", help="lan, highbw, wan, wan-rtt")
+    link.add_argument("--rtt-ms", type=float)
+    link.add_argument("--megabytes", type=float, default=8.0)
+    link.add_argument("--rounds", type=int, default=20)
+    link.add_argument("--real", action="store_true", help="also through network namespaces + tbf (root)")
+    link.add_argument("--json", action="store_true")
+    add_debug(link)
+    link.set_defaults(run=run_link)
+    for module in ("relu", "poly", "suite", "scale", "sharing"):
         try:
             mod = __import__(f"ringlet.cli.bench_{module}", fromlist=["add_parser"])
         except ModuleNotFoundError:
@@ -28,4 +37,11 @@ def run_core(args):
     from ringlet.bench.core import bench_core
     result = bench_core(args.parties, args.transport, args.batch)
     print_json({"command": command_line(), **result})
+    return 0
+
+
+def run_link(args):
+    from ringlet.bench.netlink import link_bench
+    print_json({"command": command_line(), **link_bench(args.profile, args.rtt_ms, args.megabytes,
+                                                        args.rounds, args.real)})
     return 0

@@ -168,6 +168,7 @@ def summarize(run, plain_logits: torch.Tensor, labels: torch.Tensor | None, n: i
         "seconds_offline": max(s["seconds_offline"] for s in servers),
         "images_per_second": n / seconds_online if seconds_online else None,
         "by_tag": by_tag,
+        "peak_rss_mb": {run.world.role(r) + str(r): rep.peak_rss_mb for r, rep in run.reports.items()},
         "per_layer": per_layer,
     }
     if labels is not None:

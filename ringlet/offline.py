@@ -18,6 +18,9 @@ Kinds (holders h_0 … h_{q−1}; "c" marks the corrected tensor):
   inject   r ∈ {0,1} XOR-shared (1 plane) and arithmetic-shared, s, and r·s (arithmetic)
   b2a      r ∈ {0,1} XOR-shared and arithmetic-shared
   trunc    r (uniform in Z_2^64), msb(r) and (r mod 2^63) >> f, arithmetic-shared
+  pim      private-input products: holder 0 gets masks α_1…α_{d−1}, holder 1 masks β_1…β_{d−1},
+           both get shares of every α_a·β_b with a + b ≤ d (ESPN's cross terms)
+  powers   r uniform and r^2 … r^d (ring powers), arithmetic-shared (HoneyBadger)
   injtrunc r_b ∈ {0,1} XOR- and arithmetic-shared, r uniform, msb(r), low = (r mod 2^63) >> d,
            r_b·low and r_b·msb(r) (the select that also truncates by d bits)
 """
@@ -233,6 +236,44 @@ def _correct_injtrunc(parts, req):
     return out
 
 
+def _pim_pairs(d: int):
+    return [(a, j - a) for j in range(2, d + 1) for a in range(1, j)]
+
+
+def _draw_pim(s, req, index, corrected):
+    n, d = req.params
+    out = {"mask": s.int64((d - 1, n))}
+    if not corrected:
+        for a, b in _pim_pairs(d):
+            out[f"ab{a}_{b}"] = s.int64(n)
+    return out
+
+
+def _correct_pim(parts, req):
+    n, d = req.params
+    alpha, beta = parts[0]["mask"], parts[1]["mask"]
+    return {f"ab{a}_{b}": alpha[a - 1] * beta[b - 1] - parts[0][f"ab{a}_{b}"] for a, b in _pim_pairs(d)}
+
+
+def _draw_powers(s, req, index, corrected):
+    n, d, _frac = req.params
+    out = {"r1": s.int64(n)}
+    if not corrected:
+        for a in range(2, d + 1):
+            out[f"r{a}"] = s.int64(n)
+    return out
+
+
+def _correct_powers(parts, req):
+    n, d, _frac = req.params
+    r = sum(p["r1"] for p in parts)
+    out, power = {}, r
+    for a in range(2, d + 1):
+        power = power * r
+        out[f"r{a}"] = power - sum(p[f"r{a}"] for p in parts[:-1])
+    return out
+
+
 _KINDS = {
     "beaver": (_draw_beaver, _correct_beaver),
     "and": (_draw_and, _correct_and),
@@ -242,6 +283,8 @@ _KINDS = {
     "inject": (_draw_inject, _correct_inject),
     "trunc": (_draw_trunc, _correct_trunc),
     "injtrunc": (_draw_injtrunc, _correct_injtrunc),
+    "pim": (_draw_pim, _correct_pim),
+    "powers": (_draw_powers, _correct_powers),
 }
 _KIND_NAMES = list(_KINDS)
 _KIND_IDS = {k: i for i, k in enumerate(_KIND_NAMES)}
@@ -375,4 +418,8 @@ _CORRECTION_KEYS = {"beaver": ("c",), "and": ("c",), "and2": ("c1", "c2"), "pand
 
 
 def _correction_keys(req: Request) -> tuple:
+    if req.kind == "pim":
+        return tuple(f"ab{a}_{b}" for a, b in _pim_pairs(req.params[1]))
+    if req.kind == "powers":
+        return tuple(f"r{a}" for a in range(2, req.params[1] + 1))
     return _CORRECTION_KEYS[req.kind]

@@ -96,7 +96,7 @@ def _server_job(args):
     net, meta = resolve_model(args.model, shape)
     graph = compile_model(net, tuple(meta["input_shape"]))
     config = ReluConfig.load(args.relu_config) if args.relu_config else ReluConfig()
-    bits = config.resolve(graph.relu_names, args.relu_config or "default config")
+    bits = config.resolve(graph.activation_names, args.relu_config or "default config")
     model = CompiledModel(graph, bits, SecureOptions(args.adder, args.select,
                                                      private_weights=args.private_weights))
     return lambda sess: server_program(sess, model)

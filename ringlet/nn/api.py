@@ -82,7 +82,7 @@ def run_inference(model: str, *, dataset: str | None = None, samples: int | None
         raise ValueError(f"--batch must be positive, got {batch}")
     graph = compile_model(net, x.shape[1:])
     config = ReluConfig.load(relu_config) if relu_config else ReluConfig()
-    bits = config.resolve(graph.relu_names, relu_config or "default config")
+    bits = config.resolve(graph.activation_names, relu_config or "default config")
     options = SecureOptions(adder, select, truncation, private_weights=private_weights)
     compiled = CompiledModel(graph, bits, options, FixedPoint(frac_bits))
     with torch.no_grad():

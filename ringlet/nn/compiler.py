@@ -6,15 +6,14 @@ BatchNorm is a public per-channel affine map. Anything unsupported raises :class
 naming the node, its op and the source line — before any party starts.
 
 Kinds: input, conv, linear, affine, relu, add, scale, avgpool, gavgpool, maxpool, reshape, cat,
-identity, output, and the activation layers registered by later modules (:func:`register_leaf`).
+identity, output, grelu (shared ReLU, :mod:`ringlet.grelu`) and poly (polynomial activation,
+:mod:`ringlet.poly`).
 """
 
 from __future__ import annotations
 
 import operator
 from dataclasses import dataclass, field
-from typing import Callable
-
 import torch
 import torch.fx
 import torch.nn.functional as F
@@ -51,6 +50,11 @@ class SecureGraph:
     def relu_names(self) -> list[str]:
         return [n.label for n in self.relus]
 
+    @property
+    def activation_names(self) -> list[str]:
+        """ReLUs and shared ReLUs: everything a bit configuration may name."""
+        return [n.label for n in self.nodes if n.kind in ("relu", "grelu")]
+
     def relu_elements(self) -> dict[str, int]:
         """ReLU outputs per input sample, by ReLU name."""
         out = {}
@@ -66,22 +70,21 @@ class SecureGraph:
                 for n in self.nodes]
 
 
-# activation layers of later modules: type -> function(module, fx node, label, shape) -> Node
-_LEAVES: dict[type, Callable] = {}
-
-
-def register_leaf(module_type: type, build: Callable) -> None:
-    """Make ``module_type`` an opaque leaf of the trace, compiled by ``build``."""
-    _LEAVES[module_type] = build
+def _leaf_types() -> tuple:
+    """Activation layers compiled as a whole (not traced into)."""
+    from ringlet.grelu.layers import GroupReLU
+    from ringlet.poly.layers import PolyAct
+    return (GroupReLU, PolyAct)
 
 
 class _Tracer(torch.fx.Tracer):
     def __init__(self):
         super().__init__()
         self.record_stack_traces = True
+        self.leaves = _leaf_types()
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, tuple(_LEAVES)) or super().is_leaf_module(m, qualname)
+        return isinstance(m, self.leaves) or super().is_leaf_module(m, qualname)
 
 
 def _where(node: torch.fx.Node) -> str:
@@ -143,12 +146,16 @@ class _Builder:
     def module(self, fx: torch.fx.Node) -> None:
         mod = self.modules[fx.target]
         x = fx.args[0]
-        if type(mod) in _LEAVES or isinstance(mod, tuple(_LEAVES)):
-            build = next(b for t, b in _LEAVES.items() if isinstance(mod, t))
-            node = build(mod, fx.name, fx.target, _shape(fx))
-            node.inputs = [self.src(x)]
-            self.nodes.append(node)
-            self.by_name[node.name] = node
+        from ringlet.grelu.layers import GroupReLU
+        from ringlet.poly.layers import PolyAct
+        if isinstance(mod, GroupReLU):
+            self.emit(fx, "grelu", [x], fx.target, groups=mod.groups.clone(),
+                      weight=mod.weight.detach().double().clone(), variant=mod.variant,
+                      num_groups=mod.num_groups,
+                      flips=mod.flips.clone() if mod.noise and mod.noise_at_inference else None)
+        elif isinstance(mod, PolyAct):
+            self.emit(fx, "poly", [x], fx.target, coeffs=[float(c) for c in mod.coeffs],
+                      range=float(mod.range))
         elif isinstance(mod, nn.Conv2d):
             if mod.padding_mode != "zeros" or isinstance(mod.padding, str):
                 raise _fail(fx, f"conv padding mode {mod.padding_mode!r}/{mod.padding!r} unsupported")

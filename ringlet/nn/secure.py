@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ringlet.nn.compiler import SecureGraph
-from ringlet.protocols import beaver, linear
+from ringlet.protocols import beaver, linear, poly, shared_relu
 from ringlet.protocols.compare import ReluSpec, max_pool2d, relu
 from ringlet.protocols.io import share_input
 from ringlet.protocols.truncation import truncate
@@ -25,7 +25,7 @@ from ringlet.session import Session
 from ringlet.sharing import ArithmeticShare
 
 _NEEDS_F = {"conv", "linear", "affine", "avgpool", "gavgpool", "maxpool", "scale"}
-_LINEAR = {"conv", "linear", "affine"}
+_LINEAR = ("conv", "linear", "affine")
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,8 @@ class SecureOptions:
     truncation: str | None = None  # standalone truncations; None: local (2 servers) / dealer
     backend: str = "int64"         # exact public-weight conv: int64 or limbs
     private_weights: bool = False  # weights secret-shared by server 0 (the model owner)
+    poly_method: str = "espn"      # polynomial activations: espn, espn-beaver, horner, honeybadger
+    poly_frac: int = 12            # fractional bits the one-round methods evaluate at
 
 
 def frac_plan(graph: SecureGraph, f: int) -> dict[str, int]:
@@ -48,7 +50,7 @@ def frac_plan(graph: SecureGraph, f: int) -> dict[str, int]:
             out[node.name] = f
         elif node.kind in _LINEAR or (node.kind == "scale" and node.params["factor"] != 1.0):
             out[node.name] = 2 * f
-        elif node.kind in _NEEDS_F or node.kind in ("relu",) or node.kind in _ACTIVATIONS:
+        elif node.kind in _NEEDS_F or node.kind in ("relu", "grelu", "poly"):
             out[node.name] = f
         elif node.kind in ("add", "cat"):
             out[node.name] = max(ins)
@@ -57,13 +59,23 @@ def frac_plan(graph: SecureGraph, f: int) -> dict[str, int]:
     return out
 
 
-# activation kinds registered by later modules: kind -> (secure fn, plaintext fn)
-_ACTIVATIONS: dict[str, tuple] = {}
-
-
-def register_activation(kind: str, secure_fn, plain_fn) -> None:
-    """``secure_fn(sess, node, x_share, model) -> share at f bits``; ``plain_fn(node, x) -> x``."""
-    _ACTIVATIONS[kind] = (secure_fn, plain_fn)
+def plain_activation(node, x: torch.Tensor) -> torch.Tensor:
+    """The plaintext gReLU / polynomial of a compiled node (eval mode)."""
+    p = node.params
+    if node.kind == "poly":
+        out = torch.zeros_like(x)
+        for c in reversed(p["coeffs"]):
+            out = out * x + c
+        return out
+    n, c = x.shape[:2]
+    idx = p["groups"].view(1, c, -1).expand(n, c, -1)
+    z = torch.zeros(n, c, p["num_groups"], dtype=x.dtype).scatter_add_(
+        2, idx, (x * p["weight"].to(x.dtype)).reshape(n, c, -1))
+    keep = (z >= 0).to(x.dtype).gather(2, idx).view_as(x)
+    if p["flips"] is not None:
+        flips = p["flips"].to(x.dtype)
+        keep = keep + flips * (1 - 2 * keep)
+    return x * keep
 
 
 def _add_bias(y: ArithmeticShare, b: ArithmeticShare | None, view) -> ArithmeticShare:
@@ -81,13 +93,14 @@ class CompiledModel:
         self.graph = graph
         self.options = options
         self.fixed = fixed
-        names = graph.relu_names
-        self.relu_bits = {n: (64, 0) for n in names} if relu_bits is None else dict(relu_bits)
+        names = graph.activation_names
+        self.relu_bits = {n: (64, 0) for n in names}
+        self.relu_bits.update(relu_bits or {})
         missing = set(names) - set(self.relu_bits)
         if missing:
             raise ValueError(f"no ReLU setting for {sorted(missing)[:3]}")
         self.fracs = frac_plan(graph, fixed.frac_bits)
-        self.encoded = {n.name: self._encode(n) for n in graph.nodes if n.kind in _LINEAR}
+        self.encoded = {n.name: self._encode(n) for n in graph.nodes if n.kind in _LINEAR + ("grelu",)}
 
     @property
     def output_frac(self) -> int:
@@ -101,6 +114,10 @@ class CompiledModel:
         enc, f = self.fixed.encode, self.fixed.frac_bits
         wide = FixedPoint(2 * f)
         p = node.params
+        if node.kind == "grelu":
+            onehot = p["variant"] == "center"
+            return {"onehot": p["weight"] if onehot else None,
+                    "weight": None if onehot else enc(p["weight"], f"{node.label} gReLU weights")}
         if node.kind == "affine":
             return {"scale": enc(p["scale"], f"{node.label} scale"),
                     "shift": wide.encode(p["shift"], f"{node.label} shift")}
@@ -203,8 +220,13 @@ class CompiledModel:
             return ins[0].reshape(batch, *node.out_shape)
         if kind in ("identity", "output"):
             return ins[0]
-        if kind in _ACTIVATIONS:
-            return _ACTIVATIONS[kind][0](sess, node, ins[0], self)
+        if kind == "grelu":
+            enc = self.encoded[node.name]
+            return shared_relu.grelu(sess, ins[0], p["groups"], enc["weight"], enc["onehot"],
+                                     p["num_groups"], self.spec(node.label), f, p["flips"])
+        if kind == "poly":
+            return poly.evaluate(sess, ins[0], p["coeffs"], f, self.options.poly_method,
+                                 self.options.poly_frac, truncation=self._trunc(sess))
         raise RuntimeError(f"no secure implementation for node kind {kind!r}")  # pragma: no cover
 
     # -- plaintext reference ------------------------------------------------------------------
@@ -245,6 +267,6 @@ class CompiledModel:
             elif kind in ("identity", "output"):
                 y = ins[0]
             else:
-                y = _ACTIVATIONS[kind][1](node, ins[0])
+                y = plain_activation(node, ins[0])
             env[node.name] = y
         return env["output"]

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ringlet import ring
-from ringlet.nn.secure import CompiledModel, _ACTIVATIONS
+from ringlet.nn.secure import CompiledModel, plain_activation
 from ringlet.protocols.compare import ReluSpec, input_bits
 
 EXACT = (64, 0)
@@ -202,7 +202,7 @@ class Simulator:
             return ins[0].reshape(ins[0].shape[0], *node.out_shape)
         if kind in ("identity", "output"):
             return ins[0]
-        return _ACTIVATIONS[kind][1](node, ins[0].double()).float()
+        return plain_activation(node, ins[0].double()).float()
 
     def _prefix_key(self, bits: dict, upto: int) -> tuple:
         return tuple(bits.get(n.label, EXACT) for n in self.graph.nodes[:upto] if n.kind == "relu")

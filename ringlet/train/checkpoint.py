@@ -104,6 +104,12 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None) -> 
     state, meta = load_state(path)
     if model is None:
         model = build_model(meta["model"], meta["input_shape"], meta["num_classes"])
+        if meta.get("sharing"):  # a model with gReLU layers: rebuild them from the stored groups
+            from ringlet.grelu.convert import convert
+            convert(model, meta["sharing"], meta["input_shape"], state=state)
+        if meta.get("poly"):  # a model with polynomial activations
+            from ringlet.poly.layers import convert_to_poly
+            convert_to_poly(model, meta["poly"])
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

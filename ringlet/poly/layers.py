@@ -1,0 +1,97 @@
+"""Polynomial activations (ESPN + PILLAR): ReLU replaced by a low-degree polynomial.
+
+``fit_relu`` fits ReLU on [−r, r] by least squares and quantises the coefficients to 2^−q so that the
+error stays low after rounding: coefficients are rounded one at a time, highest degree first, and
+the remaining ones refitted to absorb each rounding. ``PolyAct`` evaluates the polynomial; while
+training it clips its input to ±r (PILLAR) and records the input statistics the penalty needs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+GRID = 4001
+
+
+def _design(x: np.ndarray, degree: int) -> np.ndarray:
+    return np.stack([x ** j for j in range(degree + 1)], axis=1)
+
+
+def fit_relu(degree: int, r: float = 5.0, frac: int = 10) -> dict:
+    """Least-squares fit of ReLU on [−r, r], coefficients quantised to 2^−frac (lowest first)."""
+    if not 2 <= degree <= 8:
+        raise ValueError(f"polynomial degree must be 2..8, got {degree}")
+    if r <= 0:
+        raise ValueError(f"range must be positive, got {r}")
+    x = np.linspace(-r, r, GRID)
+    y = np.maximum(x, 0)
+    a = _design(x, degree)
+    coeffs = np.zeros(degree + 1)
+    free = list(range(degree + 1))
+    target = y.copy()
+    while free:
+        sol, *_ = np.linalg.lstsq(a[:, free], target, rcond=None)
+        j = free[-1]  # round the highest remaining degree, refit the others
+        coeffs[j] = np.round(sol[-1] * 2 ** frac) / 2 ** frac
+        target = target - coeffs[j] * a[:, j]
+        free.pop()
+    err = a @ coeffs - y
+    exact, *_ = np.linalg.lstsq(a, y, rcond=None)
+    return {"degree": degree, "range": r, "frac": frac, "coeffs": coeffs.tolist(),
+            "max_error": float(np.abs(err).max()), "rms_error": float(np.sqrt((err ** 2).mean())),
+            "unquantised_max_error": float(np.abs(a @ exact - y).max())}
+
+
+class PolyAct(nn.Module):
+    """Σ_j c_j x^j with fixed coefficients; inputs clipped to ±r while training only."""
+
+    def __init__(self, coeffs, r: float = 5.0):
+        super().__init__()
+        self.register_buffer("coeffs", torch.tensor([float(c) for c in coeffs], dtype=torch.float64))
+        self.range = float(r)
+        self.last_input: torch.Tensor | None = None  # for the PILLAR penalty (training only)
+        self.stats = {"count": 0, "out_of_range": 0, "max_abs": 0.0}
+
+    @property
+    def degree(self) -> int:
+        return self.coeffs.numel() - 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            self.stats["count"] += x.numel()
+            self.stats["out_of_range"] += int((x.abs() > self.range).sum())
+            self.stats["max_abs"] = max(self.stats["max_abs"], float(x.abs().max()))
+        if self.training:
+            self.last_input = x
+            x = x.clamp(-self.range, self.range)
+        out = torch.zeros_like(x)
+        for c in reversed(self.coeffs.tolist()):  # Horner
+            out = out * x + c
+        return out
+
+    def reset_stats(self) -> dict:
+        old, self.stats = self.stats, {"count": 0, "out_of_range": 0, "max_abs": 0.0}
+        return old
+
+    def extra_repr(self) -> str:
+        return f"degree={self.degree}, range={self.range}"
+
+
+def convert_to_poly(model: nn.Module, config: dict) -> dict[str, PolyAct]:
+    """Replace ReLU modules by :class:`PolyAct` (``{"degree", "range", "frac", "layers": "all" | [names]}``)."""
+    fit = fit_relu(int(config.get("degree", 4)), float(config.get("range", 5.0)), int(config.get("frac", 10)))
+    coeffs = config.get("coeffs", fit["coeffs"])
+    wanted = config.get("layers", "all")
+    mods = dict(model.named_modules())
+    names = [n for n, m in mods.items() if isinstance(m, nn.ReLU)] if wanted == "all" else list(wanted)
+    new = {}
+    for name in names:
+        if not isinstance(mods.get(name), nn.ReLU):
+            raise ValueError(f"poly config: {name!r} is not a ReLU module of the model")
+        layer = PolyAct(coeffs, fit["range"])
+        parent, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, attr, layer)
+        new[name] = layer
+    return new

@@ -1,0 +1,190 @@
+"""Secure evaluation of a public polynomial p(x) = Σ_j c_j x^j (ESPN, HoneyBadger, Horner).
+
+The one-round methods first drop the input to f_p fractional bits, so that the terms stay inside the
+ring: every term is brought to the common scale D = d·f_p + q by its integer coefficient
+round(c_j·2^(D − j·f_p)) (q = 10 bits for the coefficients' own precision), which needs
+|x|^d·2^D < 2^62 (``input_bound``; larger inputs wrap and are counted by the benchmark). The sum is
+then truncated from D to f bits. That last truncation is the catch: done locally (SecureML) it costs
+nothing but fails with probability about |p(x)|·2^D / 2^64 per element — about 3·10⁻⁴ at degree 4,
+f_p = 10 — so by default it is the exact dealer-assisted truncation, one more round of 64·(p−1) bits
+(``out_truncation="local"`` keeps the single round and its failures).
+
+``espn`` (Diaa et al.; 2 servers): with x = x0 + x1, (x0 + x1)^j = Σ_a C(j,a)·x0^a·x1^(j−a) exactly
+mod 2^64. Each server raises its own share to the powers 1…d−1 locally; the mixed products are
+*private-input* multiplications: the dealer gives server 0 masks α_a, server 1 masks β_b and shares
+of every α_a·β_b; each server sends its masked powers once. 1 round, 64·(d−1) bits per element.
+``espn-beaver``: the same cross terms with one Beaver product per pair (the authors' code):
+1 round, 128·d(d−1)/2 bits per element.
+``honeybadger``: the dealer gives shares of r, r², …, r^d for a uniform r; open c = x − r once and
+expand (c + r)^j locally. 1 round, 64·(p−1) bits per element, any p.
+``horner``: (((c_d·x + c_{d−1})·x + …)·x + c_0) with Beaver products at f bits: d rounds,
+128·(p−1) bits per element per round (plus truncation rounds for p ≥ 3), any p.
+p ≥ 3 with ``espn`` re-shares to servers 0 and 1 first (+1 round).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ringlet import ring
+from ringlet.offline import Request
+from ringlet.protocols import beaver
+from ringlet.protocols.convert import reshare_to_two
+from ringlet.protocols.io import open_values
+from ringlet.protocols.truncation import truncate
+from ringlet.session import Session
+from ringlet.sharing import ArithmeticShare
+
+METHODS = ("espn", "espn-beaver", "honeybadger", "horner")
+TWO = (0, 1)
+
+
+COEFF_BITS = 10
+
+
+def input_bound(degree: int, frac: int) -> float:
+    """|x| below which the degree-d term at D = d·frac + q bits fits in the signed ring."""
+    return 2.0 ** ((62 - degree * frac - COEFF_BITS) / degree)
+
+
+def default_frac(degree: int, r: float = 5.0) -> int:
+    """The largest input precision f_p with |x|^d·2^(d·f_p + q) < 2^62 for |x| ≤ r (at most 16):
+    10 bits at degree 4 and r = 5 (the authors use 8–12)."""
+    return max(1, min(16, int((62 - COEFF_BITS - degree * math.log2(r)) // degree)))
+
+
+def cost(method: str, degree: int, parties: int = 2, out_truncation: str = "dealer") -> dict:
+    """Rounds and bits sent per server per element (the maximum over servers), for an input at the
+    session's f fractional bits (the one-round methods truncate it to f_p first: free for 2
+    servers, one dealer round for more)."""
+    p, d = parties, degree
+    trunc = 64 * (p - 1)
+    if method == "horner":
+        if p == 2:
+            return {"bits": 128 * (d - 1), "rounds": d - 1}
+        return {"bits": 128 * (p - 1) * (d - 1) + trunc * d, "rounds": 2 * d - 1}
+    if method == "espn":
+        bits, rounds = 64 * (d - 1), 1
+    elif method == "espn-beaver":
+        bits, rounds = 128 * d * (d - 1) // 2, 1
+    elif method == "honeybadger":
+        bits, rounds = 64 * (p - 1), 1
+    else:
+        raise ValueError(f"unknown polynomial method {method!r}; use one of {METHODS}")
+    if p > 2:
+        bits, rounds = bits + trunc, rounds + 1          # the input truncation to f_p
+        if method != "honeybadger":
+            rounds += 1                                  # re-sharing to servers 0 and 1
+    if out_truncation == "dealer":
+        bits, rounds = bits + trunc, rounds + 1
+    return {"bits": bits, "rounds": rounds}
+
+
+def _combine(powers: list[torch.Tensor], coeffs, frac: int, first: bool) -> torch.Tensor:
+    """Σ_j round(c_j·2^(D − j·frac))·[x^j] at scale D = d·frac + q (powers[j] = share of x^j)."""
+    d = len(coeffs) - 1
+    total_bits = d * frac + COEFF_BITS
+    out = torch.zeros_like(powers[1])
+    for j in range(1, d + 1):
+        out = out + int(round(coeffs[j] * 2.0 ** (total_bits - j * frac))) * powers[j]
+    if first:
+        out = out + int(round(coeffs[0] * 2.0 ** total_bits))
+    return out
+
+
+def _espn_powers(sess: Session, x: torch.Tensor, d: int, beaver_cross: bool) -> list[torch.Tensor]:
+    """This server's shares of x^1 … x^d from private powers and their cross products."""
+    own = [torch.ones_like(x)]
+    for _ in range(d):
+        own.append(own[-1] * x)
+    first = sess.rank == 0
+    pairs = [(a, j - a) for j in range(2, d + 1) for a in range(1, j)]
+    cross: dict[tuple, torch.Tensor] = {}
+    if beaver_cross:  # every pair in one batched Beaver product (one round)
+        zero = torch.zeros_like(x)
+        u = torch.stack([own[a] if first else zero for a, _ in pairs])
+        v = torch.stack([own[b] if not first else zero for _, b in pairs])
+        prod = beaver.mul(sess, sess.share(u, frac=0), sess.share(v, frac=0), rescale=False,
+                          among=TWO, tag="poly").data
+        cross = {pair: prod[i] for i, pair in enumerate(pairs)}
+    else:
+        m = sess.offline.get(Request("pim", (x.numel(), d), TWO))
+        mine = [own[i] - m["mask"][i - 1] for i in range(1, d)]
+        peer = 1 - sess.rank
+        got = sess.comm.round("poly", {peer: [("poly", torch.stack(mine))]}, [peer], "espn")[peer][0]
+        for a, b in pairs:  # server 0 holds u = x0^a, server 1 holds v = x1^b
+            key = f"ab{a}_{b}"
+            if first:
+                cross[(a, b)] = own[a] * got[b - 1] + m[key]          # u·(v − β) + [αβ]
+            else:
+                cross[(a, b)] = got[a - 1] * m["mask"][b - 1] + m[key]  # (u − α)·β + [αβ]
+    powers = [None]
+    for j in range(1, d + 1):
+        acc = own[j].clone()  # the a = j (server 0) or a = 0 (server 1) private term
+        for a in range(1, j):
+            acc = acc + math.comb(j, a) * cross[(a, j - a)]
+        powers.append(acc)
+    return powers
+
+
+def evaluate(sess: Session, x: ArithmeticShare, coeffs, out_frac: int, method: str = "espn",
+             frac: int | None = None, truncation: str | None = None,
+             out_truncation: str = "dealer") -> ArithmeticShare:
+    """Shares of p(x) with ``out_frac`` fractional bits.
+
+    ``truncation``: method of the input's (small, safe) truncation to f_p bits; ``out_truncation``:
+    of the final one from D to ``out_frac`` bits (see the module docstring).
+    """
+    d = len(coeffs) - 1
+    if method not in METHODS:
+        raise ValueError(f"unknown polynomial method {method!r}; use one of {METHODS}")
+    if method == "horner":
+        return _horner(sess, x, coeffs, out_frac, truncation)
+    frac = frac if frac is not None else default_frac(d)
+    scale = d * frac + COEFF_BITS
+    if scale > 62:
+        raise ValueError(f"degree {d} at {frac} fractional bits needs {scale} bits; at most 62")
+    if x.frac > frac:
+        x = truncate(sess, x, x.frac - frac, truncation)
+    elif x.frac < frac:
+        x = x.mul_public(1 << (frac - x.frac), frac=frac - x.frac)
+    if method == "honeybadger":
+        m = sess.offline.get(Request("powers", (x.numel(), d, frac), tuple(sess.world.servers)))
+        (c,) = open_values(sess, [("poly", x.data.reshape(-1) - m["r1"])], "add")
+        powers = [None]
+        for j in range(1, d + 1):  # (c + r)^j = Σ_a C(j,a) c^(j−a) r^a, with r^0 = 1 (party 0)
+            acc = (c ** j) if sess.rank == 0 else torch.zeros_like(c)
+            for a in range(1, j + 1):
+                acc = acc + math.comb(j, a) * c ** (j - a) * m[f"r{a}"]
+            powers.append(acc)
+        value = _combine(powers, coeffs, frac, sess.rank == 0)
+    else:
+        shared = reshare_to_two(sess, [(x.data.reshape(-1), 64)])
+        if shared is None:  # servers 2..p-1 hold zero shares and join the final truncation
+            value = torch.zeros(x.numel(), dtype=torch.int64)
+        else:
+            powers = _espn_powers(sess, shared[0], d, method == "espn-beaver")
+            value = _combine(powers, coeffs, frac, sess.rank == 0)
+    total = ArithmeticShare(value.view(x.shape), x.party, scale)
+    if scale > out_frac:
+        return truncate(sess, total, scale - out_frac, out_truncation)
+    return total.mul_public(1 << (out_frac - scale), frac=out_frac - scale)
+
+
+def _horner(sess: Session, x: ArithmeticShare, coeffs, out_frac: int, truncation) -> ArithmeticShare:
+    f = sess.fixed.frac_bits
+    if x.frac > f:
+        x = truncate(sess, x, x.frac - f, truncation)
+    enc = lambda c: int(round(c * 2.0 ** f))  # noqa: E731
+    d = len(coeffs) - 1
+    acc = x.mul_public(enc(coeffs[d]), frac=f)
+    acc = truncate(sess, acc, f, truncation).add_public(torch.full(x.shape, enc(coeffs[d - 1]),
+                                                                   dtype=torch.int64))
+    for j in range(d - 2, -1, -1):
+        acc = beaver.mul(sess, acc, x, tag="poly")
+        acc = acc.add_public(torch.full(x.shape, enc(coeffs[j]), dtype=torch.int64))
+    if out_frac != f:
+        raise ValueError(f"horner evaluates at the session's {f} fractional bits")
+    return acc

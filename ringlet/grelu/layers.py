@@ -69,7 +69,8 @@ class GroupReLU(nn.Module):
         # inference noise: one fixed draw of flips per position, saved with the model, so that the
         # plaintext model and the secure run flip the same decisions (training draws fresh flips)
         gen = torch.Generator().manual_seed(seed)  # not secret: a model parameter
-        self.register_buffer("flips", (torch.rand(groups.shape, generator=gen) < self.noise).to(torch.float32))
+        draw = torch.rand(groups.shape, generator=gen)  # not secret: public flips, a model parameter
+        self.register_buffer("flips", (draw < self.noise).to(torch.float32))
 
     def default_weights(self) -> torch.Tensor:
         c = self.groups.shape[0]

@@ -26,7 +26,7 @@ BREAKDOWN = {"circuit": "circuit", "b2a": "b2a", "mult": "mult", "select": "mult
 
 def default_input(n: int, scale: float = 8.0) -> np.ndarray:
     raw = AesCtrStream(b"ringlet-bench-in").int64(n)
-    return ((raw >> 11).double() / 2.0 ** 53 * 2 - 1).numpy() * scale
+    return (((raw >> 11) & ((1 << 53) - 1)).double() / 2.0 ** 53 * 2 - 1).numpy() * scale
 
 
 def _program(sess, values: torch.Tensor, spec: ReluSpec, op: str):

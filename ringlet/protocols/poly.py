@@ -33,7 +33,7 @@ from ringlet.offline import Request
 from ringlet.protocols import beaver
 from ringlet.protocols.convert import reshare_to_two
 from ringlet.protocols.io import open_values
-from ringlet.protocols.truncation import truncate
+from ringlet.protocols.truncation import truncate, truncate_local
 from ringlet.session import Session
 from ringlet.sharing import ArithmeticShare
 
@@ -41,18 +41,36 @@ METHODS = ("espn", "espn-beaver", "honeybadger", "horner")
 TWO = (0, 1)
 
 
-COEFF_BITS = 10
+COEFF_BITS = 10  # the paper quantises coefficients to 2^−10
 
 
-def input_bound(degree: int, frac: int) -> float:
-    """|x| below which the degree-d term at D = d·frac + q bits fits in the signed ring."""
-    return 2.0 ** ((62 - degree * frac - COEFF_BITS) / degree)
+def coeff_bits(coeffs) -> int:
+    """The fractional bits q the coefficients are quantised to (the smallest q ≤ 30 that makes
+    every c_j·2^q an integer; 10 for the paper's tables)."""
+    for q in range(0, 31):
+        if all(abs(c * 2 ** q - round(c * 2 ** q)) < 1e-9 for c in coeffs):
+            return max(q, 1)
+    raise ValueError("polynomial coefficients must be quantised to at most 30 fractional bits")
 
 
-def default_frac(degree: int, r: float = 5.0) -> int:
+def input_bound(coeffs, frac: int, q: int | None = None) -> float:
+    """|x| below which nothing wraps: every power x^j·2^(j·frac) and every term
+    c_j·x^j·2^D (D = d·frac + q) stays below 2^62 in magnitude (one bit spare for the sum)."""
+    q = coeff_bits(coeffs) if q is None else q
+    d = len(coeffs) - 1
+    total = d * frac + q
+    bound = float("inf")
+    for j in range(1, d + 1):
+        bound = min(bound, 2.0 ** ((62 - j * frac) / j))
+        if coeffs[j]:
+            bound = min(bound, (2.0 ** (62 - total) / abs(coeffs[j])) ** (1.0 / j))
+    return bound
+
+
+def default_frac(degree: int, r: float = 5.0, q: int = COEFF_BITS) -> int:
     """The largest input precision f_p with |x|^d·2^(d·f_p + q) < 2^62 for |x| ≤ r (at most 16):
-    10 bits at degree 4 and r = 5 (the authors use 8–12)."""
-    return max(1, min(16, int((62 - COEFF_BITS - degree * math.log2(r)) // degree)))
+    10 bits at degree 4, r = 5, q = 10 (the authors use 8–12)."""
+    return max(1, min(16, int((62 - q - degree * math.log2(r)) // degree)))
 
 
 def cost(method: str, degree: int, parties: int = 2, out_truncation: str = "dealer") -> dict:
@@ -77,15 +95,15 @@ def cost(method: str, degree: int, parties: int = 2, out_truncation: str = "deal
         bits, rounds = bits + trunc, rounds + 1          # the input truncation to f_p
         if method != "honeybadger":
             rounds += 1                                  # re-sharing to servers 0 and 1
-    if out_truncation == "dealer":
+    if out_truncation == "dealer" or (p > 2 and method == "honeybadger"):
         bits, rounds = bits + trunc, rounds + 1
     return {"bits": bits, "rounds": rounds}
 
 
-def _combine(powers: list[torch.Tensor], coeffs, frac: int, first: bool) -> torch.Tensor:
+def _combine(powers: list[torch.Tensor], coeffs, frac: int, first: bool, q: int) -> torch.Tensor:
     """Σ_j round(c_j·2^(D − j·frac))·[x^j] at scale D = d·frac + q (powers[j] = share of x^j)."""
     d = len(coeffs) - 1
-    total_bits = d * frac + COEFF_BITS
+    total_bits = d * frac + q
     out = torch.zeros_like(powers[1])
     for j in range(1, d + 1):
         out = out + int(round(coeffs[j] * 2.0 ** (total_bits - j * frac))) * powers[j]
@@ -142,8 +160,9 @@ def evaluate(sess: Session, x: ArithmeticShare, coeffs, out_frac: int, method: s
         raise ValueError(f"unknown polynomial method {method!r}; use one of {METHODS}")
     if method == "horner":
         return _horner(sess, x, coeffs, out_frac, truncation)
-    frac = frac if frac is not None else default_frac(d)
-    scale = d * frac + COEFF_BITS
+    q = coeff_bits(coeffs)
+    frac = frac if frac is not None else default_frac(d, q=q)
+    scale = d * frac + q
     if scale > 62:
         raise ValueError(f"degree {d} at {frac} fractional bits needs {scale} bits; at most 62")
     if x.frac > frac:
@@ -159,17 +178,20 @@ def evaluate(sess: Session, x: ArithmeticShare, coeffs, out_frac: int, method: s
             for a in range(1, j + 1):
                 acc = acc + math.comb(j, a) * c ** (j - a) * m[f"r{a}"]
             powers.append(acc)
-        value = _combine(powers, coeffs, frac, sess.rank == 0)
+        value = _combine(powers, coeffs, frac, sess.rank == 0, q)
     else:
         shared = reshare_to_two(sess, [(x.data.reshape(-1), 64)])
         if shared is None:  # servers 2..p-1 hold zero shares and join the final truncation
             value = torch.zeros(x.numel(), dtype=torch.int64)
         else:
             powers = _espn_powers(sess, shared[0], d, method == "espn-beaver")
-            value = _combine(powers, coeffs, frac, sess.rank == 0)
+            value = _combine(powers, coeffs, frac, sess.rank == 0, q)
     total = ArithmeticShare(value.view(x.shape), x.party, scale)
     if scale > out_frac:
-        return truncate(sess, total, scale - out_frac, out_truncation)
+        if out_truncation == "local" and method != "honeybadger":  # the value lives on servers 0, 1
+            return truncate_local(sess, total, scale - out_frac, two_holders=True)
+        return truncate(sess, total, scale - out_frac,
+                        "dealer" if sess.num_parties > 2 else out_truncation)
     return total.mul_public(1 << (out_frac - scale), frac=out_frac - scale)
 
 

@@ -14,6 +14,8 @@ Never fails catastrophically; error at most one unit in the last place.
 
 from __future__ import annotations
 
+import torch
+
 from ringlet import ring
 from ringlet.offline import Request
 from ringlet.protocols.io import open_values
@@ -35,9 +37,14 @@ def truncate(sess: Session, x: ArithmeticShare, bits: int, method: str | None = 
     raise ValueError(f"unknown truncation method {method!r} (local or dealer)")
 
 
-def truncate_local(sess: Session, x: ArithmeticShare, bits: int) -> ArithmeticShare:
-    if sess.num_parties != 2:
+def truncate_local(sess: Session, x: ArithmeticShare, bits: int,
+                   two_holders: bool = False) -> ArithmeticShare:
+    """SecureML truncation. With p ≥ 3 servers it applies only when servers 2…p−1 hold zero shares
+    (``two_holders``: the value lives on servers 0 and 1, as after a re-sharing)."""
+    if sess.num_parties != 2 and not two_holders:
         raise ValueError("local truncation is a 2-party protocol; use method='dealer'")
+    if x.party >= 2:
+        return ArithmeticShare(torch.zeros_like(x.data), x.party, x.frac - bits)
     data = x.data >> bits if x.party == 0 else -((-x.data) >> bits)
     return ArithmeticShare(data, x.party, x.frac - bits)
 

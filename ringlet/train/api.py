@@ -57,8 +57,14 @@ def train_zoo_model(*, model: str, dataset: str, epochs: int, out: Path, batch: 
                     lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 5e-4,
                     warmup_epochs: float = 0.0, augment: bool = True, seed: int = 0,
                     threads: int = 0, data_dir=None, train_samples: int | None = None,
-                    progress: bool = True, command: str = "") -> dict:
-    """Train a zoo model from scratch; writes OUT/NAME-DATASET.{safetensors,json}."""
+                    progress: bool = True, command: str = "", sharing: str | None = None,
+                    poly: dict | None = None, pillar: float | None = None,
+                    name: str | None = None) -> dict:
+    """Train (or, when ``model`` is a checkpoint, finetune) and write OUT/NAME.{safetensors,json}.
+
+    ``sharing`` (a gReLU config file) or ``poly`` ({"degree", "range"}) convert the ReLUs first;
+    ``pillar`` (the penalty coefficient) adds the PILLAR regulariser for polynomial layers.
+    """
     cfg = TrainConfig(epochs=epochs, batch=batch, lr=lr, momentum=momentum,
                       weight_decay=weight_decay, warmup_epochs=warmup_epochs, augment=augment,
                       seed=seed, threads=threads)
@@ -67,21 +73,53 @@ def train_zoo_model(*, model: str, dataset: str, epochs: int, out: Path, batch: 
     if train_samples is not None:
         train = train.subset(torch.arange(min(train_samples, len(train))))
     torch.manual_seed(seed)
-    net = build_model(model, train.input_shape, train.num_classes)
-    stem = checkpoint_stem(model, dataset)
+    ckpt = find_checkpoint(model)
+    base = {}
+    if ckpt is not None:
+        net, base = resolve_model(model)
+        zoo_name = base["model"]
+    else:
+        net = build_model(model, train.input_shape, train.num_classes)
+        zoo_name = model
+    meta_extra: dict = {}
+    if sharing:
+        from ringlet.grelu.convert import convert, load_sharing_config
+        conf = load_sharing_config(sharing)
+        convert(net, conf, train.input_shape, images=train.tensors(min(2000, len(train)))[0])
+        meta_extra["sharing"] = conf
+    pillar_reg = None
+    if poly:
+        from ringlet.poly.layers import convert_to_poly, fit_relu
+        from ringlet.poly.pillar import Pillar
+        fit = fit_relu(int(poly.get("degree", 4)), float(poly.get("range", 5.0)))
+        poly = {**poly, "coeffs": fit["coeffs"], "fit": fit}
+        convert_to_poly(net, poly)
+        meta_extra["poly"] = poly
+        if pillar:
+            pillar_reg = Pillar(net, pillar)
+    stem = name or checkpoint_stem(zoo_name, dataset)
     t0 = time.time()
-    result = fit(net, train, test, cfg, resume_dir=out / f"{stem}.resume", progress=progress)
+    result = fit(net, train, test, cfg, resume_dir=out / f"{stem}.resume", progress=progress,
+                 extra_loss=pillar_reg.loss if pillar_reg else None,
+                 on_epoch_end=pillar_reg.end_epoch if pillar_reg else None)
     info = dataset_info(dataset)
-    meta = {"model": model, "dataset": dataset, "input_shape": list(train.input_shape),
+    meta = {"model": zoo_name, "dataset": dataset, "input_shape": list(train.input_shape),
             "num_classes": train.num_classes,
             "normalization": {"mean": info["mean"], "std": info["std"]},
             "accuracy": result["test_accuracy"], "test_samples": len(test),
             "train_samples": len(train), "train_config": result["config"],
             "history": result["history"], "train_seconds": round(time.time() - t0, 1),
-            "command": command}
+            "command": command, **meta_extra}
+    if ckpt is not None:
+        meta["base_checkpoint"] = str(ckpt)
+        meta["base_accuracy"] = base.get("accuracy")
+    if pillar_reg:
+        meta["pillar"] = {"coefficient": pillar, "schedule": list(pillar_reg.schedule),
+                          "history": pillar_reg.history, "test": pillar_reg.measure(test)}
     path = save_checkpoint(out / stem, net, meta)
     return {"checkpoint": str(path), "test_accuracy": result["test_accuracy"],
-            "history": result["history"], "images_per_second": result["images_per_second"]}
+            "history": result["history"], "images_per_second": result["images_per_second"],
+            **({"pillar_test": meta["pillar"]["test"]} if pillar_reg else {})}
 
 
 def evaluate_model(model: str, dataset: str, samples: int | None = None, batch: int = 256,

@@ -212,6 +212,11 @@ def write_report(results_path: str, out_dir: str, extra: list[str] = ()) -> Path
         if "memory_mb_per_image" in data:
             lines += scale_section(data, out)
         elif "markdown" in data:  # sections produced by other benchmarks (sharing, polynomials)
+            import shutil
+            for png in data.get("plots", []):
+                src = Path(png) if Path(png).is_absolute() else Path(path).parent / Path(png).name
+                if src.is_file():
+                    shutil.copy(src, out / src.name)
             lines += [data["markdown"], ""]
         else:
             raise ValueError(f"{path}: not a results file ringlet report knows")

@@ -110,3 +110,32 @@ def test_pillar_lowers_the_out_of_range_fraction():
         reg.end_epoch(epoch, {})
     assert out_fraction() < before
     assert [h["exponent"] for h in reg.history] == [4, 6, 8, 10]
+
+
+@pytest.mark.parametrize("out_truncation,rounds", [("local", 1), ("dealer", 2)])
+def test_polynomial_model_private_inference(out_truncation, rounds):
+    import functools
+
+    from ringlet.models import build_model
+    from ringlet.nn.compiler import compile_model
+    from ringlet.nn.inference import client_program, server_program
+    from ringlet.nn.secure import CompiledModel, SecureOptions
+    torch.manual_seed(2)  # test data only
+    model = build_model("svhn-net", (1, 16, 16))
+    convert_to_poly(model, {"degree": 4, "range": 5})
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(0.5)  # keep the polynomial inputs inside [-5, 5]
+    model.eval()
+    x = torch.randn(4, 1, 16, 16)
+    ref = model(x).double()
+    compiled = CompiledModel(compile_model(model, (1, 16, 16)),
+                             options=SecureOptions(poly_out_truncation=out_truncation))
+    assert {n.kind for n in compiled.graph.nodes} >= {"poly"}
+    server = functools.partial(server_program, model=compiled)
+    client = functools.partial(client_program, images=x, batch=4, progress=False)
+    res = run(server, 2, client=client)
+    assert torch.allclose(res.client_result["logits"], ref, atol=0.05)
+    for row in res.servers[0].result["per_layer"]:
+        if row["kind"] == "poly":
+            assert row["rounds"] == rounds

@@ -22,6 +22,10 @@ def add_parser(sub, name):
     p.add_argument("--select", choices=["fused", "b2a-mult"], default="fused")
     p.add_argument("--truncation", choices=["local", "dealer"], default=None,
                    help="standalone truncations (default: local for 2 servers, dealer otherwise)")
+    p.add_argument("--poly-method", choices=["espn", "espn-beaver", "honeybadger", "horner"],
+                   default="espn", help="evaluation of polynomial activations")
+    p.add_argument("--poly-out-truncation", choices=["dealer", "local"], default="dealer",
+                   help="a polynomial's final truncation: exact (+1 round) or local (rare failures)")
     p.add_argument("--no-pregenerate", action="store_true",
                    help="let the dealer answer during the online phase instead of before it")
     p.add_argument("--results", help="stream per-batch predictions to this JSON-lines file")
@@ -45,7 +49,8 @@ def run(args):
         transport=args.transport, private_weights=args.private_weights, adder=args.adder,
         select=args.select, truncation=args.truncation, pregenerate=not args.no_pregenerate,
         results_path=args.results, progress=not args.no_progress, data_dir=args.data_dir,
-        threads=args.threads, timeout=args.timeout, seed=args.seed)
+        threads=args.threads, timeout=args.timeout, seed=args.seed, poly_method=args.poly_method,
+        poly_out_truncation=args.poly_out_truncation)
     if args.output:
         save_logits(args.output, logits)
     report = {"command": command_line(), **report}

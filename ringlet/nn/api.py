@@ -62,7 +62,8 @@ def run_inference(model: str, *, dataset: str | None = None, samples: int | None
                   adder: str = "carry-tree", select: str = "fused", truncation: str | None = None,
                   pregenerate: bool = True, results_path: str | None = None, frac_bits: int = 16,
                   progress: bool = True, data_dir=None, threads: int = 0, timeout: float = 120.0,
-                  seed: int = 0, link=None) -> tuple[dict, torch.Tensor]:
+                  seed: int = 0, link=None, poly_method: str = "espn",
+                  poly_out_truncation: str = "dealer") -> tuple[dict, torch.Tensor]:
     """Private inference of a checkpoint or zoo model on a dataset or an .npy input."""
     from ringlet.launch import run_local
     meta = {}
@@ -83,7 +84,8 @@ def run_inference(model: str, *, dataset: str | None = None, samples: int | None
     graph = compile_model(net, x.shape[1:])
     config = ReluConfig.load(relu_config) if relu_config else ReluConfig()
     bits = config.resolve(graph.activation_names, relu_config or "default config")
-    options = SecureOptions(adder, select, truncation, private_weights=private_weights)
+    options = SecureOptions(adder, select, truncation, private_weights=private_weights,
+                            poly_method=poly_method, poly_out_truncation=poly_out_truncation)
     compiled = CompiledModel(graph, bits, options, FixedPoint(frac_bits))
     with torch.no_grad():
         plain = net(x).double()

@@ -38,7 +38,8 @@ class SecureOptions:
     backend: str = "int64"         # exact public-weight conv: int64 or limbs
     private_weights: bool = False  # weights secret-shared by server 0 (the model owner)
     poly_method: str = "espn"      # polynomial activations: espn, espn-beaver, horner, honeybadger
-    poly_frac: int = 12            # fractional bits the one-round methods evaluate at
+    poly_frac: int | None = None   # input bits of the one-round methods (None: the largest safe)
+    poly_out_truncation: str = "dealer"  # the polynomial's final truncation: dealer (exact) / local
 
 
 def frac_plan(graph: SecureGraph, f: int) -> dict[str, int]:
@@ -226,7 +227,8 @@ class CompiledModel:
                                      p["num_groups"], self.spec(node.label), f, p["flips"])
         if kind == "poly":
             return poly.evaluate(sess, ins[0], p["coeffs"], f, self.options.poly_method,
-                                 self.options.poly_frac, truncation=self._trunc(sess))
+                                 self.options.poly_frac, truncation=self._trunc(sess),
+                                 out_truncation=self.options.poly_out_truncation)
         raise RuntimeError(f"no secure implementation for node kind {kind!r}")  # pragma: no cover
 
     # -- plaintext reference ------------------------------------------------------------------

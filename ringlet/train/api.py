@@ -91,8 +91,8 @@ def train_zoo_model(*, model: str, dataset: str, epochs: int, out: Path, batch: 
     if poly:
         from ringlet.poly.layers import convert_to_poly, fit_relu
         from ringlet.poly.pillar import Pillar
-        fit = fit_relu(int(poly.get("degree", 4)), float(poly.get("range", 5.0)))
-        poly = {**poly, "coeffs": fit["coeffs"], "fit": fit}
+        poly_fit = fit_relu(int(poly.get("degree", 4)), float(poly.get("range", 5.0)))
+        poly = {**poly, "coeffs": poly_fit["coeffs"], "fit": poly_fit}
         convert_to_poly(net, poly)
         meta_extra["poly"] = poly
         if pillar:

@@ -1,0 +1,96 @@
+"""``ringlet bench activations``: ReLU exact / eco / 8-64 against a PILLAR polynomial model (ESPN),
+accuracy and online time on LAN and WAN with added latency (the ESPN paper's Figure 2 style).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ringlet.bench.suite import config_setup, shipped_stem
+from ringlet.comm.shaper import LinkProfile, PROFILES
+from ringlet.nn.api import run_inference
+from ringlet.train.api import find_checkpoint
+
+
+def run_activations(model: str = "resnet20", poly_model: str | None = None,
+                    configs=("exact", "eco", "8/64", "poly"), links=("lan", "wan"),
+                    latencies=(0, 25, 50, 100), samples: int = 32, batch: int = 32,
+                    poly_method: str = "espn", out: str | None = None, log=print,
+                    command: str = "") -> dict:
+    stem = shipped_stem(model)
+    poly_model = poly_model or f"{stem}-poly4"
+    rows = []
+    for config in configs:
+        if config == "poly":
+            if not find_checkpoint(poly_model):
+                raise ValueError(f"no polynomial checkpoint {poly_model!r} (train one with "
+                                 f"ringlet train --poly ... --pillar ...)")
+            setup = {"model": poly_model, "poly_method": poly_method}
+        else:
+            setup = {"model": stem, **config_setup(stem, config)}
+        for link_name in links:
+            for rtt in latencies:
+                base = PROFILES[link_name]
+                link = LinkProfile(f"{link_name}+{rtt}ms", base.bandwidth_bps, rtt / 1e3)
+                args = dict(setup)
+                name = args.pop("model")
+                rep, _ = run_inference(name, samples=samples, batch=batch, link=link,
+                                       progress=False, **args)
+                row = {"config": config, "checkpoint": name, "link": link_name, "rtt_ms": rtt,
+                       "accuracy": rep.get("accuracy"), "seconds_online": rep["seconds_online"],
+                       "seconds_per_image": rep["seconds_online"] / samples,
+                       "bytes_per_image": rep["bytes_sent_per_image"], "rounds": rep["rounds"]}
+                rows.append(row)
+                if log:
+                    log(f"{config:6s} {link_name:4s} +{rtt:3d} ms: acc {row['accuracy']:.4f} "
+                        f"{row['seconds_online']:.2f} s, {row['rounds']} rounds")
+    result = {"command": command, "model": stem, "poly_model": poly_model, "samples": samples,
+              "rows": rows}
+    result["speedup_poly_vs_exact"] = {
+        f"{lk}+{rtt}ms": _pick(rows, "exact", lk, rtt) / _pick(rows, "poly", lk, rtt)
+        for lk in links for rtt in latencies
+        if _pick(rows, "exact", lk, rtt) and _pick(rows, "poly", lk, rtt)}
+    if out:
+        png = Path(out).with_suffix(".png")
+        _plot(result, png)
+        result["plots"] = [str(png)]
+        result["markdown"] = markdown(result, png.name)
+        Path(out).write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _pick(rows, config, link, rtt):
+    hit = [r["seconds_online"] for r in rows if (r["config"], r["link"], r["rtt_ms"]) == (config, link, rtt)]
+    return hit[0] if hit else None
+
+
+def _plot(result, path: Path) -> None:
+    from ringlet.plots import _pyplot
+    plt = _pyplot()
+    links = sorted({r["link"] for r in result["rows"]})
+    fig, axes = plt.subplots(1, len(links), figsize=(5.5 * len(links), 3.6), squeeze=False)
+    for ax, link in zip(axes[0], links):
+        for config in dict.fromkeys(r["config"] for r in result["rows"]):
+            pts = sorted((r["rtt_ms"], r["seconds_per_image"]) for r in result["rows"]
+                         if r["config"] == config and r["link"] == link)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=config)
+        ax.set_xlabel("added round-trip latency (ms)")
+        ax.set_ylabel("online seconds per image")
+        ax.set_title(f"{result['model']}: {link}")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def markdown(result: dict, png: str) -> str:
+    lines = ["## Polynomial activations against ReLUs", "", f"Produced by: `{result['command']}`", "",
+             f"![latency]({png})", "", "| config | link | added RTT ms | accuracy | online s / image | "
+             "MB / image | rounds |", "|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['config']} | {r['link']} | {r['rtt_ms']} | {r['accuracy']:.4f} | "
+                     f"{r['seconds_per_image']:.3f} | {r['bytes_per_image'] / 1e6:.2f} | {r['rounds']} |")
+    lines += ["", "Speedup of the polynomial model over exact ReLU: " + ", ".join(
+        f"{k} {v:.2f}×" for k, v in result["speedup_poly_vs_exact"].items())]
+    return "\n".join(lines)

@@ -232,18 +232,14 @@ class _Builder:
             if dim == 0 or dim == -len(_shape(fx)) - 1:
                 raise _fail(fx, "concatenation along the batch axis")
             self.emit(fx, "cat", list(tensors), dim=dim if dim > 0 else dim + len(_shape(fx)) + 1)
-        elif t is F.avg_pool2d:
+        elif t in (F.avg_pool2d, F.max_pool2d):
             k = _pair(fx.args[1] if len(fx.args) > 1 else fx.kwargs["kernel_size"])
             s = fx.args[2] if len(fx.args) > 2 else fx.kwargs.get("stride") or k
-            self.emit(fx, "avgpool", args[:1], kernel=k, stride=_pair(s),
+            self.emit(fx, "avgpool" if t is F.avg_pool2d else "maxpool", args[:1], kernel=k,
+                      stride=_pair(s),
                       padding=_pair(fx.kwargs.get("padding", fx.args[3] if len(fx.args) > 3 else 0)))
         elif t is F.adaptive_avg_pool2d:
             self.adaptive(fx, args[0], fx.args[1] if len(fx.args) > 1 else fx.kwargs["output_size"], fx.name)
-        elif t is F.max_pool2d:
-            k = _pair(fx.args[1] if len(fx.args) > 1 else fx.kwargs["kernel_size"])
-            s = fx.args[2] if len(fx.args) > 2 else fx.kwargs.get("stride") or k
-            self.emit(fx, "maxpool", args[:1], kernel=k, stride=_pair(s),
-                      padding=_pair(fx.kwargs.get("padding", fx.args[3] if len(fx.args) > 3 else 0)))
         elif t is F.dropout:
             self.alias[fx.name] = self.src(args[0])
         elif t is operator.getitem and fx.args[0].name in self.shape_only:

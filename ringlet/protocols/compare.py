@@ -31,9 +31,8 @@ import torch
 
 from ringlet import ring
 from ringlet.protocols import adders, beaver
-from ringlet.protocols.convert import (b2a_word, inject_finish, inject_prepare,
-                                       inject_trunc_finish, inject_trunc_prepare, local_bits,
-                                       reshare_to_two)
+from ringlet.protocols.convert import (b2a_word, local_bits, reshare_to_two, select_finish,
+                                       select_prepare)
 from ringlet.protocols.truncation import truncate
 from ringlet.session import Session
 from ringlet.sharing import ArithmeticShare
@@ -155,17 +154,9 @@ def relu(sess: Session, x: ArithmeticShare, spec: ReluSpec = ReluSpec(), shift: 
         d = b2a_word(sess, bit, x.numel()).view(x.shape)
         return beaver.mul(sess, ArithmeticShare(x2, x.party, x.frac),
                           ArithmeticShare(d, x.party, 0), rescale=False, among=(0, 1))
-    if shift:
-        mat, item = inject_trunc_prepare(sess, x2, shift)
-    else:
-        mat, item = inject_prepare(sess, x2)
+    mat, item = select_prepare(sess, x2, shift)
     bit, extra = drelu_two(sess, t2, w, spec.adder, piggyback=[item] if w >= 2 else None)
-    opened = item[1] + extra[0] if extra else None
-    if shift:
-        out = inject_trunc_finish(sess, bit, x.shape, mat, opened, item[1], shift)
-    else:
-        out = inject_finish(sess, bit, x2, mat, opened)
-    return ArithmeticShare(out, x.party, out_frac)
+    return ArithmeticShare(select_finish(sess, bit, x2, mat, item, extra, shift), x.party, out_frac)
 
 
 def maximum(sess: Session, x: ArithmeticShare, y: ArithmeticShare,

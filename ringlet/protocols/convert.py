@@ -141,6 +141,21 @@ def inject_trunc_finish(sess: Session, bit: torch.Tensor, shape, m: dict, c: tor
     return out.view(shape)
 
 
+def select_prepare(sess: Session, x: torch.Tensor, shift: int) -> tuple[dict, tuple]:
+    """Material and the item to open for a fused select (with ``shift`` bits truncated if > 0)."""
+    return inject_trunc_prepare(sess, x, shift) if shift else inject_prepare(sess, x)
+
+
+def select_finish(sess: Session, bit: torch.Tensor, x: torch.Tensor, m: dict, item: tuple,
+                  extra: list, shift: int) -> torch.Tensor:
+    """[b·⌊x/2^shift⌋]; ``extra`` is what the peer piggybacked on the circuit (its half of the
+    opening), empty when the opening still has to happen here."""
+    opened = item[1] + extra[0] if extra else None
+    if shift:
+        return inject_trunc_finish(sess, bit, x.shape, m, opened, item[1], shift)
+    return inject_finish(sess, bit, x, m, opened)
+
+
 def b2a_word(sess: Session, bit: torch.Tensor, n: int) -> torch.Tensor:
     """Arithmetic shares (frac 0) of a bit given as an XOR-shared 1×nw plane; CrypTen's cost."""
     m = sess.offline.get(Request("b2a", (n,), TWO))

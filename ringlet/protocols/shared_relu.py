@@ -17,8 +17,7 @@ import torch
 
 from ringlet import ring
 from ringlet.protocols.compare import ReluSpec, drelu_two, input_bits
-from ringlet.protocols.convert import (inject_finish, inject_prepare, inject_trunc_finish,
-                                       inject_trunc_prepare, local_bits, reshare_to_two)
+from ringlet.protocols.convert import local_bits, reshare_to_two, select_finish, select_prepare
 from ringlet.session import Session
 from ringlet.sharing import ArithmeticShare
 
@@ -62,10 +61,7 @@ def grelu(sess: Session, x: ArithmeticShare, groups: torch.Tensor, weight_enc: t
     if shared is None:
         return ArithmeticShare(torch.zeros_like(x.data), x.party, out_frac)
     x2 = shared[-1].view(x.shape)
-    if shift:
-        mat, item = inject_trunc_prepare(sess, x2, shift)
-    else:
-        mat, item = inject_prepare(sess, x2)
+    mat, item = select_prepare(sess, x2, shift)
     if spec.width:
         bit, extra = drelu_two(sess, shared[0], k - m, spec.adder,
                                piggyback=[item] if k - m >= 2 else None)
@@ -77,9 +73,4 @@ def grelu(sess: Session, x: ArithmeticShare, groups: torch.Tensor, weight_enc: t
     if flips is not None and sess.rank == 0:
         per_pos = per_pos ^ flips.view(1, c, -1).to(torch.int64)
     plane = ring.pack_plane(per_pos).view(1, -1)
-    opened = item[1] + extra[0] if extra else None
-    if shift:
-        out = inject_trunc_finish(sess, plane, x.shape, mat, opened, item[1], shift)
-    else:
-        out = inject_finish(sess, plane, x2, mat, opened)
-    return ArithmeticShare(out, x.party, out_frac)
+    return ArithmeticShare(select_finish(sess, plane, x2, mat, item, extra, shift), x.party, out_frac)

@@ -44,6 +44,11 @@ def fit_relu(degree: int, r: float = 5.0, frac: int = 10) -> dict:
             "unquantised_max_error": float(np.abs(a @ exact - y).max())}
 
 
+def fit_table(degrees=range(2, 9), r: float = 5.0, fracs=(10, 12)) -> list[dict]:
+    """The shipped coefficient tables (``models/poly-fits.json``): every degree at each precision."""
+    return [fit_relu(d, r, q) for q in fracs for d in degrees]
+
+
 class PolyAct(nn.Module):
     """Σ_j c_j x^j with fixed coefficients; inputs clipped to ±r while training only."""
 

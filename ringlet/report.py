@@ -128,14 +128,14 @@ def _tables(result: dict, model: str) -> list[str]:
     out = []
     runs = [r for r in result["runs"] if r["model"] == model]
     out += ["| config | link | MB sent / server | circuit | mult | b2a | other | compute s | comm s | "
-            "measured s | projected s |", "|" + "---|" * 11]
+            "measured s (shaper) | real link s (tbf) | projected s |", "|" + "---|" * 12]
     for r in runs:
         b = r["breakdown_bytes"]
         out.append(f"| {r['config']} | {r['link']['name']} | {r['bytes_sent_per_party'] / MB:.1f} | "
                    f"{b['circuit'] / MB:.1f} | {b['mult'] / MB:.1f} | {b['b2a'] / MB:.1f} | "
                    f"{b['other'] / MB:.1f} | {r['seconds_compute']:.2f} | "
                    f"{r['seconds_communication']:.2f} | {r['seconds_online']:.2f} | "
-                   f"{r['projected_seconds']:.2f} |")
+                   f"{_fmt(r.get('seconds_online_real_link'), '.2f')} | {r['projected_seconds']:.2f} |")
     searches = result.get("searches", {}).get(model, {})
     rows = [(name, rep) for name, rep in searches.items() if "search_seconds" in rep]
     if rows:

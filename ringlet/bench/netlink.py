@@ -119,3 +119,30 @@ def link_bench(name: str, rtt_ms: float | None = None, megabytes: float = 8.0, r
 
 if __name__ == "__main__":  # pragma: no cover - run by measure_real in a namespace
     _transfer_main(int(sys.argv[1]), sys.argv[2], float(sys.argv[3]), int(sys.argv[4]))
+
+
+def run_real_inference(model: str, link: LinkProfile, samples: int, batch: int,
+                       party_args: list[str], dataset: str | None = None) -> dict:
+    """A private inference with server 1 behind a real shaped link (server 0, dealer and client in
+    namespace A, server 1 in namespace B); returns server 0's JSON report."""
+    import json
+    from ringlet.launch import free_port
+    with shaped_namespaces(link) as ns:
+        master = f"{ns['ip_a']}:{free_port()}"
+        base = [sys.executable, "-m", "ringlet.cli.main", "party", "--world-size", "2",
+                "--master", master, "--timeout", "120"]
+        spec = [(ns["a"], ["--role", "server", "--rank", "0", "--model", model, "--json"] + party_args),
+                (ns["b"], ["--role", "server", "--rank", "1", "--model", model] + party_args),
+                (ns["a"], ["--role", "dealer"])]
+        procs = [subprocess.Popen(["ip", "netns", "exec", n] + base + a, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for n, a in spec]
+        client = ["--role", "client", "--samples", str(samples), "--batch", str(batch), "--json"]
+        if dataset:
+            client += ["--dataset", dataset]
+        res = subprocess.run(["ip", "netns", "exec", ns["a"]] + base + client, capture_output=True,
+                             text=True, timeout=1800)
+        outs = [p.communicate(timeout=600) for p in procs]
+        if res.returncode or any(p.returncode for p in procs):
+            errs = [res.stderr] + [e for _, e in outs]
+            raise RuntimeError("real-link inference failed: " + " | ".join(e.strip()[-300:] for e in errs if e))
+        return {**json.loads(outs[0][0]), "client": json.loads(res.stdout)}

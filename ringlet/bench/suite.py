@@ -68,14 +68,31 @@ def _breakdown(by_tag: dict, samples: int) -> dict:
     return out
 
 
+def _party_args(setup: dict) -> list[str]:
+    args = []
+    for key in ("relu_config", "adder", "select", "truncation"):
+        if setup.get(key):
+            args += [f"--{key.replace('_', '-')}", str(setup[key])]
+    return args
+
+
 def run_one(stem: str, config: str, link_name: str, samples: int, batch: int, parties: int,
-            rtt_ms: float | None, data_dir=None, progress=False) -> dict:
+            rtt_ms: float | None, data_dir=None, progress=False, real: bool = False) -> dict:
     setup = config_setup(stem, config)
     model = setup.pop("model", stem)
     link = profile(link_name, rtt_ms if link_name == "wan-rtt" else None)
     report, _ = run_inference(model, samples=samples, batch=batch, parties=parties, link=link,
                               progress=progress, data_dir=data_dir, **setup)
     compute = report["seconds_online"] - report["seconds_communication"]
+    real_s = None
+    if real and parties == 2 and not link.rtt_s:
+        from ringlet.bench.netlink import can_use_namespaces, run_real_inference
+        from ringlet.train.api import find_checkpoint
+        if can_use_namespaces():
+            from ringlet.train.checkpoint import read_meta
+            path = find_checkpoint(model)
+            real_s = run_real_inference(str(path), link, samples, batch, _party_args(setup),
+                                        dataset=read_meta(path).get("dataset"))["seconds_online"]
     return {
         "model": stem, "checkpoint": model, "config": config, "link": link.to_dict(),
         "accuracy": report.get("accuracy"), "plaintext_accuracy": report.get("plaintext_accuracy"),
@@ -89,6 +106,7 @@ def run_one(stem: str, config: str, link_name: str, samples: int, batch: int, pa
             compute, report["bytes_sent_per_party"],
             report["rounds"] * ((samples + batch - 1) // batch)),
         "kept_bits_fraction": report["kept_bits_fraction"], "relu_config": report["relu_config"],
+        "seconds_online_real_link": real_s,
     }
 
 
@@ -114,7 +132,7 @@ def summarize(runs: list[dict], configs, model: str) -> dict:
 
 def run_suite(models, configs=CONFIGS, links=("lan", "wan"), samples: int = 64, batch: int = 32,
               parties: int = 2, rtt_ms: float | None = None, out: str | None = None, data_dir=None,
-              progress: bool = False, log=print, command: str = "") -> dict:
+              progress: bool = False, log=print, command: str = "", real: bool = False) -> dict:
     runs = []
     t0 = time.time()
     result = {"command": command, "samples": samples, "batch": batch, "parties": parties,
@@ -124,12 +142,15 @@ def run_suite(models, configs=CONFIGS, links=("lan", "wan"), samples: int = 64, 
         stem = shipped_stem(model)
         for config in configs:
             for link in links:
-                row = run_one(stem, config, link, samples, batch, parties, rtt_ms, data_dir, progress)
+                row = run_one(stem, config, link, samples, batch, parties, rtt_ms, data_dir, progress,
+                              real)
                 runs.append(row)
                 if log:
                     log(f"{stem} {config:13s} {link:8s} acc {row['accuracy']:.4f} "
                         f"{row['bytes_sent_per_party'] / 1e6:9.1f} MB {row['rounds']:4d} rounds "
-                        f"{row['seconds_online']:7.2f} s")
+                        f"{row['seconds_online']:7.2f} s"
+                        + (f" (real link {row['seconds_online_real_link']:.2f} s)"
+                           if row["seconds_online_real_link"] else ""))
                 if out:  # keep what is finished
                     Path(out).write_text(json.dumps(result, indent=1))
         result["summary"][stem] = summarize(runs, configs, stem)

@@ -15,6 +15,8 @@ def add_parser(sub, name):
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--parties", type=int, default=2)
     p.add_argument("--out", help="write the JSON here (updated after every run)")
+    p.add_argument("--real-links", action="store_true",
+                   help="also run every bandwidth-only link through network namespaces + tbf (root)")
     p.add_argument("--json", action="store_true", help="print the JSON")
     add_data_dir(p)
     add_debug(p)
@@ -28,7 +30,7 @@ def run(args):
     result = run_suite([m for m in args.models.split(",") if m], args.configs.split(","),
                        args.links.split(","), args.samples, args.batch, args.parties, args.rtt_ms,
                        args.out, args.data_dir, log=lambda s: print(s, file=sys.stderr),
-                       command=command_line())
+                       command=command_line(), real=args.real_links)
     if args.json or not args.out:
         print_json(result)
     return 0

@@ -25,6 +25,7 @@ def add_parser(sub, name):
                    help="servers: server 0 secret-shares its weights to the others")
     p.add_argument("--adder", choices=["carry-tree", "kogge-stone"], default="carry-tree")
     p.add_argument("--select", choices=["fused", "b2a-mult"], default="fused")
+    p.add_argument("--truncation", choices=["local", "dealer"], default=None)
     p.add_argument("--dataset", help="client: dataset name (test split)")
     p.add_argument("--samples", type=int, help="client: first N test images")
     p.add_argument("--input", help="client: float .npy inputs (N×C×H×W)")
@@ -79,8 +80,15 @@ def run(args):
     if args.role == "client":
         _finish_client(args, report.result, report)
     elif args.json:
-        print_json({"role": args.role, "rank": rank, "command": command_line(),
-                    "bytes_sent": report.total.bytes_sent(), "seconds_online": report.seconds_online})
+        out = {"role": args.role, "rank": rank, "command": command_line(),
+               "bytes_sent": report.total.bytes_sent(), "seconds": report.seconds_online}
+        if args.role == "server":
+            from ringlet.nn.inference import SERVER_TAGS_EXCLUDED
+            res = report.result
+            out.update(seconds_online=res["seconds_online"],
+                       online_bytes_sent=res["online"].bytes_sent(exclude=SERVER_TAGS_EXCLUDED),
+                       rounds=max(res["batch_rounds"]))
+        print_json(out)
     return 0
 
 
@@ -97,7 +105,7 @@ def _server_job(args):
     graph = compile_model(net, tuple(meta["input_shape"]))
     config = ReluConfig.load(args.relu_config) if args.relu_config else ReluConfig()
     bits = config.resolve(graph.activation_names, args.relu_config or "default config")
-    model = CompiledModel(graph, bits, SecureOptions(args.adder, args.select,
+    model = CompiledModel(graph, bits, SecureOptions(args.adder, args.select, args.truncation,
                                                      private_weights=args.private_weights))
     return lambda sess: server_program(sess, model)
 

@@ -56,13 +56,17 @@ class SecureGraph:
         return [n.label for n in self.nodes if n.kind in ("relu", "grelu")]
 
     def relu_elements(self) -> dict[str, int]:
-        """ReLU outputs per input sample, by ReLU name."""
+        """DReLU evaluations per input sample, by name: every output of a ReLU, one per group of a
+        shared ReLU (channels × groups)."""
         out = {}
-        for n in self.relus:
-            size = 1
-            for d in n.out_shape:
-                size *= d
-            out[n.label] = size
+        for n in self.nodes:
+            if n.kind == "relu":
+                size = 1
+                for d in n.out_shape:
+                    size *= d
+                out[n.label] = size
+            elif n.kind == "grelu":
+                out[n.label] = int(n.out_shape[0]) * int(n.params["num_groups"])
         return out
 
     def summary(self) -> list[dict]:

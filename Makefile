@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.ringlet-installed
 
-.PHONY: demo test setup data clean
+.PHONY: demo test setup data clean report
 
 demo: setup data
 	$(BIN)/ringlet demo
@@ -23,6 +23,12 @@ $(STAMP): pyproject.toml
 
 data:
 	@scripts/get_data.sh
+
+# the evaluation suite on the shipped ResNet-20, its report, and the README's headline table
+report: setup data
+	$(BIN)/ringlet bench suite --models resnet20 --samples 64 --out results/suite.json
+	$(BIN)/ringlet report results/suite.json --out results/report
+	$(BIN)/python scripts/readme_report.py results/suite.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

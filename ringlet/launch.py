@@ -10,6 +10,7 @@ that plan, and the computation runs again: only this second run is the *online* 
 from __future__ import annotations
 
 import multiprocessing as mp
+import pickle
 import socket
 import threading
 import time
@@ -225,7 +226,9 @@ def _process_body(rank: int, world_size: int, port: int, timeout: float, args, q
         report = run_party(comm, *args)
     except BaseException as exc:  # noqa: BLE001
         report = PartyReport(rank, world.role(rank), error=_format(exc), error_type=type(exc).__name__)
-    queue.put(report)
+    # plain pickle to bytes: tensors travel inline, not as shared memory that dies with this process
+    # (our own parent reads it; nothing untrusted is unpickled)
+    queue.put(pickle.dumps(report))
     if comm is not None:
         try:
             comm.close()
@@ -247,7 +250,7 @@ def _run_processes(world: World, args, timeout: float, port: int | None) -> dict
     # here we only wait for the reports, and notice processes that die without one
     while len(reports) < world.size:
         try:
-            rep = queue.get(timeout=1.0)
+            rep = pickle.loads(queue.get(timeout=1.0))
             reports[rep.rank] = rep
             continue
         except Exception:  # noqa: BLE001 - queue.Empty
@@ -255,7 +258,7 @@ def _run_processes(world: World, args, timeout: float, port: int | None) -> dict
         for rank, p in enumerate(procs):
             if rank not in reports and not p.is_alive():
                 try:  # a report may still be in flight from a process that just exited
-                    rep = queue.get(timeout=2.0)
+                    rep = pickle.loads(queue.get(timeout=2.0))
                     reports[rep.rank] = rep
                     continue
                 except Exception:  # noqa: BLE001

@@ -66,7 +66,7 @@ def total_variation(model, images: torch.Tensor) -> list[dict]:
     return rows
 
 
-def _ensure_variant(base: str, name: str, spec: dict, epochs: int, log) -> str:
+def _ensure_variant(base: str, name: str, spec: dict, epochs: int, log, lr: float = 0.01) -> str:
     stem = f"{base}-grelu-{name}"
     if is_checkpoint(shipped_models_dir() / stem):
         return stem
@@ -77,10 +77,10 @@ def _ensure_variant(base: str, name: str, spec: dict, epochs: int, log) -> str:
     import shutil
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
-        train_zoo_model(model=base, dataset="fashion-mnist", epochs=epochs, out=Path(tmp), lr=0.01,
+        train_zoo_model(model=base, dataset="fashion-mnist", epochs=epochs, out=Path(tmp), lr=lr,
                         sharing=str(cfg), name=stem, progress=False,
                         command=f"ringlet train --model {base} --dataset fashion-mnist --epochs "
-                                f"{epochs} --lr 0.01 --sharing-config models/{cfg.name} --name {stem}")
+                                f"{epochs} --lr {lr} --sharing-config models/{cfg.name} --name {stem}")
         for ext in ("safetensors", "json"):
             shutil.copy(Path(tmp) / f"{stem}.{ext}", shipped_models_dir())
     return stem
@@ -97,13 +97,14 @@ def _cost_row(model: str, samples: int, dataset: str) -> dict:
 
 
 def run_sharing(epochs: int = 5, samples: int = 64, minionn_samples: int = 2, log=print,
-                command: str = "") -> dict:
+                command: str = "", variants=None, lr: float = 0.01) -> dict:
     base = "fmnist-net-fmnist"
     test = load_dataset("fashion-mnist", "test")
     out = {"command": command, "fashion_mnist": [], "minionn": [], "total_variation": {}}
-    rows = [("original", base, None)] + [(n, None, s) for n, s in FMNIST_VARIANTS.items()]
+    chosen = FMNIST_VARIANTS if not variants else {v: FMNIST_VARIANTS[v] for v in variants}
+    rows = [("original", base, None)] + [(n, None, s) for n, s in chosen.items()]
     for name, stem, spec in rows:
-        stem = stem or _ensure_variant(base, name, spec, epochs, log)
+        stem = stem or _ensure_variant(base, name, spec, epochs, log, lr)
         from ringlet.train.checkpoint import load_checkpoint
         model, meta = load_checkpoint(shipped_models_dir() / stem)
         graph = compile_model(model, (1, 28, 28))

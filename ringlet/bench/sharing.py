@@ -111,6 +111,8 @@ def run_sharing(epochs: int = 5, samples: int = 64, minionn_samples: int = 2, lo
         layer = next(n for n in graph.nodes if n.label == "features.1")
         decisions = (layer.params["num_groups"] * 32) if layer.kind == "grelu" else 28 * 28 * 32
         row = {"variant": name, "checkpoint": stem, "spec": spec, "test_accuracy": meta["accuracy"],
+               "finetune_epochs": meta.get("train_config", {}).get("epochs") if spec else None,
+               "finetune_lr": meta.get("train_config", {}).get("lr") if spec else None,
                "first_layer_drelus_per_image": decisions,
                "relus_per_channel": decisions // 32,
                **_cost_row(str(shipped_models_dir() / stem), samples, "fashion-mnist")}
@@ -169,10 +171,11 @@ def markdown(out: dict) -> str:
     lines = ["## ReLU sharing (gReLU)", "", f"Produced by: `{out['command']}`", "",
              "Fashion-MNIST net (the paper's Table 4), first ReLU layer shared; finetuned from the "
              "shipped model; private inference on real test images (per image, 2 servers):", "",
-             "| variant | #ReLU / channel (layer 1) | test accuracy | secure accuracy | MB | "
-             "layer-1 MB | rounds | online s |", "|---|---|---|---|---|---|---|---|"]
+             "| variant | finetune epochs | #ReLU / channel (layer 1) | test accuracy | secure accuracy "
+             "| MB | layer-1 MB | rounds | online s |", "|---|---|---|---|---|---|---|---|---|"]
     for r in out["fashion_mnist"]:
-        lines.append(f"| {r['variant']} | {r['relus_per_channel']} | {r['test_accuracy']:.4f} | "
+        lines.append(f"| {r['variant']} | {r.get('finetune_epochs') or '—'} | {r['relus_per_channel']} | "
+                     f"{r['test_accuracy']:.4f} | "
                      f"{r['accuracy']:.4f} | {r['bytes_per_image'] / 1e6:.2f} | "
                      f"{r['layer_bytes'].get('features.1', 0) / 1e6:.2f} | {r['rounds']} | "
                      f"{r['seconds_per_image']:.3f} |")

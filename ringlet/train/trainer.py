@@ -173,10 +173,10 @@ def fit(model: nn.Module, train: Dataset, test: Dataset | None, cfg: TrainConfig
                   "images_per_second": count / elapsed}
         if test is not None:
             record["test_accuracy"] = evaluate(model, test)
-        history.append(record)
-        log(json.dumps(record))
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
+        history.append(record)
+        log(json.dumps(record))
         if resume:
             _save_resume(resume, model, opt, epoch + 1, gen, history)
     model.eval()

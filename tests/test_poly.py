@@ -139,3 +139,18 @@ def test_polynomial_model_private_inference(out_truncation, rounds):
     for row in res.servers[0].result["per_layer"]:
         if row["kind"] == "poly":
             assert row["rounds"] == rounds
+
+
+def test_local_output_truncation_uses_the_fewest_input_bits_within_the_error_bound():
+    coeffs = fit_relu(4, 5.0)["coeffs"]
+    f = poly.local_frac(coeffs, 5.0)
+    assert f < poly.default_frac(4)
+    p = lambda v: sum(c * v ** j for j, c in enumerate(coeffs))  # noqa: E731
+    x = torch.linspace(-5, 5, 4001).double()
+    for unit in (2.0 ** -f, -2.0 ** -f):  # a local truncation is off by less than one unit
+        assert (p(x + unit) - p(x)).abs().max() <= 1e-2
+    coarser = 2.0 ** -(f - 1)
+    assert (p(x + coarser) - p(x)).abs().max() > 1e-2  # one bit fewer would break the bound
+    want = float(p(x).abs().sum()) * 2.0 ** (4 * f + 10 - 64)
+    assert poly.local_failure_rate(coeffs, f, x) == pytest.approx(want)
+    assert poly.local_failure_rate(coeffs, poly.default_frac(4), x) > 1000 * want

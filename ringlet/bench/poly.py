@@ -35,8 +35,13 @@ def run_poly_bench(n: int, degree: int, method: str, r: float = 5.0, parties: in
     raw = AesCtrStream(b"ringlet-poly-in!").int64(n)  # test data, not protective randomness
     values = fixed.encode((((raw >> 11) & ((1 << 53) - 1)).double() / 2.0 ** 53 * 2 - 1) * r)
     q = poly.coeff_bits(coeffs)
-    frac_used = frac if frac is not None else poly.default_frac(degree, r, q)
-    program = functools.partial(_program, values=values, coeffs=coeffs, method=method, frac=frac,
+    if frac is not None:
+        frac_used = frac
+    elif out_truncation == "local":
+        frac_used = poly.local_frac(coeffs, r, q=q)
+    else:
+        frac_used = poly.default_frac(degree, r, q)
+    program = functools.partial(_program, values=values, coeffs=coeffs, method=method, frac=frac_used,
                                 out_truncation=out_truncation)
     res = run_local(program, parties, transport=transport, pregenerate=True)
     stats = [q["stats"] for q in res.results]
@@ -56,6 +61,8 @@ def run_poly_bench(n: int, degree: int, method: str, r: float = 5.0, parties: in
         "max_abs_error": float(err[inside].max()) if inside.any() else None,
         "failures": int((err[inside] > 1e-2).sum()),
         "wrapped": int((~inside).sum()), "input_bound": bound,
+        "expected_failures": (poly.local_failure_rate(coeffs, frac_used, xs[inside], q)
+                              if out_truncation == "local" and method != "horner" else 0.0),
         "seconds_online": max(q["seconds"] for q in res.results),
         "offline_bits_per_element": 8 * res.offline_bytes() / n,
     }

@@ -228,7 +228,8 @@ class CompiledModel:
         if kind == "poly":
             return poly.evaluate(sess, ins[0], p["coeffs"], f, self.options.poly_method,
                                  self.options.poly_frac, truncation=self._trunc(sess),
-                                 out_truncation=self.options.poly_out_truncation)
+                                 out_truncation=self.options.poly_out_truncation,
+                                 r=p.get("range", 5.0))
         raise RuntimeError(f"no secure implementation for node kind {kind!r}")  # pragma: no cover
 
     # -- plaintext reference ------------------------------------------------------------------

@@ -5,9 +5,12 @@ ring: every term is brought to the common scale D = d·f_p + q by its integer co
 round(c_j·2^(D − j·f_p)) (q = 10 bits for the coefficients' own precision), which needs
 |x|^d·2^D < 2^62 (``input_bound``; larger inputs wrap and are counted by the benchmark). The sum is
 then truncated from D to f bits. That last truncation is the catch: done locally (SecureML) it costs
-nothing but fails with probability about |p(x)|·2^D / 2^64 per element — about 3·10⁻⁴ at degree 4,
-f_p = 10 — so by default it is the exact dealer-assisted truncation, one more round of 64·(p−1) bits
-(``out_truncation="local"`` keeps the single round and its failures).
+nothing but fails with probability about |p(x)|·2^D / 2^64 per element (an error of ~2^(64−D)), so by
+default it is the exact dealer-assisted truncation, one more round of 64·(p−1) bits.
+``out_truncation="local"`` keeps the single round; it then lowers f_p to the fewest input bits that
+keep the quantisation error within 1e-2 on [−r, r] (``local_frac``: 7 at degree 4, r = 5, so D = 38
+and a failure probability of about |p(x)|·2^−26 per element, ~10⁻⁸ for typical activations, against
+~10⁻⁴ at f_p = 10).
 
 ``espn`` (Diaa et al.; 2 servers): with x = x0 + x1, (x0 + x1)^j = Σ_a C(j,a)·x0^a·x1^(j−a) exactly
 mod 2^64. Each server raises its own share to the powers 1…d−1 locally; the mixed products are
@@ -71,6 +74,27 @@ def default_frac(degree: int, r: float = 5.0, q: int = COEFF_BITS) -> int:
     """The largest input precision f_p with |x|^d·2^(d·f_p + q) < 2^62 for |x| ≤ r (at most 16):
     10 bits at degree 4, r = 5, q = 10 (the authors use 8–12)."""
     return max(1, min(16, int((62 - q - degree * math.log2(r)) // degree)))
+
+
+def local_frac(coeffs, r: float = 5.0, max_error: float = 1e-2, q: int | None = None) -> int:
+    """The fewest input fractional bits f_p whose quantisation error (up to one unit of 2^−f_p in x,
+    from the local truncation, times max |p'| on [−r, r]) stays within ``max_error``: the smallest
+    scale D = d·f_p + q, hence the rarest failures of a local output truncation."""
+    q = coeff_bits(coeffs) if q is None else q
+    d = len(coeffs) - 1
+    xs = torch.linspace(-r, r, 4001, dtype=torch.float64)
+    slope = float(sum(j * c * xs ** (j - 1) for j, c in enumerate(coeffs) if j).abs().max())
+    need = max(1, math.ceil(math.log2(max(slope, 1e-12) / max_error)))
+    return min(need, default_frac(d, r, q))
+
+
+def local_failure_rate(coeffs, frac: int, values: torch.Tensor, q: int | None = None) -> float:
+    """Expected number of failed local output truncations over ``values`` (inputs x as floats):
+    Σ |p(x)|·2^D / 2^64 with D = d·frac + q."""
+    q = coeff_bits(coeffs) if q is None else q
+    scale = (len(coeffs) - 1) * frac + q
+    px = sum(c * values.double() ** j for j, c in enumerate(coeffs))
+    return float(px.abs().sum()) * 2.0 ** (scale - 64)
 
 
 def cost(method: str, degree: int, parties: int = 2, out_truncation: str = "dealer") -> dict:
@@ -149,11 +173,13 @@ def _espn_powers(sess: Session, x: torch.Tensor, d: int, beaver_cross: bool) -> 
 
 def evaluate(sess: Session, x: ArithmeticShare, coeffs, out_frac: int, method: str = "espn",
              frac: int | None = None, truncation: str | None = None,
-             out_truncation: str = "dealer") -> ArithmeticShare:
+             out_truncation: str = "dealer", r: float = 5.0) -> ArithmeticShare:
     """Shares of p(x) with ``out_frac`` fractional bits.
 
     ``truncation``: method of the input's (small, safe) truncation to f_p bits; ``out_truncation``:
-    of the final one from D to ``out_frac`` bits (see the module docstring).
+    of the final one from D to ``out_frac`` bits (see the module docstring). ``frac`` (f_p) defaults
+    to ``default_frac`` with an exact output truncation and to ``local_frac`` (for the fit range
+    ``r``) with a local one.
     """
     d = len(coeffs) - 1
     if method not in METHODS:
@@ -161,7 +187,8 @@ def evaluate(sess: Session, x: ArithmeticShare, coeffs, out_frac: int, method: s
     if method == "horner":
         return _horner(sess, x, coeffs, out_frac, truncation)
     q = coeff_bits(coeffs)
-    frac = frac if frac is not None else default_frac(d, q=q)
+    if frac is None:
+        frac = local_frac(coeffs, r, q=q) if out_truncation == "local" else default_frac(d, r, q)
     scale = d * frac + q
     if scale > 62:
         raise ValueError(f"degree {d} at {frac} fractional bits needs {scale} bits; at most 62")

@@ -44,6 +44,20 @@ class Share:
         raise NotImplementedError
 
 
+MIN_INTEGER_BITS = 14  # a product keeps at least this many integer bits beside its fractional ones
+
+
+def check_product_frac(what: str, frac_a: int, frac_b: int) -> int:
+    """The fractional bits of a product before truncation, or a FixedPointError when they leave
+    fewer than ``MIN_INTEGER_BITS`` integer bits (plus the sign) in the 64-bit ring."""
+    total = frac_a + frac_b
+    if total > 63 - 1 - MIN_INTEGER_BITS:
+        raise ring.FixedPointError(
+            f"{what}: {frac_a} + {frac_b} fractional bits leave {62 - total} integer bits before "
+            f"truncation (at least {MIN_INTEGER_BITS} needed); use fewer fractional bits")
+    return total
+
+
 class ArithmeticShare(Share):
     """Additive share in Z_2^64 of a fixed-point tensor with ``frac`` fractional bits."""
 
@@ -54,6 +68,8 @@ class ArithmeticShare(Share):
         if not isinstance(data, torch.Tensor) or data.dtype != torch.int64:
             raise ShareError(f"arithmetic share data must be an int64 tensor, got "
                              f"{getattr(data, 'dtype', type(data).__name__)}")
+        if not 0 <= frac <= 62:
+            raise ring.FixedPointError(f"arithmetic share with {frac} fractional bits: must be 0…62")
         self.data = data
         self.frac = frac
 

@@ -183,9 +183,47 @@ def test_pregenerated_material_moves_dealer_traffic_offline():
     assert pre.max_sent() == online.max_sent()
 
 
+def _core_program(sess):
+    """Every core protocol family once: input, product, matmul, conv, truncation, ReLU, output."""
+    from ringlet.protocols.compare import relu
+    x = share_input(sess, _data((2, 3, 6, 6), 7) if sess.rank == 0 else None, 0, (2, 3, 6, 6))
+    w = share_input(sess, _data((4, 3, 3, 3), 8, 1.0) if sess.rank == 1 else None, 1, (4, 3, 3, 3))
+    y = relu(sess, beaver.conv2d(sess, x, w, padding=1))
+    z = beaver.mul(sess, y, y)
+    v = share_input(sess, _data((144, 5), 9, 0.1) if sess.rank == 0 else None, 0, (144, 5))
+    m = beaver.matmul(sess, z.reshape(2, -1), v)
+    t = truncate(sess, m.mul_public(3, frac=0), 1)
+    return reveal(sess, t), sess.stats.bytes_sent(exclude=EXCL), sess.stats.total_rounds(exclude=EXCL)
+
+
 @pytest.mark.slow
-def test_tcp_transport_matches_local():
-    local = run(_mul_program, 3, pregenerate=True)
-    tcp = run(_mul_program, 3, transport="tcp", pregenerate=True)
-    assert torch.equal(local.results[0], tcp.results[0])
+@pytest.mark.parametrize("n", [2, 3])
+def test_tcp_transport_matches_local(n):
+    local = run(_core_program, n, pregenerate=True)
+    tcp = run(_core_program, n, transport="tcp", pregenerate=True)
+    assert torch.equal(local.results[0][0], tcp.results[0][0])
+    assert [r[1:] for r in local.results] == [r[1:] for r in tcp.results]
     assert local.max_sent() == tcp.max_sent() and local.rounds() == tcp.rounds()
+    # and the values are right: plaintext torch is the oracle
+    x, w = _data((2, 3, 6, 6), 7), _data((4, 3, 3, 3), 8, 1.0)
+    z = torch.relu(torch.nn.functional.conv2d(x, w, padding=1)) ** 2
+    m = z.reshape(2, -1) @ _data((144, 5), 9, 0.1)
+    assert torch.allclose(tcp.results[0][0], m * 3 / 2, rtol=1e-3, atol=1e-2)
+
+
+def test_products_check_their_fractional_headroom():
+    from ringlet.ring import FixedPointError
+    from ringlet.sharing import ArithmeticShare
+
+    def prog(sess):
+        x = share_input(sess, torch.ones(4).double() if sess.rank == 0 else None, 0, (4,))
+        with pytest.raises(FixedPointError, match=r"mul: 25 \+ 25 fractional bits leave 12 integer"):
+            beaver.mul(sess, x, x)
+        with pytest.raises(FixedPointError, match="conv2d_public: 25 \\+ 24"):
+            linear.conv2d_public(x.reshape(1, 1, 2, 2), torch.ones(1, 1, 1, 1, dtype=torch.int64),
+                                 w_frac=24)
+        with pytest.raises(FixedPointError, match="63 fractional bits"):
+            ArithmeticShare(x.data, x.party, 63)
+        return True
+
+    assert all(run(prog, 2, frac_bits=25).results)

@@ -15,13 +15,14 @@ from ringlet.offline import beaver_op, beaver_request
 from ringlet.protocols.io import open_values
 from ringlet.protocols.truncation import truncate
 from ringlet.session import Session
-from ringlet.sharing import ArithmeticShare, ShareError
+from ringlet.sharing import ArithmeticShare, ShareError, check_product_frac
 
 
 def _product(sess: Session, x: ArithmeticShare, y: ArithmeticShare, op: str, extra: tuple,
              tag: str, rescale: bool, among=None) -> ArithmeticShare:
     if x.party != y.party:
         raise ShareError(f"{op}: shares of different parties ({x.party}, {y.party})")
+    frac = check_product_frac(op, x.frac, y.frac)
     holders = tuple(sess.world.servers) if among is None else tuple(among)
     m = sess.offline.get(beaver_request(op, tuple(x.shape), tuple(y.shape), extra, holders))
     d, e = open_values(sess, [(tag, x.data - m["a"]), (tag, y.data - m["b"])], "add", among=holders)
@@ -29,7 +30,7 @@ def _product(sess: Session, x: ArithmeticShare, y: ArithmeticShare, op: str, ext
     z = m["c"] + f(d, m["b"]) + f(m["a"], e)
     if x.party == 0:
         z = z + f(d, e)
-    out = ArithmeticShare(z, x.party, x.frac + y.frac)
+    out = ArithmeticShare(z, x.party, frac)
     return truncate(sess, out, y.frac) if rescale else out
 
 

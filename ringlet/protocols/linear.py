@@ -19,7 +19,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ringlet.sharing import ArithmeticShare, ShareError
+from ringlet.sharing import ArithmeticShare, ShareError, check_product_frac
 
 BACKENDS = ("int64", "limbs")
 
@@ -97,6 +97,7 @@ def conv2d_public(x: ArithmeticShare, weight: torch.Tensor, bias: torch.Tensor |
     """
     if weight.dtype != torch.int64:
         raise ShareError(f"conv2d_public: weights must be encoded int64, got {weight.dtype}")
+    check_product_frac("conv2d_public", x.frac, w_frac)
     if len(x.shape) != 4 or x.shape[1] != weight.shape[1] * groups:
         raise ShareError(f"conv2d_public: input {tuple(x.shape)} does not fit weights "
                          f"{tuple(weight.shape)} (groups={groups})")
@@ -111,6 +112,7 @@ def linear_public(x: ArithmeticShare, weight: torch.Tensor, bias: torch.Tensor |
     """[x @ Wᵀ + b] for public encoded weights (out×in), bias at ``x.frac + w_frac`` bits."""
     if weight.dtype != torch.int64:
         raise ShareError(f"linear_public: weights must be encoded int64, got {weight.dtype}")
+    check_product_frac("linear_public", x.frac, w_frac)
     if x.shape[-1] != weight.shape[1]:
         raise ShareError(f"linear_public: input {tuple(x.shape)} does not fit weights "
                          f"{tuple(weight.shape)}")

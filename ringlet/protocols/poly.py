@@ -20,7 +20,8 @@ of every α_a·β_b; each server sends its masked powers once. 1 round, 64·(d�
 1 round, 128·d(d−1)/2 bits per element.
 ``honeybadger``: the dealer gives shares of r, r², …, r^d for a uniform r; open c = x − r once and
 expand (c + r)^j locally. 1 round, 64·(p−1) bits per element, any p.
-``horner``: (((c_d·x + c_{d−1})·x + …)·x + c_0) with Beaver products at f bits: d rounds,
+``horner``: (((c_d·x + c_{d−1})·x + …)·x + c_0) with Beaver products at f bits (the first product is by a public
+coefficient, free): d − 1 rounds,
 128·(p−1) bits per element per round (plus truncation rounds for p ≥ 3), any p.
 p ≥ 3 with ``espn`` re-shares to servers 0 and 1 first (+1 round).
 """

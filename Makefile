@@ -26,8 +26,9 @@ data:
 
 # the evaluation suite on the shipped ResNet-20, its report, and the README's headline table
 report: setup data
-	$(BIN)/ringlet bench suite --models resnet20 --samples 64 --out results/suite.json
-	$(BIN)/ringlet report results/suite.json --out results/report
+	$(BIN)/ringlet bench suite --models resnet20 --links lan,highbw,wan,wan-rtt --samples 64 --out results/suite.json
+	$(BIN)/ringlet report results/suite.json --out results/report \
+	    $$(for f in results/scale.json results/sharing.json results/activations.json; do [ -e $$f ] && echo --extra $$f; done)
 	$(BIN)/python scripts/readme_report.py results/suite.json
 
 clean:

@@ -40,7 +40,7 @@ A=$!
 branch_b > runs/branch_b.log 2>&1 &
 B=$!
 wait $A $B
-todo results/suite.json && $R bench suite --models resnet20 --samples ${SAMPLES:-64} --out results/suite.json --real-links > runs/suite.log 2>&1
+todo results/suite.json && $R bench suite --models resnet20 --links lan,highbw,wan,wan-rtt --samples ${SAMPLES:-64} --out results/suite.json --real-links > runs/suite.log 2>&1
 log "suite done"
 todo results/activations.json && $R bench activations --model resnet20 --samples 32 --out results/activations.json > runs/activations.log 2>&1
 log "activations done"

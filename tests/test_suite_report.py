@@ -40,6 +40,7 @@ def test_suite_runs_every_combination_on_the_same_inputs(models_dir, tmp_path):
     assert by[("exact", "lan")]["bytes_per_image"] * 8 == 308 * relus
     assert by[("exact-crypten", "wan")]["rounds"] == 3 * 9 and by[("exact", "wan")]["rounds"] == 3 * 8
     summary = result["summary"]["fmnist-net-fmnist"]
+    assert result["comm_reduction_eco"] == summary["comm_reduction_eco"]  # one model: also top level
     assert summary["comm_reduction_exact"] == pytest.approx(1856 / 308)
     for key in ("comm_reduction_eco", "comm_reduction_8_64", "comm_reduction_6_64", "wan_speedup_eco",
                 "wan_speedup_8_64", "wan_speedup_6_64", "comm_reduction_vs_exact_8_64",

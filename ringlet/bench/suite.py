@@ -111,7 +111,8 @@ def run_one(stem: str, config: str, link_name: str, samples: int, batch: int, pa
 
 
 def summarize(runs: list[dict], configs, model: str) -> dict:
-    """comm_reduction_* (bytes) and wan_speedup_* (online time on wan) against both baselines."""
+    """comm_reduction_* (bytes) and wan_speedup_* (online time on wan) against both baselines, plus
+    lan_/highbw_/wan_rtt_speedup_* for the links that were run."""
     pick = {(r["config"], r["link"]["name"]): r for r in runs if r["model"] == model}
     out = {}
     for base, suffix in (("exact-crypten", ""), ("exact", "_vs_exact")):
@@ -127,6 +128,10 @@ def summarize(runs: list[dict], configs, model: str) -> dict:
                 out[f"wan_speedup{suffix}_{key}"] = (pick[(base, "wan")]["seconds_online"] /
                                                      pick[(cfg, "wan")]["seconds_online"])
                 out[f"rounds_ratio{suffix}_{key}"] = pick[(cfg, "wan")]["rounds"] / pick[(base, "wan")]["rounds"]
+            for link in ("lan", "highbw", "wan-rtt"):  # reported without a target
+                if (base, link) in pick and (cfg, link) in pick:
+                    out[f"{link.replace('-', '_')}_speedup{suffix}_{key}"] = (
+                        pick[(base, link)]["seconds_online"] / pick[(cfg, link)]["seconds_online"])
     return out
 
 
@@ -155,6 +160,8 @@ def run_suite(models, configs=CONFIGS, links=("lan", "wan"), samples: int = 64, 
                     Path(out).write_text(json.dumps(result, indent=1))
         result["summary"][stem] = summarize(runs, configs, stem)
         result["searches"][stem] = _search_reports(stem)
+    if len(result["summary"]) == 1:  # one model: its summary keys also at the top level
+        result.update(next(iter(result["summary"].values())))
     result["seconds"] = time.time() - t0
     if out:
         Path(out).write_text(json.dumps(result, indent=1))

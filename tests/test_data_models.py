@@ -101,6 +101,36 @@ def test_svhn_mat(tmp_path):
     assert torch.equal(ds.images[1], torch.from_numpy(x[:, :, :, 1].transpose(2, 0, 1).copy()))
 
 
+def _png(path, value, size=64):
+    from PIL import Image
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((size, size, 3), value, dtype=np.uint8)).save(path)
+
+
+def test_image_folder_trees_train_test_and_tiny_imagenet_val(tmp_path):
+    root = tmp_path / "tiny-imagenet"
+    for i, cls in enumerate(["n02", "n01"]):  # classes sort by name: n01 → 0, n02 → 1
+        _png(root / "train" / cls / "images" / f"{cls}_0.JPEG", 10 * i)
+        _png(root / "train" / cls / "images" / f"{cls}_1.png", 10 * i + 1)
+    (root / "val" / "images").mkdir(parents=True)
+    _png(root / "val" / "images" / "val_0.png", 7)
+    _png(root / "val" / "images" / "val_1.png", 8)
+    (root / "val" / "val_annotations.txt").write_text("val_0.png\tn02\t0\t0\t63\t63\n"
+                                                      "val_1.png\tn01\t0\t0\t63\t63\n")
+    train = load_dataset("tiny-imagenet", "train", tmp_path)
+    assert train.images.shape == (4, 3, 64, 64) and train.labels.tolist() == [0, 0, 1, 1]
+    assert train.images[2, 0, 0, 0] == 0 and train.images[0, 0, 0, 0] == 10  # n02 has value 0
+    test = load_dataset("tiny-imagenet", "test", tmp_path)
+    assert test.labels.tolist() == [1, 0] and test.images[0, 1, 5, 5] == 7
+    # a plain ImageFolder test split is preferred over val/ when present
+    _png(root / "test" / "n01" / "a.png", 3)
+    _png(root / "test" / "n02" / "b.png", 4)
+    assert load_dataset("tiny-imagenet", "test", tmp_path).labels.tolist() == [0, 1]
+    _png(root / "test" / "n02" / "c.png", 4, size=32)
+    with pytest.raises(DatasetFormatError, match="c.png: size"):
+        load_dataset("tiny-imagenet", "test", tmp_path)
+
+
 def test_missing_dataset_says_how_to_get_it(tmp_path):
     with pytest.raises(DatasetMissingError, match="DATA_DIR/cifar10/"):
         load_dataset("cifar10", "test", tmp_path)

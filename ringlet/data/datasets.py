@@ -1,7 +1,8 @@
 """The datasets ringlet knows by name, loaded into memory as uint8 images and int64 labels.
 
 Names used everywhere (CLI, configs, reports): ``fashion-mnist``, ``mnist``, ``cifar10``, ``cifar100``,
-``svhn``, ``synthetic-cifar``. Nothing is ever downloaded: Fashion-MNIST comes from the Debian package
+``svhn``, ``tiny-imagenet`` (any ImageFolder tree of 64×64 RGB images in 200 classes), ``synthetic-cifar``.
+Nothing is ever downloaded: Fashion-MNIST comes from the Debian package
 ``dataset-fashion-mnist``; the others from a folder given by ``data_dir`` or ``$RINGLET_DATA``.
 """
 
@@ -16,7 +17,7 @@ import torch
 
 from ringlet.data import formats
 
-DATASET_NAMES = ("fashion-mnist", "mnist", "cifar10", "cifar100", "svhn", "synthetic-cifar")
+DATASET_NAMES = ("fashion-mnist", "mnist", "cifar10", "cifar100", "svhn", "tiny-imagenet", "synthetic-cifar")
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 # per-channel mean / std of the training split (pixel values scaled to [0, 1])
@@ -26,12 +27,14 @@ _NORMALISATION = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
+    "tiny-imagenet": ((0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821)),
     "synthetic-cifar": ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
 }
 _NUM_CLASSES = {"fashion-mnist": 10, "mnist": 10, "cifar10": 10, "cifar100": 100, "svhn": 10,
-                "synthetic-cifar": 10}
+                "tiny-imagenet": 200, "synthetic-cifar": 10}
 _SHAPES = {"fashion-mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32),
-           "cifar100": (3, 32, 32), "svhn": (3, 32, 32), "synthetic-cifar": (3, 32, 32)}
+           "cifar100": (3, 32, 32), "svhn": (3, 32, 32), "tiny-imagenet": (3, 64, 64),
+           "synthetic-cifar": (3, 32, 32)}
 
 _HOW_TO_GET = {
     "fashion-mnist": "install the Debian package: apt-get install -y dataset-fashion-mnist "
@@ -45,6 +48,9 @@ _HOW_TO_GET = {
     "cifar100": "put the CIFAR-100 files in DATA_DIR/cifar100/: binary (train.bin, test.bin) or "
                 "python (train, test)",
     "svhn": "put train_32x32.mat and test_32x32.mat (SVHN cropped digits) in DATA_DIR/svhn/",
+    "tiny-imagenet": "unpack tiny-imagenet-200 as DATA_DIR/tiny-imagenet/ (train/CLASS/images/*.JPEG and "
+                     "val/images + val/val_annotations.txt), or give any ImageFolder tree "
+                     "DATA_DIR/tiny-imagenet/{train,test}/CLASS/*.png of 64×64 RGB images",
 }
 
 
@@ -164,6 +170,24 @@ def _load_svhn(split: str, root: Path | None) -> tuple[torch.Tensor, torch.Tenso
     return formats.read_svhn_mat(path)
 
 
+def _load_image_tree(name: str, split: str, root: Path | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """An ImageFolder tree: FOLDER/train/CLASS/…; the test split from FOLDER/test/CLASS/… or
+    Tiny-ImageNet's FOLDER/val/ (images + val_annotations.txt), with the training split's classes."""
+    folder = root / name if root else None
+    if folder is None or not (folder / "train").is_dir():
+        raise _missing(name, [folder] if folder else [])
+    classes = sorted(p.name for p in (folder / "train").iterdir() if p.is_dir())
+    if split == "train":
+        images, labels, _ = formats.read_image_folder(folder / "train", classes)
+    elif (folder / "test").is_dir():
+        images, labels, _ = formats.read_image_folder(folder / "test", classes)
+    elif (folder / "val" / "val_annotations.txt").is_file():
+        images, labels = formats.read_annotated_folder(folder / "val", classes)
+    else:
+        raise _missing(name, [folder / "test", folder / "val"])
+    return images, labels
+
+
 def synthetic_cifar(split: str, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Synthetic CIFAR-shaped images (labelled as such): for cost measurements only.
 
@@ -190,6 +214,8 @@ def load_dataset(name: str, split: str = "test", data_dir: str | os.PathLike | N
         images, labels = _load_cifar(name, split, root)
     elif name == "svhn":
         images, labels = _load_svhn(split, root)
+    elif name == "tiny-imagenet":
+        images, labels = _load_image_tree(name, split, root)
     else:
         images, labels = synthetic_cifar(split)
     if tuple(images.shape[1:]) != _SHAPES[name]:

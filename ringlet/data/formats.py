@@ -135,37 +135,68 @@ def read_svhn_mat(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(images), torch.from_numpy(y)
 
 
-def read_image_folder(root: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Read ROOT/CLASS/*.png|*.jpg (an ImageFolder tree); classes sorted by name.
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 
-    All images must share one size; returns (uint8 N×C×H×W, int64 N, class names).
-    """
+
+def _read_image(file: Path, size) -> np.ndarray:
+    from PIL import Image
+    with Image.open(file) as im:
+        arr = np.asarray(im.convert("RGB" if im.mode not in ("L", "I;16") else "L"))
+    arr = arr[:, :, None] if arr.ndim == 2 else arr
+    if size is not None and arr.shape != size:
+        raise DatasetFormatError(f"{file}: size {arr.shape} differs from {size}")
+    return arr
+
+
+def _stack(images: list, labels: list, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    if not images:
+        raise DatasetFormatError(f"{root}: no images found")
+    return (torch.from_numpy(np.stack([a.transpose(2, 0, 1) for a in images]).astype(np.uint8)),
+            torch.tensor(labels, dtype=torch.int64))
+
+
+def read_image_folder(root: str | os.PathLike, classes: list[str] | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Read an ImageFolder tree ROOT/CLASS/*.png|*.jpg (or ROOT/CLASS/images/*, Tiny-ImageNet's
+    training layout); classes sorted by name unless given. All images must share one size;
+    returns (uint8 N×C×H×W, int64 N, class names)."""
     root = Path(root)
     try:
-        from PIL import Image
+        import PIL  # noqa: F401
     except ImportError as exc:  # pragma: no cover
         raise DatasetFormatError("reading an image folder needs Pillow (pip install pillow)") from exc
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    classes = classes if classes is not None else sorted(p.name for p in root.iterdir() if p.is_dir())
     if not classes:
         raise DatasetFormatError(f"{root}: no class sub-folders (expected ROOT/CLASS/image.png)")
     images, labels, size = [], [], None
     for label, cls in enumerate(classes):
-        for file in sorted((root / cls).iterdir()):
-            if file.suffix.lower() not in {".png", ".jpg", ".jpeg", ".bmp"}:
-                continue
-            with Image.open(file) as im:
-                arr = np.asarray(im.convert("RGB" if im.mode not in ("L", "I;16") else "L"))
-            arr = arr[:, :, None] if arr.ndim == 2 else arr
-            if size is None:
-                size = arr.shape
-            elif arr.shape != size:
-                raise DatasetFormatError(f"{file}: size {arr.shape} differs from {size}")
-            images.append(arr.transpose(2, 0, 1))
-            labels.append(label)
-    if not images:
-        raise DatasetFormatError(f"{root}: no images found")
-    return (torch.from_numpy(np.stack(images).astype(np.uint8)),
-            torch.tensor(labels, dtype=torch.int64), classes)
+        folder = root / cls / "images" if (root / cls / "images").is_dir() else root / cls
+        if not folder.is_dir():
+            raise DatasetFormatError(f"{root}: class folder {cls!r} is missing")
+        for file in sorted(folder.iterdir()):
+            if file.suffix.lower() in _IMAGE_SUFFIXES:
+                images.append(_read_image(file, size))
+                size = images[-1].shape
+                labels.append(label)
+    return (*_stack(images, labels, root), classes)
+
+
+def read_annotated_folder(root: str | os.PathLike, classes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read Tiny-ImageNet's validation layout: ROOT/images/* with ROOT/val_annotations.txt
+    (tab-separated: file name, class, box)."""
+    root = Path(root)
+    index = {c: i for i, c in enumerate(classes)}
+    images, labels, size = [], [], None
+    for n, line in enumerate((root / "val_annotations.txt").read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) < 2 or parts[1] not in index:
+            raise DatasetFormatError(f"{root / 'val_annotations.txt'} line {n}: unknown class in {line!r}")
+        images.append(_read_image(root / "images" / parts[0], size))
+        size = images[-1].shape
+        labels.append(index[parts[1]])
+    return _stack(images, labels, root)
 
 
 def read_cifar_binary(path: str | os.PathLike, label_bytes: int, label_index: int) -> tuple[np.ndarray, np.ndarray]:

@@ -105,6 +105,7 @@ def test_mpc_output_equals_plaintext_grelu_and_drelu_count_falls(name, parties):
     row = next(r for r in res.servers[0].result["per_layer"] if r["label"] == "features.1")
     decisions, activations = 3 * layer.decisions_per_sample, 3 * 32 * 100
     assert decisions < activations
+    assert row["drelus"] == decisions  # the accounting shows one DReLU per group
     if parties == 2:  # DReLU bytes scale with the groups, select bytes with the activations
         words = -(-decisions // 64)  # each opened plane is padded to whole 64-bit words
         assert row["bytes_sent"] * 8 == 243 * 64 * words + 65 * activations

@@ -106,7 +106,8 @@ def test_relu_counts_and_exact_costs_per_layer():
         if row["kind"] == "relu":  # 308 bits per element and 8 rounds per batch, exactly
             n = counts[row["label"]]
             assert row["bytes_sent"] * 8 == 308 * n * 2, row  # 2 images in one batch
-            assert row["rounds"] == 8
+            assert row["rounds"] == 8 and row["drelus"] == 2 * n
+            assert sum(row["by_tag"].values()) == row["bytes_sent"]
 
 
 def test_servers_never_see_the_input_or_the_output():

@@ -75,10 +75,12 @@ def server_program(sess: Session, model: CompiledModel, pregenerate: bool = True
         batch_rounds.append(used.total_rounds(exclude=SERVER_TAGS_EXCLUDED))
         online = _add(online, used)
         for row in log or []:
-            acc = layers.setdefault(row["name"], {**row, "bytes_sent": 0, "rounds": 0, "seconds": 0.0})
-            acc["bytes_sent"] += row["bytes_sent"]
-            acc["rounds"] += row["rounds"]
-            acc["seconds"] += row["seconds"]
+            acc = layers.setdefault(row["name"], {**row, "bytes_sent": 0, "rounds": 0, "seconds": 0.0,
+                                                  "drelus": 0, "by_tag": {}})
+            for key in ("bytes_sent", "rounds", "seconds", "drelus"):
+                acc[key] += row[key]
+            for tag, v in row["by_tag"].items():
+                acc["by_tag"][tag] = acc["by_tag"].get(tag, 0) + v
     return {"online": online, "offline": offline, "seconds_online": seconds_online,
             "seconds_offline": seconds_offline, "per_layer": list(layers.values()),
             "batch_rounds": batch_rounds}

@@ -161,8 +161,25 @@ class CompiledModel:
                 log.append({"name": node.name, "kind": node.kind, "label": node.label,
                             "bytes_sent": used.bytes_sent(exclude=("offline",)),
                             "rounds": used.total_rounds(exclude=("offline",)),
+                            "drelus": self._decisions(node, out, batch),
+                            "by_tag": {t: v["bytes_sent"] for t, v in used.by_tag().items()
+                                       if t != "offline" and v["bytes_sent"]},
                             "seconds": time.perf_counter() - t0})
         return env["output"]
+
+    def _decisions(self, node, out: ArithmeticShare, batch: int) -> int:
+        """Sign decisions (DReLUs) a node evaluates: one per activation for a ReLU (none for an
+        identity), one per group for a gReLU, kernel² − 1 per output for a max-pool."""
+        if node.kind == "relu":
+            spec = self.spec(node.label)
+            return 0 if spec.k == spec.m else out.numel()
+        if node.kind == "grelu":
+            return batch * out.shape[1] * node.params["num_groups"]
+        if node.kind == "maxpool":
+            k = node.params["kernel"]
+            k = k if isinstance(k, int) else k[0] * k[1]
+            return out.numel() * (k * k - 1 if isinstance(node.params["kernel"], int) else k - 1)
+        return 0
 
     def _trunc(self, sess):
         return self.options.truncation or ("local" if sess.num_parties == 2 else "dealer")

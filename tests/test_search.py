@@ -1,6 +1,7 @@
 """The offline phase: simulator = MPC on the same shares, eco, budget DFS, early stops, finetune."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -148,3 +149,16 @@ def test_finetune_runs_and_saves_a_loadable_checkpoint(tmp_path):
     assert 0 <= out["accuracy_before"] <= 1 and 0 <= out["accuracy_after"] <= 1
     model, meta = load_checkpoint(out["checkpoint"])
     assert meta["relu_config"] == str(cfg) and meta["finetune_epochs"] == 1
+
+
+def test_eval_with_a_relu_config_simulates_it(tmp_path):
+    from ringlet.search.api import simulated_accuracy
+    from ringlet.train.api import evaluate_model
+    model = str(Path(__file__).parent.parent / "models" / "fmnist-net-fmnist")
+    plain = evaluate_model(model, "fashion-mnist", samples=200)["accuracy"]
+    exact, broken = tmp_path / "exact.json", tmp_path / "broken.json"
+    exact.write_text(json.dumps({"version": 1}))
+    broken.write_text(json.dumps({"version": 1, "default": {"k": 30, "m": 28}}))  # drops the sign bit
+    got = simulated_accuracy(model, str(exact), "fashion-mnist", samples=200)
+    assert got["accuracy"] == plain and got["simulated"] and got["samples"] == 200
+    assert simulated_accuracy(model, str(broken), "fashion-mnist", samples=200)["accuracy"] < plain - 0.2

@@ -11,6 +11,9 @@ def add_parser(sub, name):
     p.add_argument("--dataset", required=True)
     p.add_argument("--samples", type=int, default=None, help="first N test images (default: all)")
     p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--relu-config", help="evaluate with the share-level simulator applying this ReLU "
+                   "config (the accuracy a private run with it should reach)")
+    p.add_argument("--parties", type=int, default=2, help="servers simulated with --relu-config")
     p.add_argument("--json", action="store_true")
     add_data_dir(p)
     add_debug(p)
@@ -18,9 +21,14 @@ def add_parser(sub, name):
 
 
 def run(args):
-    from ringlet.train.api import evaluate_model
-    result = evaluate_model(args.model, args.dataset, samples=args.samples, batch=args.batch,
-                            data_dir=args.data_dir)
+    if args.relu_config:
+        from ringlet.search.api import simulated_accuracy
+        result = simulated_accuracy(args.model, args.relu_config, args.dataset, args.samples,
+                                    args.parties, args.data_dir)
+    else:
+        from ringlet.train.api import evaluate_model
+        result = evaluate_model(args.model, args.dataset, samples=args.samples, batch=args.batch,
+                                data_dir=args.data_dir)
     if args.json:
         print_json(result)
     else:

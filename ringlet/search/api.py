@@ -178,3 +178,23 @@ def _config(group_list, bits: dict, report: dict) -> ReluConfig:
     if "budget" in report:
         provenance["budget"] = report["budget"]
     return ReluConfig(default="exact", groups=groups, layers=layers, extra={"search": provenance})
+
+
+def simulated_accuracy(model: str, relu_config: str, dataset: str | None = None,
+                       samples: int | None = None, parties: int = 2, data_dir=None) -> dict:
+    """Test accuracy with the share-level simulator applying ``relu_config`` (``ringlet eval
+    --relu-config``): the figure a real ``ringlet infer`` run with that config is compared to."""
+    net, meta = resolve_model(model)
+    dataset = dataset or meta.get("dataset")
+    if dataset is None:
+        raise ValueError("give --dataset (the checkpoint names none)")
+    test = load_dataset(dataset, "test", data_dir)
+    n = len(test) if samples is None else samples
+    if n < 1 or n > len(test):
+        raise ValueError(f"--samples {n}: the {dataset} test split has {len(test)} images")
+    tx, ty = test.tensors(n)
+    graph = compile_model(net, tx.shape[1:])
+    bits = ReluConfig.load(relu_config).resolve(graph.activation_names, relu_config)
+    sim = Simulator(CompiledModel(graph), tx, ty, parties=parties, cache_shares=False, batch=500)
+    return {"accuracy": sim.accuracy(bits), "samples": n, "dataset": dataset, "model": model,
+            "relu_config": relu_config, "parties": parties, "simulated": True}

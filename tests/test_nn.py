@@ -202,3 +202,21 @@ def test_inference_over_tcp_processes():
     compiled, ref = _setup(build_model("svhn-net", (1, 16, 16)), x)
     res, logits = _infer(compiled, x, transport="tcp")
     assert torch.allclose(logits, ref, atol=2e-3)
+
+
+def test_infer_command_streams_results_by_default(tmp_path, monkeypatch, capsys):
+    from ringlet.cli.main import main
+    monkeypatch.chdir(tmp_path)
+    assert main(["infer", "--model", "fmnist-net", "--dataset", "synthetic-cifar", "--samples", "3",
+                 "--batch", "2", "--no-progress", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    for key in ("accuracy", "plaintext_accuracy", "argmax_agreement", "max_abs_logit_error",
+                "bytes_sent_per_party", "rounds", "offline_bytes", "seconds_online", "seconds_offline",
+                "images_per_second", "per_layer", "by_tag"):
+        assert key in report, key
+    assert report["argmax_agreement"] == 1.0
+    streamed = (tmp_path / report["results_path"]).read_text().splitlines()
+    assert len(streamed) == 2  # one line per finished batch (2 + 1 images)
+    assert main(["infer", "--model", "fmnist-net", "--dataset", "synthetic-cifar", "--samples", "1",
+                 "--no-progress", "--no-results", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results_path"] is None

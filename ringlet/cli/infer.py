@@ -28,7 +28,9 @@ def add_parser(sub, name):
                    help="a polynomial's final truncation: exact (+1 round) or local (rare failures)")
     p.add_argument("--no-pregenerate", action="store_true",
                    help="let the dealer answer during the online phase instead of before it")
-    p.add_argument("--results", help="stream per-batch predictions to this JSON-lines file")
+    p.add_argument("--results", help="stream per-batch predictions to this JSON-lines file, so an "
+                   "interrupted run keeps what it finished (default: runs/infer-TIME.jsonl)")
+    p.add_argument("--no-results", action="store_true", help="do not stream per-batch results")
     p.add_argument("--output", help="write the logits as .npy")
     p.add_argument("--threads", type=int, default=0, help="torch threads per party")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds any party waits for a message")
@@ -40,20 +42,37 @@ def add_parser(sub, name):
     p.set_defaults(run=run)
 
 
+def _results_path(args) -> str | None:
+    if args.no_results:
+        return None
+    if args.results:
+        return args.results
+    import time
+    from pathlib import Path
+    path = Path("runs") / f"infer-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
 def run(args):
+    import sys
+
     from ringlet.nn.api import run_inference
     from ringlet.nn.inference import save_logits
+    results = _results_path(args)
+    if results:
+        print(f"per-batch results → {results}", file=sys.stderr)
     report, logits = run_inference(
         args.model, dataset=args.dataset, samples=args.samples, input_path=args.input,
         relu_config=args.relu_config, batch=args.batch, parties=args.parties,
         transport=args.transport, private_weights=args.private_weights, adder=args.adder,
         select=args.select, truncation=args.truncation, pregenerate=not args.no_pregenerate,
-        results_path=args.results, progress=not args.no_progress, data_dir=args.data_dir,
+        results_path=results, progress=not args.no_progress, data_dir=args.data_dir,
         threads=args.threads, timeout=args.timeout, seed=args.seed, poly_method=args.poly_method,
         poly_out_truncation=args.poly_out_truncation)
     if args.output:
         save_logits(args.output, logits)
-    report = {"command": command_line(), **report}
+    report = {"command": command_line(), **report, "results_path": results}
     if args.json:
         print_json(report)
     else:

@@ -76,7 +76,10 @@ def test_polyact_clips_only_in_training_and_tracks_range():
     x = torch.tensor([[-3.0, 1.0, 5.0]])
     assert torch.equal(act.train()(x), torch.tensor([[-2.0, 1.0, 2.0]]))
     assert torch.equal(act.eval()(x), x)
-    assert act.stats["out_of_range"] == 4 and act.stats["max_abs"] == 5.0
+    assert act.stats["out_of_range"] == 2 and act.stats["max_abs"] == 5.0  # training inputs only
+    act.track_eval = True
+    act.eval()(x * 2)
+    assert act.stats["out_of_range"] == 4 and act.stats["max_abs"] == 10.0
 
 
 def test_pillar_lowers_the_out_of_range_fraction():
@@ -92,8 +95,10 @@ def test_pillar_lowers_the_out_of_range_fraction():
     def out_fraction():
         act.reset_stats()
         model.eval()
+        act.track_eval = True
         with torch.no_grad():
             model(x)
+        act.track_eval = False
         s = act.reset_stats()
         return s["out_of_range"] / s["count"]
 

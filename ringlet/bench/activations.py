@@ -15,6 +15,7 @@ from ringlet.bench.suite import config_setup, shipped_stem
 from ringlet.comm.shaper import LinkProfile, PROFILES
 from ringlet.nn.api import run_inference
 from ringlet.train.api import find_checkpoint
+from ringlet.train.checkpoint import read_meta
 
 
 def run_activations(model: str = "resnet20", poly_model: str | None = None,
@@ -52,6 +53,8 @@ def run_activations(model: str = "resnet20", poly_model: str | None = None,
                         f"{row['seconds_online']:.2f} s, {row['rounds']} rounds")
     result = {"command": command, "model": stem, "poly_model": poly_model, "samples": samples,
               "rows": rows}
+    if find_checkpoint(poly_model):  # PILLAR's record: out-of-range inputs per epoch and at test time
+        result["pillar"] = read_meta(find_checkpoint(poly_model)).get("pillar")
     for poly_config, key in (("poly", "speedup_poly_vs_exact"), ("poly-local", "speedup_poly_local_vs_exact")):
         result[key] = {
             f"{lk}+{rtt}ms": _pick(rows, "exact", lk, rtt) / _pick(rows, poly_config, lk, rtt)
@@ -97,6 +100,17 @@ def markdown(result: dict, png: str) -> str:
     for r in result["rows"]:
         lines.append(f"| {r['config']} | {r['link']} | {r['rtt_ms']} | {r['accuracy']:.4f} | "
                      f"{r['seconds_per_image']:.3f} | {r['bytes_per_image'] / 1e6:.2f} | {r['rounds']} |")
+    pillar = result.get("pillar")
+    if pillar and pillar.get("test"):
+        test = pillar["test"]
+        lines += ["", f"PILLAR (c = {pillar['coefficient']:g}): polynomial inputs outside [−r, r] on the "
+                  f"test split: {100 * test['out_of_range_fraction']:.4f} % overall; per layer:", "",
+                  "| layer | out of range % | max |x| |", "|---|---|---|"]
+        lines += [f"| {name} | {100 * v['out_of_range_fraction']:.4f} | {v['max_abs']:.3g} |"
+                  for name, v in test["layers"].items()]
+        lines += ["", "| epoch | exponent p | out of range % (training inputs) |", "|---|---|---|"]
+        lines += [f"| {h['epoch']} | {h['exponent']} | {100 * h['out_of_range_fraction']:.4f} |"
+                  for h in pillar.get("history", [])]
     for key, what in (("speedup_poly_vs_exact", "exact output truncation, 2 rounds per layer"),
                       ("speedup_poly_local_vs_exact", "local output truncation, 1 round per layer")):
         if result.get(key):

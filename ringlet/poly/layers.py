@@ -50,7 +50,8 @@ def fit_table(degrees=range(2, 9), r: float = 5.0, fracs=(10, 12)) -> list[dict]
 
 
 class PolyAct(nn.Module):
-    """Σ_j c_j x^j with fixed coefficients; inputs clipped to ±r while training only."""
+    """Σ_j c_j x^j with fixed coefficients; inputs clipped to ±r while training only. The
+    out-of-range statistics count training inputs (and eval inputs when ``track_eval`` is set)."""
 
     def __init__(self, coeffs, r: float = 5.0):
         super().__init__()
@@ -58,16 +59,15 @@ class PolyAct(nn.Module):
         self.range = float(r)
         self.last_input: torch.Tensor | None = None  # for the PILLAR penalty (training only)
         self.stats = {"count": 0, "out_of_range": 0, "max_abs": 0.0}
+        self.track_eval = False  # record statistics in eval mode too (PILLAR's test-time measure)
 
     @property
     def degree(self) -> int:
         return self.coeffs.numel() - 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            self.stats["count"] += x.numel()
-            self.stats["out_of_range"] += int((x.abs() > self.range).sum())
-            self.stats["max_abs"] = max(self.stats["max_abs"], float(x.abs().max()))
+        if self.training or self.track_eval:
+            self._record(x)
         if self.training:
             self.last_input = x
             x = x.clamp(-self.range, self.range)
@@ -75,6 +75,12 @@ class PolyAct(nn.Module):
         for c in reversed(self.coeffs.tolist()):  # Horner
             out = out * x + c
         return out
+
+    @torch.no_grad()
+    def _record(self, x: torch.Tensor) -> None:
+        self.stats["count"] += x.numel()
+        self.stats["out_of_range"] += int((x.abs() > self.range).sum())
+        self.stats["max_abs"] = max(self.stats["max_abs"], float(x.abs().max()))
 
     def reset_stats(self) -> dict:
         old, self.stats = self.stats, {"count": 0, "out_of_range": 0, "max_abs": 0.0}

@@ -3,7 +3,8 @@
 Loss = cross-entropy + c · Σ_layers Σ_elements (x / r)^p per sample, p even. The exponent warms up
 4 → 6 → 8 → 10 over the first epochs (one step per epoch), so that far-out inputs are pulled in before
 the penalty becomes flat inside the range. Inputs are clipped to ±r in training only (PolyAct). The
-out-of-range fraction and the largest |x| of every layer are recorded per epoch.
+out-of-range fraction and the largest |x| of every layer are recorded per epoch on the training inputs
+(before clipping), and on the test split at the end (``measure``).
 """
 
 from __future__ import annotations
@@ -64,11 +65,16 @@ class Pillar:
         """Out-of-range fraction and max |x| per layer on a dataset (eval mode, no clipping)."""
         for layer in self.layers().values():
             layer.reset_stats()
+            layer.track_eval = True
         x, _ = data.tensors(samples)
         self.model.eval()
-        with torch.no_grad():
-            for start in range(0, x.shape[0], 512):
-                self.model(x[start:start + 512])
+        try:
+            with torch.no_grad():
+                for start in range(0, x.shape[0], 512):
+                    self.model(x[start:start + 512])
+        finally:
+            for layer in self.layers().values():
+                layer.track_eval = False
         stats = {name: layer.reset_stats() for name, layer in self.layers().items()}
         count = max(1, sum(s["count"] for s in stats.values()))
         return {"out_of_range_fraction": sum(s["out_of_range"] for s in stats.values()) / count,

@@ -80,6 +80,11 @@ def _lr_at(cfg: TrainConfig, step: int, total: int, steps_per_epoch: int) -> flo
     return 0.5 * cfg.lr * (1 + math.cos(math.pi * progress))
 
 
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
 def _save_resume(path: Path, model: nn.Module, opt: torch.optim.SGD, epoch: int,
                  gen: torch.Generator, history: list) -> None:
     tensors = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
@@ -164,8 +169,9 @@ def fit(model: nn.Module, train: Dataset, test: Dataset | None, cfg: TrainConfig
             correct += int((out.argmax(1) == y).sum())
             count += len(idx)
             rate = count / (time.perf_counter() - t0)
+            left = (n - count) + (cfg.epochs - epoch - 1) * n  # images still to train on, whole run
             bar.set_postfix(loss=f"{loss_sum / count:.3f}", acc=f"{correct / count:.3f}",
-                            img_s=f"{rate:.0f}", refresh=False)
+                            img_s=f"{rate:.0f}", run_eta=_clock(left / rate), refresh=False)
         bar.close()
         elapsed = time.perf_counter() - t0
         seen, seconds = seen + count, seconds + elapsed

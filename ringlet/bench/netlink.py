@@ -122,15 +122,16 @@ if __name__ == "__main__":  # pragma: no cover - run by measure_real in a namesp
 
 
 def run_real_inference(model: str, link: LinkProfile, samples: int, batch: int,
-                       party_args: list[str], dataset: str | None = None) -> dict:
+                       party_args: list[str], dataset: str | None = None, timeout: float = 900) -> dict:
     """A private inference with server 1 behind a real shaped link (server 0, dealer and client in
-    namespace A, server 1 in namespace B); returns server 0's JSON report."""
+    namespace A, server 1 in namespace B); returns server 0's JSON report. ``timeout`` bounds every
+    message wait: the client waits for a whole batch, which on a slow link takes minutes."""
     import json
     from ringlet.launch import free_port
     with shaped_namespaces(link) as ns:
         master = f"{ns['ip_a']}:{free_port()}"
         base = [sys.executable, "-m", "ringlet.cli.main", "party", "--world-size", "2",
-                "--master", master, "--timeout", "120"]
+                "--master", master, "--timeout", str(timeout)]
         spec = [(ns["a"], ["--role", "server", "--rank", "0", "--model", model, "--json"] + party_args),
                 (ns["b"], ["--role", "server", "--rank", "1", "--model", model] + party_args),
                 (ns["a"], ["--role", "dealer"])]
@@ -140,8 +141,8 @@ def run_real_inference(model: str, link: LinkProfile, samples: int, batch: int,
         if dataset:
             client += ["--dataset", dataset]
         res = subprocess.run(["ip", "netns", "exec", ns["a"]] + base + client, capture_output=True,
-                             text=True, timeout=1800)
-        outs = [p.communicate(timeout=600) for p in procs]
+                             text=True, timeout=4 * timeout)
+        outs = [p.communicate(timeout=timeout) for p in procs]
         if res.returncode or any(p.returncode for p in procs):
             errs = [res.stderr] + [e for _, e in outs]
             raise RuntimeError("real-link inference failed: " + " | ".join(e.strip()[-300:] for e in errs if e))

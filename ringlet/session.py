@@ -154,8 +154,9 @@ class Session:
         """Wrap this server's int64 share tensor."""
         return ArithmeticShare(data, self.rank, self.fixed.frac_bits if frac is None else frac)
 
-    def barrier(self, tag: str = "setup") -> None:
-        """Wait until every non-dealer party reaches this point."""
-        parties = [r for r in range(self.world.size) if r not in (self.world.dealer, self.rank)]
+    def barrier(self, tag: str = "setup", among=None) -> None:
+        """Wait until every non-dealer party (or every party in ``among``) reaches this point."""
+        group = range(self.world.size) if among is None else among
+        parties = [r for r in group if r not in (self.world.dealer, self.rank)]
         one = torch.zeros(1, dtype=torch.uint8)
         self.comm.round(tag, {p: [(tag, one)] for p in parties}, parties, step="barrier")

@@ -65,6 +65,9 @@ def server_program(sess: Session, model: CompiledModel, pregenerate: bool = True
             sess.offline.pregenerate(plans[bshape])
             seconds_offline += time.perf_counter() - t0
             offline = _add(offline, sess.stats.minus(before))
+            # the servers finish their offline work at different times (only the last holder
+            # receives corrections): start the online clock together
+            sess.barrier(among=sess.world.servers)
         log = [] if layer_log else None
         before, t0 = sess.stats.copy(), time.perf_counter()
         x = share_input(sess, None, client, bshape)

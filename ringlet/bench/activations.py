@@ -3,7 +3,8 @@ accuracy and online time on LAN and WAN with added latency (the ESPN paper's Fig
 
 Configs: ``exact``, ``eco``, ``8/64`` (the shipped ReLU model and its search results), ``poly`` (the
 polynomial model, ESPN with the exact output truncation: 2 rounds per layer) and ``poly-local`` (ESPN
-with the local output truncation: 1 round per layer, rare failures; see ringlet.protocols.poly).
+with the local output truncation: 1 round per layer, rare failures; see ringlet.protocols.poly);
+``poly@METHOD`` / ``poly-local@METHOD`` evaluate with another method (e.g. ``@honeybadger``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from ringlet.train.checkpoint import read_meta
 
 
 def run_activations(model: str = "resnet20", poly_model: str | None = None,
-                    configs=("exact", "eco", "8/64", "poly", "poly-local"), links=("lan", "wan"),
+                    configs=("exact", "eco", "8/64", "poly", "poly-local", "poly-local@honeybadger"),
+                    links=("lan", "wan"),
                     latencies=(0, 25, 50, 100), samples: int = 32, batch: int = 32,
                     poly_method: str = "espn", out: str | None = None, log=print,
                     command: str = "") -> dict:
@@ -27,12 +29,15 @@ def run_activations(model: str = "resnet20", poly_model: str | None = None,
     poly_model = poly_model or f"{stem}-poly4"
     rows = []
     for config in configs:
-        if config in ("poly", "poly-local"):
+        kind, _, method = config.partition("@")
+        if kind in ("poly", "poly-local"):
             if not find_checkpoint(poly_model):
                 raise ValueError(f"no polynomial checkpoint {poly_model!r} (train one with "
                                  f"ringlet train --poly ... --pillar ...)")
-            setup = {"model": poly_model, "poly_method": poly_method,
-                     "poly_out_truncation": "local" if config == "poly-local" else "dealer"}
+            setup = {"model": poly_model, "poly_method": method or poly_method,
+                     "poly_out_truncation": "local" if kind == "poly-local" else "dealer"}
+        elif method:
+            raise ValueError(f"config {config!r}: only poly and poly-local take @METHOD")
         else:
             setup = {"model": stem, **config_setup(stem, config)}
         for link_name in links:
@@ -55,7 +60,8 @@ def run_activations(model: str = "resnet20", poly_model: str | None = None,
               "rows": rows}
     if find_checkpoint(poly_model):  # PILLAR's record: out-of-range inputs per epoch and at test time
         result["pillar"] = read_meta(find_checkpoint(poly_model)).get("pillar")
-    for poly_config, key in (("poly", "speedup_poly_vs_exact"), ("poly-local", "speedup_poly_local_vs_exact")):
+    for poly_config in dict.fromkeys(r["config"] for r in rows if r["config"].startswith("poly")):
+        key = "speedup_" + poly_config.replace("-", "_").replace("@", "_") + "_vs_exact"
         result[key] = {
             f"{lk}+{rtt}ms": _pick(rows, "exact", lk, rtt) / _pick(rows, poly_config, lk, rtt)
             for lk in links for rtt in latencies
@@ -111,9 +117,11 @@ def markdown(result: dict, png: str) -> str:
         lines += ["", "| epoch | exponent p | out of range % (training inputs) |", "|---|---|---|"]
         lines += [f"| {h['epoch']} | {h['exponent']} | {100 * h['out_of_range_fraction']:.4f} |"
                   for h in pillar.get("history", [])]
-    for key, what in (("speedup_poly_vs_exact", "exact output truncation, 2 rounds per layer"),
-                      ("speedup_poly_local_vs_exact", "local output truncation, 1 round per layer")):
-        if result.get(key):
-            lines += ["", f"Speedup of the polynomial model ({what}) over exact ReLU: " + ", ".join(
-                f"{k} {v:.2f}×" for k, v in result[key].items())]
+    for key in [k for k in result if k.startswith("speedup_poly")]:
+        what = key[len("speedup_"):-len("_vs_exact")]
+        lines += ["", f"Speedup of `{what}` over exact ReLU: " + ", ".join(
+            f"{k} {v:.2f}×" for k, v in result[key].items())]
+    lines += ["", "poly: ESPN with the exact output truncation (2 rounds per layer); poly-local: the local "
+              "output truncation (1 round, ~10⁻⁸ failures per element); @honeybadger: the dealer's powers "
+              "of a mask instead of ESPN's cross terms (64 bits per element instead of 192)."]
     return "\n".join(lines)

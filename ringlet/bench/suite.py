@@ -176,5 +176,8 @@ def _search_reports(stem: str) -> dict:
     """The shipped search / finetune reports of a model (for the report's tables and plots)."""
     out = {}
     for path in sorted(shipped_models_dir().glob(f"{stem}.*.report.json")):
-        out[path.name.split(".")[1]] = json.loads(path.read_text())
+        try:
+            out[path.name.split(".")[1]] = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:  # a side table must not sink a finished suite
+            out[path.name.split(".")[1]] = {"error": f"{path}: not JSON ({exc})"}
     return out

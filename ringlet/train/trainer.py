@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -117,13 +118,16 @@ def fit(model: nn.Module, train: Dataset, test: Dataset | None, cfg: TrainConfig
         resume_dir: str | Path | None = None,
         extra_loss: Callable[[nn.Module, int], torch.Tensor] | None = None,
         on_epoch_end: Callable[[int, dict], None] | None = None,
-        progress: bool = True, log: Callable[[str], None] = print) -> dict:
+        progress: bool = True, log: Callable[[str], None] | None = None) -> dict:
     """Train ``model`` in place; returns {"history": [...], "test_accuracy", "images_per_second"}.
 
     ``extra_loss(model, epoch)`` is added to the cross-entropy (e.g. the PILLAR penalty, which reads
     what forward hooks recorded). ``resume_dir`` keeps per-epoch state; a run restarted with the same
     directory continues after the last finished epoch.
     """
+    if log is None:  # progress lines go to stderr, so that stdout stays one JSON document
+        def log(line: str) -> None:
+            print(line, file=sys.stderr, flush=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)

@@ -10,6 +10,7 @@ that plan, and the computation runs again: only this second run is the *online* 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import pickle
 import socket
 import threading
@@ -168,9 +169,15 @@ def run_local(program: Program, parties: int = 2, *, client: Program | None = No
     ``transport``: ``local`` (threads in this process) or ``tcp`` (one process per party, gloo over
     loopback TCP; ``program`` and ``client`` must then be importable top-level functions).
     ``link`` shapes every party's messages with a link profile (bandwidth, round-trip time).
+    ``threads`` (torch threads per party; 0 = automatic): with ``tcp`` every party is a process, and
+    the servers compute at the same time, so each gets the cores divided by the number of servers —
+    torch's default (all cores in every process) oversubscribes the machine and runs many times
+    slower. With ``local`` the parties share one process and torch's default is kept.
     Raises :class:`PartyError` naming the failing party if any party fails.
     """
     world = World(parties, has_client=client is not None)
+    if threads == 0 and transport == "tcp":
+        threads = max(1, (os.cpu_count() or 1) // parties)
     args = (world, program, client, master_seed, pregenerate, frac_bits, threads, link)
     if transport == "local":
         reports = _run_threads(world, args, timeout)

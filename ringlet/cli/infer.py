@@ -32,7 +32,8 @@ def add_parser(sub, name):
                    "interrupted run keeps what it finished (default: runs/infer-TIME.jsonl)")
     p.add_argument("--no-results", action="store_true", help="do not stream per-batch results")
     p.add_argument("--output", help="write the logits as .npy")
-    p.add_argument("--threads", type=int, default=0, help="torch threads per party")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads per party (0: automatic; over tcp the cores divided by the servers)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds any party waits for a message")
     p.add_argument("--seed", type=int, default=0, help="seed of a zoo model's random weights")
     p.add_argument("--no-progress", action="store_true")

@@ -58,8 +58,9 @@ def run_activations(model: str = "resnet20", poly_model: str | None = None,
                         f"{row['seconds_online']:.2f} s, {row['rounds']} rounds")
     result = {"command": command, "model": stem, "poly_model": poly_model, "samples": samples,
               "rows": rows}
-    if find_checkpoint(poly_model):  # PILLAR's record: out-of-range inputs per epoch and at test time
-        result["pillar"] = read_meta(find_checkpoint(poly_model)).get("pillar")
+    poly_path = find_checkpoint(poly_model)
+    if poly_path:  # PILLAR's record: out-of-range inputs per epoch and at test time
+        result["pillar"] = read_meta(poly_path).get("pillar")
     for poly_config in dict.fromkeys(r["config"] for r in rows if r["config"].startswith("poly")):
         key = "speedup_" + poly_config.replace("-", "_").replace("@", "_") + "_vs_exact"
         result[key] = {

@@ -35,12 +35,7 @@ def run_poly_bench(n: int, degree: int, method: str, r: float = 5.0, parties: in
     raw = AesCtrStream(b"ringlet-poly-in!").int64(n)  # test data, not protective randomness
     values = fixed.encode((((raw >> 11) & ((1 << 53) - 1)).double() / 2.0 ** 53 * 2 - 1) * r)
     q = poly.coeff_bits(coeffs)
-    if frac is not None:
-        frac_used = frac
-    elif out_truncation == "local":
-        frac_used = poly.local_frac(coeffs, r, q=q)
-    else:
-        frac_used = poly.default_frac(degree, r, q)
+    frac_used = frac if frac is not None else poly.input_frac(coeffs, r, out_truncation, q)
     program = functools.partial(_program, values=values, coeffs=coeffs, method=method, frac=frac_used,
                                 out_truncation=out_truncation)
     res = run_local(program, parties, transport=transport, pregenerate=True)

@@ -177,8 +177,8 @@ class CompiledModel:
             return batch * out.shape[1] * node.params["num_groups"]
         if node.kind == "maxpool":
             k = node.params["kernel"]
-            k = k if isinstance(k, int) else k[0] * k[1]
-            return out.numel() * (k * k - 1 if isinstance(node.params["kernel"], int) else k - 1)
+            area = k * k if isinstance(k, int) else k[0] * k[1]
+            return out.numel() * (area - 1)
         return 0
 
     def _trunc(self, sess):

@@ -89,6 +89,15 @@ def local_frac(coeffs, r: float = 5.0, max_error: float = 1e-2, q: int | None = 
     return min(need, default_frac(d, r, q))
 
 
+def input_frac(coeffs, r: float = 5.0, out_truncation: str = "dealer", q: int | None = None) -> int:
+    """The input precision f_p the one-round methods use by default: ``local_frac`` with a local
+    output truncation, ``default_frac`` with the exact one."""
+    q = coeff_bits(coeffs) if q is None else q
+    if out_truncation == "local":
+        return local_frac(coeffs, r, q=q)
+    return default_frac(len(coeffs) - 1, r, q)
+
+
 def local_failure_rate(coeffs, frac: int, values: torch.Tensor, q: int | None = None) -> float:
     """Expected number of failed local output truncations over ``values`` (inputs x as floats):
     Σ |p(x)|·2^D / 2^64 with D = d·frac + q."""
@@ -179,8 +188,7 @@ def evaluate(sess: Session, x: ArithmeticShare, coeffs, out_frac: int, method: s
 
     ``truncation``: method of the input's (small, safe) truncation to f_p bits; ``out_truncation``:
     of the final one from D to ``out_frac`` bits (see the module docstring). ``frac`` (f_p) defaults
-    to ``default_frac`` with an exact output truncation and to ``local_frac`` (for the fit range
-    ``r``) with a local one.
+    to ``input_frac`` for the fit range ``r``.
     """
     d = len(coeffs) - 1
     if method not in METHODS:
@@ -188,8 +196,7 @@ def evaluate(sess: Session, x: ArithmeticShare, coeffs, out_frac: int, method: s
     if method == "horner":
         return _horner(sess, x, coeffs, out_frac, truncation)
     q = coeff_bits(coeffs)
-    if frac is None:
-        frac = local_frac(coeffs, r, q=q) if out_truncation == "local" else default_frac(d, r, q)
+    frac = frac if frac is not None else input_frac(coeffs, r, out_truncation, q)
     scale = d * frac + q
     if scale > 62:
         raise ValueError(f"degree {d} at {frac} fractional bits needs {scale} bits; at most 62")

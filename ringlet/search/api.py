@@ -16,7 +16,7 @@ from ringlet.nn.config import ReluConfig, setting_of
 from ringlet.nn.secure import CompiledModel
 from ringlet.search import hummingbird as hb
 from ringlet.search.simulator import Simulator
-from ringlet.train.api import resolve_model
+from ringlet.train.api import load_test_split, resolve_model
 
 
 def validation_split(dataset: str, samples: int, data_dir=None, seed: int = 0):
@@ -188,10 +188,7 @@ def simulated_accuracy(model: str, relu_config: str, dataset: str | None = None,
     dataset = dataset or meta.get("dataset")
     if dataset is None:
         raise ValueError("give --dataset (the checkpoint names none)")
-    test = load_dataset(dataset, "test", data_dir)
-    n = len(test) if samples is None else samples
-    if n < 1 or n > len(test):
-        raise ValueError(f"--samples {n}: the {dataset} test split has {len(test)} images")
+    test, n = load_test_split(dataset, samples, data_dir)
     tx, ty = test.tensors(n)
     graph = compile_model(net, tx.shape[1:])
     bits = ReluConfig.load(relu_config).resolve(graph.activation_names, relu_config)

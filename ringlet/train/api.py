@@ -122,16 +122,22 @@ def train_zoo_model(*, model: str, dataset: str, epochs: int, out: Path, batch: 
             **({"pillar_test": meta["pillar"]["test"]} if pillar_reg else {})}
 
 
+def load_test_split(dataset: str, samples: int | None, data_dir=None):
+    """A dataset's test split and how many of its first images to use (all unless ``samples``)."""
+    test = load_dataset(dataset, "test", data_dir)
+    n = len(test) if samples is None else samples
+    if n < 1 or n > len(test):
+        raise ValueError(f"--samples {n}: the {dataset} test split has {len(test)} images")
+    return test, n
+
+
 def evaluate_model(model: str, dataset: str, samples: int | None = None, batch: int = 256,
                    data_dir=None) -> dict:
     """Plaintext test accuracy of a checkpoint or zoo model (the ``ringlet eval`` JSON)."""
-    test = load_dataset(dataset, "test", data_dir)
+    test, n = load_test_split(dataset, samples, data_dir)
     net, meta = resolve_model(model, test.input_shape, test.num_classes)
     if tuple(meta["input_shape"]) != test.input_shape:
         raise ValueError(f"model {model} expects input {tuple(meta['input_shape'])}, dataset "
                          f"{dataset} has {test.input_shape}")
-    n = len(test) if samples is None else samples
-    if n < 1 or n > len(test):
-        raise ValueError(f"--samples {n}: the {dataset} test split has {len(test)} images")
     acc = evaluate(net, test, n, batch)
     return {"accuracy": acc, "samples": n, "dataset": dataset, "model": model}

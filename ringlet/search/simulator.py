@@ -18,10 +18,10 @@ import hashlib
 from collections import OrderedDict
 
 import torch
-import torch.nn.functional as F
 
 from ringlet import ring
-from ringlet.nn.secure import CompiledModel, plain_activation
+from ringlet.nn.interpret import PlainInterpreter
+from ringlet.nn.secure import CompiledModel
 from ringlet.protocols.compare import ReluSpec, input_bits
 
 EXACT = (64, 0)
@@ -85,14 +85,16 @@ def _last_share(x: torch.Tensor, masks: list[torch.Tensor]) -> torch.Tensor:
     return last
 
 
-class Simulator:
+class Simulator(PlainInterpreter):
     """Plaintext forward with share-level ReLUs over a fixed set of images."""
+
+    mode = "simulate"
 
     def __init__(self, model: CompiledModel, images: torch.Tensor, labels: torch.Tensor,
                  parties: int = 2, fused: bool = True, seed: int = 0, cache_size: int = 8,
                  batch: int = 1024, cache_shares: bool = True):
+        super().__init__(model.graph, torch.float32)
         self.model = model
-        self.graph = model.graph
         self.images = images.float()
         self.labels = labels
         self.parties = parties
@@ -101,21 +103,12 @@ class Simulator:
         self.batch = batch
         self.cache_shares = cache_shares
         self.f = model.fixed.frac_bits
-        self.index = {n.name: i for i, n in enumerate(self.graph.nodes)}
-        self.last_use = self._last_uses()
         self._shares: dict[tuple, list[torch.Tensor]] = {}
         self._cache: OrderedDict = OrderedDict()
         self.cache_size = cache_size
         self.evaluations = 0
-        self.params = {n.name: {k: (v.float() if isinstance(v, torch.Tensor) else v)
-                                for k, v in n.params.items()} for n in self.graph.nodes}
-
-    def _last_uses(self) -> dict[str, int]:
-        last = {}
-        for i, node in enumerate(self.graph.nodes):
-            for name in node.inputs:
-                last[name] = i
-        return last
+        self._bits: dict = {}
+        self._chunk = 0
 
     # -- the ReLU rule ----------------------------------------------------------------------------
     def _shift(self, node) -> int:
@@ -173,39 +166,13 @@ class Simulator:
         return keep
 
     # -- forward with prefix caching ---------------------------------------------------------------
-    def _step(self, node, ins: list[torch.Tensor], bits: dict, chunk: int) -> torch.Tensor:
-        p, kind = self.params[node.name], node.kind
-        if kind == "conv":
-            return F.conv2d(ins[0], p["weight"], p["bias"], p["stride"], p["padding"],
-                            p["dilation"], p["groups"])
-        if kind == "linear":
-            return F.linear(ins[0], p["weight"], p["bias"])
-        if kind == "affine":
-            view = (1, -1) + (1,) * (ins[0].ndim - 2)
-            return ins[0] * p["scale"].view(view) + p["shift"].view(view)
-        if kind == "relu":
-            return self.relu(node, ins[0], bits.get(node.label, EXACT), chunk)
-        if kind == "add":
-            return ins[0] + ins[1]
-        if kind == "cat":
-            return torch.cat(ins, p["dim"])
-        if kind == "scale":
-            return ins[0] * p["factor"] + p["offset"]
-        if kind == "avgpool":
-            return F.avg_pool2d(ins[0], p["kernel"], p["stride"], p["padding"])
-        if kind == "gavgpool":
-            y = ins[0].mean((2, 3), keepdim=True)
-            return y if p.get("keepdim", True) and len(node.out_shape) == 3 else y.flatten(1)
-        if kind == "maxpool":
-            return F.max_pool2d(ins[0], p["kernel"], p["stride"], p["padding"])
-        if kind == "reshape":
-            return ins[0].reshape(ins[0].shape[0], *node.out_shape)
-        if kind in ("identity", "output"):
-            return ins[0]
-        return plain_activation(node, ins[0].double()).float()
+    def simulated_relu(self, node, x: torch.Tensor) -> torch.Tensor:
+        """ReLU of ``node`` under the bits of the forward in progress (the op handlers call this)."""
+        return self.relu(node, x, self._bits.get(node.label, EXACT), self._chunk)
 
     def _prefix_key(self, bits: dict, upto: int) -> tuple:
-        return tuple(bits.get(n.label, EXACT) for n in self.graph.nodes[:upto] if n.kind == "relu")
+        return tuple(bits.get(n.label, EXACT) for n in self.graph.nodes[:upto]
+                     if self.ops[n.kind].bits == "relu")
 
     def logits(self, bits: dict, resume_at: int | None = None) -> torch.Tensor:
         """Outputs for all images under ``bits``; ``resume_at`` (a node index) caches the live
@@ -218,27 +185,19 @@ class Simulator:
         return torch.cat(outs)
 
     def _forward(self, x, bits, chunk, resume_at) -> torch.Tensor:
-        env: dict[str, torch.Tensor] = {}
-        begin = 0
-        key = None
-        if resume_at is not None:
-            key = (chunk, resume_at, self._prefix_key(bits, resume_at))
-            if key in self._cache:
-                env = dict(self._cache[key])
-                self._cache.move_to_end(key)
-                begin = resume_at
-        for i in range(begin, len(self.graph.nodes)):
-            if key is not None and i == resume_at and begin != resume_at:
-                self._cache[key] = dict(env)
-                if len(self._cache) > self.cache_size:
-                    self._cache.popitem(last=False)
-            node = self.graph.nodes[i]
-            ins = [env[n] for n in node.inputs]
-            env[node.name] = x if node.kind == "input" else self._step(node, ins, bits, chunk)
-            for n in node.inputs:
-                if self.last_use.get(n) == i:
-                    env.pop(n, None)
-        return env["output"]
+        self._bits, self._chunk = bits, chunk
+        if resume_at is None:
+            return self.run(x)
+        key = (chunk, resume_at, self._prefix_key(bits, resume_at))
+        env = self._cache.get(key)
+        if env is None:
+            env = self.run(x, stop=resume_at)
+            self._cache[key] = env
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+        return self.run(None, start=resume_at, env=env)
 
     def accuracy(self, bits: dict, resume_at: int | None = None) -> float:
         pred = self.logits(bits, resume_at).argmax(1)
@@ -266,4 +225,4 @@ class Simulator:
     def first_index(self, labels) -> int:
         """Index of the first node of the graph that is one of the ReLUs ``labels``."""
         labels = set(labels)
-        return min(i for i, n in enumerate(self.graph.nodes) if n.kind == "relu" and n.label in labels)
+        return min(i for i, n in enumerate(self.graph.nodes) if n.label in labels)

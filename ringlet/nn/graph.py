@@ -1,0 +1,73 @@
+"""The compiled graph: a list of secure nodes in execution order, each of one registered kind.
+
+A node's ``kind`` names its handlers in :mod:`ringlet.nn.ops` (how it runs in plaintext, on shares,
+in the search's simulator, and which fractional bits its output carries); ``params`` hold the public
+constants of the node (weights, strides, coefficients). Shapes are per sample (no batch axis).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Node:
+    """One secure operation: ``kind`` applied to the outputs of ``inputs``."""
+
+    name: str
+    kind: str
+    inputs: list[str]
+    label: str
+    out_shape: tuple  # per sample (no batch axis)
+    params: dict = field(default_factory=dict)
+
+
+def _numel(shape) -> int:
+    size = 1
+    for d in shape:
+        size *= int(d)
+    return size
+
+
+@dataclass
+class SecureGraph:
+    nodes: list[Node]
+    input_shape: tuple
+    postprocess: dict | None = None  # applied by the client to the logits (a stripped softmax)
+
+    def _ops(self):
+        from ringlet.nn.ops import registry
+        return registry()
+
+    @property
+    def output_shape(self) -> tuple:
+        return tuple(self.nodes[-1].out_shape)
+
+    @property
+    def relus(self) -> list[Node]:
+        """Activations whose sign decision the reduced-ring search and finetuning act on."""
+        ops = self._ops()
+        return [n for n in self.nodes if ops[n.kind].bits == "relu"]
+
+    @property
+    def relu_names(self) -> list[str]:
+        return [n.label for n in self.relus]
+
+    @property
+    def activation_names(self) -> list[str]:
+        """Everything a bit configuration may name: ReLU-like activations and shared ReLUs."""
+        ops = self._ops()
+        return [n.label for n in self.nodes if ops[n.kind].bits is not None]
+
+    def relu_elements(self) -> dict[str, int]:
+        """DReLU evaluations per input sample, by name: every output of a ReLU, one per group of a
+        shared ReLU (channels × groups)."""
+        ops = self._ops()
+        return {n.label: ops[n.kind].elements(n) for n in self.nodes if ops[n.kind].bits is not None}
+
+    def summary(self) -> list[dict]:
+        return [{"name": n.name, "kind": n.kind, "label": n.label, "shape": list(n.out_shape)}
+                for n in self.nodes]
+
+
+__all__ = ["Node", "SecureGraph"]

@@ -1,0 +1,24 @@
+"""Node kinds: every operator is one :class:`Op` (its handlers in every mode) registered once,
+with the lowerings that turn torch modules, functions and tensor methods into it.
+
+``registry()`` builds the table on first use from the op modules (nothing happens on import).
+"""
+
+from __future__ import annotations
+
+import functools
+
+from ringlet.nn.ops.base import Op, Registry
+
+
+@functools.cache
+def registry() -> Registry:
+    """Every node kind of this ringlet (immutable once built)."""
+    from ringlet.nn.ops import activation, linear, pool, structure
+    reg = Registry()
+    for module in (linear, activation, pool, structure):
+        module.register(reg)
+    return reg
+
+
+__all__ = ["Op", "Registry", "registry"]

@@ -1,0 +1,98 @@
+"""The handler set of one node kind, and the registry that holds every kind once.
+
+An :class:`Op` says how its kind runs in every mode a graph is interpreted in
+(:mod:`ringlet.nn.interpret`): ``plain`` (float64 reference), ``simulate`` (the search's float32
+simulator; plain unless the kind takes ReLU bits), ``secure`` (on one server's shares), ``frac``
+(the fractional bits of its output) and ``magnitude`` (a bound on |output| from bounds on the
+inputs, for the worst-case range check). ``encode`` prepares its public constants once per compiled
+model. Lowerings (from torch.fx nodes to graph nodes) are registered beside the kind they emit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ringlet.nn.graph import _numel
+
+
+class Op:
+    """Handlers of one node kind (stateless; one instance per registry)."""
+
+    kind: str = ""
+    #: secure inputs above f fractional bits are truncated to f before the handler runs
+    needs_f: bool = False
+    #: "relu": takes ReLU bits [k:m] and is searched/finetuned; "group": takes bits, not searched
+    bits: str | None = None
+    #: rounds and bits per element (2 servers, ℓ = 64), as printed in the operator table
+    cost: str = "local: 0 rounds, 0 bits"
+
+    def frac(self, node, ins: list[int], f: int) -> int:
+        return ins[0]
+
+    def plain(self, node, ins, ctx):
+        raise NotImplementedError(f"{self.kind}: no plaintext handler")
+
+    def simulate(self, node, ins, ctx):
+        return self.plain(node, ins, ctx)
+
+    def secure(self, node, ins, ctx):
+        raise NotImplementedError(f"{self.kind}: no secure handler")
+
+    def encode(self, node, fixed) -> dict | None:
+        return None
+
+    def magnitude(self, node, ins: list[float]) -> float:
+        return ins[0]
+
+    def elements(self, node) -> int:
+        """Sign decisions per sample when the node takes bits (the config's ReLU count)."""
+        return _numel(node.out_shape)
+
+    def drelus(self, node, bits: tuple[int, int] | None) -> int:
+        """Sign decisions (DReLUs) per sample the secure run evaluates."""
+        return 0
+
+
+@dataclass
+class Registry:
+    """Every node kind once, and the lowerings of torch modules, functions and tensor methods."""
+
+    ops: dict[str, Op] = field(default_factory=dict)
+    modules: dict[type, Callable] = field(default_factory=dict)
+    functions: dict[object, Callable] = field(default_factory=dict)
+    methods: dict[str, Callable] = field(default_factory=dict)
+    refusals: dict[object, str] = field(default_factory=dict)  # known unsupported → way out
+
+    def __getitem__(self, kind: str) -> Op:
+        try:
+            return self.ops[kind]
+        except KeyError:
+            raise KeyError(f"no node kind {kind!r} is registered") from None
+
+    def op(self, op: Op) -> None:
+        if op.kind in self.ops:
+            raise ValueError(f"node kind {op.kind!r} registered twice")
+        self.ops[op.kind] = op
+
+    def module(self, types, lower: Callable) -> None:
+        for t in (types if isinstance(types, tuple) else (types,)):
+            self.modules[t] = lower
+
+    def function(self, targets, lower: Callable) -> None:
+        for t in targets:
+            self.functions[t] = lower
+
+    def method(self, names, lower: Callable) -> None:
+        for name in names:
+            self.methods[name] = lower
+
+    def refuse(self, targets, why: str) -> None:
+        for t in targets:
+            self.refusals[t] = why
+
+    def lowering_for_module(self, mod) -> Callable | None:
+        for t in type(mod).__mro__:
+            if t in self.modules:
+                return self.modules[t]
+        return None

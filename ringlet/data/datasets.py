@@ -1,23 +1,28 @@
 """The datasets ringlet knows by name, loaded into memory as uint8 images and int64 labels.
 
 Names used everywhere (CLI, configs, reports): ``fashion-mnist``, ``mnist``, ``cifar10``, ``cifar100``,
-``svhn``, ``tiny-imagenet`` (any ImageFolder tree of 64×64 RGB images in 200 classes), ``synthetic-cifar``.
+``svhn``, ``tiny-imagenet`` (any ImageFolder tree of 64×64 RGB images in 200 classes), ``synthetic-cifar``,
+and ``imagefolder`` (the user's own ImageFolder tree of any size and classes, see ``ringlet.data.folders``).
 Nothing is ever downloaded: Fashion-MNIST comes from the Debian package
-``dataset-fashion-mnist``; the others from a folder given by ``data_dir`` or ``$RINGLET_DATA``.
+``dataset-fashion-mnist``; the others from ``DATA_DIR/NAME``, with ``DATA_DIR`` given by ``data_dir`` or
+``$RINGLET_DATA`` — except ``imagefolder``, whose ``data_dir`` is the tree root itself.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ringlet.data import formats
+from ringlet.data import folders, formats
+from ringlet.data.formats import DatasetMissingError
+from ringlet.data.sources import normalize_pixels, per_channel
 
-DATASET_NAMES = ("fashion-mnist", "mnist", "cifar10", "cifar100", "svhn", "tiny-imagenet", "synthetic-cifar")
+DATASET_NAMES = ("fashion-mnist", "mnist", "cifar10", "cifar100", "svhn", "tiny-imagenet", "synthetic-cifar",
+                 "imagefolder")
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 # per-channel mean / std of the training split (pixel values scaled to [0, 1])
@@ -35,6 +40,14 @@ _NUM_CLASSES = {"fashion-mnist": 10, "mnist": 10, "cifar10": 10, "cifar100": 100
 _SHAPES = {"fashion-mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32),
            "cifar100": (3, 32, 32), "svhn": (3, 32, 32), "tiny-imagenet": (3, 64, 64),
            "synthetic-cifar": (3, 32, 32)}
+_DIGITS = tuple(str(d) for d in range(10))
+_CLASSES = {
+    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                      "Bag", "Ankle boot"),
+    "mnist": _DIGITS,
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+    "svhn": _DIGITS,
+}
 
 _HOW_TO_GET = {
     "fashion-mnist": "install the Debian package: apt-get install -y dataset-fashion-mnist "
@@ -54,13 +67,12 @@ _HOW_TO_GET = {
 }
 
 
-class DatasetMissingError(FileNotFoundError):
-    """The files of a named dataset are not on this machine; the message says how to get them."""
-
-
 @dataclass(frozen=True)
 class Dataset:
-    """A dataset split in memory: uint8 images N×C×H×W, int64 labels N, and its normalisation."""
+    """A dataset split in memory: uint8 images N×C×H×W, int64 labels N, and its normalisation.
+
+    ``classes`` are the class names in label order (None when the dataset has no names).
+    """
 
     name: str
     split: str
@@ -70,6 +82,7 @@ class Dataset:
     std: tuple[float, ...]
     num_classes: int
     synthetic: bool = False
+    classes: tuple[str, ...] | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -79,10 +92,13 @@ class Dataset:
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
 
     def normalize(self, images_u8: torch.Tensor) -> torch.Tensor:
-        """uint8 images → float32, scaled to [0, 1] then standardised per channel."""
-        mean = torch.tensor(self.mean).view(1, -1, 1, 1)
-        std = torch.tensor(self.std).view(1, -1, 1, 1)
-        return (images_u8.float() / 255.0 - mean) / std
+        """Map uint8 images to float32, scaled to [0, 1] then standardised per channel."""
+        return normalize_pixels(images_u8, self.mean, self.std)
+
+    def with_normalization(self, mean, std) -> "Dataset":
+        """Return this split with another per-channel mean/std (one value is broadcast to all channels)."""
+        mean, std = per_channel(mean, std, self.input_shape[0], what=f"dataset {self.name} normalisation")
+        return replace(self, mean=mean, std=std)
 
     def tensors(self, samples: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The first ``samples`` (all if None) normalised images and their labels."""
@@ -92,16 +108,25 @@ class Dataset:
         return self.normalize(self.images[:n]), self.labels[:n]
 
     def subset(self, index: torch.Tensor) -> "Dataset":
-        return Dataset(self.name, self.split, self.images[index], self.labels[index], self.mean,
-                       self.std, self.num_classes, self.synthetic)
+        """Return the images and labels at ``index``, with the same normalisation and classes."""
+        return replace(self, images=self.images[index], labels=self.labels[index])
 
 
 def dataset_info(name: str) -> dict:
-    """Shape, classes and normalisation of a named dataset, without loading it."""
+    """Shape, classes and normalisation of a named dataset, without loading it.
+
+    ``imagefolder`` raises ValueError: its shape, classes and normalisation come from the folder, so
+    load it and read ``input_shape``, ``classes`` and ``mean``/``std`` of the returned ``Dataset``.
+    """
     _check_name(name)
+    if name == "imagefolder":
+        raise ValueError("dataset_info('imagefolder'): shape, classes and normalisation depend on the "
+                         "folder; use load_dataset('imagefolder', 'train', DIR) and read its input_shape, "
+                         "classes, mean and std")
     mean, std = _NORMALISATION[name]
+    classes = _CLASSES.get(name)
     return {"name": name, "input_shape": list(_SHAPES[name]), "num_classes": _NUM_CLASSES[name],
-            "mean": list(mean), "std": list(std)}
+            "mean": list(mean), "std": list(std), "classes": list(classes) if classes else None}
 
 
 def _check_name(name: str) -> None:
@@ -170,7 +195,7 @@ def _load_svhn(split: str, root: Path | None) -> tuple[torch.Tensor, torch.Tenso
     return formats.read_svhn_mat(path)
 
 
-def _load_image_tree(name: str, split: str, root: Path | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _load_image_tree(name: str, split: str, root: Path | None) -> tuple[torch.Tensor, torch.Tensor, tuple]:
     """An ImageFolder tree: FOLDER/train/CLASS/…; the test split from FOLDER/test/CLASS/… or
     Tiny-ImageNet's FOLDER/val/ (images + val_annotations.txt), with the training split's classes."""
     folder = root / name if root else None
@@ -185,7 +210,7 @@ def _load_image_tree(name: str, split: str, root: Path | None) -> tuple[torch.Te
         images, labels = formats.read_annotated_folder(folder / "val", classes)
     else:
         raise _missing(name, [folder / "test", folder / "val"])
-    return images, labels
+    return images, labels, tuple(classes)
 
 
 def synthetic_cifar(split: str, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -202,12 +227,24 @@ def synthetic_cifar(split: str, n: int | None = None) -> tuple[torch.Tensor, tor
     return images, labels
 
 
-def load_dataset(name: str, split: str = "test", data_dir: str | os.PathLike | None = None) -> Dataset:
-    """Load one split (``train`` or ``test``) of a named dataset into memory."""
+def load_dataset(name: str, split: str = "test", data_dir: str | os.PathLike | None = None,
+                 image_size: tuple[int, int] | None = None) -> Dataset:
+    """Load one split (``train`` or ``test``) of a named dataset into memory.
+
+    For ``imagefolder``, ``data_dir`` is the tree root itself (``$RINGLET_DATA`` is not used) and
+    ``image_size=(H, W)`` resizes every image; other datasets have a fixed size and refuse it.
+    """
     _check_name(name)
     if split not in ("train", "test"):
         raise ValueError(f"unknown split {split!r}; use 'train' or 'test'")
+    if name == "imagefolder":
+        images, labels, classes, mean, std = folders.load_image_folder(data_dir, split, image_size)
+        return Dataset(name, split, images, labels, mean, std, len(classes), classes=classes)
+    if image_size is not None:
+        raise ValueError(f"image_size applies to dataset 'imagefolder' only; {name} images are "
+                         f"{_SHAPES[name][1]}×{_SHAPES[name][2]}")
     root = _data_root(data_dir)
+    classes = _CLASSES.get(name)
     if name in ("fashion-mnist", "mnist"):
         images, labels = _load_idx_dataset(name, split, root)
     elif name in ("cifar10", "cifar100"):
@@ -215,7 +252,7 @@ def load_dataset(name: str, split: str = "test", data_dir: str | os.PathLike | N
     elif name == "svhn":
         images, labels = _load_svhn(split, root)
     elif name == "tiny-imagenet":
-        images, labels = _load_image_tree(name, split, root)
+        images, labels, classes = _load_image_tree(name, split, root)
     else:
         images, labels = synthetic_cifar(split)
     if tuple(images.shape[1:]) != _SHAPES[name]:
@@ -224,6 +261,8 @@ def load_dataset(name: str, split: str = "test", data_dir: str | os.PathLike | N
     if labels.numel() and (labels.min() < 0 or labels.max() >= _NUM_CLASSES[name]):
         raise formats.DatasetFormatError(
             f"dataset {name}: labels outside 0..{_NUM_CLASSES[name] - 1}")
+    if classes is not None and len(classes) != _NUM_CLASSES[name]:
+        classes = None  # e.g. a small tiny-imagenet tree: its folder names do not name all classes
     mean, std = _NORMALISATION[name]
     return Dataset(name, split, images, labels, mean, std, _NUM_CLASSES[name],
-                   synthetic=(name == "synthetic-cifar"))
+                   synthetic=(name == "synthetic-cifar"), classes=classes)

@@ -22,6 +22,10 @@ class DatasetFormatError(ValueError):
     """A dataset file exists but its content is not in the expected format."""
 
 
+class DatasetMissingError(FileNotFoundError):
+    """The files of a dataset are not on this machine; the message says how to get them."""
+
+
 def _open_maybe_gz(path: Path) -> bytes:
     with open(path, "rb") as fh:
         raw = fh.read()

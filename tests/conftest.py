@@ -28,3 +28,14 @@ def _small_threads():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+def secure_logits(compiled, x, parties=2, transport="local", batch=None):
+    """A private inference of ``compiled`` on ``x``: (logits, per-layer rows of server 0)."""
+    import functools
+
+    from ringlet.nn.inference import client_program, server_program
+    server = functools.partial(server_program, model=compiled)
+    client = functools.partial(client_program, images=x, batch=batch or x.shape[0], progress=False)
+    res = run(server, parties, client=client, transport=transport)
+    return res.client_result["logits"], res.servers[0].result["per_layer"]

@@ -73,7 +73,7 @@ def test_every_supported_layer_matches_plaintext(parties):
     compiled, ref = _setup(EveryLayer(), x)
     assert torch.allclose(compiled.run_plain(x), ref, atol=1e-9)  # folding and graph are exact
     kinds = {n.kind for n in compiled.graph.nodes}
-    assert {"conv", "affine", "relu", "add", "scale", "avgpool", "maxpool", "gavgpool", "cat",
+    assert {"conv", "affine", "relu", "add", "avgpool", "maxpool", "mean", "cat",
             "reshape", "linear"} <= kinds
     assert sum(n.kind == "conv" and "folded" in n.params for n in compiled.graph.nodes) == 1
     _, logits = _infer(compiled, x, parties)

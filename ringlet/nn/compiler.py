@@ -1,13 +1,19 @@
 """Compile a torch.nn.Module into a secure graph with torch.fx (no ONNX).
 
-The model is traced symbolically and its shapes propagated for one input; every fx node is lowered
-by the lowering registered for its module type, function or tensor method
-(:mod:`ringlet.nn.ops`). BatchNorm right after a conv/linear (its only user) is folded into it; any
-other BatchNorm is a public per-channel affine map. Anything unsupported raises
-:class:`CompileError` naming the node, its op and the source line — before any party starts.
+Steps: trace the model symbolically; check that every node is something ringlet can run (before
+any shape is propagated, so an unsupported layer is named with a way out rather than failing deep
+inside torch); run it once on an example batch of two to learn every shape and every public value;
+lower each node by the lowering registered for its module type, function or tensor method
+(:mod:`ringlet.nn.ops`). Values that do not depend on the input (parameters and buffers used in
+``forward``, arithmetic on them) are folded into public constants; ``x.shape`` / ``x.size()`` and
+arithmetic on them are public shape values. A softmax or log-softmax at the very end is stripped and
+applied by the client to its logits. Every error is a :class:`CompileError` naming the node, its op
+and the user's source line.
 """
 
 from __future__ import annotations
+
+import operator
 
 import torch
 import torch.fx
@@ -30,25 +36,50 @@ def _leaf_types() -> tuple:
 
 
 class _Tracer(torch.fx.Tracer):
-    def __init__(self):
+    def __init__(self, leaves: tuple = ()):
         super().__init__()
         self.record_stack_traces = True
-        self.leaves = _leaf_types()
+        self.leaves = _leaf_types() + tuple(leaves)
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return isinstance(m, self.leaves) or super().is_leaf_module(m, qualname)
 
 
+def trace(model: nn.Module, leaves: tuple = ()) -> torch.fx.GraphModule:
+    """The model's torch.fx graph module (the same tracer the compiler and finetuning use)."""
+    try:
+        graph = _Tracer(leaves).trace(model)
+    except torch.fx.proxy.TraceError as exc:
+        text = str(exc)
+        if "iterated" in text:
+            hint = ("unpacking a tensor's pieces (a, b = x.chunk(2, 1)) cannot be traced: index "
+                    "them instead (parts = x.chunk(2, 1); parts[0], parts[1])")
+        else:
+            hint = ("data-dependent control flow (if/while on tensor values) has no secure "
+                    "equivalent: compute both branches and select with torch.where on a "
+                    "comparison, or move the decision to the client")
+        raise CompileError(f"torch.fx cannot trace {type(model).__name__}: {text.split('. ')[0]}; "
+                           f"{hint}") from exc
+    except Exception as exc:  # noqa: BLE001 - fx raises many kinds
+        raise CompileError(f"torch.fx cannot trace {type(model).__name__}: {exc}") from exc
+    return torch.fx.GraphModule(model, graph)
+
+
 def _where(node: torch.fx.Node) -> str:
     """The user's source line of a traced node (the last frame outside torch itself)."""
-    trace = [ln.strip() for ln in (node.stack_trace or "").strip().splitlines()]
-    frames = [(i, ln) for i, ln in enumerate(trace) if ln.startswith("File")]
+    trace_lines = [ln.strip() for ln in (node.stack_trace or "").strip().splitlines()]
+    frames = [(i, ln) for i, ln in enumerate(trace_lines) if ln.startswith("File")]
     user = [(i, ln) for i, ln in frames if "/torch/" not in ln and "\\torch\\" not in ln]
     if not user:
         return "(no source line recorded)"
     i, line = user[-1]
-    code = trace[i + 1] if i + 1 < len(trace) and not trace[i + 1].startswith("File") else ""
+    code = trace_lines[i + 1] if i + 1 < len(trace_lines) and not trace_lines[i + 1].startswith("File") else ""
     return f"{line}: {code}" if code else line
+
+
+def _fail(fx: torch.fx.Node, why: str) -> CompileError:
+    return CompileError(f"cannot compile node '{fx.name}' (op {fx.op}, target "
+                        f"{getattr(fx.target, '__name__', fx.target)!s}): {why}; at {_where(fx)}")
 
 
 def _shape(node: torch.fx.Node) -> tuple | None:
@@ -56,21 +87,106 @@ def _shape(node: torch.fx.Node) -> tuple | None:
     return tuple(meta.shape[1:]) if meta is not None and hasattr(meta, "shape") else None
 
 
+# targets that turn a tensor into public shape information, and what may combine shape values
+_SHAPE_METHODS = {"size", "dim", "numel"}
+_SHAPE_FUNCS = {operator.getitem, operator.add, operator.sub, operator.mul, operator.floordiv,
+                operator.truediv, operator.neg, len, int}
+
+
+def _classify(gm: torch.fx.GraphModule) -> tuple[set, set]:
+    """(data, shape): fx nodes holding the client's secret tensor values, and public shape values
+    derived from them. Everything else is a public constant."""
+    data, shape = set(), set()
+    for n in gm.graph.nodes:
+        if n.op == "placeholder":
+            data.add(n.name)
+            continue
+        if n.op in ("get_attr", "output"):
+            continue
+        inputs = [a.name for a in n.all_input_nodes]
+        if not any(a in data or a in shape for a in inputs):
+            continue  # a constant
+        takes_shape = (n.op == "call_method" and n.target in _SHAPE_METHODS) or (
+            n.op == "call_function" and n.target is getattr and n.args[1] in ("shape", "ndim"))
+        only_shapes = all(a not in data for a in inputs)
+        if takes_shape or (only_shapes and n.op == "call_function" and n.target in _SHAPE_FUNCS):
+            shape.add(n.name)
+        else:
+            data.add(n.name)
+    return data, shape
+
+
+def _check_supported(gm: torch.fx.GraphModule, data: set) -> None:
+    """Refuse what ringlet cannot run, before any shape propagation, with a way out."""
+    reg = registry()
+    modules = dict(gm.named_modules())
+    inputs = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(inputs) != 1:
+        raise CompileError(
+            f"the model takes {len(inputs)} inputs ({', '.join(n.name for n in inputs)}); ringlet runs "
+            f"models of exactly one tensor input: wrap it so that forward takes one tensor (e.g. "
+            f"concatenate the inputs and split them with slicing inside forward)")
+    for n in gm.graph.nodes:
+        if n.name not in data or n.op == "placeholder":
+            continue
+        if n.op == "call_module":
+            mod = modules[n.target]
+            why = reg.refusals.get(type(mod))
+            if why:
+                raise _fail(n, f"{type(mod).__name__} is not supported: {why}")
+            if reg.lowering_for_module(mod) is None:
+                raise _fail(n, f"module type {type(mod).__name__} is not supported (supported: "
+                               f"see the operator table in the README)")
+        elif n.op == "call_function":
+            why = reg.refusals.get(n.target)
+            if why:
+                raise _fail(n, f"not supported: {why}")
+            if n.target not in reg.functions:
+                raise _fail(n, "function not supported")
+        elif n.op == "call_method":
+            why = reg.refusals.get(n.target)
+            if why:
+                raise _fail(n, f"tensor method .{n.target}() is not supported: {why}")
+            if n.target not in reg.methods:
+                raise _fail(n, f"tensor method .{n.target}() not supported")
+
+
+class _Propagate(ShapeProp):
+    """ShapeProp that also keeps every public value (constants and shape values)."""
+
+    def __init__(self, gm, public: set):
+        super().__init__(gm)
+        self.public = public
+
+    def run_node(self, n):
+        try:
+            result = super().run_node(n)
+        except Exception as exc:  # noqa: BLE001 - the user's code raised on the example input
+            if isinstance(exc, CompileError):
+                raise
+            raise _fail(n, f"running the model on the example input failed ({type(exc).__name__}: "
+                           f"{exc}); is the example input of the shape the model takes?") from exc
+        if n.name in self.public:
+            n.meta["value"] = result.detach() if isinstance(result, torch.Tensor) else result
+        return result
+
+
 class Builder:
     """The state of one compilation, as the lowerings see it."""
 
-    def __init__(self, gm: torch.fx.GraphModule):
+    def __init__(self, gm: torch.fx.GraphModule, data: set, options: dict):
         self.gm = gm
+        self.data = data
+        self.options = options
         self.modules = dict(gm.named_modules())
         self.nodes: list[Node] = []
         self.by_name: dict[str, Node] = {}
+        self.postprocess: dict | None = None
         self._alias: dict[str, str] = {}  # fx node → the secure node holding its value
-        self._shape_only: set[str] = set()
+        self._labels: dict[str, int] = {}
 
     # -- what lowerings call --------------------------------------------------------------------
-    def fail(self, fx: torch.fx.Node, why: str) -> CompileError:
-        return CompileError(f"cannot compile node '{fx.name}' (op {fx.op}, target "
-                            f"{getattr(fx.target, '__name__', fx.target)!s}): {why}; at {_where(fx)}")
+    fail = staticmethod(_fail)
 
     def src(self, arg) -> str:
         return self._alias.get(arg.name, arg.name)
@@ -78,8 +194,20 @@ class Builder:
     def shape(self, fx: torch.fx.Node) -> tuple | None:
         return _shape(fx)
 
-    def emit(self, fx: torch.fx.Node, kind: str, inputs, label=None, **params) -> Node:
-        node = Node(fx.name, kind, [self.src(a) for a in inputs], label or fx.name, _shape(fx), params)
+    def batch_shape(self, fx: torch.fx.Node) -> tuple:
+        """The full shape with the example's batch axis (2)."""
+        return tuple(fx.meta["tensor_meta"].shape)
+
+    def emit(self, fx: torch.fx.Node, kind: str, inputs, label=None, name=None, shape=None,
+             **params) -> Node:
+        """A secure node for ``fx`` (a module's call sites get labels path, path#1, path#2, …)."""
+        label = label or fx.name
+        seen = self._labels.get(label, 0)
+        self._labels[label] = seen + 1
+        if seen:
+            label = f"{label}#{seen}"
+        srcs = [a if isinstance(a, str) else self.src(a) for a in inputs]
+        node = Node(name or fx.name, kind, srcs, label, shape or _shape(fx), params)
         self.nodes.append(node)
         self.by_name[node.name] = node
         return node
@@ -87,70 +215,94 @@ class Builder:
     def alias_to(self, fx: torch.fx.Node, name: str) -> None:
         self._alias[fx.name] = name
 
-    def mark_shape_only(self, fx: torch.fx.Node) -> None:
-        self._shape_only.add(fx.name)
-
-    def is_shape_only(self, arg) -> bool:
-        return isinstance(arg, torch.fx.Node) and arg.name in self._shape_only
-
     def is_tensor(self, arg) -> bool:
-        return isinstance(arg, torch.fx.Node) and arg.name not in self._shape_only
+        """A value that depends on the client's input (a secret tensor)."""
+        return isinstance(arg, torch.fx.Node) and arg.name in self.data
 
     def tensor_args(self, fx: torch.fx.Node) -> list[torch.fx.Node]:
         return [a for a in fx.args if self.is_tensor(a)]
+
+    def value(self, arg):
+        """The public value of an argument: a literal, a constant or a shape value (recursively)."""
+        if isinstance(arg, torch.fx.Node):
+            if arg.name in self.data:
+                raise _fail(arg, "a secret value is used where a public one is needed")
+            return arg.meta["value"]
+        if isinstance(arg, (list, tuple)):
+            return type(arg)(self.value(a) for a in arg)
+        return arg
+
+    def arg(self, fx: torch.fx.Node, index: int, name: str, default=None):
+        """Positional-or-keyword argument ``name`` of a call, resolved to its public value."""
+        if len(fx.args) > index:
+            return self.value(fx.args[index])
+        return self.value(fx.kwargs.get(name, default))
 
     # -- the walk ---------------------------------------------------------------------------------
     def lower(self, fx: torch.fx.Node) -> None:
         reg = registry()
         if fx.op == "placeholder":
             self.emit(fx, "input", [], "input")
-        elif fx.op == "call_module":
-            mod = self.modules[fx.target]
-            lower = reg.lowering_for_module(mod)
-            if lower is None:
-                raise self.fail(fx, f"module type {type(mod).__name__} is not supported")
-            lower(self, fx, mod)
-        elif fx.op == "call_function":
-            lower = reg.functions.get(fx.target)
-            if lower is None:
-                raise self.fail(fx, "function not supported")
-            lower(self, fx)
-        elif fx.op == "call_method":
-            lower = reg.methods.get(fx.target)
-            if lower is None:
-                raise self.fail(fx, f"tensor method .{fx.target}() not supported")
-            lower(self, fx)
         elif fx.op == "output":
             out = fx.args[0]
-            if not isinstance(out, torch.fx.Node):
-                raise self.fail(fx, "the model must return a single tensor")
+            if not self.is_tensor(out):
+                raise _fail(fx, "the model must return a single tensor computed from its input")
             self.nodes.append(Node("output", "output", [self.src(out)], "output", _shape(out)))
-        elif fx.op == "get_attr":
-            raise self.fail(fx, "parameters used outside modules are not supported")
+        elif fx.name not in self.data:
+            return  # a public constant or shape value: kept in fx.meta["value"]
+        elif fx.op == "call_module":
+            mod = self.modules[fx.target]
+            reg.lowering_for_module(mod)(self, fx, mod)
+        elif fx.op == "call_function":
+            reg.functions[fx.target](self, fx)
+        else:
+            reg.methods[fx.target](self, fx)
 
 
-def compile_model(model: nn.Module, input_shape) -> SecureGraph:
-    """Trace ``model`` (in eval mode) for inputs of ``input_shape`` (C×H×W) into a secure graph."""
-    shape = tuple(int(s) for s in input_shape)
+def _prune(nodes: list[Node]) -> list[Node]:
+    """Drop nodes whose values nothing reads (a stripped softmax's leftovers, unused branches)."""
+    used = {"output"}
+    keep = []
+    for node in reversed(nodes):
+        if node.name in used or node.kind == "input":
+            keep.append(node)
+            used.update(node.inputs)
+    return keep[::-1]
+
+
+def example_batch(example) -> torch.Tensor:
+    """A batch of two for propagation (two samples tell a batch-mixing reshape from a local one)."""
+    if isinstance(example, torch.Tensor):
+        x = example.detach().float()
+        if x.ndim == 0:
+            raise CompileError("the example input must have a batch axis (N×…), got a scalar")
+        return x[:2] if x.shape[0] >= 2 else torch.cat([x[:1], x[:1]])
+    shape = tuple(int(s) for s in example)
+    return torch.zeros(2, *shape)
+
+
+def compile_model(model: nn.Module, example, **options) -> SecureGraph:
+    """Trace ``model`` (in eval mode) into a secure graph.
+
+    ``example`` is an input batch (N×…) or the per-sample input shape (C×H×W). ``options`` reach
+    the lowerings (``smooth``: how sigmoid, GELU and the like are computed).
+    """
+    x = example_batch(example)
     was_training = model.training
     model.eval()
     try:
-        try:
-            graph = _Tracer().trace(model)
-        except Exception as exc:  # noqa: BLE001 - fx raises many kinds
-            raise CompileError(f"torch.fx cannot trace {type(model).__name__}: {exc}") from exc
-        gm = torch.fx.GraphModule(model, graph)
+        gm = trace(model)
+        data, shape = _classify(gm)
+        _check_supported(gm, data)
+        public = {n.name for n in gm.graph.nodes if n.name not in data}
         with torch.no_grad():
-            ShapeProp(gm).propagate(torch.zeros(1, *shape))
-        inputs = [n for n in gm.graph.nodes if n.op == "placeholder"]
-        if len(inputs) != 1:
-            raise CompileError(f"the model must take exactly one tensor input, found {len(inputs)}")
-        b = Builder(gm)
+            _Propagate(gm, public).propagate(x)
+        b = Builder(gm, data, options)
         for fx in gm.graph.nodes:
             b.lower(fx)
     finally:
         model.train(was_training)
-    return SecureGraph(b.nodes, shape)
+    return SecureGraph(_prune(b.nodes), tuple(x.shape[1:]), b.postprocess)
 
 
-__all__ = ["CompileError", "Node", "SecureGraph", "compile_model"]
+__all__ = ["CompileError", "Node", "SecureGraph", "compile_model", "trace"]

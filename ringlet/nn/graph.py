@@ -65,6 +65,14 @@ class SecureGraph:
         ops = self._ops()
         return {n.label: ops[n.kind].elements(n) for n in self.nodes if ops[n.kind].bits is not None}
 
+    def finish(self, logits):
+        """The model's output from the graph's: the stripped softmax, if any, applied (the client)."""
+        if not self.postprocess:
+            return logits
+        import torch
+        fn = torch.log_softmax if self.postprocess["op"] == "log_softmax" else torch.softmax
+        return fn(logits, self.postprocess["dim"])
+
     def summary(self) -> list[dict]:
         return [{"name": n.name, "kind": n.kind, "label": n.label, "shape": list(n.out_shape)}
                 for n in self.nodes]

@@ -91,7 +91,7 @@ class FracPlan(Interpreter):
 
     def run_node(self, node, ins):
         op = self.ops[node.kind]
-        if op.needs_f:
+        if op.wants_f(node):
             ins = [min(v, self.f) for v in ins]
         return op.frac(node, ins, self.f)
 

@@ -114,7 +114,7 @@ class SecureInterpreter(Interpreter):
         op = self.ops[node.kind]
         sess = self.sess
         before, t0 = (sess.stats.copy(), time.perf_counter()) if self.log is not None else (None, 0)
-        if op.needs_f:
+        if op.wants_f(node):
             ins = [truncate(sess, v, v.frac - self.f, self.trunc) if v.frac > self.f else v for v in ins]
         out = op.secure(node, ins, self)
         expected = self.model.fracs[node.name]

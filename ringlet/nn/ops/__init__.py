@@ -14,9 +14,9 @@ from ringlet.nn.ops.base import Op, Registry
 @functools.cache
 def registry() -> Registry:
     """Every node kind of this ringlet (immutable once built)."""
-    from ringlet.nn.ops import activation, linear, pool, structure
+    from ringlet.nn.ops import activation, arith, linear, pool, refusals, shape
     reg = Registry()
-    for module in (linear, activation, pool, structure):
+    for module in (linear, arith, activation, pool, shape, refusals):
         module.register(reg)
     return reg
 

@@ -27,6 +27,10 @@ class Op:
     #: rounds and bits per element (2 servers, ℓ = 64), as printed in the operator table
     cost: str = "local: 0 rounds, 0 bits"
 
+    def wants_f(self, node) -> bool:
+        """Whether this node's inputs are truncated to f fractional bits first."""
+        return self.needs_f
+
     def frac(self, node, ins: list[int], f: int) -> int:
         return ins[0]
 

@@ -1,4 +1,4 @@
-"""Linear layers with public weights: conv, linear, per-channel affine (BatchNorm that stays apart).
+"""Linear layers with public weights: conv (any padding, transposed), linear; BatchNorm folded.
 
 All are local on each server's share (0 rounds, 0 bits) with public weights; the output carries
 f more fractional bits than the input (the next layer that needs f bits truncates). With private
@@ -7,6 +7,8 @@ per operand element.
 """
 
 from __future__ import annotations
+
+import operator
 
 import torch
 import torch.nn.functional as F
@@ -87,51 +89,107 @@ class Linear(_Weighted):
         return linear.linear_public(ins[0], enc["weight"], enc["bias"], ctx.f, ctx.options.backend)
 
 
-class Affine(Op):
-    """x·scale + shift per channel (a BatchNorm that cannot be folded into a conv before it)."""
-
-    kind = "affine"
-    needs_f = True
-
-    def frac(self, node, ins, f):
-        return ins[0] + f
-
-    def encode(self, node, fixed):
-        p = node.params
-        return {"scale": fixed.encode(p["scale"], f"{node.label} scale"),
-                "shift": FixedPoint(2 * fixed.frac_bits).encode(p["shift"], f"{node.label} shift")}
-
-    @staticmethod
-    def _view(ndim: int) -> tuple:
-        return (1, -1) + (1,) * (ndim - 2)
-
-    def plain(self, node, ins, ctx):
-        p, view = ctx.params(node), self._view(ins[0].ndim)
-        return ins[0] * p["scale"].view(view) + p["shift"].view(view)
-
-    def secure(self, node, ins, ctx):
-        enc, view = ctx.encoded[node.name], self._view(len(ins[0].shape))
-        y = ins[0].mul_public(enc["scale"].view(view), frac=ctx.f)
-        return y.add_public(enc["shift"].view(view).expand(y.shape).contiguous())
-
-    def magnitude(self, node, ins):
-        p = node.params
-        return float(p["scale"].abs().max()) * ins[0] + float(p["shift"].abs().max())
-
-
 # -- lowerings ------------------------------------------------------------------------------------
+_PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate",
+              "circular": "circular"}
+
+
+def _same_padding(kernel, dilation) -> tuple[int, int, int, int]:
+    """torch's padding='same' as (left, right, top, bottom): any odd total goes right/bottom."""
+    (kh, kw), (dh, dw) = kernel, dilation
+    th, tw = dh * (kh - 1), dw * (kw - 1)
+    return tw // 2, tw - tw // 2, th // 2, th - th // 2
+
+
+def emit_conv(b, fx, x, weight, bias, stride, padding, dilation, groups, padding_mode="zeros",
+              label=None) -> None:
+    """A conv node; explicit padding first when it is asymmetric or not zeros (a local gather)."""
+    from ringlet.nn.ops.shape import emit_gather
+    kernel, dilation = tuple(weight.shape[2:]), _pair(dilation)
+    if isinstance(padding, str):
+        if padding == "valid":
+            pads = (0, 0, 0, 0)
+        elif padding == "same":
+            pads = _same_padding(kernel, dilation)
+        else:
+            raise b.fail(fx, f"conv padding {padding!r}")
+    else:
+        ph, pw = _pair(padding)
+        pads = (pw, pw, ph, ph)
+    if padding_mode not in _PAD_MODES:
+        raise b.fail(fx, f"conv padding mode {padding_mode!r}")
+    symmetric = pads[0] == pads[1] and pads[2] == pads[3]
+    if padding_mode != "zeros" or not symmetric:
+        mode = _PAD_MODES[padding_mode]
+        x = emit_gather(b, fx, x, lambda t: F.pad(t, pads, mode=mode), label=f"{label or fx.name}.pad",
+                        name=f"{fx.name}_pad")
+        pads = (0, 0, 0, 0)
+    b.emit(fx, "conv", [x], label, weight=weight.detach().double(),
+           bias=None if bias is None else bias.detach().double(), stride=_pair(stride),
+           padding=(pads[2], pads[0]), dilation=dilation, groups=int(groups))
+
+
 def lower_conv(b, fx, mod: nn.Conv2d) -> None:
-    if mod.padding_mode != "zeros" or isinstance(mod.padding, str):
-        raise b.fail(fx, f"conv padding mode {mod.padding_mode!r}/{mod.padding!r} unsupported")
-    b.emit(fx, "conv", [fx.args[0]], fx.target, weight=mod.weight.detach().double(),
-           bias=None if mod.bias is None else mod.bias.detach().double(),
-           stride=_pair(mod.stride), padding=_pair(mod.padding), dilation=_pair(mod.dilation),
-           groups=mod.groups)
+    emit_conv(b, fx, fx.args[0], mod.weight, mod.bias, mod.stride, mod.padding, mod.dilation,
+              mod.groups, mod.padding_mode, fx.target)
+
+
+def lower_conv_function(b, fx) -> None:
+    x = b.tensor_args(fx)[0]
+    if b.is_tensor(fx.args[1] if len(fx.args) > 1 else fx.kwargs.get("weight")):
+        raise b.fail(fx, "a convolution with secret weights computed in forward")
+    weight = torch.as_tensor(b.arg(fx, 1, "weight"))
+    emit_conv(b, fx, x, weight, b.arg(fx, 2, "bias"), b.arg(fx, 3, "stride", 1),
+              b.arg(fx, 4, "padding", 0), b.arg(fx, 5, "dilation", 1), b.arg(fx, 6, "groups", 1))
+
+
+def lower_conv_transpose(b, fx, mod: nn.ConvTranspose2d) -> None:
+    """A transposed convolution = zero insertion and padding (a local gather), then a stride-1 conv
+    with the flipped, transposed kernel (public weights: local, exact)."""
+    from ringlet.nn.ops.shape import emit_gather
+    if mod.padding_mode != "zeros":
+        raise b.fail(fx, f"ConvTranspose2d padding mode {mod.padding_mode!r}")
+    (sh, sw), (ph, pw), (dh, dw) = _pair(mod.stride), _pair(mod.padding), _pair(mod.dilation)
+    (oh, ow), (kh, kw), g = _pair(mod.output_padding), tuple(mod.weight.shape[2:]), mod.groups
+    eh, ew = dh * (kh - 1) - ph, dw * (kw - 1) - pw
+
+    def upsample(t):
+        n, c, h, w = t.shape
+        z = t.new_zeros(n, c, (h - 1) * sh + 1, (w - 1) * sw + 1)
+        z[:, :, ::sh, ::sw] = t
+        return F.pad(z, (ew, ew + ow, eh, eh + oh))
+
+    w = mod.weight.detach()
+    cin, cout_g = w.shape[0], w.shape[1]
+    w = w.view(g, cin // g, cout_g, kh, kw).transpose(1, 2).reshape(g * cout_g, cin // g, kh, kw)
+    x = emit_gather(b, fx, fx.args[0], upsample, label=f"{fx.target}.upsample", name=f"{fx.name}_up")
+    b.emit(fx, "conv", [x], fx.target, weight=w.flip(2, 3).double(),
+           bias=None if mod.bias is None else mod.bias.detach().double(), stride=(1, 1),
+           padding=(0, 0), dilation=(dh, dw), groups=g)
 
 
 def lower_linear(b, fx, mod: nn.Linear) -> None:
     b.emit(fx, "linear", [fx.args[0]], fx.target, weight=mod.weight.detach().double(),
            bias=None if mod.bias is None else mod.bias.detach().double())
+
+
+def lower_linear_function(b, fx) -> None:
+    x = b.tensor_args(fx)[0]
+    if fx.target is F.linear:
+        if b.is_tensor(fx.args[1] if len(fx.args) > 1 else fx.kwargs.get("weight")):
+            raise b.fail(fx, "a linear layer with secret weights computed in forward")
+        weight, bias = b.arg(fx, 1, "weight"), b.arg(fx, 2, "bias")
+    else:  # x @ W with a public W
+        if fx.args[0] is not x or b.is_tensor(fx.args[1]):
+            raise b.fail(fx, "a matrix product of two secret tensors, or public @ secret (only "
+                             "secret @ public weights is supported)")
+        w = torch.as_tensor(b.value(fx.args[1]))
+        if w.ndim != 2:
+            raise b.fail(fx, f"x @ W needs a 2-D public W, got shape {tuple(w.shape)}")
+        weight, bias = w.t(), None
+    weight = torch.as_tensor(weight)
+    b.emit(fx, "linear", [x], weight=weight.detach().double(),
+           bias=None if bias is None else torch.as_tensor(bias).detach().double())
 
 
 def lower_batchnorm(b, fx, bn) -> None:
@@ -141,7 +199,7 @@ def lower_batchnorm(b, fx, bn) -> None:
     scale = (bn.weight.detach().double() if bn.affine else ones) / torch.sqrt(bn.running_var.double() + bn.eps)
     shift = (bn.bias.detach().double() if bn.affine else 0) - bn.running_mean.double() * scale
     prev = b.by_name.get(b.src(x))
-    if prev is not None and prev.kind in ("conv", "linear") and len(x.users) == 1:
+    if prev is not None and prev.kind in ("conv", "linear") and len(x.users) == 1 and len(b.shape(x)) in (1, 3):
         view = (-1, 1, 1, 1) if prev.kind == "conv" else (-1, 1)
         prev.params["weight"] = prev.params["weight"] * scale.view(view)
         bias = prev.params["bias"] if prev.params["bias"] is not None else 0
@@ -149,12 +207,17 @@ def lower_batchnorm(b, fx, bn) -> None:
         prev.params["folded"] = fx.target
         b.alias_to(fx, prev.name)
         return
-    b.emit(fx, "affine", [x], fx.target, scale=scale, shift=shift)
+    view = (-1,) + (1,) * (len(b.shape(x)) - 1)
+    b.emit(fx, "affine", [x], fx.target, scale=scale.view(view), shift=shift.view(view))
 
 
 def register(reg: Registry) -> None:
-    for op in (Conv(), Linear(), Affine()):
+    for op in (Conv(), Linear()):
         reg.op(op)
     reg.module(nn.Conv2d, lower_conv)
+    reg.module(nn.ConvTranspose2d, lower_conv_transpose)
     reg.module(nn.Linear, lower_linear)
     reg.module((nn.BatchNorm2d, nn.BatchNorm1d), lower_batchnorm)
+    reg.function((F.conv2d,), lower_conv_function)
+    reg.function((F.linear, torch.matmul, operator.matmul), lower_linear_function)
+    reg.method(("matmul", "__matmul__"), lower_linear_function)

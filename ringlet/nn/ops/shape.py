@@ -1,0 +1,255 @@
+"""Shapes: reshape, rearrangements (gather), concatenation, input and output. All local: 0 rounds, 0 bits.
+
+``gather`` is every per-sample rearrangement with a static index map: permute/transpose, flip,
+roll, slicing, chunk/split, padding (zeros, reflect, replicate, circular), nearest upsampling,
+pixel shuffle, repeat. Its index map is found at compile time by applying the user's own operation
+to a tensor of element numbers, then checked: every output must be one input element of the same
+sample (or a zero), so an operation that mixes the samples of a batch or computes new values is a
+CompileError. A residual add or a concatenation lifts the operand with fewer fractional bits to
+the other's scale (an exact multiplication by a power of two).
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ringlet.nn.graph import _numel
+from ringlet.nn.ops.base import Op, Registry
+from ringlet.sharing import ArithmeticShare
+
+
+def lift(shares: list[ArithmeticShare]) -> list[ArithmeticShare]:
+    """Bring shares to the largest fractional bits among them (exact: × 2^d)."""
+    top = max(v.frac for v in shares)
+    return [v.mul_public(1 << (top - v.frac), frac=top - v.frac) if v.frac < top else v
+            for v in shares]
+
+
+class Input(Op):
+    """The client's input (the interpreter seeds its value; no handler runs)."""
+
+    kind = "input"
+    cost = "client → servers: 64 bits per element, sent to the last server only"
+
+
+class Output(Op):
+    kind = "output"
+
+    def plain(self, node, ins, ctx):
+        return ins[0]
+
+    def secure(self, node, ins, ctx):
+        return ins[0]
+
+
+class Reshape(Op):
+    kind = "reshape"
+
+    def plain(self, node, ins, ctx):
+        return ins[0].reshape(ins[0].shape[0], *node.out_shape)
+
+    def secure(self, node, ins, ctx):
+        return ins[0].reshape(ins[0].shape[0], *node.out_shape)
+
+
+def _gather(data: torch.Tensor, index: torch.Tensor, out_shape) -> torch.Tensor:
+    flat = data.reshape(data.shape[0], -1)
+    flat = torch.cat([flat, torch.zeros(flat.shape[0], 1, dtype=flat.dtype)], 1)  # index −1: zero
+    return flat[:, index].reshape(data.shape[0], *out_shape)
+
+
+class Gather(Op):
+    """out[i] = x[index[i]] per sample (index −1: zero)."""
+
+    kind = "gather"
+
+    def plain(self, node, ins, ctx):
+        return _gather(ins[0], node.params["index"], node.out_shape)
+
+    def secure(self, node, ins, ctx):
+        x = ins[0]
+        return ArithmeticShare(_gather(x.data, node.params["index"], node.out_shape), x.party, x.frac)
+
+
+class Cat(Op):
+    kind = "cat"
+
+    def frac(self, node, ins, f):
+        return max(ins)
+
+    def plain(self, node, ins, ctx):
+        return torch.cat(ins, node.params["dim"])
+
+    def secure(self, node, ins, ctx):
+        return ArithmeticShare.cat(lift(ins), node.params["dim"])
+
+    def magnitude(self, node, ins):
+        return max(ins)
+
+
+# -- lowerings ------------------------------------------------------------------------------------
+def index_map(b, fx, fn, in_shape) -> tuple[torch.Tensor, tuple]:
+    """The static index map of a rearrangement ``fn`` of one sample (−1 where it writes a zero),
+    and the per-sample output shape."""
+    n = _numel(in_shape)
+    probe = torch.arange(1, 2 * n + 1, dtype=torch.float64).view(2, *in_shape)
+    try:
+        out = fn(probe)
+    except Exception as exc:  # noqa: BLE001 - the user's operation on the probe
+        raise b.fail(fx, f"not a static rearrangement ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(out, torch.Tensor) or out.ndim == 0 or out.shape[0] != 2:
+        raise b.fail(fx, "the operation mixes the samples of a batch (the batch axis must stay first)")
+    if not torch.equal(out, torch.round(out)):
+        raise b.fail(fx, "the operation computes new values (it is not a rearrangement; use "
+                         "nearest interpolation, or a supported layer)")
+    idx = out.reshape(2, -1).to(torch.int64) - 1
+    first, second = idx[0], idx[1]
+    local = bool(((first >= -1) & (first < n)).all()) and torch.equal(
+        torch.where(first >= 0, first + n, torch.full_like(first, -1)), second)
+    if not local:
+        raise b.fail(fx, "the operation mixes the samples of a batch (the batch axis must stay first)")
+    return first, tuple(out.shape[1:])
+
+
+def emit_gather(b, fx, x, fn, label=None, name=None) -> str:
+    """Emit the rearrangement ``fn`` of ``x`` (an fx node or a graph node's name); returns the name
+    of the node holding the result. With ``name`` it is a step inside ``fx``'s lowering; without,
+    it is ``fx``'s own value (an identity rearrangement then just aliases ``x``)."""
+    src = x if isinstance(x, str) else b.src(x)
+    in_shape = b.by_name[src].out_shape
+    index, out_shape = index_map(b, fx, fn, in_shape)
+    if out_shape == tuple(in_shape) and torch.equal(index, torch.arange(index.numel())):
+        if name is None:
+            b.alias_to(fx, src)
+        return src
+    return b.emit(fx, "gather", [src], label, name=name, shape=out_shape, index=index).name
+
+
+def _call(b, fx):
+    """The node's own operation with every public argument resolved, as a function of its tensor."""
+    args = [b.value(a) if i else None for i, a in enumerate(fx.args)]
+    kwargs = {k: b.value(v) for k, v in fx.kwargs.items()}
+    if fx.op == "call_method":
+        return lambda t: getattr(t, fx.target)(*args[1:], **kwargs)
+    if fx.op == "call_module":
+        mod = b.modules[fx.target]
+        return lambda t: mod(t)
+    return lambda t: fx.target(t, *args[1:], **kwargs)
+
+
+def lower_reshape(b, fx, mod=None) -> None:
+    full = b.batch_shape(fx)
+    if full[0] != 2:
+        raise b.fail(fx, f"reshape to {full} mixes the batch axis (the first axis must stay the batch)")
+    b.emit(fx, "reshape", b.tensor_args(fx)[:1], fx.target if mod is not None else None)
+
+
+def lower_rearrange(b, fx, mod=None) -> None:
+    x = b.tensor_args(fx)[0]
+    emit_gather(b, fx, x, _call(b, fx), fx.target if mod is not None else None)
+
+
+def lower_getitem(b, fx) -> None:
+    src = fx.args[0]
+    if b.is_tensor(fx.args[1]):
+        raise b.fail(fx, "indexing with a secret index (a data-dependent lookup)")
+    producer = src if src.target in _TUPLE_PRODUCERS else None
+    key = b.value(fx.args[1])
+    if producer is not None:  # an element of chunk / split / unbind: compose with the producer
+        inner = _call(b, producer)
+        emit_gather(b, fx, b.tensor_args(producer)[0], lambda t: inner(t)[key])
+        return
+    emit_gather(b, fx, src, lambda t: t[key])
+
+
+_TUPLE_PRODUCERS = (torch.chunk, torch.split, torch.unbind, "chunk", "split", "unbind")
+
+
+def lower_tuple_producer(b, fx) -> None:
+    """chunk / split / unbind: nothing yet; each getitem of the result is its own gather."""
+
+
+def lower_pad(b, fx, mod=None) -> None:
+    value = getattr(mod, "value", None) if mod is not None else b.arg(fx, 3, "value", None)
+    if value not in (None, 0, 0.0):
+        raise b.fail(fx, f"padding with the constant {value} (only zero padding is supported)")
+    lower_rearrange(b, fx, mod)
+
+
+def lower_interpolate(b, fx, mod=None) -> None:
+    mode = getattr(mod, "mode", None) if mod is not None else b.arg(fx, 3, "mode", "nearest")
+    if mode in ("bilinear", "linear", "bicubic", "trilinear", "area", "nearest-exact"):
+        from ringlet.nn.ops.pool import lower_spatial_map
+        lower_spatial_map(b, fx, mod)
+        return
+    if mode != "nearest":
+        raise b.fail(fx, f"interpolation mode {mode!r}")
+    lower_rearrange(b, fx, mod)
+
+
+def lower_cat(b, fx) -> None:
+    tensors = fx.args[0] if fx.args else fx.kwargs["tensors"]
+    dim = b.arg(fx, 1, "dim", 0)
+    rank = len(b.shape(fx))
+    if dim == 0 or dim == -rank - 1:
+        raise b.fail(fx, "concatenation along the batch axis")
+    if not all(b.is_tensor(t) for t in tensors):
+        raise b.fail(fx, "concatenation of a secret tensor with a public one")
+    b.emit(fx, "cat", list(tensors), dim=dim if dim > 0 else dim + rank + 1)
+
+
+def lower_stack(b, fx) -> None:
+    tensors, dim = fx.args[0], b.arg(fx, 1, "dim", 0)
+    rank = len(b.shape(fx))
+    dim = dim if dim >= 0 else dim + rank + 1
+    if dim == 0:
+        raise b.fail(fx, "stacking along the batch axis")
+    parts = []
+    for i, t in enumerate(tensors):
+        shape = list(b.shape(t))
+        shape.insert(dim - 1, 1)
+        parts.append(b.emit(fx, "reshape", [t], name=f"{fx.name}_in{i}", label=f"{fx.name}_in{i}",
+                            shape=tuple(shape)).name)
+    b.emit(fx, "cat", parts, dim=dim)
+
+
+def lower_alias(b, fx, mod=None) -> None:
+    b.alias_to(fx, b.src(b.tensor_args(fx)[0]))
+
+
+_PADS = (nn.ZeroPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d, nn.ConstantPad2d, nn.ZeroPad1d,
+         nn.ReflectionPad1d, nn.ReplicationPad1d, nn.ConstantPad1d, nn.CircularPad2d)
+_DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+            nn.FeatureAlphaDropout, nn.Identity)
+
+
+def register(reg: Registry) -> None:
+    for op in (Input(), Output(), Reshape(), Gather(), Cat()):
+        reg.op(op)
+    reg.function((torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze), lower_reshape)
+    reg.method(("view", "reshape", "flatten", "squeeze", "unsqueeze", "unflatten", "view_as",
+                "reshape_as"), lower_reshape)
+    reg.module((nn.Flatten, nn.Unflatten), lower_reshape)
+    reg.function((torch.permute, torch.transpose, torch.swapaxes, torch.flip, torch.roll,
+                  torch.movedim, F.pixel_shuffle, F.pixel_unshuffle, torch.tile), lower_rearrange)
+    reg.method(("permute", "transpose", "swapaxes", "flip", "roll", "movedim", "repeat", "expand",
+                "tile"), lower_rearrange)
+    reg.module((nn.PixelShuffle, nn.PixelUnshuffle, nn.ChannelShuffle), lower_rearrange)
+    reg.function((F.pad,), lower_pad)
+    reg.module(_PADS, lower_pad)
+    reg.function((F.interpolate, F.upsample, F.upsample_nearest), lower_interpolate)
+    reg.module((nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d), lower_interpolate)
+    reg.function((operator.getitem,), lower_getitem)
+    reg.function(_TUPLE_PRODUCERS[:3], lower_tuple_producer)
+    reg.method(_TUPLE_PRODUCERS[3:], lower_tuple_producer)
+    reg.function((torch.cat, torch.concat, torch.concatenate), lower_cat)
+    reg.function((torch.stack,), lower_stack)
+    reg.module(_DROPOUT, lower_alias)
+    reg.function((F.dropout, F.dropout1d, F.dropout2d, F.alpha_dropout, F.feature_alpha_dropout),
+                 lower_alias)
+    reg.method(("contiguous", "clone", "detach", "float", "double", "to", "type_as",
+                "requires_grad_", "cpu"), lower_alias)

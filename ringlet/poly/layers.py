@@ -2,8 +2,9 @@
 
 ``fit_relu`` fits ReLU on [−r, r] by least squares and quantises the coefficients to 2^−q so that the
 error stays low after rounding: coefficients are rounded one at a time, highest degree first, and
-the remaining ones refitted to absorb each rounding. ``PolyAct`` evaluates the polynomial; while
-training it clips its input to ±r (PILLAR) and records the input statistics the penalty needs.
+the remaining ones refitted to absorb each rounding (:func:`ringlet.poly.fit.fit_function` with
+ReLU). ``PolyAct`` evaluates the polynomial; while training it clips its input to ±r (PILLAR) and
+records the input statistics the penalty needs.
 """
 
 from __future__ import annotations
@@ -12,36 +13,14 @@ import numpy as np
 import torch
 from torch import nn
 
-GRID = 4001
-
-
-def _design(x: np.ndarray, degree: int) -> np.ndarray:
-    return np.stack([x ** j for j in range(degree + 1)], axis=1)
+from ringlet.poly.fit import fit_function
 
 
 def fit_relu(degree: int, r: float = 5.0, frac: int = 10) -> dict:
     """Least-squares fit of ReLU on [−r, r], coefficients quantised to 2^−frac (lowest first)."""
     if not 2 <= degree <= 8:
         raise ValueError(f"polynomial degree must be 2..8, got {degree}")
-    if r <= 0:
-        raise ValueError(f"range must be positive, got {r}")
-    x = np.linspace(-r, r, GRID)
-    y = np.maximum(x, 0)
-    a = _design(x, degree)
-    coeffs = np.zeros(degree + 1)
-    free = list(range(degree + 1))
-    target = y.copy()
-    while free:
-        sol, *_ = np.linalg.lstsq(a[:, free], target, rcond=None)
-        j = free[-1]  # round the highest remaining degree, refit the others
-        coeffs[j] = np.round(sol[-1] * 2 ** frac) / 2 ** frac
-        target = target - coeffs[j] * a[:, j]
-        free.pop()
-    err = a @ coeffs - y
-    exact, *_ = np.linalg.lstsq(a, y, rcond=None)
-    return {"degree": degree, "range": r, "frac": frac, "coeffs": coeffs.tolist(),
-            "max_error": float(np.abs(err).max()), "rms_error": float(np.sqrt((err ** 2).mean())),
-            "unquantised_max_error": float(np.abs(a @ exact - y).max())}
+    return fit_function(lambda x: np.maximum(x, 0), degree, r, frac)
 
 
 def fit_table(degrees=range(2, 9), r: float = 5.0, fracs=(10, 12)) -> list[dict]:

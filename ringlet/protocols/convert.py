@@ -24,6 +24,11 @@ truncation with the mask r), and b·⌊y/2^d⌋ is linear in the dealer's [r_b],
 [r_b·msb r] once e and c are public. The truncation is exact to one unit and never fails, unlike
 local truncation, which goes wrong with probability |y|/2^64 per element.
 
+``with_value`` (both selects): the same opening and material also give the value itself, for free:
+[⌊y/2^d⌋] = public − [L] + 2^(63−d)·[M] (the same T as in [b·T], to the unit), and x itself when
+d = 0. ``select_finish_many`` runs several selects (each its own bit, value and shift) in one
+round: the sum of their bits, 1 round.
+
 ``b2a_word`` (CrypTen's B2A of one bit, the baseline): the dealer gives r ∈ {0,1} shared both ways;
 open z = b ⊕ r as a 64-bit word per element (CrypTen reveals a whole int64 word, and the baseline
 sends the same); [b] = z + [r] − 2z[r]. Cost: 64 bits, 1 round.
@@ -90,21 +95,20 @@ def inject_prepare(sess: Session, x: torch.Tensor) -> tuple[dict, tuple[str, tor
 
 
 def inject_finish(sess: Session, bit: torch.Tensor, x: torch.Tensor, m: dict,
-                  f: torch.Tensor | None) -> torch.Tensor:
+                  f: torch.Tensor | None, with_value: bool = False):
     """[b·x] given the bit's share (1×nw plane) and, if already opened, f = x − s.
 
-    Opens e = b ⊕ r (and f, if ``f`` is None) in one round between servers 0 and 1.
+    Opens e = b ⊕ r (and f, if ``f`` is None) in one round between servers 0 and 1. With
+    ``with_value`` returns ([b·x], [x]): the value is the input share itself.
     """
-    n = x.numel()
-    peer = 1 - sess.rank
-    items = [("select", bit ^ m["r_bits"])]
-    if f is None:
-        items.append(("select", x.reshape(-1) - m["s"]))
-    got = sess.comm.round("select", {peer: items}, [peer], step="select")[peer]
-    e_plane = items[0][1] ^ got[0]
-    if f is None:
-        f = items[1][1] + got[1]
-    e = ring.unpack_plane(e_plane[0], n)
+    to_open = [x.reshape(-1) - m["s"]] if f is None else []
+    (e,), opened = _select_round(sess, [(bit, x.numel())], [m], to_open)
+    out = inject_combine(e, x, m, f if f is not None else opened[0])
+    return (out, x) if with_value else out
+
+
+def inject_combine(e: torch.Tensor, x: torch.Tensor, m: dict, f: torch.Tensor) -> torch.Tensor:
+    """Local: [b·x] = e·[x] + (1 − 2e)·(f·[r] + [r·s]) from the opened e (0/1 per element) and f."""
     out = e * x.reshape(-1) + (1 - 2 * e) * (f * m["r"] + m["rs"])
     return out.view(x.shape)
 
@@ -119,17 +123,25 @@ def inject_trunc_prepare(sess: Session, y: torch.Tensor, shift: int) -> tuple[di
 
 
 def inject_trunc_finish(sess: Session, bit: torch.Tensor, shape, m: dict, c: torch.Tensor | None,
-                        c_mine: torch.Tensor, shift: int) -> torch.Tensor:
-    """[b·⌊y/2^shift⌋] given b's share plane and the opened c (opened here with e if None)."""
-    n = c_mine.numel()
-    peer = 1 - sess.rank
-    items = [("select", bit ^ m["r_bits"])]
-    if c is None:
-        items.append(("select", c_mine))
-    got = sess.comm.round("select", {peer: items}, [peer], step="select")[peer]
-    e = ring.unpack_plane((items[0][1] ^ got[0])[0], n)
-    if c is None:
-        c = c_mine + got[1]
+                        c_mine: torch.Tensor, shift: int, with_value: bool = False):
+    """[b·⌊y/2^shift⌋] given b's share plane and the opened c (opened here with e if None).
+
+    With ``with_value`` also [⌊y/2^shift⌋] from the same c and material (see
+    :func:`inject_trunc_combine`), at no extra cost.
+    """
+    (e,), opened = _select_round(sess, [(bit, c_mine.numel())], [m], [c_mine] if c is None else [])
+    return inject_trunc_combine(sess, e, c if c is not None else opened[0], m, shape, shift,
+                                with_value)
+
+
+def inject_trunc_combine(sess: Session, e: torch.Tensor, c: torch.Tensor, m: dict, shape,
+                         shift: int, with_value: bool = False):
+    """Local: [b·T] with T = ⌊y/2^shift⌋ + {0, 1}, and, with ``with_value``, ([b·T], [T]).
+
+    T = public − [L] + 2^(63−shift)·[M] with public = (c_low >> shift) − 2^(62−shift) (party 0) and
+    the carry [M] = msb(c) + (1 − 2·msb(c))·[msb r]; b·T is the same expression in [b], [b·L] and
+    [b·msb r], so d·T and T are exactly consistent (the same T, the same unit of error).
+    """
     first = sess.rank == 0
     c_msb = (c >> 63) & 1
     public = ((c & ring.mask_bits(63)) >> shift) - (1 << (62 - shift))
@@ -137,8 +149,26 @@ def inject_trunc_finish(sess: Session, bit: torch.Tensor, shape, m: dict, c: tor
     b_low = e * m["low"] + (1 - 2 * e) * m["rb_low"]                     # [b·L]
     b_msb = e * m["msb"] + (1 - 2 * e) * m["rb_msb"]                     # [b·msb(r)]
     b_carry = c_msb * b + (1 - 2 * c_msb) * b_msb                        # [b·M]
-    out = public * b - b_low + (1 << (63 - shift)) * b_carry
-    return out.view(shape)
+    out = (public * b - b_low + (1 << (63 - shift)) * b_carry).view(shape)
+    if not with_value:
+        return out
+    carry = (1 - 2 * c_msb) * m["msb"] + (c_msb if first else 0)         # [M]
+    value = (1 << (63 - shift)) * carry - m["low"] + (public if first else 0)
+    return out, value.view(shape)
+
+
+def _select_round(sess: Session, bits: list[tuple[torch.Tensor, int]], mats: list[dict],
+                  to_open: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The select's one round between servers 0 and 1: open every e = b ⊕ r_b (``bits``: one
+    (plane, n) per group, with its material in ``mats``) and the pieces in ``to_open`` (f or c,
+    when they did not travel with the circuit). Returns (each e as a 0/1 int64 vector, opened)."""
+    peer = 1 - sess.rank
+    items = [("select", plane ^ m["r_bits"]) for (plane, _), m in zip(bits, mats)]
+    items += [("select", t) for t in to_open]
+    got = sess.comm.round("select", {peer: items}, [peer], step="select")[peer]
+    es = [ring.unpack_plane((items[i][1] ^ got[i])[0], n) for i, (_, n) in enumerate(bits)]
+    k = len(bits)
+    return es, [items[k + j][1] + got[k + j] for j in range(len(to_open))]
 
 
 def select_prepare(sess: Session, x: torch.Tensor, shift: int) -> tuple[dict, tuple]:
@@ -147,13 +177,31 @@ def select_prepare(sess: Session, x: torch.Tensor, shift: int) -> tuple[dict, tu
 
 
 def select_finish(sess: Session, bit: torch.Tensor, x: torch.Tensor, m: dict, item: tuple,
-                  extra: list, shift: int) -> torch.Tensor:
+                  extra: list, shift: int, with_value: bool = False):
     """[b·⌊x/2^shift⌋]; ``extra`` is what the peer piggybacked on the circuit (its half of the
-    opening), empty when the opening still has to happen here."""
-    opened = item[1] + extra[0] if extra else None
-    if shift:
-        return inject_trunc_finish(sess, bit, x.shape, m, opened, item[1], shift)
-    return inject_finish(sess, bit, x, m, opened)
+    opening), empty when the opening still has to happen here. With ``with_value`` returns
+    ([b·T], [T]) with T = ⌊x/2^shift⌋ (x itself when shift = 0), from the same opening."""
+    return select_finish_many(sess, [(bit, x, m, item, shift)], extra, with_value)[0]
+
+
+def select_finish_many(sess: Session, groups: list[tuple], extra: list,
+                       with_value: bool = False) -> list:
+    """Several fused selects in ONE round: ``groups`` are (bit plane, x, material, item, shift)
+    from :func:`select_prepare`, each with its own shift; ``extra`` the peer's piggybacked items
+    in the same order (or empty: then every f / c is opened in this round too). Cost: the sum of
+    the groups' selects (1 bit + 64 bits per element), 1 round."""
+    to_open = [] if extra else [item[1] for _, _, _, item, _ in groups]
+    es, opened = _select_round(sess, [(bit, x.numel()) for bit, x, _, _, _ in groups],
+                               [m for _, _, m, _, _ in groups], to_open)
+    out = []
+    for j, ((bit, x, m, item, shift), e) in enumerate(zip(groups, es)):
+        c = item[1] + extra[j] if extra else opened[j]
+        if shift:
+            out.append(inject_trunc_combine(sess, e, c, m, x.shape, shift, with_value))
+        else:
+            res = inject_combine(e, x, m, c)
+            out.append((res, x) if with_value else res)
+    return out
 
 
 def b2a_word(sess: Session, bit: torch.Tensor, n: int) -> torch.Tensor:

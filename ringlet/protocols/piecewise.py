@@ -1,0 +1,368 @@
+"""Activations made of sign decisions, fused selects and polynomials: LeakyReLU, |x|, clamp, and
+smooth functions (sigmoid, tanh, SiLU, GELU, Hardswish, Hardsigmoid) as a polynomial in the middle
+and their asymptotes outside.
+
+Every function takes x with ``x.frac`` fractional bits and drops ``shift`` of them (a product's
+extra scale, as :func:`ringlet.protocols.compare.relu` does), so the output has x.frac − shift bits.
+The sign decisions are DReLUs on bits [k:m] (a :class:`ReluSpec`, the same rules and mismatch set
+as ReLU) and the bit × value products are fused selects (:mod:`ringlet.protocols.convert`): 1 + 64
+bits per product, one round, the value's 64-bit opening sent with the sign circuit's first round
+and the truncation by 2^shift folded in (exact to one unit, never failing: there is no local
+truncation of a product anywhere here). A select also returns the value itself for free
+(``with_value``). A select by a 0 bit is exactly 0 whatever the value, even garbage.
+
+Costs per server per element, 2 servers; C, R = the ReLU's bits and rounds
+(:func:`~ringlet.protocols.compare.relu_cost`), c, ρ = its sign circuit's (the DReLU):
+
+=========================================  ===================================  ==============
+function                                    bits                                 rounds
+=========================================  ===================================  ==============
+leaky_relu, integer slope (|x| = slope −1)  C                                    R
+leaky_relu, other slopes                    C + 65                               R
+clamp with one bound / both                 C / 2C                               R
+smooth, method "poly"                       P + 64                               P_r + 1
+smooth, method "piecewise"                  P + 2c + 65·t                        P_r + ρ + 1
+=========================================  ===================================  ==============
+
+P, P_r: the polynomial without its output truncation (ESPN: 64(d − 1) bits, 1 round; degree 1 is
+local: 0, 0; + 64 the exact output truncation for "poly"), t: the number of selects (1 + one per
+non-zero asymptote). Exact 64-bit carry tree: ReLU 308 / 8, leaky 308 or 373 / 8, clamp 616 / 8,
+sigmoid 872 / 9, tanh 937 / 9, SiLU, GELU 808 / 9, Hardswish 680 / 9, Hardsigmoid 616 / 8.
+p ≥ 3: as for ReLU, servers 2…p−1 first re-share to servers 0 and 1 (+1 round; they send w + 64
+bits per element for leaky and each clamp bound; 2w + 64 per needed value for smooth), and the
+polynomial pays its own p-server cost (input truncation by the dealer, ESPN's re-sharing):
+:func:`smooth_cost` derives it (p = 3, sigmoid: 1000 bits, 12 rounds). With the b2a-mult select
+(leaky integer slopes, clamp) or an identity spec (w = 0), a shift is a separate truncation, whose
+cost is added.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ringlet import ring
+from ringlet.protocols import compare, poly
+from ringlet.protocols.compare import ReluSpec, drelu_two, input_bits
+from ringlet.protocols.convert import (local_bits, reshare_to_two, select_finish,
+                                       select_finish_many, select_prepare)
+from ringlet.protocols.truncation import truncate
+from ringlet.session import Session
+from ringlet.sharing import ArithmeticShare, check_product_frac
+
+SMOOTH_METHODS = ("piecewise", "poly")
+ONE_ROUND = ("espn", "espn-beaver", "honeybadger")
+
+
+def _is_integer(slope: float) -> bool:
+    return float(slope) == int(slope)
+
+
+def _zeros(x: ArithmeticShare, frac: int) -> ArithmeticShare:
+    return ArithmeticShare(torch.zeros_like(x.data), x.party, frac)
+
+
+def _plane(bits: torch.Tensor) -> torch.Tensor:
+    """0/1 XOR shares (int64 vector) → a 1×nw plane."""
+    return ring.pack_plane(bits).view(1, -1)
+
+
+def _public(sess: Session, value: int, n: int) -> torch.Tensor:
+    """A 2-server sharing of a public ring constant: server 0 holds it, server 1 zero."""
+    return torch.full((n,), value if sess.rank == 0 else 0, dtype=torch.int64)
+
+
+def leaky_relu(sess: Session, x: ArithmeticShare, slope: float, spec: ReluSpec = ReluSpec(),
+               shift: int = 0, truncation: str | None = None) -> ArithmeticShare:
+    """LeakyReLU(x) = a·x + (1 − a)·x·DReLU(x) with slope a, at x.frac − shift bits.
+
+    Integer a (0: ReLU, −1: |x|, 2, …): ONE fused select gives [T] and [d·T] (T = ⌊x/2^shift⌋,
+    d = DReLU(x[k:m])) from the same opening; out = a·T + (1 − a)·d·T — ReLU's cost exactly, and
+    exact to one unit. Other a: A = round(a·2^f) (f = the session's fractional bits) and one batched
+    select on [x·2^f, A·x] with shift + f gives T_x = ⌊x/2^shift⌋, T_y = ⌊A·x/2^(shift+f)⌋ and d·T_x,
+    d·T_y; out = T_y + d·T_x − d·T_y: +65 bits per element over ReLU, the same rounds; the
+    products need x.frac + f (+ log2|a|) fractional bits to leave 14 integer bits
+    (``check_product_frac``). The fused select is required for non-integer slopes; with b2a-mult an
+    integer slope is a·T + (1 − a)·ReLU(T) with T truncated first (``truncation``).
+    """
+    sess.require_server("leaky_relu")
+    out_frac = x.frac - shift
+    integer = _is_integer(slope)
+    if spec.width == 0:  # DReLU ≡ 1: the identity
+        return truncate(sess, x, shift, truncation)
+    if spec.select != "fused":
+        if not integer:
+            raise ValueError("leaky_relu with a non-integer slope needs the fused select")
+        t = truncate(sess, x, shift, truncation)
+        return t.mul_public(int(slope)) + compare.relu(sess, t, spec).mul_public(1 - int(slope))
+    f = sess.fixed.frac_bits
+    if not integer:  # x·2^f and A·x must leave 14 integer bits (A carries log2|a| more)
+        slope_bits = max(0, math.ceil(math.log2(abs(slope))))
+        check_product_frac("leaky_relu (x by the slope)", x.frac, f + slope_bits)
+    k, m = input_bits(spec, shift)
+    w = k - m
+    shared = reshare_to_two(sess, [(local_bits(x.data, k, m), w), (x.data.reshape(-1), 64)])
+    if shared is None:
+        return _zeros(x, out_frac)
+    t2, x2 = shared
+    n = x2.numel()
+    if integer:
+        values, s = x2, shift
+    else:
+        values, s = torch.cat([x2 * (1 << f), int(round(slope * 2 ** f)) * x2]), shift + f
+    mat, item = select_prepare(sess, values, s)
+    bit, extra = drelu_two(sess, t2, w, spec.adder, piggyback=[item] if w >= 2 else None)
+    if not integer:
+        bits = ring.unpack_plane(bit[0], n)
+        bit = _plane(torch.cat([bits, bits]))
+    dt, t = select_finish(sess, bit, values, mat, item, extra, s, with_value=True)
+    if integer:
+        out = int(slope) * t + (1 - int(slope)) * dt
+    else:
+        out = t[n:] + dt[:n] - dt[n:]
+    return ArithmeticShare(out.view(x.shape), x.party, out_frac)
+
+
+def clamp(sess: Session, x: ArithmeticShare, lo: float | None = None, hi: float | None = None,
+          spec: ReluSpec = ReluSpec(), shift: int = 0,
+          truncation: str | None = None) -> ArithmeticShare:
+    """clamp(x, lo, hi) at x.frac − shift bits (ReLU6 = clamp(x, 0, 6), Hardtanh, torch.clamp).
+
+    Both bounds: lo + ReLU(x − lo) − ReLU(x − hi), the two ReLUs in ONE :func:`compare.relu` call
+    on the concatenation (2× ReLU bits, ReLU's rounds); only lo: lo + ReLU(x − lo); only hi:
+    hi − ReLU(hi − x); lo > hi is refused (torch would return hi everywhere). The bounds are
+    encoded at the output scale (and shifted up for the input), so the subtraction commutes with
+    the truncation; public constants are added by server 0. Exact without a shift; with one, each
+    ReLU's truncation is off by at most one unit, and so is the result.
+    """
+    sess.require_server("clamp")
+    if lo is None and hi is None:
+        raise ValueError("clamp needs at least one of lo, hi")
+    if lo is not None and hi is not None and lo > hi:
+        raise ValueError(f"clamp: lo = {lo} > hi = {hi}")
+    out_frac = x.frac - shift
+    enc = {b: int(round(b * 2 ** out_frac)) for b in (lo, hi) if b is not None}
+    flat = x.reshape(-1)
+
+    def minus(bound, sign=1):  # sign·(x − bound), in ring units at the input scale
+        z = flat if sign > 0 else -flat
+        return z.add_public(torch.full((flat.numel(),), -sign * (enc[bound] << shift),
+                                       dtype=torch.int64))
+
+    n = flat.numel()
+    if lo is not None and hi is not None:
+        both = compare.relu(sess, ArithmeticShare.cat([minus(lo), minus(hi)]), spec, shift,
+                            truncation)
+        out = (both[:n] - both[n:]).add_public(torch.full((n,), enc[lo], dtype=torch.int64))
+    elif lo is not None:
+        out = compare.relu(sess, minus(lo), spec, shift, truncation).add_public(
+            torch.full((n,), enc[lo], dtype=torch.int64))
+    else:
+        out = -compare.relu(sess, minus(hi, -1), spec, shift, truncation)
+        out = out.add_public(torch.full((n,), enc[hi], dtype=torch.int64))
+    return out.reshape(x.shape)
+
+
+def _poly_value(sess: Session, x: ArithmeticShare, coeffs, r: float, method: str,
+                truncation: str | None, out_frac: int) -> ArithmeticShare:
+    """[p(x)] at its natural scale, without an output truncation (the select will truncate):
+    D = d·f_p + q for the one-round methods, f for Horner; degree 1 is local (x.frac + q)."""
+    d = len(coeffs) - 1
+    q = poly.coeff_bits(coeffs)
+    if d == 1:
+        check_product_frac("linear polynomial", x.frac, q)
+        lin = x.mul_public(int(round(coeffs[1] * 2 ** q)), frac=q)
+        return lin.add_public(torch.full(x.shape, int(round(coeffs[0] * 2 ** (x.frac + q))),
+                                         dtype=torch.int64))
+    if method == "horner":
+        return poly.evaluate(sess, x, coeffs, sess.fixed.frac_bits, method, truncation=truncation)
+    f_p = poly.input_frac(coeffs, r, "dealer", q)
+    scale = max(d * f_p + q, out_frac)
+    return poly.evaluate(sess, x, coeffs, scale, method, frac=f_p, truncation=truncation, r=r)
+
+
+def smooth(sess: Session, x: ArithmeticShare, spec: dict, method: str = "piecewise",
+           shift: int = 0, poly_method: str = "espn", truncation: str | None = None,
+           relu_spec: ReluSpec = ReluSpec()) -> ArithmeticShare:
+    """A smooth activation from :func:`ringlet.poly.fit.smooth_spec` at x.frac − shift bits.
+
+    ``method="poly"``: p(x) by :func:`poly.evaluate` (``poly_method``), fitted on [−r, r]; outside
+    that range the result diverges from f, and beyond ``spec["garbage_beyond"]`` it wraps (garbage).
+
+    ``method="piecewise"`` (default): out = 1{x ≥ r}·H(x) + 1{−r ≤ x < r}·p(x) + 1{x < −r}·L(x),
+    within ``spec["max_error"]`` of f on every real (measured for the one-round methods).
+      1. [p(x)] at its natural scale D (no output truncation: the select truncates for free);
+      2. p ≥ 3: servers 2…p−1 re-share the [k:m] bits of x ± r (and x, and p when not already on
+         two servers) to servers 0 and 1 (1 round);
+      3. d_lo = DReLU(x + r) = 1{x ≥ −r} and d_hi = DReLU(x − r) in ONE sign circuit on 2n values,
+         every select's 64-bit opening sent with its first round;
+      4. local on XOR shares: mid = d_lo ⊕ d_hi = 1{−r ≤ x < r}, 1{x < −r} = ¬d_lo;
+      5. ONE select round for all terms: mid·p (shift D − out), d_hi·H and ¬d_lo·L (x with shift
+         ``shift``, or a constant); zero asymptotes need no select. p may be garbage (wrapped)
+         outside [−r, r], but it is selected by a 0 bit there, and a select by 0 is exactly 0.
+    Bits and rounds: :func:`smooth_cost`. The input of p is truncated to f_p bits inside
+    :func:`poly.evaluate` with ``truncation`` (local by default for 2 servers: it fails with
+    probability |x|/2^63, which only matters inside [−r, r]; pass "dealer" for +1 round).
+    """
+    sess.require_server("smooth")
+    if method not in SMOOTH_METHODS:
+        raise ValueError(f"unknown smooth method {method!r}; use one of {SMOOTH_METHODS}")
+    coeffs, r = spec["coeffs"], float(spec["range"])
+    out_frac = x.frac - shift
+    if method == "poly":
+        if len(coeffs) == 2:
+            lin = _poly_value(sess, x, coeffs, r, poly_method, truncation, out_frac)
+            return truncate(sess, lin, lin.frac - out_frac, "dealer")
+        return poly.evaluate(sess, x, coeffs, out_frac, poly_method, truncation=truncation, r=r)
+    if relu_spec.select != "fused" or relu_spec.width == 0:
+        raise ValueError("smooth needs a fused select and at least one kept bit")
+    if len(coeffs) > 2:
+        pv = _poly_value(sess, x, coeffs, r, poly_method, truncation, out_frac)
+    linear = len(coeffs) == 2
+    need_x = spec["lo"] == "x" or spec["hi"] == "x" or linear
+    reshare_p = not linear and not (sess.num_parties > 2 and poly_method.startswith("espn"))
+    n = x.numel()
+    flat = x.data.reshape(-1)
+    r_enc = int(round(r * 2 ** x.frac)) if sess.rank == 0 else 0  # public: server 0 adds it
+    k, m = input_bits(relu_spec, shift)
+    w = k - m
+    pieces = [(local_bits(torch.cat([flat + r_enc, flat - r_enc]), k, m), w)]
+    pieces += [(flat, 64)] if need_x else []
+    pieces += [(pv.data.reshape(-1), 64)] if reshare_p else []
+    shared = reshare_to_two(sess, pieces)
+    if shared is None:
+        return _zeros(x, out_frac)
+    x2 = shared[1] if need_x else None
+    if linear:
+        pv = _poly_value(sess, ArithmeticShare(x2, x.party, x.frac), coeffs, r, poly_method,
+                         truncation, out_frac)
+    p2 = shared[-1] if reshare_p else pv.data.reshape(-1)
+    if pv.frac < out_frac:
+        p2, p_frac = p2 * (1 << (out_frac - pv.frac)), out_frac
+    else:
+        p_frac = pv.frac
+    terms = [("mid", p2, p_frac - out_frac)]  # (which bit, value, shift); zero asymptotes: none
+    for name, value in (("hi", spec["hi"]), ("lo", spec["lo"])):
+        if value == "x":
+            terms.append((name, x2, shift))
+        elif float(value) != 0.0:
+            terms.append((name, _public(sess, int(round(float(value) * 2 ** out_frac)), n), 0))
+    out = _decide_and_select(sess, shared[0], w, relu_spec.adder, terms, n)
+    return ArithmeticShare(out.view(x.shape), x.party, out_frac)
+
+
+def _decide_and_select(sess: Session, t2: torch.Tensor, w: int, adder: str, terms: list,
+                       n: int) -> torch.Tensor:
+    """Steps 3–5 of :func:`smooth` on servers 0 and 1: the two decisions in one sign circuit
+    (``t2``: the w-bit pieces of x + r, then x − r), then Σ bit·value over ``terms`` in one select
+    round; terms with the same shift share one dealer request."""
+    groups: dict[int, list[int]] = {}
+    for i, (_, _, s) in enumerate(terms):
+        groups.setdefault(s, []).append(i)
+    prepared = []
+    for s, idx in groups.items():
+        values = torch.cat([terms[i][1] for i in idx])
+        mat, item = select_prepare(sess, values, s)
+        prepared.append((idx, values, mat, item, s))
+    bit, extra = drelu_two(sess, t2, w, adder,
+                           piggyback=[p[3] for p in prepared] if w >= 2 else None)
+    both = ring.unpack_plane(bit[0], 2 * n)
+    d_lo, d_hi = both[:n], both[n:]
+    bits = {"mid": d_lo ^ d_hi, "hi": d_hi, "lo": d_lo ^ int(sess.rank == 0)}  # lo: ¬d_lo
+    selected = select_finish_many(
+        sess, [(_plane(torch.cat([bits[terms[i][0]] for i in idx])), values, mat, item, s)
+               for idx, values, mat, item, s in prepared], extra)
+    out = torch.zeros(n, dtype=torch.int64)
+    for (idx, *_), res in zip(prepared, selected):
+        for j in range(len(idx)):
+            out = out + res[j * n:(j + 1) * n]
+    return out
+
+
+# -- costs ---------------------------------------------------------------------------------------
+
+def _effective(spec: ReluSpec, shift: int) -> ReluSpec:
+    """The spec whose [k:m] the sign circuit really reads for an input with ``shift`` extra bits."""
+    if spec.width == 0:
+        return spec
+    return ReluSpec(*input_bits(spec, shift), spec.adder, spec.select)
+
+
+def _trunc_cost(parties: int, truncation: str | None) -> tuple[int, int]:
+    """(bits, rounds) of one separate truncation: local is free, dealer 64(p − 1) bits, 1 round."""
+    method = truncation or ("local" if parties == 2 else "dealer")
+    return (0, 0) if method == "local" else (64 * (parties - 1), 1)
+
+
+def leaky_relu_cost(spec: ReluSpec, slope: float, parties: int = 2, shift: int = 0,
+                    truncation: str | None = None) -> dict:
+    """Bits sent per server per element (the maximum over servers) and rounds of leaky_relu."""
+    eff = _effective(spec, shift)
+    rc = compare.relu_cost(eff, parties)
+    bits, rounds = rc["relu_bits"], rc["relu_rounds"]
+    if eff.width == 0 or eff.select != "fused":
+        tb, tr = _trunc_cost(parties, truncation) if shift else (0, 0)
+        return {"bits": bits + tb, "rounds": rounds + tr}
+    if not _is_integer(slope):  # the select of the second value: 1 + 64 bits on servers 0 and 1
+        two = compare.relu_cost(eff, 2)["relu_bits"] + 65
+        bits = two if parties == 2 else max(two, eff.width + 64)
+    return {"bits": bits, "rounds": rounds}
+
+
+def clamp_cost(spec: ReluSpec, bounds: int = 2, parties: int = 2, shift: int = 0,
+               truncation: str | None = None) -> dict:
+    """Bits and rounds of clamp with one or two bounds: ``bounds`` ReLUs batched in one call."""
+    eff = _effective(spec, shift)
+    rc = compare.relu_cost(eff, parties)
+    bits, rounds = bounds * rc["relu_bits"], rc["relu_rounds"]
+    if shift and (eff.width == 0 or eff.select != "fused"):
+        tb, tr = _trunc_cost(parties, truncation)
+        bits, rounds = bits + bounds * tb, rounds + tr
+    return {"bits": bits, "rounds": rounds}
+
+
+def _poly_part(coeffs, r: float, method: str, parties: int, x_frac: int, frac_bits: int,
+               truncation: str | None) -> tuple[int, int, int]:
+    """(bits of servers 0/1, bits of servers 2…, rounds) of [p(x)] without an output truncation."""
+    p, d = parties, len(coeffs) - 1
+    if d == 1:
+        return 0, 0, 0
+    if method == "horner":
+        c = poly.cost("horner", d, p)
+        tb, tr = _trunc_cost(p, truncation) if x_frac > frac_bits else (0, 0)
+        return c["bits"] + tb, c["bits"] + tb, c["rounds"] + tr
+    f_p = poly.input_frac(coeffs, r, "dealer")
+    tb, tr = _trunc_cost(p, truncation) if x_frac > f_p else (0, 0)
+    if method == "honeybadger":
+        return 64 * (p - 1) + tb, 64 * (p - 1) + tb, 1 + tr
+    core = 64 * (d - 1) if method == "espn" else 128 * d * (d - 1) // 2
+    if p == 2:
+        return core + tb, 0, 1 + tr
+    return core + tb, 64 + tb, 2 + tr  # servers 2… re-share x, then ESPN runs on servers 0 and 1
+
+
+def smooth_cost(spec: dict, method: str = "piecewise", parties: int = 2, poly_method: str = "espn",
+                relu_spec: ReluSpec = ReluSpec(), shift: int = 0, truncation: str | None = None,
+                frac_bits: int = ring.DEFAULT_FRAC_BITS) -> dict:
+    """Bits sent per server per element (the maximum over servers) and rounds of :func:`smooth`,
+    for x at frac_bits + shift fractional bits."""
+    coeffs, r, p = spec["coeffs"], float(spec["range"]), parties
+    x_frac = frac_bits + shift
+    s0, s2, rounds = _poly_part(coeffs, r, poly_method, p, x_frac, frac_bits, truncation)
+    if method == "poly":
+        if poly_method != "horner":  # the exact output truncation
+            s0, s2, rounds = s0 + 64 * (p - 1), s2 + 64 * (p - 1), rounds + 1
+        return {"bits": s0 if p == 2 else max(s0, s2), "rounds": rounds}
+    eff = _effective(relu_spec, shift)
+    circuit = compare.relu_cost(eff, 2)
+    terms = 1 + sum(1 for a in (spec["lo"], spec["hi"]) if a == "x" or float(a) != 0.0)
+    s0 += 2 * circuit["drelu_bits"] + 65 * terms
+    rounds += circuit["drelu_rounds"] + 1
+    if p == 2:
+        return {"bits": s0, "rounds": rounds}
+    linear = len(coeffs) == 2
+    need_x = spec["lo"] == "x" or spec["hi"] == "x" or linear
+    reshare_p = not linear and not poly_method.startswith("espn")
+    s2 += 2 * eff.width + 64 * (int(need_x) + int(reshare_p))
+    return {"bits": max(s0, s2), "rounds": rounds + 1}

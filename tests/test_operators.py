@@ -90,6 +90,14 @@ CASES = {
                         {"conv", "linear", "reshape"},
                         {"w": nn.Parameter(torch.randn(2, 3, 3, 3) * 0.3), "b": nn.Parameter(torch.randn(2)),
                          "lw": nn.Parameter(torch.randn(5, 128) * 0.1)}),
+    # activations computed from sign decisions (exact up to fixed point)
+    "leaky": (lambda s, x: s.act(x) + F.leaky_relu(x, 2.0), {"leaky"}, {"act": nn.LeakyReLU(0.1)}),
+    "abs": (lambda s, x: x.abs() + torch.abs(x - 0.5), {"abs"}),
+    "relu6-hardtanh": (lambda s, x: s.r6(x * 4) + F.hardtanh(x, -0.5, 0.25), {"clamp"},
+                       {"r6": nn.ReLU6()}),
+    "clamp-clip": (lambda s, x: x.clamp(-0.3, 0.2) + torch.clip(x, max=0.1) + x.clamp(min=-0.1),
+                   {"clamp"}),
+    "clamp-min-0-is-relu": (lambda s, x: x.clamp(min=0), {"relu"}),
     # pools
     "maxpool-ceil": (lambda s, x: s.p(x), {"maxpool"}, {"p": nn.MaxPool2d(3, 2, ceil_mode=True)}),
     "maxpool-stem": (lambda s, x: s.p(x), {"maxpool"}, {"p": nn.MaxPool2d(3, 2, 1)}),
@@ -126,6 +134,34 @@ def test_operator_matches_plaintext_and_costs_nothing(name):
     for row in rows:
         if row["kind"] in LOCAL:
             assert row["bytes_sent"] == 0 and row["rounds"] == 0, row
+
+
+SMOOTH = {"sigmoid": nn.Sigmoid(), "tanh": nn.Tanh(), "silu": nn.SiLU(), "gelu": nn.GELU(),
+          "hardswish": nn.Hardswish(), "hardsigmoid": nn.Hardsigmoid()}
+
+
+@pytest.mark.parametrize("method", ["piecewise", "poly"])
+@pytest.mark.parametrize("name", list(SMOOTH))
+def test_smooth_activations_within_their_stated_error(name, method):
+    torch.manual_seed(3)  # test weights and data only
+    model = Lambda(lambda s, x: s.act(x * 2), act=SMOOTH[name]).eval()
+    x = torch.randn(2, 2, 8, 8)
+    graph = compile_model(model, x, smooth=method)
+    (node,) = [n for n in graph.nodes if n.kind == "smooth"]
+    spec = node.params["spec"]
+    assert node.params["name"] == name and node.params["method"] == method
+    with torch.no_grad():
+        ref = copy.deepcopy(model).double()(x.double())
+        pre = (model.conv(x) * 2).double()
+    inside = pre.abs() < spec["range"]
+    if method == "poly":  # garbage beyond the range: compare inside it only
+        assert inside.float().mean() > 0.5
+    logits, rows = secure_logits(CompiledModel(graph), x)
+    err = (logits - ref).abs()
+    err = err[inside] if method == "poly" else err
+    assert float(err.max()) <= spec["max_error"] + 1e-3, (float(err.max()), spec["max_error"])
+    (row,) = [r for r in rows if r["kind"] == "smooth"]
+    assert row["drelus"] == (2 * x.shape[0] * 3 * 8 * 8 if method == "piecewise" else 0)
 
 
 def test_buffers_and_parameters_in_forward_are_public_constants():

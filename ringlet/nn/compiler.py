@@ -198,8 +198,8 @@ class Builder:
         """The full shape with the example's batch axis (2)."""
         return tuple(fx.meta["tensor_meta"].shape)
 
-    def emit(self, fx: torch.fx.Node, kind: str, inputs, label=None, name=None, shape=None,
-             **params) -> Node:
+    def emit(self, fx: torch.fx.Node, kind: str, inputs, label=None, node_name=None,
+             node_shape=None, **params) -> Node:
         """A secure node for ``fx`` (a module's call sites get labels path, path#1, path#2, …)."""
         label = label or fx.name
         seen = self._labels.get(label, 0)
@@ -207,7 +207,7 @@ class Builder:
         if seen:
             label = f"{label}#{seen}"
         srcs = [a if isinstance(a, str) else self.src(a) for a in inputs]
-        node = Node(name or fx.name, kind, srcs, label, shape or _shape(fx), params)
+        node = Node(node_name or fx.name, kind, srcs, label, node_shape or _shape(fx), params)
         self.nodes.append(node)
         self.by_name[node.name] = node
         return node

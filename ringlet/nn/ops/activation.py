@@ -1,4 +1,6 @@
-"""Activations: ReLU (exact or on bits [k:m]), shared ReLU (gReLU) and polynomial (ESPN/PILLAR).
+"""Activations: ReLU and LeakyReLU (exact or on bits [k:m]), |x|, clamp (ReLU6, Hardtanh), smooth
+functions (sigmoid, tanh, SiLU, GELU, Hardswish, Hardsigmoid), shared ReLU (gReLU) and polynomial
+(ESPN/PILLAR).
 
 Costs per element (2 servers, exact bits, carry tree + fused select): ReLU 308 bits, 8 rounds
 (4w − 7 − L + 65 bits, L + 2 rounds on w = k − m bits; see :mod:`ringlet.protocols.compare`);
@@ -8,13 +10,15 @@ polynomial: one round of ESPN, see :mod:`ringlet.protocols.poly`.
 
 from __future__ import annotations
 
+import operator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ringlet.nn.ops.base import Op, Registry
-from ringlet.protocols import poly, shared_relu
-from ringlet.protocols.compare import relu
+from ringlet.protocols import piecewise, poly, shared_relu
+from ringlet.protocols.compare import ReluSpec, relu
 
 
 def plain_grelu(p: dict, x: torch.Tensor) -> torch.Tensor:
@@ -57,6 +61,129 @@ class Relu(Op):
 
     def drelus(self, node, bits):
         return 0 if bits is not None and bits[0] == bits[1] else self.elements(node)
+
+
+class Leaky(Op):
+    """LeakyReLU(x) = a·x + (1 − a)·x·DReLU(x), its decision on bits [k:m] like a ReLU's."""
+
+    kind = "leaky"
+    bits = "relu"
+    cost = "as ReLU for an integer slope (308 bits, 8 rounds exact); + 65 bits for any other slope"
+
+    def frac(self, node, ins, f):
+        return f
+
+    def plain(self, node, ins, ctx):
+        return F.leaky_relu(ins[0], node.params["slope"])
+
+    def simulate(self, node, ins, ctx):
+        a = node.params["slope"]
+        return a * ins[0] + (1 - a) * ctx.simulated_relu(node, ins[0])
+
+    def secure(self, node, ins, ctx):
+        x = ins[0]
+        return piecewise.leaky_relu(ctx.sess, x, node.params["slope"], ctx.spec(node.label),
+                                    shift=x.frac - ctx.f, truncation=ctx.trunc)
+
+    def magnitude(self, node, ins):
+        return max(1.0, abs(node.params["slope"])) * ins[0]
+
+    def drelus(self, node, bits):
+        return 0 if bits is not None and bits[0] == bits[1] else self.elements(node)
+
+
+class Abs(Leaky):
+    """|x| = −x + 2·x·DReLU(x): one select, exactly a ReLU's cost (not a searched activation)."""
+
+    kind = "abs"
+    bits = None
+    cost = "as ReLU: 308 bits, 8 rounds"
+
+    def plain(self, node, ins, ctx):
+        return ins[0].abs()
+
+    simulate = plain
+
+    def secure(self, node, ins, ctx):
+        x, o = ins[0], ctx.options
+        return piecewise.leaky_relu(ctx.sess, x, -1.0, ReluSpec(64, 0, o.adder, o.select),
+                                    shift=x.frac - ctx.f, truncation=ctx.trunc)
+
+    def magnitude(self, node, ins):
+        return ins[0]
+
+    def drelus(self, node, bits):
+        return self.elements(node)
+
+
+class Clamp(Op):
+    """clamp(x, lo, hi) = lo + ReLU(x − lo) − ReLU(x − hi) (ReLU6, Hardtanh, clamp, clip)."""
+
+    kind = "clamp"
+    cost = "one bound: as ReLU (308 bits, 8 rounds); both: 616 bits, 8 rounds (two ReLUs in one call)"
+
+    def frac(self, node, ins, f):
+        return f
+
+    def plain(self, node, ins, ctx):
+        return ins[0].clamp(node.params["lo"], node.params["hi"])
+
+    def secure(self, node, ins, ctx):
+        x, o, p = ins[0], ctx.options, node.params
+        return piecewise.clamp(ctx.sess, x, p["lo"], p["hi"], ReluSpec(64, 0, o.adder, o.select),
+                               shift=x.frac - ctx.f, truncation=ctx.trunc)
+
+    def magnitude(self, node, ins):
+        bounds = [abs(v) for v in (node.params["lo"], node.params["hi"]) if v is not None]
+        return max(bounds) if len(bounds) == 2 else max([ins[0]] + bounds)
+
+    def drelus(self, node, bits):
+        p = node.params
+        return self.elements(node) * sum(v is not None for v in (p["lo"], p["hi"]))
+
+
+_SMOOTH_FN = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "silu": F.silu, "gelu": F.gelu,
+              "hardswish": F.hardswish, "hardsigmoid": F.hardsigmoid}
+
+
+class Smooth(Op):
+    """A smooth activation (sigmoid, tanh, SiLU, GELU, Hardswish, Hardsigmoid): ``piecewise`` =
+    its asymptotes outside [−r, r] and a fitted polynomial inside (two DReLUs, selects), or
+    ``poly`` = the polynomial alone (garbage beyond its range). :mod:`ringlet.protocols.piecewise`."""
+
+    kind = "smooth"
+    cost = ("piecewise (ESPN middle): 1 + 8 rounds, 616–937 bits (sigmoid 872, tanh 937, SiLU/GELU 808, "
+            "Hardswish 680, Hardsigmoid 616); poly: 1–2 rounds, 64·d bits")
+
+    def frac(self, node, ins, f):
+        return f
+
+    def plain(self, node, ins, ctx):
+        return _SMOOTH_FN[node.params["name"]](ins[0])
+
+    def simulate(self, node, ins, ctx):
+        """The approximation the servers compute (in floating point)."""
+        x, spec, method = ins[0], node.params["spec"], node.params["method"]
+        y = plain_poly(spec["coeffs"], x)
+        if method == "poly":
+            return y
+        r = spec["range"]
+        hi = x if spec["hi"] == "x" else torch.full_like(x, float(spec["hi"]))
+        lo = x if spec["lo"] == "x" else torch.full_like(x, float(spec["lo"]))
+        return torch.where(x >= r, hi, torch.where(x < -r, lo, y))
+
+    def secure(self, node, ins, ctx):
+        x, o, p = ins[0], ctx.options, node.params
+        return piecewise.smooth(ctx.sess, x, p["spec"], p["method"], shift=x.frac - ctx.f,
+                                poly_method=o.poly_method, truncation=ctx.trunc,
+                                relu_spec=ReluSpec(64, 0, o.adder, o.select))
+
+    def magnitude(self, node, ins):
+        hi = node.params["spec"]["hi"]
+        return ins[0] + 1.0 if hi == "x" else 1.0 + node.params["spec"]["max_error"]
+
+    def drelus(self, node, bits):
+        return 2 * self.elements(node) if node.params["method"] == "piecewise" else 0
 
 
 class GroupRelu(Op):
@@ -117,6 +244,64 @@ def lower_relu(b, fx) -> None:
     b.emit(fx, "relu", b.tensor_args(fx)[:1])
 
 
+def _slope(b, fx, mod, default: float) -> float:
+    return float(mod.negative_slope if mod is not None else b.arg(fx, 1, "negative_slope", default))
+
+
+def lower_leaky(b, fx, mod=None) -> None:
+    b.emit(fx, "leaky", b.tensor_args(fx)[:1], fx.target if mod is not None else None,
+           slope=_slope(b, fx, mod, 0.01))
+
+
+def lower_abs(b, fx) -> None:
+    b.emit(fx, "abs", b.tensor_args(fx)[:1])
+
+
+def _bound(b, fx, v, what):
+    if b.is_tensor(v) or isinstance(v, torch.fx.Node) and isinstance(b.value(v), torch.Tensor):
+        raise b.fail(fx, f"clamp with a tensor {what} (only number bounds are supported)")
+    return None if v is None else float(b.value(v))
+
+
+def lower_clamp(b, fx, mod=None) -> None:
+    label = fx.target if mod is not None else None
+    x = b.tensor_args(fx)[0]
+    if mod is not None:
+        lo, hi = (0.0, 6.0) if isinstance(mod, nn.ReLU6) else (float(mod.min_val), float(mod.max_val))
+    elif fx.target in (F.relu6,):
+        lo, hi = 0.0, 6.0
+    elif fx.target in (F.hardtanh,):
+        lo, hi = float(b.arg(fx, 1, "min_val", -1.0)), float(b.arg(fx, 2, "max_val", 1.0))
+    else:
+        lo = _bound(b, fx, fx.args[1] if len(fx.args) > 1 else fx.kwargs.get("min"), "min")
+        hi = _bound(b, fx, fx.args[2] if len(fx.args) > 2 else fx.kwargs.get("max"), "max")
+    if lo is None and hi is None:
+        raise b.fail(fx, "clamp without bounds")
+    if lo is not None and hi is not None and lo > hi:
+        raise b.fail(fx, f"clamp with min {lo} > max {hi}")
+    if lo == 0.0 and hi is None:
+        b.emit(fx, "relu", [x], label)  # clamp(min=0) is a ReLU (and takes ReLU bits)
+        return
+    b.emit(fx, "clamp", [x], label, lo=lo, hi=hi)
+
+
+_SMOOTH_MODULES = {nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.SiLU: "silu", nn.GELU: "gelu",
+                   nn.Hardswish: "hardswish", nn.Hardsigmoid: "hardsigmoid"}
+_SMOOTH_TARGETS = {torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", "sigmoid": "sigmoid",
+                   "sigmoid_": "sigmoid", torch.tanh: "tanh", F.tanh: "tanh", "tanh": "tanh",
+                   "tanh_": "tanh", F.silu: "silu", F.gelu: "gelu", F.hardswish: "hardswish",
+                   F.hardsigmoid: "hardsigmoid"}
+
+
+def lower_smooth(b, fx, mod=None) -> None:
+    from ringlet.poly.fit import smooth_spec
+    name = _SMOOTH_MODULES[type(mod)] if mod is not None else _SMOOTH_TARGETS[fx.target]
+    method = b.options.get("smooth", "piecewise")
+    spec = smooth_spec(name, method)
+    b.emit(fx, "smooth", b.tensor_args(fx)[:1], fx.target if mod is not None else None,
+           name=name, method=method, spec=spec)
+
+
 def lower_grelu(b, fx, mod) -> None:
     b.emit(fx, "grelu", [fx.args[0]], fx.target, groups=mod.groups.clone(),
            weight=mod.weight.detach().double().clone(), variant=mod.variant,
@@ -148,8 +333,19 @@ def lower_softmax(b, fx, mod=None) -> None:
 def register(reg: Registry) -> None:
     from ringlet.grelu.layers import GroupReLU
     from ringlet.poly.layers import PolyAct
-    for op in (Relu(), GroupRelu(), Poly()):
+    for op in (Relu(), Leaky(), Abs(), Clamp(), Smooth(), GroupRelu(), Poly()):
         reg.op(op)
+    reg.module(nn.LeakyReLU, lower_leaky)
+    reg.function((F.leaky_relu,), lower_leaky)
+    reg.function((torch.abs, operator.abs), lower_abs)
+    reg.method(("abs", "abs_"), lower_abs)
+    reg.module((nn.ReLU6, nn.Hardtanh), lower_clamp)
+    reg.function((F.relu6, F.hardtanh, torch.clamp, torch.clip), lower_clamp)
+    reg.method(("clamp", "clip", "clamp_", "clip_"), lower_clamp)
+    for t in _SMOOTH_MODULES:
+        reg.module(t, lower_smooth)
+    reg.function([t for t in _SMOOTH_TARGETS if not isinstance(t, str)], lower_smooth)
+    reg.method([t for t in _SMOOTH_TARGETS if isinstance(t, str)], lower_smooth)
     reg.module(nn.ReLU, lower_relu_module)
     reg.module(GroupReLU, lower_grelu)
     reg.module(PolyAct, lower_poly)

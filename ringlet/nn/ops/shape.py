@@ -126,7 +126,7 @@ def emit_gather(b, fx, x, fn, label=None, name=None) -> str:
         if name is None:
             b.alias_to(fx, src)
         return src
-    return b.emit(fx, "gather", [src], label, name=name, shape=out_shape, index=index).name
+    return b.emit(fx, "gather", [src], label, node_name=name, node_shape=out_shape, index=index).name
 
 
 def _call(b, fx):
@@ -212,8 +212,8 @@ def lower_stack(b, fx) -> None:
     for i, t in enumerate(tensors):
         shape = list(b.shape(t))
         shape.insert(dim - 1, 1)
-        parts.append(b.emit(fx, "reshape", [t], name=f"{fx.name}_in{i}", label=f"{fx.name}_in{i}",
-                            shape=tuple(shape)).name)
+        parts.append(b.emit(fx, "reshape", [t], label=f"{fx.name}_in{i}", node_name=f"{fx.name}_in{i}",
+                            node_shape=tuple(shape)).name)
     b.emit(fx, "cat", parts, dim=dim)
 
 

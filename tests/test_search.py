@@ -140,25 +140,24 @@ def test_eco_and_budget_search_on_a_small_model(tmp_path):
 
 
 def test_finetune_runs_and_saves_a_loadable_checkpoint(tmp_path):
-    from ringlet.search.finetune import finetune
+    from ringlet.search.api import run_finetune
     from ringlet.train.checkpoint import load_checkpoint
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"version": 1, "default": {"k": 20, "m": 12}}))
-    out = finetune("fmnist-net-fmnist", str(cfg), 1, str(tmp_path / "ft"), train_samples=256,
-                   test_samples=300, progress=False)
+    out = run_finetune("fmnist-net-fmnist", str(cfg), 1, str(tmp_path / "ft"), train_samples=256,
+                       test_samples=300, progress=False)
     assert 0 <= out["accuracy_before"] <= 1 and 0 <= out["accuracy_after"] <= 1
     model, meta = load_checkpoint(out["checkpoint"])
     assert meta["relu_config"] == str(cfg) and meta["finetune_epochs"] == 1
 
 
 def test_eval_with_a_relu_config_simulates_it(tmp_path):
-    from ringlet.search.api import simulated_accuracy
     from ringlet.train.api import evaluate_model
     model = str(Path(__file__).parent.parent / "models" / "fmnist-net-fmnist")
     plain = evaluate_model(model, "fashion-mnist", samples=200)["accuracy"]
     exact, broken = tmp_path / "exact.json", tmp_path / "broken.json"
     exact.write_text(json.dumps({"version": 1}))
     broken.write_text(json.dumps({"version": 1, "default": {"k": 30, "m": 28}}))  # drops the sign bit
-    got = simulated_accuracy(model, str(exact), "fashion-mnist", samples=200)
+    got = evaluate_model(model, "fashion-mnist", samples=200, relu_config=str(exact))
     assert got["accuracy"] == plain and got["simulated"] and got["samples"] == 200
-    assert simulated_accuracy(model, str(broken), "fashion-mnist", samples=200)["accuracy"] < plain - 0.2
+    assert evaluate_model(model, "fashion-mnist", samples=200, relu_config=str(broken))["accuracy"] < plain - 0.2

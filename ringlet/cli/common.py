@@ -12,6 +12,62 @@ def add_data_dir(parser) -> None:
                              "also found in the Debian package's folder)")
 
 
+def add_model(parser, help_extra: str = "") -> None:
+    parser.add_argument("--model", required=True,
+                        help="a saved PrivateModel folder, a checkpoint (path or shipped stem), "
+                             "package.module:factory (with --weights), or a zoo name" + help_extra)
+    parser.add_argument("--weights", help="with --model package.module:factory: its weights "
+                                          "(.safetensors; never a pickle)")
+
+
+def add_data(parser, *, test: bool = False, dataset_required: bool = False) -> None:
+    """--dataset / --data-dir, or --input X.npy [--labels Y.npy]; normalisation and image size."""
+    parser.add_argument("--dataset", required=dataset_required,
+                        help="dataset name (imagefolder: any ImageFolder tree given by --data-dir); "
+                             "default: the model's own")
+    parser.add_argument("--input", help="inputs as .npy: uint8 pixels (normalised with the model's "
+                                        "normalisation) or float model inputs, N×C×H×W or C×H×W")
+    parser.add_argument("--labels", help="with --input: integer labels as .npy (N)")
+    if test:
+        parser.add_argument("--test-input", help="test inputs as .npy (with --test-labels)")
+        parser.add_argument("--test-labels", help="test labels as .npy")
+    parser.add_argument("--normalize", help="MEAN,STD (per channel with '/': 0.49/0.48/0.45,0.25/0.24/"
+                                            "0.26), none ([0, 1] pixels) or raw (0..255); default: "
+                                            "the model's stored normalisation")
+    parser.add_argument("--image-size", type=_size, help="H,W: resize ImageFolder images")
+    add_data_dir(parser)
+
+
+def add_compile(parser) -> None:
+    parser.add_argument("--frac-bits", type=int, default=16, help="fixed-point fractional bits")
+    parser.add_argument("--smooth", choices=["piecewise", "poly"], default="piecewise",
+                        help="sigmoid, tanh, SiLU, GELU, Hardswish: asymptotes + a polynomial "
+                             "(default) or the polynomial alone")
+    parser.add_argument("--input-bound", type=float,
+                        help="the largest |input| the model must accept (default: from its "
+                             "normalisation or public calibration data)")
+
+
+def _size(text: str) -> tuple[int, int]:
+    import argparse
+    try:
+        h, w = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected H,W") from None
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: sizes must be positive")
+    return h, w
+
+
+def data_kwargs(args) -> dict:
+    """The keyword arguments of the library calls for the options of :func:`add_data`."""
+    out = {"dataset": args.dataset, "input_path": args.input, "labels_path": args.labels,
+           "normalize": args.normalize, "image_size": args.image_size, "data_dir": args.data_dir}
+    if hasattr(args, "test_input"):
+        out.update(test_input=args.test_input, test_labels=args.test_labels)
+    return out
+
+
 def add_debug(parser) -> None:
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
 

@@ -1,37 +1,32 @@
-"""``ringlet eval``: plaintext accuracy of a checkpoint or zoo model on a dataset's test split."""
+"""``ringlet eval``: test accuracy of a model, plaintext or under a ReLU configuration (simulated)."""
 
 from __future__ import annotations
 
-from ringlet.cli.common import add_data_dir, add_debug, print_json
+from ringlet.cli.common import add_data, add_debug, add_model, data_kwargs, print_json
 
 
 def add_parser(sub, name):
-    p = sub.add_parser(name, help="plaintext test accuracy of a checkpoint")
-    p.add_argument("--model", required=True, help="checkpoint path (.safetensors/.json/stem) or zoo name")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--samples", type=int, default=None, help="first N test images (default: all)")
+    p = sub.add_parser(name, help="test accuracy: plaintext, or the share-level simulator's with a config")
+    add_model(p)
+    add_data(p)
+    p.add_argument("--samples", type=int, default=None, help="first N test inputs (default: all)")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--relu-config", help="evaluate with the share-level simulator applying this ReLU "
                    "config (the accuracy a private run with it should reach)")
     p.add_argument("--parties", type=int, default=2, help="servers simulated with --relu-config")
     p.add_argument("--json", action="store_true")
-    add_data_dir(p)
     add_debug(p)
     p.set_defaults(run=run)
 
 
 def run(args):
-    if args.relu_config:
-        from ringlet.search.api import simulated_accuracy
-        result = simulated_accuracy(args.model, args.relu_config, args.dataset, args.samples,
-                                    args.parties, args.data_dir)
-    else:
-        from ringlet.train.api import evaluate_model
-        result = evaluate_model(args.model, args.dataset, samples=args.samples, batch=args.batch,
-                                data_dir=args.data_dir)
+    from ringlet.train.api import evaluate_model
+    result = evaluate_model(args.model, samples=args.samples, batch=args.batch, weights=args.weights,
+                            relu_config=args.relu_config, parties=args.parties, **data_kwargs(args))
     if args.json:
         print_json(result)
     else:
-        print(f"{result['model']} on {result['dataset']}: accuracy {result['accuracy']:.4f} "
-              f"over {result['samples']} test images")
+        where = result.get("dataset") or result.get("input")
+        print(f"{result['model']} on {where}: accuracy {result['accuracy']:.4f} "
+              f"over {result['samples']} test inputs" + (" (simulated)" if args.relu_config else ""))
     return 0

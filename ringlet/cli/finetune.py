@@ -2,39 +2,43 @@
 
 from __future__ import annotations
 
-from ringlet.cli.common import add_data_dir, add_debug, command_line, print_json
+from ringlet.cli.common import add_data, add_debug, add_model, command_line, data_kwargs, print_json
 
 
 def add_parser(sub, name):
     p = sub.add_parser(name, help="finetune a checkpoint with approximate ReLUs (straight-through)")
-    p.add_argument("--model", required=True, help="checkpoint (path or shipped stem)")
+    add_model(p)
+    add_data(p, test=True)
     p.add_argument("--relu-config", required=True)
     p.add_argument("--epochs", type=int, required=True)
     p.add_argument("--out", required=True, help="output checkpoint path (stem)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--dataset")
     p.add_argument("--parties", type=int, default=2)
     p.add_argument("--train-samples", type=int)
     p.add_argument("--test-samples", type=int, help="evaluate on the first N test images only")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true")
-    add_data_dir(p)
     add_debug(p)
     p.set_defaults(run=run)
 
 
 def run(args):
-    from ringlet.search.finetune import finetune
-    result = finetune(args.model, args.relu_config, args.epochs, args.out, lr=args.lr,
-                      batch=args.batch, dataset=args.dataset, parties=args.parties,
-                      data_dir=args.data_dir, progress=not args.no_progress, seed=args.seed,
-                      train_samples=args.train_samples,
-                      test_samples=args.test_samples, command=command_line())
+    from ringlet.search.api import run_finetune
+    result = run_finetune(args.model, args.relu_config, args.epochs, args.out, lr=args.lr,
+                          batch=args.batch, parties=args.parties, progress=not args.no_progress,
+                          seed=args.seed, train_samples=args.train_samples,
+                          test_samples=args.test_samples, command=command_line(),
+                          weights=args.weights, augment=not args.no_augment, **data_kwargs(args))
     if args.json:
         print_json({"command": command_line(), **result})
     else:
-        print(f"simulated test accuracy {result['accuracy_before']:.4f} → {result['accuracy_after']:.4f}"
-              f" after {args.epochs} epochs; checkpoint {result['checkpoint']}")
+        if result["accuracy_before"] is None:
+            print(f"finetuned {args.epochs} epochs (no test data); checkpoint {result['checkpoint']}")
+        else:
+            print(f"simulated test accuracy {result['accuracy_before']:.4f} → "
+                  f"{result['accuracy_after']:.4f} after {args.epochs} epochs; checkpoint "
+                  f"{result['checkpoint']}")
     return 0

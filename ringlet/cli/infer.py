@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from ringlet.cli.common import add_data_dir, add_debug, command_line, print_json
+from ringlet.cli.common import (add_compile, add_data, add_debug, add_model, command_line,
+                                data_kwargs, print_json)
 
 
 def add_parser(sub, name):
     p = sub.add_parser(name, help="private inference: client, servers and dealer on this machine")
-    p.add_argument("--model", required=True, help="checkpoint path or shipped stem (e.g. resnet20-fmnist), "
-                   "or a zoo name (seeded random weights, BatchNorm calibrated on the inputs)")
+    add_model(p, " (seeded random weights, BatchNorm calibrated on public data)")
     p.add_argument("--relu-config", help="per-ReLU bit configuration (JSON, version 1)")
-    p.add_argument("--dataset", help="dataset name (test split); default: the checkpoint's dataset")
-    p.add_argument("--samples", type=int, help="first N test images (default: all)")
-    p.add_argument("--input", help="inputs as a float .npy (N×C×H×W or C×H×W), already normalised")
+    add_data(p)
+    add_compile(p)
+    p.add_argument("--samples", type=int, help="first N test inputs (default: all)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--parties", type=int, default=2, help="number of servers")
     p.add_argument("--transport", choices=["local", "tcp"], default="local")
@@ -38,42 +38,46 @@ def add_parser(sub, name):
     p.add_argument("--seed", type=int, default=0, help="seed of a zoo model's random weights")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print the JSON report (default: a summary)")
-    add_data_dir(p)
     add_debug(p)
     p.set_defaults(run=run)
 
 
-def _results_path(args) -> str | None:
+def _results_path(args):
+    """A function giving the results file, made only once the model and data are ready."""
     if args.no_results:
         return None
-    if args.results:
-        return args.results
-    import time
+    import sys
     from pathlib import Path
-    path = Path("runs") / f"infer-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return str(path)
+
+    def make() -> str:
+        if args.results:
+            path = Path(args.results)
+        else:
+            import time
+            path = Path("runs") / f"infer-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+        print(f"per-batch results → {path}", file=sys.stderr)
+        return str(path)
+    return make
 
 
 def run(args):
-    import sys
-
     from ringlet.nn.api import run_inference
     from ringlet.nn.inference import save_logits
-    results = _results_path(args)
-    if results:
-        print(f"per-batch results → {results}", file=sys.stderr)
+    from ringlet.search.api import _check_writable
+    _check_writable(args.output, args.results)
     report, logits = run_inference(
-        args.model, dataset=args.dataset, samples=args.samples, input_path=args.input,
-        relu_config=args.relu_config, batch=args.batch, parties=args.parties,
-        transport=args.transport, private_weights=args.private_weights, adder=args.adder,
-        select=args.select, truncation=args.truncation, pregenerate=not args.no_pregenerate,
-        results_path=results, progress=not args.no_progress, data_dir=args.data_dir,
-        threads=args.threads, timeout=args.timeout, seed=args.seed, poly_method=args.poly_method,
-        poly_out_truncation=args.poly_out_truncation)
+        args.model, samples=args.samples, relu_config=args.relu_config, batch=args.batch,
+        parties=args.parties, transport=args.transport, private_weights=args.private_weights,
+        adder=args.adder, select=args.select, truncation=args.truncation,
+        pregenerate=not args.no_pregenerate, results_path=_results_path(args),
+        progress=not args.no_progress, threads=args.threads, timeout=args.timeout, seed=args.seed,
+        poly_method=args.poly_method, poly_out_truncation=args.poly_out_truncation,
+        weights=args.weights, frac_bits=args.frac_bits, smooth=args.smooth,
+        input_bound=args.input_bound, **data_kwargs(args))
     if args.output:
         save_logits(args.output, logits)
-    report = {"command": command_line(), **report, "results_path": results}
+    report = {"command": command_line(), **report}
     if args.json:
         print_json(report)
     else:

@@ -18,17 +18,27 @@ def add_parser(sub, name):
     p.add_argument("--rank", type=int, help="this party's rank (servers 0..P-1; dealer P; client P+1)")
     p.add_argument("--world-size", type=int, required=True, help="number of servers P")
     p.add_argument("--master", required=True, help="ADDR:PORT of rank 0's rendezvous")
-    p.add_argument("--model", help="server: checkpoint (or zoo name with --input-shape: random weights)")
-    p.add_argument("--input-shape", help="server with a zoo name: C,H,W")
+    p.add_argument("--model", help="server: a saved model folder, a checkpoint, package.module:factory "
+                                   "(with --weights) or a zoo name (with --input-shape: random "
+                                   "weights); client (optional): the model whose normalisation to use")
+    p.add_argument("--weights", help="with --model package.module:factory: its .safetensors weights")
+    p.add_argument("--input-shape", help="server with a zoo name or a factory without metadata: C,H,W")
     p.add_argument("--relu-config", help="server: per-ReLU bit configuration")
     p.add_argument("--private-weights", action="store_true",
                    help="servers: server 0 secret-shares its weights to the others")
     p.add_argument("--adder", choices=["carry-tree", "kogge-stone"], default="carry-tree")
     p.add_argument("--select", choices=["fused", "b2a-mult"], default="fused")
     p.add_argument("--truncation", choices=["local", "dealer"], default=None)
-    p.add_argument("--dataset", help="client: dataset name (test split)")
+    p.add_argument("--dataset", help="client: dataset name (test split); server: public calibration "
+                                     "data (its training split), default: the model's dataset")
     p.add_argument("--samples", type=int, help="client: first N test images")
-    p.add_argument("--input", help="client: float .npy inputs (N×C×H×W)")
+    p.add_argument("--input", help="client: .npy inputs (uint8 pixels or float model inputs)")
+    p.add_argument("--labels", help="client: .npy labels of --input")
+    p.add_argument("--normalize", help="client: MEAN,STD, none or raw (default: the model's or the "
+                                       "dataset's normalisation)")
+    p.add_argument("--frac-bits", type=int, default=16, help="fixed-point fractional bits (all parties)")
+    p.add_argument("--smooth", choices=["piecewise", "poly"], default="piecewise")
+    p.add_argument("--input-bound", type=float, help="server: the largest |input| to accept")
     p.add_argument("--batch", type=int, default=32, help="client: images per batch")
     p.add_argument("--results", help="client: stream per-batch predictions to this JSON-lines file")
     p.add_argument("--output", help="client: write the logits as .npy")
@@ -61,6 +71,8 @@ def run(args):
     if args.world_size < 2:
         raise ValueError(f"--world-size {args.world_size}: need at least 2 servers")
     rank = _rank(args)
+    if args.timeout <= 0:
+        raise ValueError(f"--timeout must be positive, got {args.timeout}")
     host, _, port = args.master.rpartition(":")
     if not host or not port.isdigit():
         raise ValueError(f"--master {args.master!r}: expected ADDR:PORT")
@@ -74,7 +86,7 @@ def run(args):
         client = _client_job(args)
     comm = TcpCommunicator(rank, world.size, host, int(port), args.timeout, world.names())
     try:
-        report = run_party(comm, world, server, client, None, False, 16)
+        report = run_party(comm, world, server, client, None, False, args.frac_bits)
     finally:
         comm.close()
     if args.role == "client":
@@ -93,32 +105,47 @@ def run(args):
 
 
 def _server_job(args):
-    from ringlet.nn.compiler import compile_model
-    from ringlet.nn.config import ReluConfig
+    import torch
+
+    from ringlet import sources
     from ringlet.nn.inference import server_program
-    from ringlet.nn.secure import CompiledModel, SecureOptions
-    from ringlet.train.api import resolve_model
+    from ringlet.private import as_config
     if not args.model:
         raise ValueError("a server needs --model")
     shape = tuple(int(v) for v in args.input_shape.split(",")) if args.input_shape else None
-    net, meta = resolve_model(args.model, shape)
-    graph = compile_model(net, tuple(meta["input_shape"]))
-    config = ReluConfig.load(args.relu_config) if args.relu_config else ReluConfig()
-    bits = config.resolve(graph.activation_names, args.relu_config or "default config")
-    model = CompiledModel(graph, bits, SecureOptions(args.adder, args.select, args.truncation,
-                                                     private_weights=args.private_weights))
+    config = as_config(args.relu_config)
+    src = sources.resolve_model(args.model, weights=args.weights, input_shape=shape)
+    if src.saved is None:
+        shape = shape or tuple(src.meta.get("input_shape") or ())
+        if not shape:
+            raise ValueError(f"--model {args.model}: give --input-shape C,H,W (the model records none)")
+    else:
+        shape = src.saved.input_shape
+    # a server holds no data: public calibration only (the model's dataset's training split)
+    inputs = sources.Inputs(torch.zeros(1, *shape), None, {}, sources.model_normalization(src.meta))
+    calib, calib_source = sources.public_calibration(src.meta, inputs, args.dataset, args.data_dir)
+    pm = sources.compile_source(src, inputs, calibration=calib, calibration_source=calib_source,
+                                frac_bits=args.frac_bits, smooth=args.smooth,
+                                input_bound=args.input_bound)
+    model = pm.compiled(config if args.relu_config else None, adder=args.adder, select=args.select,
+                        truncation=args.truncation, private_weights=args.private_weights)
     return lambda sess: server_program(sess, model)
 
 
 def _client_job(args):
     import functools
 
-    from ringlet.nn.api import load_inputs
+    from ringlet import sources
     from ringlet.nn.inference import client_program
-    x, labels, _ = load_inputs({}, args.dataset, args.samples, args.input, args.data_dir)
-    args._labels = labels
-    return functools.partial(client_program, images=x, batch=args.batch, results_path=args.results,
-                             labels=labels, progress=sys.stderr.isatty())
+    from ringlet.models import MODEL_NAMES
+    meta = sources.resolve_model(args.model).meta if args.model and args.model not in MODEL_NAMES else {}
+    inputs = sources.load_inputs(meta, dataset=args.dataset, samples=args.samples,
+                                 input_path=args.input, labels_path=args.labels,
+                                 data_dir=args.data_dir, normalize=args.normalize)
+    args._labels = inputs.y
+    return functools.partial(client_program, images=inputs.x, batch=args.batch,
+                             results_path=args.results, labels=inputs.y,
+                             progress=sys.stderr.isatty())
 
 
 def _finish_client(args, result, report) -> None:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from ringlet.cli.common import add_data_dir, add_debug, command_line, print_json
+from ringlet.cli.common import add_data, add_debug, add_model, command_line, data_kwargs, print_json
 
 
 def add_parser(sub, name):
     p = sub.add_parser(name, help="search per-ReLU kept bits (eco or under a budget)")
-    p.add_argument("--model", required=True, help="checkpoint (path or shipped stem)")
-    p.add_argument("--dataset", help="default: the checkpoint's dataset")
+    add_model(p)
+    add_data(p, test=True)
     p.add_argument("--mode", choices=["eco", "budget"], required=True)
     p.add_argument("--budget", help="budget mode: kept bits per ReLU, e.g. 8/64")
     p.add_argument("--groups", default="stages", help="stages (default), layers, or a JSON file")
-    p.add_argument("--val-samples", type=int, default=1024, help="validation images (training split)")
+    p.add_argument("--val-samples", type=int, default=1024,
+                   help="validation images (training split; with --input: the first N inputs)")
     p.add_argument("--naive", action="store_true", help="add the naive same-bits ablation to the report")
     p.add_argument("--margin", type=int, default=0, help="eco: extra safety bits above the needed k")
     p.add_argument("--min-accuracy", type=float, help="budget: early stop 1 threshold (validation)")
@@ -29,7 +30,6 @@ def add_parser(sub, name):
     p.add_argument("--plot", help="PNG of kept bits per group (the paper's Figure 12)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print the report")
-    add_data_dir(p)
     add_debug(p)
     p.set_defaults(run=run)
 
@@ -38,19 +38,20 @@ def run(args):
     from ringlet.search import hummingbird as hb
     from ringlet.search.api import run_search
     widths = tuple(int(w) for w in args.widths.split(",")) if args.widths else hb.DEFAULT_WIDTHS
-    report = run_search(args.model, mode=args.mode, dataset=args.dataset, budget=args.budget,
+    report = run_search(args.model, mode=args.mode, budget=args.budget,
                         groups=args.groups, val_samples=args.val_samples, naive=args.naive,
                         margin=args.margin, parties=args.parties, min_accuracy=args.min_accuracy,
                         widths=widths, out=args.out, report_path=args.report, plot=args.plot,
-                        progress=not args.no_progress, data_dir=args.data_dir,
-                        time_limit=args.time_limit, test_samples=args.test_samples,
-                        command=command_line(), m_scan=args.m_scan)
+                        progress=not args.no_progress, time_limit=args.time_limit,
+                        test_samples=args.test_samples, command=command_line(), m_scan=args.m_scan,
+                        weights=args.weights, **data_kwargs(args))
     if args.json:
         print_json(report)
     else:
         key = "eco_accuracy" if args.mode == "eco" else "budget_accuracy"
-        print(f"exact {report['exact_accuracy']:.4f}, {args.mode} {report[key]:.4f}"
-              + (f", naive {report['naive_accuracy']:.4f}" if "naive_accuracy" in report else "")
+        fmt = lambda v: "n/a (no test data)" if v is None else f"{v:.4f}"  # noqa: E731
+        print(f"exact {fmt(report['exact_accuracy'])}, {args.mode} {fmt(report[key])}"
+              + (f", naive {fmt(report['naive_accuracy'])}" if "naive_accuracy" in report else "")
               + f"; kept {report['kept_bits_per_relu']:.2f} bits per ReLU; "
               f"{report['configs_evaluated']} configurations in {report['search_seconds']:.0f} s; "
               f"config → {args.out}")

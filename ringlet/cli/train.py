@@ -5,13 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from ringlet.cli.common import add_data_dir, add_debug, command_line, print_json
+from ringlet.cli.common import _size
 
 
 def add_parser(sub, name):
     p = sub.add_parser(name, help="train a zoo model (plaintext) and save a checkpoint")
     p.add_argument("--model", required=True,
-                   help="zoo model name (from scratch) or a checkpoint (finetune), e.g. resnet20")
-    p.add_argument("--dataset", required=True, help="dataset name, e.g. fashion-mnist")
+                   help="zoo model name (from scratch), a checkpoint (continue), or "
+                        "package.module:factory (your own module; --weights to start from)")
+    p.add_argument("--weights", help="with a factory: initial weights (.safetensors)")
+    p.add_argument("--dataset", required=True,
+                   help="dataset name, e.g. fashion-mnist, or imagefolder with --data-dir")
+    p.add_argument("--normalize", help="MEAN,STD, none or raw (default: the dataset's statistics)")
+    p.add_argument("--image-size", type=_size, help="H,W: resize ImageFolder images")
     p.add_argument("--epochs", type=int, required=True)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.1)
@@ -42,7 +48,8 @@ def run(args):
         augment=not args.no_augment, seed=args.seed, threads=args.threads, out=Path(args.out),
         data_dir=args.data_dir, train_samples=args.train_samples, progress=not args.no_progress,
         command=command_line(), sharing=args.sharing_config, poly=_poly(args.poly),
-        pillar=args.pillar, name=args.name)
+        pillar=args.pillar, name=args.name, weights=args.weights, normalize=args.normalize,
+        image_size=args.image_size)
     if args.json:
         print_json(result)
     else:

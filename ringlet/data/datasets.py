@@ -92,8 +92,29 @@ class Dataset:
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
 
     def normalize(self, images_u8: torch.Tensor) -> torch.Tensor:
-        """Map uint8 images to float32, scaled to [0, 1] then standardised per channel."""
+        """Map uint8 images to float32, scaled to [0, 1] then standardised per channel; float
+        images (:meth:`from_tensors`) are the model's inputs already and come back as they are."""
+        if images_u8.is_floating_point():
+            return images_u8.float()
         return normalize_pixels(images_u8, self.mean, self.std)
+
+    @classmethod
+    def from_tensors(cls, x: torch.Tensor, y: torch.Tensor, name: str = "arrays",
+                     split: str = "train", classes=None) -> "Dataset":
+        """A split of the user's own float inputs (already normalised) and integer labels."""
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim < 2:
+            raise ValueError(f"{name}: inputs must be a float tensor N×…, got "
+                             f"{getattr(x, 'dtype', type(x).__name__)} {tuple(getattr(x, 'shape', ()))}")
+        y = torch.as_tensor(y)
+        if y.ndim != 1 or y.shape[0] != x.shape[0] or y.is_floating_point():
+            raise ValueError(f"{name}: labels must be N = {x.shape[0]} integers, got "
+                             f"{y.dtype} {tuple(y.shape)}")
+        if y.numel() and int(y.min()) < 0:
+            raise ValueError(f"{name}: labels must be non-negative, got {int(y.min())}")
+        num = len(classes) if classes else int(y.max()) + 1 if y.numel() else 0
+        channels = x.shape[1]
+        return cls(name, split, x.float(), y.to(torch.int64), (0.0,) * channels, (1.0,) * channels,
+                   num, classes=tuple(classes) if classes else None)
 
     def with_normalization(self, mean, std) -> "Dataset":
         """Return this split with another per-channel mean/std (one value is broadcast to all channels)."""
@@ -220,9 +241,11 @@ def synthetic_cifar(split: str, n: int | None = None) -> tuple[torch.Tensor, tor
     the labels carry no meaning.
     """
     n = n if n is not None else (50000 if split == "train" else 10000)
-    idx = torch.arange(n * 3 * 32 * 32, dtype=torch.int64)
+    size = n * 3 * 32 * 32
     offset = 0 if split == "train" else 7
-    images = ((idx * 2654435761 + offset) % 251).to(torch.uint8).view(n, 3, 32, 32)
+    # (i·2654435761 + offset) mod 251 depends on i mod 251 only: one period, tiled
+    period = ((torch.arange(251, dtype=torch.int64) * 2654435761 + offset) % 251).to(torch.uint8)
+    images = period.repeat(size // 251 + 1)[:size].view(n, 3, 32, 32)
     labels = torch.arange(n, dtype=torch.int64) % 10
     return images, labels
 

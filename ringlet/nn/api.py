@@ -1,26 +1,20 @@
-"""``run_inference``: the library call behind ``ringlet infer`` (models, inputs, launch, summary)."""
+"""Private inference as library calls: ``private_inference`` runs a compiled model on inputs with
+every party on this machine; ``run_inference`` is ``ringlet infer`` (a model spec and data in)."""
 
 from __future__ import annotations
 
 import functools
 import time
 
-import numpy as np
 import torch
 from torch import nn
 
-from ringlet.data import load_dataset
-from ringlet.nn.compiler import compile_model
-from ringlet.nn.config import ReluConfig
 from ringlet.nn.inference import client_program, server_program, summarize
-from ringlet.nn.secure import CompiledModel, SecureOptions
-from ringlet.ring import FixedPoint
-from ringlet.train.api import find_checkpoint, resolve_model
 
 
 def calibrate_batchnorm(model: nn.Module, x: torch.Tensor) -> None:
     """Set every BatchNorm's running statistics from one forward pass over ``x`` (zoo models with
-    random weights, so that activations have a realistic scale)."""
+    random weights, so that activations have a realistic scale). ``x`` must be public data."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     for bn in bns:
         bn.reset_running_stats()
@@ -31,85 +25,91 @@ def calibrate_batchnorm(model: nn.Module, x: torch.Tensor) -> None:
     model.eval()
 
 
-def load_inputs(model_meta: dict, dataset: str | None, samples: int | None, input_path: str | None,
-                data_dir=None) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
-    """Images (float, normalised) and labels from a dataset's test split or an .npy file."""
-    if input_path:
-        arr = np.load(input_path, allow_pickle=False)
-        if arr.dtype not in (np.float32, np.float64):
-            raise ValueError(f"--input {input_path}: expected float32/float64, got {arr.dtype}")
-        x = torch.from_numpy(arr).float()
-        if x.ndim == 3:
-            x = x.unsqueeze(0)
-        if x.ndim != 4:
-            raise ValueError(f"--input {input_path}: expected N×C×H×W or C×H×W, got {tuple(arr.shape)}")
-        if samples:
-            x = x[:samples]
-        return x, None, {"input": input_path}
-    if dataset is None:
-        ds_name = model_meta.get("dataset")
-        if ds_name is None:
-            raise ValueError("give --dataset or --input (the model has no dataset of its own)")
-        dataset = ds_name
-    test = load_dataset(dataset, "test", data_dir)
-    x, y = test.tensors(samples)
-    return x, y, {"dataset": dataset, "synthetic": test.synthetic}
+def private_inference(compiled, x: torch.Tensor, labels: torch.Tensor | None = None, *,
+                      parties: int = 2, transport: str = "local", batch: int = 32,
+                      pregenerate: bool = True, results_path: str | None = None,
+                      progress: bool = True, threads: int = 0, timeout: float = 120.0, link=None,
+                      plain=None, seed=None) -> tuple[dict, torch.Tensor]:
+    """Client, servers and dealer of one job; returns (the ``ringlet infer`` report, the logits).
 
-
-def run_inference(model: str, *, dataset: str | None = None, samples: int | None = None,
-                  input_path: str | None = None, relu_config: str | None = None, batch: int = 32,
-                  parties: int = 2, transport: str = "local", private_weights: bool = False,
-                  adder: str = "carry-tree", select: str = "fused", truncation: str | None = None,
-                  pregenerate: bool = True, results_path: str | None = None, frac_bits: int = 16,
-                  progress: bool = True, data_dir=None, threads: int = 0, timeout: float = 120.0,
-                  seed: int = 0, link=None, poly_method: str = "espn",
-                  poly_out_truncation: str = "dealer") -> tuple[dict, torch.Tensor]:
-    """Private inference of a checkpoint or zoo model on a dataset or an .npy input."""
+    ``plain(x)`` gives the plaintext outputs (the comparison and the time baseline); default: the
+    compiled graph in float64.
+    """
     from ringlet.launch import run_local
-    meta = {}
-    ckpt = find_checkpoint(model)
-    if ckpt is not None:
-        net, meta = resolve_model(model)
-        x, labels, source = load_inputs(meta, dataset, samples, input_path, data_dir)
-    else:
-        x, labels, source = load_inputs({}, dataset, samples, input_path, data_dir)
-        net, meta = resolve_model(model, tuple(x.shape[1:]), seed=seed)
-        calibrate_batchnorm(net, x)
-        meta["batchnorm_calibrated_on_input"] = True
-    if tuple(meta["input_shape"]) != tuple(x.shape[1:]):
-        raise ValueError(f"model {model} takes inputs of shape {tuple(meta['input_shape'])}, the "
-                         f"inputs have shape {tuple(x.shape[1:])}")
     if batch < 1:
         raise ValueError(f"--batch must be positive, got {batch}")
-    graph = compile_model(net, x.shape[1:])
-    config = ReluConfig.load(relu_config) if relu_config else ReluConfig()
-    bits = config.resolve(graph.activation_names, relu_config or "default config")
-    options = SecureOptions(adder, select, truncation, private_weights=private_weights,
-                            poly_method=poly_method, poly_out_truncation=poly_out_truncation)
-    compiled = CompiledModel(graph, bits, options, FixedPoint(frac_bits))
+    if timeout <= 0:
+        raise ValueError(f"--timeout must be positive, got {timeout}")
+    if plain is None:
+        def plain(t):
+            return compiled.graph.finish(compiled.run_plain(t))
     with torch.no_grad():
-        plain = net(x).double()
+        reference = plain(x).double()
         t0 = time.perf_counter()
         for start in range(0, x.shape[0], batch):  # the plaintext forward, batch by batch
-            net(x[start:start + batch])
+            plain(x[start:start + batch])
         plain_seconds = time.perf_counter() - t0
     server = functools.partial(server_program, model=compiled, pregenerate=pregenerate)
     client = functools.partial(client_program, images=x, batch=batch, results_path=results_path,
-                               labels=labels, progress=progress)
+                               labels=labels, progress=progress, fingerprint=compiled.fingerprint())
     run = run_local(server, parties, client=client, transport=transport, timeout=timeout,
-                    frac_bits=frac_bits, threads=threads, link=link)
-    report = summarize(run, plain, labels, x.shape[0])
-    relu_counts = graph.relu_elements()
-    kept = sum(relu_counts[n] * (k - m) for n, (k, m) in bits.items())
+                    frac_bits=compiled.fixed.frac_bits, threads=threads, link=link)
+    report = summarize(run, reference, labels, x.shape[0])
+    relu_counts = compiled.graph.relu_elements()
+    kept = sum(relu_counts[n] * (k - m) for n, (k, m) in compiled.relu_bits.items())
+    o = compiled.options
     report.update({
-        "model": model, "checkpoint": meta.get("checkpoint"), **source, "parties": parties,
-        "transport": transport, "batch": batch, "private_weights": private_weights,
-        "adder": adder, "select": select, "relu_config": relu_config,
+        "parties": parties, "transport": transport, "batch": batch,
+        "private_weights": o.private_weights, "adder": o.adder, "select": o.select,
+        "frac_bits": compiled.fixed.frac_bits, "postprocess": compiled.graph.postprocess,
         "relus_per_image": sum(relu_counts.values()),
         "kept_bits_fraction": kept / (64 * sum(relu_counts.values())) if relu_counts else None,
-        "pregenerated": pregenerate,
+        "pregenerated": pregenerate, "fingerprint": compiled.fingerprint(),
         "link": link.to_dict() if link is not None else None,
         "plaintext_seconds": plain_seconds,
         "online_vs_plaintext": report["seconds_online"] / plain_seconds if plain_seconds else None,
     })
     return report, run.client_result["logits"]
+
+
+def run_inference(model: str, *, dataset: str | None = None, samples: int | None = None,
+                  input_path: str | None = None, labels_path: str | None = None,
+                  relu_config: str | None = None, batch: int = 32, parties: int = 2,
+                  transport: str = "local", private_weights: bool = False,
+                  adder: str = "carry-tree", select: str = "fused", truncation: str | None = None,
+                  pregenerate: bool = True, results_path=None, frac_bits: int = 16,
+                  progress: bool = True, data_dir=None, threads: int = 0, timeout: float = 120.0,
+                  seed: int = 0, link=None, poly_method: str = "espn",
+                  poly_out_truncation: str = "dealer", weights: str | None = None,
+                  normalize: str | None = None, image_size=None, smooth: str = "piecewise",
+                  input_bound: float | None = None) -> tuple[dict, torch.Tensor]:
+    """Private inference of a model spec (see :mod:`ringlet.sources`) on a dataset or .npy input.
+
+    ``results_path`` may be a callable, called only once the model and the data are ready (so
+    that nothing is created when either is wrong).
+    """
+    from ringlet import sources
+    from ringlet.private import as_config
+    if samples is not None and samples < 1:
+        raise ValueError(f"--samples must be at least 1, got {samples}")
+    if batch < 1:
+        raise ValueError(f"--batch must be positive, got {batch}")
+    if timeout <= 0:
+        raise ValueError(f"--timeout must be positive, got {timeout}")
+    config = as_config(relu_config)  # a bad file fails before anything runs
+    pm, src, inputs = sources.prepare(model, weights=weights, dataset=dataset, samples=samples,
+                                      input_path=input_path, labels_path=labels_path,
+                                      data_dir=data_dir, normalize=normalize, image_size=image_size,
+                                      seed=seed, frac_bits=frac_bits, smooth=smooth,
+                                      input_bound=input_bound)
+    path = results_path() if callable(results_path) else results_path
+    res = pm.infer(inputs.x, config if relu_config else None, parties, transport, labels=inputs.y,
+                   batch=batch, pregenerate=pregenerate, results_path=path, progress=progress,
+                   threads=threads, timeout=timeout, link=link, private_weights=private_weights,
+                   adder=adder, select=select, truncation=truncation, poly_method=poly_method,
+                   poly_out_truncation=poly_out_truncation)
+    report = res.report
+    report.update({"model": model, "checkpoint": src.meta.get("checkpoint"), **inputs.info,
+                   "relu_config": relu_config, "results_path": path,
+                   "batchnorm_calibrated_on": pm.meta.get("batchnorm_calibrated_on")})
+    return report, res.logits

@@ -69,6 +69,7 @@ class ReluConfig:
     layers: dict = field(default_factory=dict)
     version: int = VERSION
     extra: dict = field(default_factory=dict)  # other top-level keys (e.g. provenance), kept as is
+    report: dict | None = field(default=None, compare=False, repr=False)  # a search's report (not saved)
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> "ReluConfig":
@@ -98,10 +99,14 @@ class ReluConfig:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ReluConfig":
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"ReLU config {path} is a directory, not a JSON file")
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
             raise ConfigError(f"ReLU config {path} not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"ReLU config {path}: cannot be read ({exc})") from None
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path}: not valid JSON ({exc})") from None
         return cls.from_dict(data, str(path))

@@ -1,11 +1,21 @@
 """Private inference end to end: the client's and the servers' programs, batching, results.
 
-Protocol of a job: the client tells every server the number of images, the batch size and the input
-shape (public); server 0 answers with the output scale and size (public). Then, per batch: the client
-secret-shares the batch, the servers run the compiled model on shares, and the logits are revealed to
-the client only. With ``pregenerate`` the servers first record the batch shape's dealer plan (a run
-on a zero input owned by server 0, which needs no client) and fetch all material before each online
-batch, so the online time excludes the dealer.
+Set-up of a job (tag ``setup``, never counted as online traffic):
+
+1. the servers send each other a fingerprint of what they will run (graph, weights, activation
+   bits, protocol options, fixed point, input range) and stop with an error naming the server and
+   the part that differs on any mismatch — before any share is exchanged;
+2. the client tells every server the number of inputs, the batch size and the input shape; server 0
+   answers with the output scale and shape, the input's fractional bits, the input range, the
+   post-processing the client applies (a stripped softmax) and the fingerprint;
+3. the client checks its fixed point against the servers', and every input element against the
+   range (an input outside it would wrap in the ring and give a wrong answer); it then tells the
+   servers to go, or to stop with the reason, and raises.
+
+Then, per batch: the client secret-shares the batch, the servers run the compiled model on shares,
+and the logits are revealed to the client only. With ``pregenerate`` the servers first record the
+batch shape's dealer plan (a run on a zero input owned by server 0, which needs no client) and fetch
+all material before each online batch, so the online time excludes the dealer.
 """
 
 from __future__ import annotations
@@ -18,9 +28,15 @@ import torch
 from tqdm import tqdm
 
 from ringlet.comm.base import CommStats
+from ringlet.nn.ranges import InputRange, InputRangeError, check_input
 from ringlet.nn.secure import CompiledModel
 from ringlet.protocols.io import reveal, share_input
 from ringlet.session import Session
+
+
+class ModelMismatchError(ValueError):
+    """The parties of a job do not run the same model (or fixed point, or options)."""
+
 
 SERVER_TAGS_EXCLUDED = ("offline", "setup", "input", "output")
 
@@ -34,17 +50,53 @@ def _recv_ints(sess: Session, src: int) -> list[int]:
     return t.tolist()
 
 
+def _send_json(sess: Session, dst: int, obj) -> None:
+    data = torch.frombuffer(bytearray(json.dumps(obj).encode()), dtype=torch.uint8)
+    sess.comm.send(dst, [("setup", data)], "job")
+
+
+def _recv_json(sess: Session, src: int):
+    (t,) = sess.comm.recv(src, "job")
+    return json.loads(bytes(t.tolist()).decode())
+
+
+def agree_on_model(sess: Session, model: CompiledModel) -> dict:
+    """Exchange fingerprints among the servers; a mismatch is an error naming what differs."""
+    mine = model.fingerprint()
+    peers = [s for s in sess.world.servers if s != sess.rank]
+    for s in peers:
+        _send_json(sess, s, mine)
+    for s in peers:
+        theirs = _recv_json(sess, s)
+        differ = [k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
+        if differ:
+            parts = "; ".join(f"{k}: {str(mine.get(k))[:16]} here, {str(theirs.get(k))[:16]} on server {s}"
+                              for k in differ)
+            raise ModelMismatchError(f"server {sess.rank}: server {s} runs a different model — "
+                                     f"{', '.join(differ)} differ ({parts})")
+    return mine
+
+
 def server_program(sess: Session, model: CompiledModel, pregenerate: bool = True,
                    layer_log: bool = True) -> dict:
     """Serve one job from the client; returns this server's counts and per-layer log."""
     client = sess.world.client
+    fingerprint = agree_on_model(sess, model)
     n, batch, *shape = _recv_ints(sess, client)
     if tuple(shape) != tuple(model.graph.input_shape):
         raise ValueError(f"server {sess.rank}: the client sends inputs of shape {tuple(shape)}, the "
                          f"model takes {tuple(model.graph.input_shape)}")
     out_shape = model.graph.nodes[-1].out_shape
     if sess.rank == 0:
-        _send_ints(sess, client, [model.output_frac, *out_shape])
+        _send_json(sess, client, {
+            "output_frac": model.output_frac, "output_shape": list(out_shape),
+            "input_frac": model.fixed.frac_bits, "input_range": model.input_range.to_dict(),
+            "postprocess": model.graph.postprocess, "fingerprint": fingerprint})
+    go = _recv_json(sess, client)
+    if not go.get("go"):
+        return {"aborted": go.get("reason", "the client stopped the job"), "online": CommStats(),
+                "offline": CommStats(), "seconds_online": 0.0, "seconds_offline": 0.0,
+                "per_layer": [], "batch_rounds": [0]}
     weights = model.share_weights(sess) if model.options.private_weights else None
     plans: dict[tuple, list] = {}
     online, offline = CommStats(), CommStats()
@@ -100,15 +152,40 @@ def _add(a: CommStats, b: CommStats) -> CommStats:
     return out
 
 
+def _check_job(sess: Session, images: torch.Tensor, reply: dict, fingerprint: dict | None) -> None:
+    """The client's checks before any share leaves it (see the module docstring)."""
+    if reply["input_frac"] != sess.fixed.frac_bits:
+        raise ModelMismatchError(f"client: the servers encode inputs with {reply['input_frac']} "
+                                 f"fractional bits, this client with {sess.fixed.frac_bits}")
+    if fingerprint is not None and reply["fingerprint"] != fingerprint:
+        differ = [k for k in fingerprint if reply["fingerprint"].get(k) != fingerprint[k]]
+        raise ModelMismatchError(f"client: the servers run another model than expected "
+                                 f"({', '.join(differ)} differ)")
+    check_input(images, InputRange.from_dict(reply["input_range"]))
+
+
 def client_program(sess: Session, images: torch.Tensor, batch: int,
                    results_path: str | None = None, labels: torch.Tensor | None = None,
-                   progress: bool = True) -> dict:
-    """Secret-share ``images`` batch by batch and receive the logits; nothing else leaves the client."""
+                   progress: bool = True, fingerprint: dict | None = None) -> dict:
+    """Secret-share ``images`` batch by batch and receive the logits; nothing else leaves the client.
+
+    ``fingerprint``: what the client expects the servers to run (refused otherwise). The logits
+    returned are the model's outputs: a stripped softmax is applied here, by the client.
+    """
     n = images.shape[0]
     shape = tuple(images.shape[1:])
     for s in sess.world.servers:
         _send_ints(sess, s, [n, batch, *shape])
-    out_frac, *out_shape = _recv_ints(sess, 0)
+    reply = _recv_json(sess, 0)
+    try:
+        _check_job(sess, images, reply, fingerprint)
+    except (ModelMismatchError, InputRangeError) as exc:
+        for s in sess.world.servers:
+            _send_json(sess, s, {"go": False, "reason": f"client: {exc}"})
+        raise
+    for s in sess.world.servers:
+        _send_json(sess, s, {"go": True})
+    out_frac, out_shape = reply["output_frac"], reply["output_shape"]
     logits = []
     stream = open(results_path, "w") if results_path else None
     bar = tqdm(total=n, desc="private inference", unit="img", disable=not progress, dynamic_ncols=True)
@@ -134,7 +211,12 @@ def client_program(sess: Session, images: torch.Tensor, batch: int,
         bar.close()
         if stream:
             stream.close()
-    return {"logits": torch.cat(logits).reshape(n, *out_shape)}
+    out = torch.cat(logits).reshape(n, *out_shape)
+    post = reply["postprocess"]
+    if post:
+        fn = torch.log_softmax if post["op"] == "log_softmax" else torch.softmax
+        out = fn(out, post["dim"])
+    return {"logits": out, "postprocess": post}
 
 
 def summarize(run, plain_logits: torch.Tensor, labels: torch.Tensor | None, n: int) -> dict:

@@ -9,6 +9,9 @@ leave at whatever scale the last layer gives (usually 2f) and the client decodes
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import time
 from dataclasses import dataclass
 
@@ -17,6 +20,7 @@ import torch
 from ringlet.nn.graph import SecureGraph
 from ringlet.nn.interpret import FracPlan, Interpreter, PlainInterpreter
 from ringlet.nn.ops import registry
+from ringlet.nn.ranges import InputRange
 from ringlet.protocols.compare import ReluSpec
 from ringlet.protocols.io import share_input
 from ringlet.protocols.truncation import truncate
@@ -43,10 +47,13 @@ class CompiledModel:
     """A secure graph bound to ReLU settings, protocol options and a fixed-point format."""
 
     def __init__(self, graph: SecureGraph, relu_bits: dict[str, tuple[int, int]] | None = None,
-                 options: SecureOptions = SecureOptions(), fixed: FixedPoint = FixedPoint()):
+                 options: SecureOptions = SecureOptions(), fixed: FixedPoint = FixedPoint(),
+                 input_range: InputRange | None = None):
         self.graph = graph
         self.options = options
         self.fixed = fixed
+        # without a range analysis (a bare graph), only the encoding's own bound is enforced
+        self.input_range = input_range or InputRange(fixed.max_abs / 2, "encoding")
         names = graph.activation_names
         self.relu_bits = {n: (64, 0) for n in names}
         self.relu_bits.update(relu_bits or {})
@@ -56,6 +63,19 @@ class CompiledModel:
         self.fracs = FracPlan(graph, fixed.frac_bits).plan()
         ops = registry()
         self.encoded = {n.name: ops[n.kind].encode(n, fixed) for n in graph.nodes}
+
+    def fingerprint(self) -> dict:
+        """Digests of everything the parties must agree on (the exact backend may differ)."""
+        from ringlet.nn.storage import fingerprint
+
+        def digest(obj) -> str:
+            return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+        fp = fingerprint(self.graph)
+        options = {k: v for k, v in dataclasses.asdict(self.options).items() if k != "backend"}
+        return {"graph": fp["graph"], "weights": fp["weights"],
+                "activations": digest(sorted((k, list(v)) for k, v in self.relu_bits.items())),
+                "options": digest(options), "fixed_point": f"f={self.fixed.frac_bits}",
+                "input_range": digest(self.input_range.to_dict())}
 
     @property
     def output_frac(self) -> int:

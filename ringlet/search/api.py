@@ -1,4 +1,4 @@
-"""``run_search``: the library call behind ``ringlet search`` (data, simulator, search, outputs)."""
+"""``search_bits``: HummingBird's search on a compiled graph and the images that drive it."""
 
 from __future__ import annotations
 
@@ -11,17 +11,16 @@ import torch
 from tqdm import tqdm
 
 from ringlet.data import load_dataset
-from ringlet.nn.compiler import compile_model
 from ringlet.nn.config import ReluConfig, setting_of
 from ringlet.nn.secure import CompiledModel
+from ringlet.ring import FixedPoint
 from ringlet.search import hummingbird as hb
 from ringlet.search.simulator import Simulator
-from ringlet.train.api import load_test_split, resolve_model
 
 
-def validation_split(dataset: str, samples: int, data_dir=None, seed: int = 0):
+def validation_split(dataset: str, samples: int, data_dir=None, seed: int = 0, train=None):
     """``samples`` images of the *training* split (a seeded, not secret, permutation)."""
-    train = load_dataset(dataset, "train", data_dir)
+    train = train if train is not None else load_dataset(dataset, "train", data_dir)
     if not 1 <= samples <= len(train):
         raise ValueError(f"--val-samples {samples}: the training split has {len(train)} images")
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:samples]
@@ -77,36 +76,35 @@ class _Progress:
         self.bar.close()
 
 
-def run_search(model: str, *, mode: str, dataset: str | None = None, budget: str | None = None,
-               groups: str = "stages", val_samples: int = 1024, naive: bool = False, margin: int = 0,
-               parties: int = 2, min_accuracy: float | None = None, widths=hb.DEFAULT_WIDTHS,
-               out: str | None = None, report_path: str | None = None, plot: str | None = None,
-               progress: bool = True, data_dir=None, time_limit: float | None = None,
-               test_samples: int | None = None, command: str = "", m_scan: str = "coarse") -> dict:
+def search_bits(graph, vx: torch.Tensor, vy: torch.Tensor, tx: torch.Tensor | None = None,
+                ty: torch.Tensor | None = None, *, mode: str, budget: str | None = None,
+                groups="stages", naive: bool = False, margin: int = 0, parties: int = 2,
+                min_accuracy: float | None = None, widths=hb.DEFAULT_WIDTHS, progress: bool = True,
+                time_limit: float | None = None, m_scan: str = "coarse", frac_bits: int = 16,
+                report: dict | None = None) -> tuple[ReluConfig, dict]:
+    """HummingBird's search on a compiled graph: validation images ``vx, vy`` drive it, test
+    images ``tx, ty`` (optional) measure the result. Returns the configuration and the report."""
     if mode not in ("eco", "budget"):
         raise ValueError(f"--mode {mode!r}: eco or budget")
     if mode == "budget" and budget is None:
         raise ValueError("--mode budget needs --budget (e.g. 8/64)")
     if mode == "eco" and budget is not None:
         raise ValueError("--budget applies to --mode budget only")
-    net, meta = resolve_model(model)
-    dataset = dataset or meta.get("dataset")
-    if dataset is None:
-        raise ValueError("give --dataset (the checkpoint names none)")
-    t_start = time.perf_counter()
-    vx, vy = validation_split(dataset, val_samples, data_dir)
-    test = load_dataset(dataset, "test", data_dir)
-    tx, ty = test.tensors(test_samples)
-    graph = compile_model(net, vx.shape[1:])
-    cm = CompiledModel(graph)
-    sim = Simulator(cm, vx, vy, parties=parties)
-    test_sim = Simulator(cm, tx, ty, parties=parties, cache_shares=False, batch=1000)
+    b = parse_budget(budget) if mode == "budget" else None
     labels = graph.relu_names
+    if not labels:
+        raise ValueError("the model has no ReLU to search bits for")
+    t_start = time.perf_counter()
+    cm = CompiledModel(graph, fixed=FixedPoint(frac_bits))
+    sim = Simulator(cm, vx, vy, parties=parties)
+    test_sim = Simulator(cm, tx, ty, parties=parties, cache_shares=False, batch=1000) if tx is not None else None
+    test_acc = (lambda bits: test_sim.accuracy(bits)) if test_sim else (lambda bits: None)  # noqa: E731
     counts = graph.relu_elements()
-    group_list = hb.relu_groups(labels, load_groups(groups))
-    report = {"command": command, "model": model, "dataset": dataset, "mode": mode, "parties": parties,
-              "val_samples": val_samples, "test_samples": len(ty), "relus_per_image": sum(counts.values()),
-              "groups": {g: m for g, m in group_list}, "exact_accuracy": test_sim.accuracy({}),
+    group_list = hb.relu_groups(labels, groups if isinstance(groups, dict) else load_groups(groups))
+    report = {**(report or {}), "mode": mode, "parties": parties, "val_samples": int(vx.shape[0]),
+              "test_samples": int(tx.shape[0]) if tx is not None else 0,
+              "relus_per_image": sum(counts[n] for n in labels),
+              "groups": {g: m for g, m in group_list}, "exact_accuracy": test_acc({}),
               "exact_val_accuracy": sim.accuracy({})}
     bar = _Progress(sim, progress, f"search {mode}")
     stats = hb.SearchStats()
@@ -118,9 +116,8 @@ def run_search(model: str, *, mode: str, dataset: str | None = None, budget: str
                           eco_changed_outputs=hb.changed_outputs(sim, bits),
                           eco_val_accuracy=sim.accuracy(bits))
             per_group = {g: [bits[m] for m in members] for g, members in group_list}
-            report["eco_accuracy"] = test_sim.accuracy(bits)
+            report["eco_accuracy"] = test_acc(bits)
         else:
-            b = parse_budget(budget)
             naive_bits, naive_val = hb.naive_search(sim, labels, b, stats=stats)
             bound = naive_val if min_accuracy is None else max(naive_val, 0.0)
             settings, val_acc, dfs_stats = hb.budget_search(
@@ -136,31 +133,24 @@ def run_search(model: str, *, mode: str, dataset: str | None = None, budget: str
             report.update(budget=budget, budget_bits=b, m_scan=m_scan, widths=list(widths), budget_val_accuracy=val_acc,
                           naive_val_accuracy=naive_val, dfs_found_better_than_naive=found,
                           best_trace=dfs_stats.best_trace,
-                          budget_accuracy=test_sim.accuracy(bits))
+                          budget_accuracy=test_acc(bits))
             if naive:
-                report["naive_accuracy"] = test_sim.accuracy(naive_bits)
+                report["naive_accuracy"] = test_acc(naive_bits)
                 report["naive_bits"] = list(next(iter(naive_bits.values())))
     finally:
         bar.close()
+    total = sum(counts[n] for n in labels)
     kept = sum(counts[lbl] * (k - m) for lbl, (k, m) in bits.items())
     report.update({
         "bits_kept_per_group": {g: [list(s) for s in v] for g, v in per_group.items()},
-        "kept_bits_per_relu": kept / sum(counts.values()),
-        "kept_fraction": kept / (64 * sum(counts.values())),
+        "kept_bits_per_relu": kept / total,
+        "kept_fraction": kept / (64 * total),
         "search_seconds": time.perf_counter() - t_start,
         "configs_evaluated": stats.configs_evaluated,
         "simulator_forwards": sim.evaluations,
         "pruned": stats.pruned,
     })
-    config = _config(group_list, bits, report)
-    if out:
-        config.save(out)
-    if report_path:
-        Path(report_path).write_text(json.dumps(report, indent=2) + "\n")
-    if plot:
-        from ringlet.plots import kept_bits_plot
-        kept_bits_plot(report["bits_kept_per_group"], plot, f"{model}: {mode} {budget or ''}".strip())
-    return report
+    return _config(group_list, bits, report), report
 
 
 def _config(group_list, bits: dict, report: dict) -> ReluConfig:
@@ -180,18 +170,130 @@ def _config(group_list, bits: dict, report: dict) -> ReluConfig:
     return ReluConfig(default="exact", groups=groups, layers=layers, extra={"search": provenance})
 
 
-def simulated_accuracy(model: str, relu_config: str, dataset: str | None = None,
-                       samples: int | None = None, parties: int = 2, data_dir=None) -> dict:
-    """Test accuracy with the share-level simulator applying ``relu_config`` (``ringlet eval
-    --relu-config``): the figure a real ``ringlet infer`` run with that config is compared to."""
-    net, meta = resolve_model(model)
-    dataset = dataset or meta.get("dataset")
-    if dataset is None:
-        raise ValueError("give --dataset (the checkpoint names none)")
-    test, n = load_test_split(dataset, samples, data_dir)
-    tx, ty = test.tensors(n)
-    graph = compile_model(net, tx.shape[1:])
-    bits = ReluConfig.load(relu_config).resolve(graph.activation_names, relu_config)
-    sim = Simulator(CompiledModel(graph), tx, ty, parties=parties, cache_shares=False, batch=500)
-    return {"accuracy": sim.accuracy(bits), "samples": n, "dataset": dataset, "model": model,
-            "relu_config": relu_config, "parties": parties, "simulated": True}
+def _check_writable(*paths) -> None:
+    """Fail before the work, not after it, when an output cannot be written."""
+    for p in paths:
+        if p is None:
+            continue
+        parent = Path(p).resolve().parent
+        if not parent.is_dir():
+            raise FileNotFoundError(f"cannot write {p}: the folder {parent} does not exist")
+        if Path(p).is_dir():
+            raise IsADirectoryError(f"cannot write {p}: it is a directory")
+
+
+def _command_data(pm, src, dataset, input_path, labels_path, test_input, test_labels, data_dir,
+                  normalize, image_size, train_samples=None, test_samples=None, seed=0):
+    """(train-or-validation Dataset-like tensors, test tensors or None) for search and finetune."""
+    from ringlet import sources
+    from ringlet.data import Dataset
+    if input_path:
+        fit_in = sources.load_inputs(src.meta, input_path=input_path, labels_path=labels_path,
+                                     samples=train_samples, normalize=normalize)
+        if fit_in.y is None:
+            raise ValueError("--input needs --labels here (the search and finetuning need labels)")
+        train = Dataset.from_tensors(fit_in.x, fit_in.y, name=str(input_path))
+    else:
+        train, _ = sources.load_split(src.meta, dataset, "train", data_dir, normalize, image_size)
+    test = None
+    if test_input:
+        t = sources.load_inputs(src.meta, input_path=test_input, labels_path=test_labels,
+                                samples=test_samples, normalize=normalize)
+        test = (t.x, t.y) if t.y is not None else None
+    elif not input_path and (dataset or src.meta.get("dataset")):
+        t = sources.load_inputs(src.meta, dataset=dataset, split="test", samples=test_samples,
+                                data_dir=data_dir, normalize=normalize, image_size=image_size)
+        test = (t.x, t.y)
+    return train, test
+
+
+def run_search(model: str, *, mode: str, dataset: str | None = None, budget: str | None = None,
+               groups: str = "stages", val_samples: int = 1024, naive: bool = False, margin: int = 0,
+               parties: int = 2, min_accuracy: float | None = None, widths=hb.DEFAULT_WIDTHS,
+               out: str | None = None, report_path: str | None = None, plot: str | None = None,
+               progress: bool = True, data_dir=None, time_limit: float | None = None,
+               test_samples: int | None = None, command: str = "", m_scan: str = "coarse",
+               weights: str | None = None, input_path: str | None = None,
+               labels_path: str | None = None, test_input: str | None = None,
+               test_labels: str | None = None, normalize: str | None = None,
+               image_size=None) -> dict:
+    """``ringlet search``: the model spec's search on its data; writes the config and the report."""
+    from ringlet import sources
+    _check_writable(out, report_path, plot)
+    if mode not in ("eco", "budget"):
+        raise ValueError(f"--mode {mode!r}: eco or budget")
+    if budget is not None:
+        parse_budget(budget)
+    groups_spec = load_groups(groups)
+    pm, src, _ = sources.prepare(model, weights=weights, dataset=dataset, split="test", samples=1,
+                                 input_path=test_input or input_path,
+                                 labels_path=test_labels if test_input else labels_path,
+                                 data_dir=data_dir, normalize=normalize, image_size=image_size)
+    train, test = _command_data(pm, src, dataset, input_path, labels_path, test_input, test_labels,
+                                data_dir, normalize, image_size, test_samples=test_samples)
+    if input_path:
+        vx, vy = train.tensors(min(val_samples, len(train)) if val_samples else None)
+    else:
+        vx, vy = validation_split(dataset or src.meta.get("dataset"), val_samples, train=train)
+    cfg = pm.search(vx, vy, mode, budget, x_test=test[0] if test else None,
+                    y_test=test[1] if test else None, parties=parties, progress=progress,
+                    groups=groups_spec, naive=naive, margin=margin, min_accuracy=min_accuracy,
+                    widths=widths, time_limit=time_limit, m_scan=m_scan)
+    report = {"command": command, "model": model, "dataset": dataset or src.meta.get("dataset"),
+              **cfg.report}
+    cfg = ReluConfig(cfg.default, cfg.groups, cfg.layers, cfg.version,
+                     {**cfg.extra, "search": {**cfg.extra.get("search", {}), "model": model,
+                                              "dataset": report["dataset"]}})
+    if out:
+        cfg.save(out)
+    if report_path:
+        Path(report_path).write_text(json.dumps(report, indent=2) + "\n")
+    if plot:
+        from ringlet.plots import kept_bits_plot
+        kept_bits_plot(report["bits_kept_per_group"], plot, f"{model}: {mode} {budget or ''}".strip())
+    return report
+
+
+def run_finetune(model: str, relu_config: str, epochs: int, out: str, *, lr: float = 1e-3,
+                 batch: int = 128, dataset: str | None = None, parties: int = 2, data_dir=None,
+                 progress: bool = True, seed: int = 0, train_samples: int | None = None,
+                 test_samples: int | None = None, command: str = "", weights: str | None = None,
+                 input_path: str | None = None, labels_path: str | None = None,
+                 test_input: str | None = None, test_labels: str | None = None,
+                 normalize: str | None = None, image_size=None, augment: bool = True) -> dict:
+    """``ringlet finetune``: retrain with the config's approximate ReLUs; writes a checkpoint
+    (OUT.safetensors + OUT.json) of the module, loadable as the model was."""
+    from ringlet import sources
+    from ringlet.private import as_config
+    from ringlet.train.checkpoint import save_checkpoint
+    if epochs < 1:
+        raise ValueError(f"--epochs must be at least 1, got {epochs}")
+    config = as_config(relu_config)
+    _check_writable(Path(out).with_suffix(".json"))
+    pm, src, _ = sources.prepare(model, weights=weights, dataset=dataset, samples=1,
+                                 input_path=test_input or input_path,
+                                 labels_path=test_labels if test_input else labels_path,
+                                 data_dir=data_dir, normalize=normalize, image_size=image_size)
+    if pm.module is None:
+        raise ValueError(f"--model {model}: finetuning needs the module; give --model "
+                         f"package.module:factory --weights {model}/module.safetensors")
+    train, test = _command_data(pm, src, dataset, input_path, labels_path, test_input, test_labels,
+                                data_dir, normalize, image_size, train_samples, test_samples, seed)
+    if train_samples and not input_path:
+        train = train.subset(torch.arange(min(train_samples, len(train))))
+    before = pm.evaluate(*test, relu_config=config, parties=parties) if test else None
+    t0 = time.time()
+    pm2 = pm.finetune(train, config, epochs, lr=lr, batch=batch, parties=parties, seed=seed,
+                      augment=augment, progress=progress)
+    after = pm2.evaluate(*test, relu_config=config, parties=parties) if test else None
+    plain = pm2.evaluate(*test) if test else None
+    keep = ("model", "dataset", "input_shape", "num_classes", "normalization", "classes", "factory")
+    record = {**{k: v for k, v in src.meta.items() if k in keep},
+              "accuracy": after, "accuracy_exact_relu": plain, "relu_config": str(relu_config),
+              "base_checkpoint": src.meta.get("checkpoint") or src.meta.get("weights"),
+              "finetune_epochs": epochs, "finetune_lr": lr,
+              "finetune_seconds": round(time.time() - t0, 1), "command": command}
+    path = save_checkpoint(Path(out), pm2.module, record)
+    return {"checkpoint": str(path), "accuracy_before": before, "accuracy_after": after,
+            "accuracy_exact_relu_after": plain, "epochs": epochs,
+            "seconds": round(time.time() - t0, 1)}

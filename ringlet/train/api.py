@@ -9,11 +9,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ringlet.data import load_dataset, dataset_info
-from ringlet.models import MODEL_NAMES, build_model
-from ringlet.train.checkpoint import (checkpoint_stem, is_checkpoint, load_checkpoint,
-                                      save_checkpoint)
-from ringlet.train.trainer import TrainConfig, evaluate, fit
+from ringlet.models import build_model
+from ringlet.train.checkpoint import (checkpoint_stem, is_checkpoint, save_checkpoint)
+from ringlet.train.trainer import TrainConfig, fit
 
 
 def shipped_models_dir() -> Path:
@@ -34,23 +32,12 @@ def find_checkpoint(name_or_path: str) -> Path | None:
 
 def resolve_model(name_or_path: str, input_shape=None, num_classes: int = 10,
                   seed: int = 0) -> tuple[nn.Module, dict]:
-    """Load a checkpoint, or build a zoo model with seeded random weights; returns (model, meta).
-
-    ``meta`` for a zoo name has ``"checkpoint": None`` and the input shape used.
-    """
-    ckpt = find_checkpoint(name_or_path)
-    if ckpt is not None:
-        model, meta = load_checkpoint(ckpt)
-        return model, {**meta, "checkpoint": str(ckpt)}
-    if name_or_path in MODEL_NAMES:
-        if input_shape is None:
-            raise ValueError(f"zoo model {name_or_path!r} needs an input shape (give --dataset or --input)")
-        torch.manual_seed(seed)
-        model = build_model(name_or_path, input_shape, num_classes).eval()
-        return model, {"model": name_or_path, "input_shape": list(input_shape),
-                       "num_classes": num_classes, "checkpoint": None}
-    raise ValueError(f"--model {name_or_path!r}: neither a checkpoint (NAME.safetensors + NAME.json) "
-                     f"nor a zoo model ({', '.join(MODEL_NAMES)})")
+    """The module of a model spec and its metadata (:func:`ringlet.sources.resolve_model`)."""
+    from ringlet.sources import resolve_model as resolve
+    src = resolve(name_or_path, input_shape=input_shape, num_classes=num_classes, seed=seed)
+    if src.module is None:
+        raise ValueError(f"{name_or_path} is a saved PrivateModel folder, which holds no module")
+    return src.module, src.meta
 
 
 def train_zoo_model(*, model: str, dataset: str, epochs: int, out: Path, batch: int = 128,
@@ -59,7 +46,8 @@ def train_zoo_model(*, model: str, dataset: str, epochs: int, out: Path, batch: 
                     threads: int = 0, data_dir=None, train_samples: int | None = None,
                     progress: bool = True, command: str = "", sharing: str | None = None,
                     poly: dict | None = None, pillar: float | None = None,
-                    name: str | None = None) -> dict:
+                    name: str | None = None, weights: str | None = None, normalize: str | None = None,
+                    image_size=None) -> dict:
     """Train (or, when ``model`` is a checkpoint, finetune) and write OUT/NAME.{safetensors,json}.
 
     ``sharing`` (a gReLU config file) or ``poly`` ({"degree", "range"}) convert the ReLUs first;
@@ -68,19 +56,29 @@ def train_zoo_model(*, model: str, dataset: str, epochs: int, out: Path, batch: 
     cfg = TrainConfig(epochs=epochs, batch=batch, lr=lr, momentum=momentum,
                       weight_decay=weight_decay, warmup_epochs=warmup_epochs, augment=augment,
                       seed=seed, threads=threads)
-    train = load_dataset(dataset, "train", data_dir)
-    test = load_dataset(dataset, "test", data_dir)
-    if train_samples is not None:
-        train = train.subset(torch.arange(min(train_samples, len(train))))
+    from ringlet.sources import load_split, resolve_model as resolve
     torch.manual_seed(seed)
     ckpt = find_checkpoint(model)
+    factory = ":" in model and ckpt is None
     base = {}
-    if ckpt is not None:
-        net, base = resolve_model(model)
+    if ckpt is not None or factory:
+        src = resolve(model, weights=weights)
+        if src.module is None:
+            raise ValueError(f"--model {model}: a saved PrivateModel folder cannot be trained; train its "
+                             f"module (--model package.module:factory)")
+        net, base = src.module, src.meta
         zoo_name = base["model"]
     else:
-        net = build_model(model, train.input_shape, train.num_classes)
+        base = {}
         zoo_name = model
+    train, _ = load_split(base, dataset, "train", data_dir, normalize, image_size)
+    test, _ = load_split(base, dataset, "test", data_dir, normalize, image_size)
+    if train_samples is not None:
+        if train_samples < 1:
+            raise ValueError(f"--train-samples must be at least 1, got {train_samples}")
+        train = train.subset(torch.arange(min(train_samples, len(train))))
+    if ckpt is None and not factory:
+        net = build_model(model, train.input_shape, train.num_classes)
     meta_extra: dict = {}
     if sharing:
         from ringlet.grelu.convert import convert, load_sharing_config
@@ -97,19 +95,23 @@ def train_zoo_model(*, model: str, dataset: str, epochs: int, out: Path, batch: 
         meta_extra["poly"] = poly
         if pillar:
             pillar_reg = Pillar(net, pillar)
-    stem = name or checkpoint_stem(zoo_name, dataset)
+    stem = name or (checkpoint_stem(zoo_name, dataset) if not factory else
+                    checkpoint_stem(model.rpartition(":")[2], dataset))
     t0 = time.time()
     result = fit(net, train, test, cfg, resume_dir=out / f"{stem}.resume", progress=progress,
                  extra_loss=pillar_reg.loss if pillar_reg else None,
                  on_epoch_end=pillar_reg.end_epoch if pillar_reg else None)
-    info = dataset_info(dataset)
     meta = {"model": zoo_name, "dataset": dataset, "input_shape": list(train.input_shape),
-            "num_classes": train.num_classes,
-            "normalization": {"mean": info["mean"], "std": info["std"]},
+            "num_classes": train.num_classes, "classes": list(train.classes) if train.classes else None,
+            "normalization": {"mean": list(train.mean), "std": list(train.std)},
             "accuracy": result["test_accuracy"], "test_samples": len(test),
             "train_samples": len(train), "train_config": result["config"],
             "history": result["history"], "train_seconds": round(time.time() - t0, 1),
             "command": command, **meta_extra}
+    if factory:
+        meta["factory"] = model
+        if weights:
+            meta["base_weights"] = str(weights)
     if ckpt is not None:
         meta["base_checkpoint"] = str(ckpt)
         meta["base_accuracy"] = base.get("accuracy")
@@ -122,22 +124,22 @@ def train_zoo_model(*, model: str, dataset: str, epochs: int, out: Path, batch: 
             **({"pillar_test": meta["pillar"]["test"]} if pillar_reg else {})}
 
 
-def load_test_split(dataset: str, samples: int | None, data_dir=None):
-    """A dataset's test split and how many of its first images to use (all unless ``samples``)."""
-    test = load_dataset(dataset, "test", data_dir)
-    n = len(test) if samples is None else samples
-    if n < 1 or n > len(test):
-        raise ValueError(f"--samples {n}: the {dataset} test split has {len(test)} images")
-    return test, n
-
-
-def evaluate_model(model: str, dataset: str, samples: int | None = None, batch: int = 256,
-                   data_dir=None) -> dict:
-    """Plaintext test accuracy of a checkpoint or zoo model (the ``ringlet eval`` JSON)."""
-    test, n = load_test_split(dataset, samples, data_dir)
-    net, meta = resolve_model(model, test.input_shape, test.num_classes)
-    if tuple(meta["input_shape"]) != test.input_shape:
-        raise ValueError(f"model {model} expects input {tuple(meta['input_shape'])}, dataset "
-                         f"{dataset} has {test.input_shape}")
-    acc = evaluate(net, test, n, batch)
-    return {"accuracy": acc, "samples": n, "dataset": dataset, "model": model}
+def evaluate_model(model: str, dataset: str | None = None, samples: int | None = None, batch: int = 256,
+                   data_dir=None, *, weights: str | None = None, input_path: str | None = None,
+                   labels_path: str | None = None, normalize: str | None = None, image_size=None,
+                   relu_config: str | None = None, parties: int = 2) -> dict:
+    """Test accuracy (the ``ringlet eval`` JSON): plaintext, or with ``relu_config`` the share-level
+    simulator's — the figure a private run with that config is compared to."""
+    from ringlet.private import as_config
+    from ringlet.sources import prepare
+    config = as_config(relu_config) if relu_config else None
+    pm, _, inputs = prepare(model, weights=weights, dataset=dataset, samples=samples,
+                            input_path=input_path, labels_path=labels_path, data_dir=data_dir,
+                            normalize=normalize, image_size=image_size)
+    if inputs.y is None:
+        raise ValueError("eval needs labels: give --labels with --input")
+    acc = pm.evaluate(inputs.x, inputs.y, config, parties=parties, batch=batch)
+    out = {"accuracy": acc, "samples": int(inputs.x.shape[0]), "model": model, **inputs.info}
+    if relu_config:
+        out.update(relu_config=relu_config, parties=parties, simulated=True)
+    return out

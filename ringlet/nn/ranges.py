@@ -1,0 +1,137 @@
+"""The input range a compiled model is valid for, and the headroom every layer keeps in the ring.
+
+A fixed-point value v with g fractional bits is the ring element round(v·2^g); the secure run is
+exact while every such element stays below 2^62 in magnitude (the bound of the exact truncations
+and selects). A model therefore has an input range: the client refuses any input element beyond it
+(:func:`check_input`) instead of letting the servers compute a wrapped, wrong answer.
+
+Where the bound comes from (``method``), most trusted first:
+
+- ``user``: given at compile time (``input_bound=``);
+- ``pixels``: the model's normalisation of pixels in [0, 1] (any image the model can be given);
+- ``calibration``: twice the largest |x| of the calibration (example) inputs.
+
+The headroom at that bound is measured per node: from the calibration inputs' largest activations
+scaled linearly to the bound (``predicted``), and by worst-case propagation through the layers'
+weight norms (``worst_case``: a proof of no overflow when it fits, usually far too pessimistic for
+deep networks). A model whose predicted headroom falls below ``MIN_HEADROOM`` bits anywhere is
+refused at compile time with the node named.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ringlet.nn.graph import SecureGraph
+from ringlet.nn.interpret import FracPlan, Magnitudes, PlainInterpreter
+
+RING_LIMIT_BITS = 62
+MIN_HEADROOM = 4  # bits kept free at the bound, for inputs the calibration did not see
+
+
+class InputRangeError(ValueError):
+    """An input element is outside the range the model is valid for."""
+
+
+def _bits(value: float, frac: int) -> float:
+    """Headroom in bits of a magnitude ``value`` at ``frac`` fractional bits below 2^62."""
+    if value <= 0:
+        return float(RING_LIMIT_BITS)
+    return RING_LIMIT_BITS - (math.log2(value) + frac)
+
+
+def calibrate(graph: SecureGraph, x: torch.Tensor, batch: int = 256) -> dict:
+    """Largest |value| of every node over the calibration inputs ``x`` (plaintext, float64)."""
+    interp = PlainInterpreter(graph)
+    peaks: dict[str, float] = {}
+    with torch.no_grad():
+        for start in range(0, x.shape[0], batch):
+            env = interp.run(x[start:start + batch], keep=True)
+            for name, v in env.items():
+                peaks[name] = max(peaks.get(name, 0.0), float(v.abs().max()) if v.numel() else 0.0)
+    return {"input_max": float(x.abs().max()), "samples": int(x.shape[0]), "peaks": peaks}
+
+
+def pixel_bound(normalization) -> float:
+    """max |(p − mean)/std| over pixels p in [0, 1] and every channel."""
+    mean, std = normalization
+    return max(max(abs((0.0 - m) / s), abs((1.0 - m) / s)) for m, s in zip(mean, std))
+
+
+@dataclass(frozen=True)
+class InputRange:
+    """The accepted |input| and how it was found."""
+
+    bound: float
+    method: str  # "user", "pixels" or "calibration"
+
+    def to_dict(self) -> dict:
+        return {"bound": self.bound, "method": self.method}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "InputRange":
+        return cls(float(d["bound"]), str(d["method"]))
+
+
+def choose_bound(calibration: dict | None, normalization=None, bound: float | None = None) -> InputRange:
+    """The input range by the rules in the module docstring."""
+    if bound is not None:
+        if not bound > 0 or not math.isfinite(bound):
+            raise ValueError(f"input_bound must be a positive number, got {bound}")
+        return InputRange(float(bound), "user")
+    if normalization is not None:
+        return InputRange(pixel_bound(normalization), "pixels")
+    if calibration is None or calibration["input_max"] <= 0:
+        raise ValueError("no input range: give calibration inputs, a normalisation or input_bound")
+    return InputRange(2.0 * calibration["input_max"], "calibration")
+
+
+def headroom(graph: SecureGraph, frac_bits: int, rng: InputRange, calibration: dict | None) -> dict:
+    """Per-node headroom (bits below 2^62) at the range's bound: predicted from the calibration
+    and worst-case; with the smallest of each and whether the worst case proves no overflow."""
+    fracs = FracPlan(graph, frac_bits).plan()
+    worst = Magnitudes(graph).bounds(rng.bound)
+    rows = {}
+    for node in graph.nodes:
+        row = {"frac": fracs[node.name], "worst_case": round(_bits(worst[node.name], fracs[node.name]), 2)}
+        if calibration is not None and calibration["input_max"] > 0:
+            scale = rng.bound / calibration["input_max"]
+            peak = calibration["peaks"].get(node.name, 0.0) * max(scale, 1.0)
+            row["predicted"] = round(_bits(peak, fracs[node.name]), 2)
+        rows[node.name] = row
+    predicted = [r["predicted"] for r in rows.values() if "predicted" in r]
+    worst_min = min(r["worst_case"] for r in rows.values())
+    return {"input_bound": rng.bound, "method": rng.method, "frac_bits": frac_bits,
+            "min_predicted_bits": min(predicted) if predicted else None,
+            "min_worst_case_bits": worst_min, "guaranteed": worst_min >= 1,
+            "per_node": rows}
+
+
+def check_headroom(report: dict, graph: SecureGraph) -> None:
+    """Refuse a model that leaves fewer than ``MIN_HEADROOM`` bits anywhere (predicted, or worst
+    case when nothing predicts), naming the node."""
+    key = "predicted" if report["min_predicted_bits"] is not None else "worst_case"
+    if key == "worst_case" and report["guaranteed"]:
+        return
+    for node in graph.nodes:
+        bits = report["per_node"][node.name][key]
+        if bits < MIN_HEADROOM:
+            raise InputRangeError(
+                f"node {node.label!r} ({node.kind}) keeps {bits:.1f} bits of headroom below 2^62 "
+                f"at {report['frac_bits']} fractional bits for inputs up to ±{report['input_bound']:g} "
+                f"({report['method']}, {key}); at least {MIN_HEADROOM} are needed: use fewer "
+                f"fractional bits (--frac-bits) or a smaller input range")
+
+
+def check_input(x: torch.Tensor, rng: InputRange, what: str = "input") -> None:
+    """Raise :class:`InputRangeError` naming the first element outside ±bound (or not finite)."""
+    bad = ~torch.isfinite(x) | (x.abs() > rng.bound)
+    if bool(bad.any()):
+        idx = tuple(bad.nonzero()[0].tolist())
+        raise InputRangeError(
+            f"{what} element {idx} = {float(x[idx]):.6g} is outside the model's input range "
+            f"±{rng.bound:.6g} ({rng.method}); {int(bad.sum())} element(s) affected. The private "
+            f"result would be wrong: the fixed-point values would wrap in the ring")

@@ -1,0 +1,323 @@
+"""``ringlet.compile``: the user's own ``nn.Module`` as a :class:`PrivateModel`, and what it can do.
+
+A PrivateModel is the compiled graph (BatchNorm folded, every operator lowered), the input range
+it is valid for, its normalisation and class names, and — when compiled from a module — the
+module itself (needed to finetune). Every command of the CLI is one of its methods::
+
+    pm = ringlet.compile(module, example_input)
+    pm.plain(x)                                   # the compiled graph in float64
+    cfg = pm.search(x_val, y_val, mode="eco")     # HummingBird's bits (or mode="budget", budget="8/64")
+    pm.evaluate(x, y, relu_config=cfg)            # the share-level simulator's accuracy
+    pm2 = pm.finetune((x_train, y_train), relu_config=cfg, epochs=2)
+    res = pm.infer(x, relu_config=cfg, parties=2, transport="tcp")   # res.logits, res.report
+    pm.save("dir"); pm = ringlet.load("dir")      # JSON + safetensors, no pickle
+
+Nothing here unpickles or imports code named by a file: a saved folder holds data only.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ringlet.nn import ranges
+from ringlet.nn.compiler import CompileError, compile_model
+from ringlet.nn.config import ConfigError, ReluConfig
+from ringlet.nn.graph import SecureGraph
+from ringlet.nn.interpret import PlainInterpreter
+from ringlet.nn.secure import CompiledModel, SecureOptions
+from ringlet.ring import FixedPoint
+
+FORMAT = "ringlet-model"
+VERSION = 1
+MODEL_FILE = "ringlet-model.json"
+
+
+@dataclass
+class InferenceResult:
+    """What a private inference returns: the model's outputs and the ``ringlet infer`` report."""
+
+    logits: torch.Tensor
+    report: dict
+
+
+def as_config(relu_config) -> ReluConfig:
+    """A ReluConfig from a ReluConfig, its JSON dict, a file path or None (every ReLU exact)."""
+    if relu_config is None:
+        return ReluConfig()
+    if isinstance(relu_config, ReluConfig):
+        return relu_config
+    if isinstance(relu_config, dict):
+        return ReluConfig.from_dict(relu_config, "relu_config")
+    if isinstance(relu_config, (str, os.PathLike)):
+        return ReluConfig.load(relu_config)
+    raise ConfigError(f"relu_config: expected a ReluConfig, a dict or a path, got {type(relu_config).__name__}")
+
+
+def _labelled(x, y, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.as_tensor(x)
+    y = torch.as_tensor(y)
+    if not x.is_floating_point():
+        raise ValueError(f"{what}: inputs must be float model inputs, got {x.dtype}")
+    if y.ndim != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"{what}: {x.shape[0]} inputs but labels of shape {tuple(y.shape)}")
+    return x.float(), y.to(torch.int64)
+
+
+class PrivateModel:
+    """A compiled model ready for search, simulation, finetuning and private inference."""
+
+    def __init__(self, graph: SecureGraph, *, frac_bits: int = 16, input_range: ranges.InputRange,
+                 calibration: dict | None = None, meta: dict | None = None,
+                 module: nn.Module | None = None):
+        self.graph = graph
+        self.fixed = FixedPoint(frac_bits)
+        self.input_range = input_range
+        self.calibration = calibration
+        self.meta = dict(meta or {})
+        self.module = module
+        self.headroom = ranges.headroom(graph, frac_bits, input_range, calibration)
+        ranges.check_headroom(self.headroom, graph)
+
+    # -- what it is -------------------------------------------------------------------------------
+    @property
+    def input_shape(self) -> tuple:
+        return tuple(self.graph.input_shape)
+
+    @property
+    def relu_names(self) -> list[str]:
+        return self.graph.relu_names
+
+    def bits(self, relu_config=None) -> dict[str, tuple[int, int]]:
+        """(k, m) for every activation that takes bits, from a config (unknown names are errors)."""
+        return as_config(relu_config).resolve(self.graph.activation_names, "relu_config")
+
+    def compiled(self, relu_config=None, **options) -> CompiledModel:
+        """The graph bound to ReLU bits and protocol options (:class:`SecureOptions` fields)."""
+        return CompiledModel(self.graph, self.bits(relu_config), SecureOptions(**options), self.fixed,
+                             self.input_range)
+
+    def fingerprint(self, relu_config=None, **options) -> dict:
+        return self.compiled(relu_config, **options).fingerprint()
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Refuse inputs of another shape, or outside the input range (naming the element)."""
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(f"the model takes inputs of shape {self.input_shape}, got {tuple(x.shape[1:])} "
+                             f"(batch of {x.shape[0]})")
+        ranges.check_input(x, self.input_range)
+
+    # -- plaintext and simulation ------------------------------------------------------------------
+    def plain(self, x: torch.Tensor) -> torch.Tensor:
+        """The compiled graph's outputs in float64 with exact activations (a final softmax applied)."""
+        with torch.no_grad():
+            return self.graph.finish(PlainInterpreter(self.graph).run(torch.as_tensor(x).double()))
+
+    def evaluate(self, x, y, relu_config=None, parties: int = 2, batch: int = 500) -> float:
+        """Accuracy on (x, y): plaintext without a config, else the share-level simulator's."""
+        from ringlet.search.simulator import Simulator
+        x, y = _labelled(x, y, "evaluate")
+        if relu_config is None:  # the module (float32) when there is one, batch by batch
+            correct = sum(int((self._plain_forward(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
+                          for i in range(0, x.shape[0], batch))
+            return correct / x.shape[0]
+        bits = self.bits(relu_config)
+        sim = Simulator(self.compiled(), x, y, parties=parties, cache_shares=False, batch=batch)
+        return sim.accuracy(bits)
+
+    def search(self, x_val, y_val, mode: str = "eco", budget: str | None = None, *, x_test=None,
+               y_test=None, parties: int = 2, progress: bool = False, **kwargs) -> ReluConfig:
+        """HummingBird's search for the bits each ReLU keeps; the report is ``cfg.report``.
+
+        ``x_val, y_val`` drive the search (take them from the training data); ``x_test, y_test``
+        measure the result in the report. Other keywords: groups, naive, margin, min_accuracy,
+        widths, time_limit, m_scan (see :func:`ringlet.search.api.search_bits`).
+        """
+        from ringlet.search.api import search_bits
+        vx, vy = _labelled(x_val, y_val, "search validation data")
+        tx, ty = _labelled(x_test, y_test, "search test data") if x_test is not None else (None, None)
+        report = {k: self.meta[k] for k in ("model", "dataset") if k in self.meta}
+        cfg, report = search_bits(self.graph, vx, vy, tx, ty, mode=mode, budget=budget, parties=parties,
+                                  progress=progress, frac_bits=self.fixed.frac_bits, report=report,
+                                  **kwargs)
+        return replace(cfg, report=report)
+
+    def finetune(self, train_data, relu_config, epochs: int = 2, *, lr: float = 1e-3,
+                 batch: int = 128, parties: int = 2, seed: int = 0, augment: bool = True,
+                 progress: bool = False) -> "PrivateModel":
+        """Retrain a copy of the module with the approximate ReLUs in place; returns it compiled.
+
+        ``train_data``: (inputs, labels) tensors or a :class:`ringlet.data.Dataset`.
+        """
+        from ringlet.data import Dataset
+        from ringlet.search.finetune import finetune_module
+        if self.module is None:
+            raise ValueError("finetuning needs the model's module: compile it with ringlet.compile, or "
+                             "load the folder with ringlet.load(DIR, module=YourModel())")
+        data = train_data if isinstance(train_data, Dataset) else Dataset.from_tensors(
+            *_labelled(*train_data, "finetune training data"))
+        if tuple(data.input_shape) != self.input_shape:
+            raise ValueError(f"finetune: the data has inputs of shape {tuple(data.input_shape)}, the model "
+                             f"takes {self.input_shape}")
+        module = copy.deepcopy(self.module)
+        bits = {k: v for k, v in self.bits(relu_config).items() if k in set(self.relu_names)}
+        record = finetune_module(module, self.graph, bits, data, epochs, lr=lr, batch=batch,
+                                 parties=parties, seed=seed, frac_bits=self.fixed.frac_bits,
+                                 augment=augment, progress=progress)
+        calib = data.tensors(min(256, len(data)))[0]
+        meta = {**self.meta, "finetuned": {k: v for k, v in record.items() if k != "history"}}
+        return compile(module, calib, frac_bits=self.fixed.frac_bits, smooth=self.meta.get("smooth", "piecewise"),
+                       input_bound=self.input_range.bound if self.input_range.method == "user" else None,
+                       normalization=self.normalization, classes=self.meta.get("classes"), meta=meta)
+
+    @property
+    def normalization(self):
+        norm = self.meta.get("normalization")
+        return (tuple(norm["mean"]), tuple(norm["std"])) if norm else None
+
+    # -- private inference -------------------------------------------------------------------------
+    def infer(self, x, relu_config=None, parties: int = 2, transport: str = "local", *,
+              labels=None, batch: int = 32, frac_bits: int | None = None, pregenerate: bool = True,
+              results_path: str | None = None, progress: bool = False, threads: int = 0,
+              timeout: float = 120.0, link=None, **options) -> InferenceResult:
+        """Client, servers and dealer on this machine (threads, or processes over TCP).
+
+        ``options``: protocol choices (adder, select, truncation, private_weights, poly_method,
+        poly_frac, poly_out_truncation, backend). The report is the JSON of ``ringlet infer``.
+        """
+        from ringlet.nn.api import private_inference
+        if frac_bits is not None and frac_bits != self.fixed.frac_bits:
+            raise ValueError(f"this model was compiled for {self.fixed.frac_bits} fractional bits; "
+                             f"compile it again with frac_bits={frac_bits}")
+        x = torch.as_tensor(x).float()
+        self.check_input(x)
+        compiled = self.compiled(relu_config, **options)
+        report, logits = private_inference(
+            compiled, x, None if labels is None else torch.as_tensor(labels), parties=parties,
+            transport=transport, batch=batch, pregenerate=pregenerate, results_path=results_path,
+            progress=progress, threads=threads, timeout=timeout, link=link,
+            plain=lambda t: self._plain_forward(t))
+        report.update({"relu_config": as_config(relu_config).to_dict() if relu_config is not None else None,
+                       "model": self.meta.get("model"), "input_range": self.headroom_summary()})
+        return InferenceResult(logits, report)
+
+    def _plain_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The plaintext baseline: the user's module in float32 (else the graph in float32)."""
+        with torch.no_grad():
+            if self.module is not None:
+                was = self.module.training
+                self.module.eval()
+                try:
+                    return self.module(x)
+                finally:
+                    self.module.train(was)
+            return self.graph.finish(PlainInterpreter(self.graph, torch.float32).run(x))
+
+    def headroom_summary(self, per_node: bool = True) -> dict:
+        out = {k: v for k, v in self.headroom.items() if k != "per_node"}
+        if per_node:
+            out["per_layer"] = {n.label: self.headroom["per_node"][n.name] for n in self.graph.nodes
+                                if n.kind not in ("input", "output")}
+        return out
+
+    # -- files -------------------------------------------------------------------------------------
+    def save(self, folder) -> Path:
+        """Write FOLDER/ringlet-model.json, graph.{json,safetensors} and module.safetensors."""
+        from safetensors.torch import save_file
+
+        from ringlet.nn.storage import save_graph
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_graph(self.graph, folder)
+        record = {"format": FORMAT, "version": VERSION, "frac_bits": self.fixed.frac_bits,
+                  "input_range": self.input_range.to_dict(), "calibration": self.calibration,
+                  "meta": self.meta, "module": None}
+        if self.module is not None:
+            state = {k: v.detach().contiguous().clone() for k, v in self.module.state_dict().items()}
+            save_file(state, str(folder / "module.safetensors"))
+            record["module"] = {"weights": "module.safetensors", "class": type(self.module).__qualname__}
+        (folder / MODEL_FILE).write_text(json.dumps(record, indent=1) + "\n")
+        return folder
+
+
+def is_saved_model(path) -> bool:
+    return (Path(path) / MODEL_FILE).is_file()
+
+
+def load(folder, module: nn.Module | None = None) -> PrivateModel:
+    """A saved PrivateModel; ``module`` (the same architecture) gets the saved module weights."""
+    from safetensors.torch import load_file
+
+    from ringlet.nn.storage import load_graph
+    folder = Path(folder)
+    path = folder / MODEL_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder}: not a saved ringlet model (no {MODEL_FILE})")
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a ringlet model file")
+    if record.get("version") != VERSION:
+        raise ValueError(f"{path}: unsupported version {record.get('version')!r} (this ringlet reads {VERSION})")
+    graph = load_graph(folder)
+    if module is not None:
+        if not record.get("module"):
+            raise ValueError(f"{folder}: saved without module weights; compile the module again")
+        state = load_file(str(folder / record["module"]["weights"]))
+        missing, unexpected = module.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{folder}: the module does not fit the saved weights (missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]})")
+        module.eval()
+    return PrivateModel(graph, frac_bits=int(record["frac_bits"]),
+                        input_range=ranges.InputRange.from_dict(record["input_range"]),
+                        calibration=record.get("calibration"), meta=record.get("meta"), module=module)
+
+
+def compile(module: nn.Module, example_input, *, frac_bits: int = 16, smooth: str = "piecewise",
+            calibration=None, input_bound: float | None = None, normalization=None, classes=None,
+            meta: dict | None = None) -> PrivateModel:
+    """Compile ``module`` for private inference; a :class:`CompileError` says what is not supported.
+
+    ``example_input``: a batch of inputs (or the per-sample shape). ``calibration``: public inputs
+    whose activations size the fixed-point headroom (default: the example, if it is a tensor).
+    ``input_bound``, ``normalization`` ((mean, std) of pixels in [0, 1]): the input range (see
+    :mod:`ringlet.nn.ranges`). ``smooth``: how sigmoid, GELU and the like are computed —
+    ``"piecewise"`` (default) or ``"poly"``.
+    """
+    if not isinstance(module, nn.Module):
+        raise CompileError(f"ringlet.compile takes a torch.nn.Module, got {type(module).__name__}")
+    if smooth not in ("piecewise", "poly"):
+        raise ValueError(f"smooth={smooth!r}: piecewise or poly")
+    graph = compile_model(module, example_input, smooth=smooth)
+    calib_x = calibration if calibration is not None else (
+        example_input if isinstance(example_input, torch.Tensor) else None)
+    calib = None
+    if calib_x is not None:
+        calib_x = torch.as_tensor(calib_x).float()
+        if calib_x.ndim == len(graph.input_shape):  # one sample
+            calib_x = calib_x.unsqueeze(0)
+        calib = ranges.calibrate(graph, calib_x)
+    norm = None
+    if normalization is not None:
+        mean, std = normalization
+        norm = {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
+    rng = ranges.choose_bound(calib, (norm["mean"], norm["std"]) if norm else None, input_bound)
+    out = graph.output_shape
+    info = {"input_shape": list(graph.input_shape), "num_classes": int(out[0]) if len(out) == 1 else None,
+            "normalization": norm, "classes": list(classes) if classes else None, "smooth": smooth,
+            "postprocess": graph.postprocess, "source": {"class": type(module).__qualname__}}
+    info.update(meta or {})
+    return PrivateModel(graph, frac_bits=frac_bits, input_range=rng, calibration=calib, meta=info,
+                        module=module)
+
+
+__all__ = ["PrivateModel", "InferenceResult", "compile", "load", "is_saved_model", "as_config"]

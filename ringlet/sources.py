@@ -1,0 +1,270 @@
+"""Where a model and its data come from, for every command: one resolution, one set of rules.
+
+Model specs (``--model``), tried in this order:
+
+- a saved PrivateModel folder (``pm.save(DIR)``): data only, never code;
+- a checkpoint (``NAME.safetensors`` + ``NAME.json``, a path or a shipped stem such as
+  ``resnet20-fmnist``) of a zoo architecture;
+- ``package.module:factory``: an importable callable returning the ``nn.Module``, with
+  ``--weights FILE.safetensors`` (its ``FILE.json``, when ringlet wrote one, gives the dataset,
+  normalisation and classes). A checkpoint trained from a factory names it but is never imported on
+  its own: load it with ``--model FACTORY --weights FILE``;
+- a zoo name: seeded random weights, BatchNorm calibrated on public data (the dataset's training
+  split, or generated N(0, 1) inputs) — never on the client's query.
+
+Data: a named dataset's split (``imagefolder`` with ``--data-dir``), or ``--input X.npy
+[--labels Y.npy]``; pixels are normalised with ``--normalize`` if given, else the model's stored
+normalisation, else the dataset's own.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ringlet.data import DatasetMissingError, load_dataset
+from ringlet.data.sources import load_arrays, parse_normalize
+
+CALIBRATION_SAMPLES = 256
+
+
+@dataclass
+class ModelSource:
+    """A resolved ``--model``: the module (None for a saved PrivateModel) and what is known of it."""
+
+    spec: str
+    module: nn.Module | None
+    meta: dict = field(default_factory=dict)
+    saved: object = None  # a loaded PrivateModel when the spec is a saved folder
+
+
+def _factory(spec: str):
+    mod_name, _, attr = spec.partition(":")
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise ValueError(f"--model {spec}: cannot import {mod_name!r} ({exc})") from None
+    fn = mod
+    for part in attr.split("."):
+        if not hasattr(fn, part):
+            raise ValueError(f"--model {spec}: module {mod_name!r} has no {attr!r}")
+        fn = getattr(fn, part)
+    if not callable(fn):
+        raise ValueError(f"--model {spec}: {attr!r} is not callable")
+    return fn
+
+
+def _load_weights(module: nn.Module, weights: str, spec: str) -> dict:
+    """Load a safetensors state dict into ``module`` (strict); returns the JSON beside it, if any."""
+    from ringlet.train.checkpoint import is_checkpoint, load_state
+    path = Path(weights)
+    if path.suffix not in (".safetensors", ""):
+        raise ValueError(f"--weights {weights}: expected a .safetensors file (no pickle is read)")
+    tensors_path = path.with_suffix(".safetensors")
+    if not tensors_path.is_file():
+        raise FileNotFoundError(f"--weights {weights}: {tensors_path} not found")
+    if is_checkpoint(path):
+        state, meta = load_state(path)
+    else:
+        from safetensors.torch import load_file
+        state, meta = load_file(str(tensors_path)), {}
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"--weights {weights} does not fit {spec}: missing {missing[:4]}, "
+                         f"unexpected {unexpected[:4]}")
+    for k, t in state.items():
+        if t.shape != expected[k].shape:
+            raise ValueError(f"--weights {weights}: tensor {k} has shape {tuple(t.shape)}, {spec} "
+                             f"expects {tuple(expected[k].shape)}")
+    module.load_state_dict(state)
+    return {**meta, "weights": str(tensors_path)}
+
+
+def resolve_model(spec: str, *, weights: str | None = None, input_shape=None, num_classes: int = 10,
+                  seed: int = 0) -> ModelSource:
+    """The module of a ``--model`` spec (see the module docstring); nothing is compiled yet."""
+    from ringlet.models import MODEL_NAMES, build_model
+    from ringlet.private import is_saved_model, load
+    from ringlet.train.checkpoint import load_checkpoint, read_meta
+    from ringlet.train.api import find_checkpoint
+    if is_saved_model(spec):
+        if weights:
+            raise ValueError("--weights applies to --model package.module:factory only")
+        pm = load(spec)
+        return ModelSource(spec, None, dict(pm.meta), saved=pm)
+    ckpt = find_checkpoint(spec)
+    if ckpt is not None:
+        if weights:
+            raise ValueError("--weights applies to --model package.module:factory only")
+        meta = read_meta(ckpt)
+        if meta.get("factory"):
+            raise ValueError(f"checkpoint {ckpt} was trained from the factory {meta['factory']!r}: load "
+                             f"it with --model {meta['factory']} --weights {Path(ckpt).with_suffix('.safetensors')}")
+        module, meta = load_checkpoint(ckpt)
+        return ModelSource(spec, module, {**meta, "checkpoint": str(ckpt)})
+    if ":" in spec:
+        made = _factory(spec)()
+        if not isinstance(made, nn.Module):
+            raise ValueError(f"--model {spec}: the factory returned {type(made).__name__}, not an nn.Module")
+        meta = _load_weights(made, weights, spec) if weights else {"random_weights": True}
+        made.eval()
+        return ModelSource(spec, made, {**meta, "factory": spec, "model": spec})
+    if weights:
+        raise ValueError("--weights applies to --model package.module:factory only")
+    if spec in MODEL_NAMES:
+        if input_shape is None:
+            raise ValueError(f"zoo model {spec!r} needs an input shape (give --dataset or --input)")
+        torch.manual_seed(seed)  # not secret: public random weights of a demonstration model
+        module = build_model(spec, input_shape, num_classes).eval()
+        return ModelSource(spec, module, {"model": spec, "input_shape": list(input_shape),
+                                          "num_classes": num_classes, "checkpoint": None,
+                                          "random_weights": True})
+    if Path(spec).exists():
+        raise ValueError(f"--model {spec}: neither a saved model folder (no ringlet-model.json) nor a "
+                         f"checkpoint (NAME.safetensors + NAME.json)")
+    raise ValueError(f"--model {spec!r}: not a saved model folder, a checkpoint, a "
+                     f"package.module:factory or a zoo model ({', '.join(MODEL_NAMES)})")
+
+
+def model_normalization(meta: dict):
+    norm = meta.get("normalization")
+    return (tuple(norm["mean"]), tuple(norm["std"])) if norm else None
+
+
+@dataclass
+class Inputs:
+    """Model inputs, their labels (or None) and where they came from."""
+
+    x: torch.Tensor
+    y: torch.Tensor | None
+    info: dict
+    normalization: tuple | None  # (mean, std) the pixels were normalised with, None for float inputs
+    classes: list | None = None
+
+
+def load_split(meta: dict, dataset: str | None, split: str, data_dir=None, normalize: str | None = None,
+               image_size=None):
+    """A dataset split normalised by the rules in the module docstring; returns (Dataset, source)."""
+    name = dataset or meta.get("dataset")
+    if name is None:
+        raise ValueError("give --dataset or --input (the model names no dataset of its own)")
+    ds = load_dataset(name, split, data_dir, image_size=image_size)
+    override = parse_normalize(normalize)
+    chosen = override or model_normalization(meta)
+    if chosen is None:
+        return ds, "dataset"
+    return ds.with_normalization(*chosen), "override" if override is not None else "model"
+
+
+def load_inputs(meta: dict, *, dataset: str | None = None, split: str = "test",
+                samples: int | None = None, input_path: str | None = None,
+                labels_path: str | None = None, data_dir=None, normalize: str | None = None,
+                image_size=None) -> Inputs:
+    """Inputs for a command: ``--input``/``--labels`` arrays or a dataset split (normalised by the
+    rules in the module docstring)."""
+    if input_path:
+        if dataset:
+            raise ValueError("give either --dataset or --input, not both")
+        x, y, info = load_arrays(input_path, labels_path, samples, model_normalization(meta),
+                                 override=parse_normalize(normalize))
+        norm = info.get("normalization")
+        return Inputs(x, y, info, (tuple(norm["mean"]), tuple(norm["std"])) if norm else None)
+    if labels_path:
+        raise ValueError("--labels goes with --input")
+    if samples is not None and samples < 1:
+        raise ValueError(f"--samples must be at least 1, got {samples}")
+    ds, source = load_split(meta, dataset, split, data_dir, normalize, image_size)
+    x, y = ds.tensors(samples)
+    info = {"dataset": ds.name, "split": split, "synthetic": ds.synthetic,
+            "normalization": {"mean": list(ds.mean), "std": list(ds.std), "source": source}}
+    return Inputs(x, y, info, (tuple(ds.mean), tuple(ds.std)), list(ds.classes) if ds.classes else None)
+
+
+def public_calibration(meta: dict, inputs: Inputs, dataset: str | None, data_dir=None,
+                       image_size=None) -> tuple[torch.Tensor | None, str]:
+    """Public inputs that size BatchNorm statistics and the fixed-point headroom: the training
+    split of the dataset in use (never the query itself), else none."""
+    name = dataset or meta.get("dataset")
+    if name:
+        try:
+            train = load_dataset(name, "train", data_dir, image_size=image_size)
+        except (DatasetMissingError, FileNotFoundError, ValueError):
+            return None, "none"
+        norm = inputs.normalization or model_normalization(meta)
+        if norm is not None:
+            train = train.with_normalization(*norm)
+        n = min(CALIBRATION_SAMPLES, len(train))
+        return train.tensors(n)[0], f"{name} training split ({n} images)"
+    return None, "none"
+
+
+def generated_calibration(shape, n: int = 64, seed: int = 0) -> torch.Tensor:
+    """Public generated inputs, N(0, 1) (a zoo model's BatchNorm when no public data is at hand)."""
+    gen = torch.Generator().manual_seed(seed)  # not secret: public calibration inputs
+    return torch.randn(n, *shape, generator=gen)  # not secret: the same public inputs
+
+
+def compile_source(src: ModelSource, inputs: Inputs, *, calibration: torch.Tensor | None,
+                   calibration_source: str, frac_bits: int = 16, smooth: str = "piecewise",
+                   input_bound: float | None = None):
+    """The PrivateModel of a resolved source for these inputs (zoo BatchNorm calibrated first)."""
+    from ringlet.nn.api import calibrate_batchnorm
+    from ringlet.private import compile
+    if src.saved is not None:
+        return src.saved
+    meta = dict(src.meta)
+    shape = tuple(inputs.x.shape[1:])
+    if meta.get("random_weights") and any(isinstance(m, nn.modules.batchnorm._BatchNorm)
+                                          for m in src.module.modules()):
+        if calibration is None:
+            calibration, calibration_source = generated_calibration(shape), "generated N(0, 1) inputs"
+        calibrate_batchnorm(src.module, calibration)
+        meta["batchnorm_calibrated_on"] = calibration_source
+    norm = inputs.normalization if inputs.normalization is not None else model_normalization(meta)
+    if calibration is None and norm is None and input_bound is None:
+        raise ValueError("no public data to size the model's input range: give --input-bound B (the "
+                         "largest |input| the model must accept), or a --dataset whose training split "
+                         "is public calibration data")
+    example = calibration if calibration is not None else torch.zeros(2, *shape)
+    meta["calibration"] = calibration_source
+    for key in ("checkpoint", "weights"):
+        if key in meta:
+            meta[key] = str(meta[key])
+    return compile(src.module, example, frac_bits=frac_bits, smooth=smooth,
+                   calibration=calibration, input_bound=input_bound, normalization=norm,
+                   classes=meta.get("classes") or inputs.classes,
+                   meta=json.loads(json.dumps({k: v for k, v in meta.items() if k != "history"},
+                                              default=str)))
+
+
+def prepare(model: str, *, weights: str | None = None, dataset: str | None = None, split: str = "test",
+            samples: int | None = None, input_path: str | None = None, labels_path: str | None = None,
+            data_dir=None, normalize: str | None = None, image_size=None, seed: int = 0,
+            frac_bits: int = 16, smooth: str = "piecewise", input_bound: float | None = None):
+    """A command's model and data: (PrivateModel, ModelSource, Inputs)."""
+    from ringlet.models import MODEL_NAMES
+    from ringlet.train.api import find_checkpoint
+    zoo = model in MODEL_NAMES and find_checkpoint(model) is None
+    src = None if zoo else resolve_model(model, weights=weights)
+    inputs = load_inputs(src.meta if src else {}, dataset=dataset, split=split, samples=samples,
+                         input_path=input_path, labels_path=labels_path, data_dir=data_dir,
+                         normalize=normalize, image_size=image_size)
+    if src is None:
+        src = resolve_model(model, weights=weights, input_shape=tuple(inputs.x.shape[1:]), seed=seed,
+                            num_classes=len(inputs.classes) if inputs.classes else 10)
+    calib, calib_source = public_calibration(src.meta, inputs, dataset, data_dir, image_size)
+    pm = compile_source(src, inputs, calibration=calib, calibration_source=calib_source,
+                        frac_bits=frac_bits, smooth=smooth, input_bound=input_bound)
+    if tuple(inputs.x.shape[1:]) != pm.input_shape:
+        raise ValueError(f"model {model} takes inputs of shape {pm.input_shape}, the data has "
+                         f"{tuple(inputs.x.shape[1:])}")
+    if inputs.y is not None and pm.meta.get("num_classes") and int(inputs.y.max()) >= pm.meta["num_classes"]:
+        raise ValueError(f"labels go up to {int(inputs.y.max())}, the model has {pm.meta['num_classes']} classes")
+    return pm, src, inputs

@@ -175,6 +175,8 @@ def run_local(program: Program, parties: int = 2, *, client: Program | None = No
     slower. With ``local`` the parties share one process and torch's default is kept.
     Raises :class:`PartyError` naming the failing party if any party fails.
     """
+    if not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout}")
     world = World(parties, has_client=client is not None)
     if threads == 0 and transport == "tcp":
         threads = max(1, (os.cpu_count() or 1) // parties)

@@ -1,0 +1,138 @@
+"""Runs that cannot go silently wrong: inputs out of range, parties that disagree, input privacy,
+and the small failures of the command line, each with its message asserted."""
+
+import functools
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import ringlet
+from ringlet.launch import PartyError
+from ringlet.nn.inference import client_program, server_program
+
+from conftest import run
+
+
+class Small(nn.Module):
+    def __init__(self, width=4):
+        super().__init__()
+        self.conv = nn.Conv2d(1, width, 3, padding=1)
+        self.bn = nn.BatchNorm2d(width)
+        self.fc = nn.Linear(width, 3)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.conv(x)))
+        return self.fc(x.mean((2, 3)))
+
+
+def _pm(seed=0, width=4, **kw):
+    x = torch.randn(8, 1, 6, 6, generator=torch.Generator().manual_seed(100))  # test data only
+    torch.manual_seed(seed)  # test weights only
+    return ringlet.compile(Small(width).eval(), x, input_bound=8.0, **kw), x
+
+
+def test_an_input_outside_the_range_is_refused_naming_the_element():
+    pm, x = _pm()
+    assert pm.input_range.method == "user" and pm.input_range.bound == 8.0
+    calibrated = ringlet.compile(pm.module, x)
+    assert calibrated.input_range.method == "calibration"
+    assert calibrated.input_range.bound == pytest.approx(2 * float(x.abs().max()))
+    bad = x[:2].clone()
+    bad[1, 0, 2, 3] = 1e10
+    with pytest.raises(ringlet.InputRangeError, match=r"element \(1, 0, 2, 3\) = 1e\+10 is outside .*±"):
+        pm.infer(bad)
+    with pytest.raises(ringlet.InputRangeError, match=r"element \(0, 0, 0, 0\) = nan"):
+        pm.infer(torch.full((1, 1, 6, 6), float("nan")))
+
+
+def test_the_client_checks_the_servers_range_before_any_share_leaves_it():
+    pm, x = _pm()
+    bad = x[:2] * 1e6
+    server = functools.partial(server_program, model=pm.compiled())
+    client = functools.partial(client_program, images=bad, batch=2, progress=False)
+    with pytest.raises(PartyError, match="client 3: InputRangeError: input element .* outside the model's"):
+        run(server, 2, client=client)
+
+
+def _mixed_servers(models, x):
+    def server(sess):
+        return server_program(sess, models[sess.rank])
+    client = functools.partial(client_program, images=x, batch=2, progress=False)
+    return run(server, len(models), client=client)
+
+
+def test_servers_with_other_weights_refuse_to_run_naming_what_differs():
+    (a, x), (b, _) = _pm(0), _pm(1)
+    with pytest.raises(PartyError, match=r"server 0: server 1 runs a different model — weights differ"):
+        _mixed_servers([a.compiled(), b.compiled()], x[:2])
+    wide, _ = _pm(0, width=6)
+    with pytest.raises(PartyError, match=r"graph, weights differ"):
+        _mixed_servers([a.compiled(), wide.compiled()], x[:2])
+    config = {"version": 1, "default": {"k": 20, "m": 0}}
+    with pytest.raises(PartyError, match=r"activations differ"):
+        _mixed_servers([a.compiled(), a.compiled(config)], x[:2])
+    res = _mixed_servers([a.compiled(), a.compiled()], x[:2])  # the same model runs
+    assert torch.allclose(res.client_result["logits"], a.plain(x[:2]), atol=2e-3)
+
+
+def test_the_client_refuses_servers_with_another_fixed_point():
+    pm, x = _pm()
+    compiled = pm.compiled()
+    server = functools.partial(server_program, model=compiled)
+    client = functools.partial(client_program, images=x[:2], batch=2, progress=False)
+    with pytest.raises(PartyError, match="servers encode inputs with 16 fractional bits, this client with 12"):
+        run(server, 2, client=client, frac_bits=12)
+
+
+def _infer_json(capsys, *argv):
+    from ringlet.cli.main import main
+    assert main(["infer", *argv, "--no-progress", "--no-results", "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_a_zoo_models_public_weights_do_not_depend_on_the_clients_input(tmp_path, capsys):
+    rng = np.random.default_rng(0)  # test data only
+    reports = []
+    for i in range(2):
+        path = tmp_path / f"x{i}.npy"
+        np.save(path, rng.normal(size=(2, 1, 12, 12)).astype(np.float32) * (i + 1))
+        reports.append(_infer_json(capsys, "--model", "resnet20", "--input", str(path),
+                                   "--input-bound", "10"))
+    assert reports[0]["fingerprint"] == reports[1]["fingerprint"]  # graph and weights alike
+    assert reports[0]["batchnorm_calibrated_on"] == "generated N(0, 1) inputs"
+    on_data = _infer_json(capsys, "--model", "resnet20", "--dataset", "fashion-mnist", "--samples", "2")
+    assert on_data["batchnorm_calibrated_on"] == "fashion-mnist training split (256 images)"
+
+
+def _fails(capsys, argv, message):
+    from ringlet.cli.main import main
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_command_line_mistakes_fail_at_once_with_one_clear_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((3, 1, 28, 28), dtype=np.float32))
+    _fails(capsys, ["search", "--model", "fmnist-net-fmnist", "--mode", "eco", "--out",
+                    str(tmp_path / "missing" / "c.json"), "--no-progress"], "does not exist")
+    _fails(capsys, ["infer", "--model", "fmnist-net-fmnist", "--relu-config", str(tmp_path),
+                    "--samples", "1", "--no-progress"], "is a directory")
+    _fails(capsys, ["infer", "--model", "fmnist-net-fmnist", "--input", str(x), "--samples", "-1",
+                    "--no-progress"], "--samples must be at least 1, got -1")
+    _fails(capsys, ["infer", "--model", "fmnist-net-fmnist", "--samples", "1", "--timeout", "0",
+                    "--no-progress"], "--timeout must be positive")
+    _fails(capsys, ["infer", "--model", "no-such-model", "--samples", "1"], "not a saved model folder")
+    assert not (tmp_path / "runs").exists()  # nothing was created for a run that could not start
+    big = tmp_path / "big.npy"
+    data = np.zeros((2, 1, 28, 28), dtype=np.float32)
+    data[1, 0, 5, 6] = 1e12
+    np.save(big, data)
+    _fails(capsys, ["infer", "--model", "fmnist-net-fmnist", "--input", str(big), "--no-progress",
+                    "--no-results"], "element (1, 0, 5, 6) = 1e+12 is outside the model's input range")

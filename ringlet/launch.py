@@ -9,14 +9,17 @@ that plan, and the computation runs again: only this second run is the *online* 
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import pickle
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -226,7 +229,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _process_body(rank: int, world_size: int, port: int, timeout: float, args, queue) -> None:
+def _process_body(rank: int, world_size: int, port: int, timeout: float, args) -> PartyReport:
     from ringlet.comm.tcp import TcpCommunicator
     world = args[0]
     comm = None
@@ -235,50 +238,74 @@ def _process_body(rank: int, world_size: int, port: int, timeout: float, args, q
         report = run_party(comm, *args)
     except BaseException as exc:  # noqa: BLE001
         report = PartyReport(rank, world.role(rank), error=_format(exc), error_type=type(exc).__name__)
-    # plain pickle to bytes: tensors travel inline, not as shared memory that dies with this process
-    # (our own parent reads it; nothing untrusted is unpickled)
-    queue.put(pickle.dumps(report))
     if comm is not None:
         try:
             comm.close()
         except CommError:
             pass
+    return report
+
+
+def child_main(job_path: str) -> None:
+    """A party process of :func:`_run_processes`: run the job its parent wrote, write the report.
+
+    The job and the report are pickled by our own parent and by this process (a private temporary
+    folder; nothing untrusted is unpickled). Started as ``python -c``, the process never imports
+    the user's ``__main__``, so a plain script without an ``if __name__ == "__main__"`` guard can
+    call ``transport="tcp"``.
+    """
+    job = Path(job_path)
+    rank, world_size, port, timeout, args = pickle.loads(job.read_bytes())
+    report = _process_body(rank, world_size, port, timeout, args)
+    out = job.with_suffix(".report")
+    tmp = out.with_suffix(".part")
+    tmp.write_bytes(pickle.dumps(report))  # tensors inline
+    tmp.replace(out)
+
+
+def _check_importable(fn, what: str) -> None:
+    target = getattr(fn, "func", fn)
+    if getattr(target, "__module__", None) == "__main__":
+        raise ValueError(f"with transport='tcp' every party is a new process: the {what} program "
+                         f"{getattr(target, '__name__', target)!r} must be importable (defined in a "
+                         f"module, not in the script being run)")
 
 
 def _run_processes(world: World, args, timeout: float, port: int | None) -> dict[int, PartyReport]:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
+    _, program, client = args[:3]
+    _check_importable(program, "server")
+    if client is not None:
+        _check_importable(client, "client")
     port = port or free_port()
-    procs = [ctx.Process(target=_process_body, args=(r, world.size, port, timeout, args, queue),
-                         name=f"ringlet-{world.role(r)}-{r}", daemon=True)
-             for r in range(world.size)]
-    for p in procs:
-        p.start()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     reports: dict[int, PartyReport] = {}
-    # every party bounds each of its own waits by ``timeout``, so a stuck run ends on its own;
-    # here we only wait for the reports, and notice processes that die without one
-    while len(reports) < world.size:
-        try:
-            rep = pickle.loads(queue.get(timeout=1.0))
-            reports[rep.rank] = rep
-            continue
-        except Exception:  # noqa: BLE001 - queue.Empty
-            pass
-        for rank, p in enumerate(procs):
-            if rank not in reports and not p.is_alive():
-                try:  # a report may still be in flight from a process that just exited
-                    rep = pickle.loads(queue.get(timeout=2.0))
-                    reports[rep.rank] = rep
+    with tempfile.TemporaryDirectory(prefix="ringlet-run-") as tmp:
+        procs = {}
+        for rank in range(world.size):
+            job = Path(tmp) / f"party-{rank}.job"
+            job.write_bytes(pickle.dumps((rank, world.size, port, timeout, args)))
+            procs[rank] = subprocess.Popen(
+                [sys.executable, "-c", f"from ringlet.launch import child_main; child_main({str(job)!r})"],
+                env=env)
+        # every party bounds each of its own waits by ``timeout``, so a stuck run ends on its own;
+        # here we only collect the reports, and notice processes that die without one
+        while len(reports) < world.size:
+            for rank, proc in procs.items():
+                if rank in reports:
                     continue
-                except Exception:  # noqa: BLE001
-                    pass
-                reports[rank] = PartyReport(rank, world.role(rank), error_type="ProcessDied",
-                                            error=f"process exited with code {p.exitcode} "
-                                                  f"without a report")
-    for p in procs:
-        p.join(timeout=5)
-        if p.is_alive():
-            p.kill()
+                out = Path(tmp) / f"party-{rank}.report"
+                if out.is_file():
+                    reports[rank] = pickle.loads(out.read_bytes())
+                elif proc.poll() is not None and not out.is_file():
+                    reports[rank] = PartyReport(rank, world.role(rank), error_type="ProcessDied",
+                                                error=f"process exited with code {proc.returncode} "
+                                                      f"without a report")
+            time.sleep(0.05)
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
     return reports
 
 

@@ -90,7 +90,8 @@ def finetune_module(module: nn.Module, graph: SecureGraph, bits: dict, train: Da
                       warmup_epochs=min(1.0, epochs / 10), seed=seed,
                       augment=augment and len(train.input_shape) == 3)
     t0 = time.time()
-    result = fit(gm, train, None, cfg, progress=progress)
+    result = fit(gm, train, None, cfg, progress=progress,
+                 log=None if progress else (lambda line: None))
     module.eval()
     return {"finetune_epochs": epochs, "finetune_lr": lr, "finetune_seconds": round(time.time() - t0, 1),
             "history": result["history"]}

@@ -128,3 +128,33 @@ def test_the_cli_takes_a_factory_and_its_weights(folder, trained, tmp_path, caps
                "--samples", "4", "--batch", "4", "--transport", "tcp", "--no-progress", "--no-results")
     assert rep["argmax_agreement"] == 1.0 and rep["max_abs_logit_error"] < 1e-3
     assert rep["input_range"]["method"] == "pixels" and rep["input_range"]["min_predicted_bits"] > 4
+
+
+def test_a_saved_private_model_folder_is_a_model_for_every_command(folder, trained, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from ringlet.cli.main import main
+    x_train, y_train, mean, std = _load_split(folder, "train")
+    x_test, y_test, _, _ = _load_split(folder, "test", mean, std)
+    net = resnet18_cifar()
+    net.load_state_dict(load_file(str(trained)))
+    pm = ringlet.compile(net.eval(), x_train[:32], normalization=(mean.tolist(), std.tolist()))
+    saved = pm.save(tmp_path / "pm")
+    x_path, y_path = tmp_path / "x.npy", tmp_path / "y.npy"
+    np.save(x_path, x_test.numpy())
+    np.save(y_path, y_test.numpy())
+    ev = _cli(capsys, "eval", "--model", str(saved), "--input", str(x_path), "--labels", str(y_path))
+    assert ev["accuracy"] == pm.evaluate(x_test, y_test)
+    rep = _cli(capsys, "infer", "--model", str(saved), "--input", str(x_path), "--samples", "2",
+               "--no-progress", "--no-results")
+    assert rep["fingerprint"] == pm.fingerprint() and rep["argmax_agreement"] == 1.0
+    (tmp_path / "c.json").write_text('{"version": 1}')
+    assert main(["finetune", "--model", str(saved), "--input", str(x_path), "--labels", str(y_path),
+                 "--relu-config", str(tmp_path / "c.json"), "--epochs", "1", "--out",
+                 str(tmp_path / "ft")]) == 1
+    assert "finetuning needs the module" in capsys.readouterr().err
+    loaded = ringlet.load(saved)
+    with pytest.raises(ValueError, match="finetuning needs the model's module"):
+        loaded.finetune((x_train, y_train), None, epochs=1)
+    again = ringlet.load(saved, module=resnet18_cifar())
+    assert torch.equal(again.plain(x_test), pm.plain(x_test)) and again.module is not None

@@ -16,17 +16,20 @@ RINGLET = [sys.executable, "-m", "ringlet.cli.main"]
 MODEL = str(ROOT / "models" / "fmnist-net-fmnist")
 
 
-def _launch(master, netns_for_server1=None, samples=8):
+def _launch(master, netns_for_server1=None, samples=8, model=(MODEL,), dataset="fashion-mnist"):
     common = ["--world-size", "2", "--master", master, "--timeout", "60"]
     procs = []
-    for args, ns in (([ "--role", "server", "--rank", "0", "--model", MODEL, "--json"], None),
-                     (["--role", "server", "--rank", "1", "--model", MODEL], netns_for_server1),
+    model = ["--model", *model]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]))
+    for args, ns in ((["--role", "server", "--rank", "0", *model, "--json"], None),
+                     (["--role", "server", "--rank", "1", *model], netns_for_server1),
                      (["--role", "dealer"], None)):
         cmd = RINGLET + ["party"] + args + common
         if ns:
             cmd = ["ip", "netns", "exec", ns] + cmd
-        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    client = subprocess.run(RINGLET + ["party", "--role", "client", "--dataset", "fashion-mnist",
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      env=env))
+    client = subprocess.run(RINGLET + ["party", "--role", "client", "--dataset", dataset,
                                        "--samples", str(samples), "--batch", "4", "--json"] + common,
                             capture_output=True, text=True, timeout=240)
     outs = [p.communicate(timeout=60) for p in procs]
@@ -43,6 +46,27 @@ def test_party_processes_on_localhost():
     assert client["accuracy"] >= 0.5  # the shipped model on real Fashion-MNIST images
     assert client["input_bytes"] == 8 * 28 * 28 * 8  # one 64-bit share per pixel to one server
     assert server0["bytes_sent"] > 0
+
+
+@pytest.mark.slow
+def test_party_servers_run_a_users_factory_with_its_weights(tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from ringlet.data import load_dataset
+    from userzoo import resnet18_cifar
+    torch.manual_seed(0)  # test weights only
+    weights = tmp_path / "w.safetensors"
+    save_file(resnet18_cifar().state_dict(), str(weights))
+    model = ("userzoo:resnet18_cifar", "--weights", str(weights), "--input-shape", "3,32,32",
+             "--dataset", "synthetic-cifar")
+    client, server0 = _launch(f"127.0.0.1:{free_port()}", samples=4, model=model,
+                              dataset="synthetic-cifar")
+    assert client["samples"] == 4 and server0["rounds"] > 0
+    net = resnet18_cifar().eval()
+    net.load_state_dict(load_file(str(weights)))
+    x, _ = load_dataset("synthetic-cifar", "test").tensors(4)
+    assert client["predictions"] == net(x).argmax(1).tolist()
 
 
 def _can_netns() -> bool:

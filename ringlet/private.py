@@ -271,11 +271,9 @@ def load(folder, module: nn.Module | None = None) -> PrivateModel:
     if module is not None:
         if not record.get("module"):
             raise ValueError(f"{folder}: saved without module weights; compile the module again")
-        state = load_file(str(folder / record["module"]["weights"]))
-        missing, unexpected = module.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{folder}: the module does not fit the saved weights (missing {missing[:3]}, "
-                             f"unexpected {unexpected[:3]})")
+        from ringlet.train.checkpoint import load_state_into
+        load_state_into(module, load_file(str(folder / record["module"]["weights"])), str(folder),
+                        type(module).__name__)
         module.eval()
     return PrivateModel(graph, frac_bits=int(record["frac_bits"]),
                         input_range=ranges.InputRange.from_dict(record["input_range"]),

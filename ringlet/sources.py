@@ -61,7 +61,7 @@ def _factory(spec: str):
 
 def _load_weights(module: nn.Module, weights: str, spec: str) -> dict:
     """Load a safetensors state dict into ``module`` (strict); returns the JSON beside it, if any."""
-    from ringlet.train.checkpoint import is_checkpoint, load_state
+    from ringlet.train.checkpoint import is_checkpoint, load_state, load_state_into
     path = Path(weights)
     if path.suffix not in (".safetensors", ""):
         raise ValueError(f"--weights {weights}: expected a .safetensors file (no pickle is read)")
@@ -73,17 +73,7 @@ def _load_weights(module: nn.Module, weights: str, spec: str) -> dict:
     else:
         from safetensors.torch import load_file
         state, meta = load_file(str(tensors_path)), {}
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise ValueError(f"--weights {weights} does not fit {spec}: missing {missing[:4]}, "
-                         f"unexpected {unexpected[:4]}")
-    for k, t in state.items():
-        if t.shape != expected[k].shape:
-            raise ValueError(f"--weights {weights}: tensor {k} has shape {tuple(t.shape)}, {spec} "
-                             f"expects {tuple(expected[k].shape)}")
-    module.load_state_dict(state)
+    load_state_into(module, state, f"--weights {weights}", spec)
     return {**meta, "weights": str(tensors_path)}
 
 

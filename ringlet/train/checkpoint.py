@@ -110,16 +110,22 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None) -> 
         if meta.get("poly"):  # a model with polynomial activations
             from ringlet.poly.layers import convert_to_poly
             convert_to_poly(model, meta["poly"])
+    load_state_into(model, state, str(path), repr(meta["model"]))
+    model.eval()
+    return model, meta
+
+
+def load_state_into(model: nn.Module, state: dict, where: str, what: str) -> None:
+    """Load ``state`` into ``model`` after checking every name and shape (errors name ``where``,
+    the weights, and ``what``, the model)."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
-        raise CheckpointError(f"{path}: tensors do not fit model {meta['model']!r} "
+        raise CheckpointError(f"{where}: tensors do not fit model {what} "
                               f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     for key, tensor in state.items():
         if tensor.shape != expected[key].shape:
-            raise CheckpointError(f"{path}: tensor {key} has shape {tuple(tensor.shape)}, "
+            raise CheckpointError(f"{where}: tensor {key} has shape {tuple(tensor.shape)}, "
                                   f"model expects {tuple(expected[key].shape)}")
     model.load_state_dict(state)
-    model.eval()
-    return model, meta

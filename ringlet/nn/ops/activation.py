@@ -41,13 +41,21 @@ def plain_poly(coeffs, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-class Relu(Op):
-    kind = "relu"
-    bits = "relu"
-    cost = "exact: 8 rounds, 308 bits; on w = k − m bits: L + 2 rounds, 4w − 7 − L + 65 bits (L = ⌈log2(w − 1)⌉)"
+class Activation(Op):
+    """An activation: its output carries f fractional bits (any extra scale of its input is
+    truncated inside its select); one sign decision per element, none when its bits keep none."""
 
     def frac(self, node, ins, f):
         return f
+
+    def drelus(self, node, bits):
+        return 0 if bits is not None and bits[0] == bits[1] else self.elements(node)
+
+
+class Relu(Activation):
+    kind = "relu"
+    bits = "relu"
+    cost = "exact: 8 rounds, 308 bits; on w = k − m bits: L + 2 rounds, 4w − 7 − L + 65 bits (L = ⌈log2(w − 1)⌉)"
 
     def plain(self, node, ins, ctx):
         return ins[0].clamp(min=0)
@@ -59,19 +67,13 @@ class Relu(Op):
         x = ins[0]
         return relu(ctx.sess, x, ctx.spec(node.label), shift=x.frac - ctx.f, truncation=ctx.trunc)
 
-    def drelus(self, node, bits):
-        return 0 if bits is not None and bits[0] == bits[1] else self.elements(node)
 
-
-class Leaky(Op):
+class Leaky(Activation):
     """LeakyReLU(x) = a·x + (1 − a)·x·DReLU(x), its decision on bits [k:m] like a ReLU's."""
 
     kind = "leaky"
     bits = "relu"
     cost = "as ReLU for an integer slope (308 bits, 8 rounds exact); + 65 bits for any other slope"
-
-    def frac(self, node, ins, f):
-        return f
 
     def plain(self, node, ins, ctx):
         return F.leaky_relu(ins[0], node.params["slope"])
@@ -87,9 +89,6 @@ class Leaky(Op):
 
     def magnitude(self, node, ins):
         return max(1.0, abs(node.params["slope"])) * ins[0]
-
-    def drelus(self, node, bits):
-        return 0 if bits is not None and bits[0] == bits[1] else self.elements(node)
 
 
 class Abs(Leaky):
@@ -112,18 +111,12 @@ class Abs(Leaky):
     def magnitude(self, node, ins):
         return ins[0]
 
-    def drelus(self, node, bits):
-        return self.elements(node)
 
-
-class Clamp(Op):
+class Clamp(Activation):
     """clamp(x, lo, hi) = lo + ReLU(x − lo) − ReLU(x − hi) (ReLU6, Hardtanh, clamp, clip)."""
 
     kind = "clamp"
     cost = "one bound: as ReLU (308 bits, 8 rounds); both: 616 bits, 8 rounds (two ReLUs in one call)"
-
-    def frac(self, node, ins, f):
-        return f
 
     def plain(self, node, ins, ctx):
         return ins[0].clamp(node.params["lo"], node.params["hi"])
@@ -146,7 +139,7 @@ _SMOOTH_FN = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "silu": F.silu, "gel
               "hardswish": F.hardswish, "hardsigmoid": F.hardsigmoid}
 
 
-class Smooth(Op):
+class Smooth(Activation):
     """A smooth activation (sigmoid, tanh, SiLU, GELU, Hardswish, Hardsigmoid): ``piecewise`` =
     its asymptotes outside [−r, r] and a fitted polynomial inside (two DReLUs, selects), or
     ``poly`` = the polynomial alone (garbage beyond its range). :mod:`ringlet.protocols.piecewise`."""
@@ -154,9 +147,6 @@ class Smooth(Op):
     kind = "smooth"
     cost = ("piecewise (ESPN middle): 1 + 8 rounds, 616–937 bits (sigmoid 872, tanh 937, SiLU/GELU 808, "
             "Hardswish 680, Hardsigmoid 616); poly: 1–2 rounds, 64·d bits")
-
-    def frac(self, node, ins, f):
-        return f
 
     def plain(self, node, ins, ctx):
         return _SMOOTH_FN[node.params["name"]](ins[0])
@@ -186,13 +176,10 @@ class Smooth(Op):
         return 2 * self.elements(node) if node.params["method"] == "piecewise" else 0
 
 
-class GroupRelu(Op):
+class GroupRelu(Activation):
     kind = "grelu"
     bits = "group"
     cost = "one DReLU per group (308 bits, 8 rounds exact) + a 65-bit select per activation"
-
-    def frac(self, node, ins, f):
-        return f
 
     def encode(self, node, fixed):
         p = node.params
@@ -211,16 +198,13 @@ class GroupRelu(Op):
     def elements(self, node):
         return int(node.out_shape[0]) * int(node.params["num_groups"])
 
-    def drelus(self, node, bits):
-        return self.elements(node)
 
-
-class Poly(Op):
+class Poly(Activation):
     kind = "poly"
     cost = "ESPN degree d: 1 round + 1 (exact truncation), 64·(d − 1) + 64 bits"
 
-    def frac(self, node, ins, f):
-        return f
+    def drelus(self, node, bits):
+        return 0
 
     def plain(self, node, ins, ctx):
         return plain_poly(node.params["coeffs"], ins[0].double()).to(ins[0].dtype)

@@ -88,3 +88,8 @@ class ResNet(nn.Module):
 def resnet18_cifar(num_classes: int = 3) -> ResNet:
     """A narrow ResNet-18 (width 8) for 32×32 RGB images: the architecture, at test size."""
     return ResNet((2, 2, 2, 2), num_classes=num_classes, width=8)
+
+
+def resnet18(num_classes: int = 10) -> ResNet:
+    """torchvision's ResNet-18 configuration (width 64) for 3-channel images."""
+    return ResNet((2, 2, 2, 2), num_classes=num_classes, width=64)

@@ -283,7 +283,12 @@ def _run_processes(world: World, args, timeout: float, port: int | None) -> dict
         procs = {}
         for rank in range(world.size):
             job = Path(tmp) / f"party-{rank}.job"
-            job.write_bytes(pickle.dumps((rank, world.size, port, timeout, args)))
+            # each process gets its own role's program only: the client's inputs never reach a
+            # server's or the dealer's process, the servers' model never the client's
+            role = world.role(rank)
+            mine = (args[0], program if role == "server" else None, client if role == "client" else None,
+                    *args[3:])
+            job.write_bytes(pickle.dumps((rank, world.size, port, timeout, mine)))
             procs[rank] = subprocess.Popen(
                 [sys.executable, "-c", f"from ringlet.launch import child_main; child_main({str(job)!r})"],
                 env=env)

@@ -178,8 +178,8 @@ class PrivateModel:
 
     @property
     def normalization(self):
-        norm = self.meta.get("normalization")
-        return (tuple(norm["mean"]), tuple(norm["std"])) if norm else None
+        from ringlet.sources import model_normalization
+        return model_normalization(self.meta)
 
     # -- private inference -------------------------------------------------------------------------
     def infer(self, x, relu_config=None, parties: int = 2, transport: str = "local", *,
@@ -296,26 +296,30 @@ def compile(module: nn.Module, example_input, *, frac_bits: int = 16, smooth: st
     if smooth not in ("piecewise", "poly"):
         raise ValueError(f"smooth={smooth!r}: piecewise or poly")
     graph = compile_model(module, example_input, smooth=smooth)
-    calib_x = calibration if calibration is not None else (
-        example_input if isinstance(example_input, torch.Tensor) else None)
-    calib = None
-    if calib_x is not None:
-        calib_x = torch.as_tensor(calib_x).float()
-        if calib_x.ndim == len(graph.input_shape):  # one sample
-            calib_x = calib_x.unsqueeze(0)
-        calib = ranges.calibrate(graph, calib_x)
     norm = None
     if normalization is not None:
         mean, std = normalization
         norm = {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
+    calib_x = calibration if calibration is not None else (
+        example_input if isinstance(example_input, torch.Tensor) else None)
+    calib_source = "given" if calib_x is not None else None
+    if calib_x is None:  # public generated inputs over the range the model accepts
+        calib_x, calib_source = ranges.generated_inputs(graph.input_shape, norm and (norm["mean"], norm["std"]),
+                                                        input_bound)
+    calib_x = torch.as_tensor(calib_x).float()
+    if calib_x.ndim == len(graph.input_shape):  # one sample
+        calib_x = calib_x.unsqueeze(0)
+    calib = ranges.calibrate(graph, calib_x)
     rng = ranges.choose_bound(calib, (norm["mean"], norm["std"]) if norm else None, input_bound)
     out = graph.output_shape
     info = {"input_shape": list(graph.input_shape), "num_classes": int(out[0]) if len(out) == 1 else None,
             "normalization": norm, "classes": list(classes) if classes else None, "smooth": smooth,
-            "postprocess": graph.postprocess, "source": {"class": type(module).__qualname__}}
+            "postprocess": graph.postprocess, "source": {"class": type(module).__qualname__},
+            "calibration": calib_source}
     info.update(meta or {})
+    # the model keeps its own copy: later edits of the caller's module change nothing here
     return PrivateModel(graph, frac_bits=frac_bits, input_range=rng, calibration=calib, meta=info,
-                        module=module)
+                        module=copy.deepcopy(module))
 
 
 __all__ = ["PrivateModel", "InferenceResult", "compile", "load", "is_saved_model", "as_config"]

@@ -202,13 +202,24 @@ def generated_calibration(shape, n: int = 64, seed: int = 0) -> torch.Tensor:
 
 
 def compile_source(src: ModelSource, inputs: Inputs, *, calibration: torch.Tensor | None,
-                   calibration_source: str, frac_bits: int = 16, smooth: str = "piecewise",
+                   calibration_source: str, frac_bits: int | None = None, smooth: str | None = None,
                    input_bound: float | None = None):
-    """The PrivateModel of a resolved source for these inputs (zoo BatchNorm calibrated first)."""
+    """The PrivateModel of a resolved source for these inputs (zoo BatchNorm calibrated first).
+
+    ``frac_bits``, ``smooth``, ``input_bound``: None means the saved model's, or the defaults (16,
+    piecewise, from the normalisation or calibration); a saved model refuses different ones.
+    """
     from ringlet.nn.api import calibrate_batchnorm
     from ringlet.private import compile
     if src.saved is not None:
-        return src.saved
+        pm = src.saved
+        asked = {"--frac-bits": (frac_bits, pm.fixed.frac_bits), "--smooth": (smooth, pm.meta.get("smooth")),
+                 "--input-bound": (input_bound, pm.input_range.bound)}
+        for flag, (want, have) in asked.items():
+            if want is not None and want != have:
+                raise ValueError(f"{src.spec} was compiled with {flag} {have}; {flag} {want} needs "
+                                 f"compiling the module again")
+        return pm
     meta = dict(src.meta)
     shape = tuple(inputs.x.shape[1:])
     if meta.get("random_weights") and any(isinstance(m, nn.modules.batchnorm._BatchNorm)
@@ -220,14 +231,15 @@ def compile_source(src: ModelSource, inputs: Inputs, *, calibration: torch.Tenso
     norm = inputs.normalization if inputs.normalization is not None else model_normalization(meta)
     if calibration is None and norm is None and input_bound is None:
         raise ValueError("no public data to size the model's input range: give --input-bound B (the "
-                         "largest |input| the model must accept), or a --dataset whose training split "
-                         "is public calibration data")
-    example = calibration if calibration is not None else torch.zeros(2, *shape)
-    meta["calibration"] = calibration_source
+                         "largest |input| the model must accept), a --dataset whose training split "
+                         "is public calibration data, or uint8 pixels with a normalisation")
+    example = calibration if calibration is not None else shape
+    if calibration is not None:
+        meta["calibration"] = calibration_source
     for key in ("checkpoint", "weights"):
         if key in meta:
             meta[key] = str(meta[key])
-    return compile(src.module, example, frac_bits=frac_bits, smooth=smooth,
+    return compile(src.module, example, frac_bits=frac_bits or 16, smooth=smooth or "piecewise",
                    calibration=calibration, input_bound=input_bound, normalization=norm,
                    classes=meta.get("classes") or inputs.classes,
                    meta=json.loads(json.dumps({k: v for k, v in meta.items() if k != "history"},
@@ -237,8 +249,13 @@ def compile_source(src: ModelSource, inputs: Inputs, *, calibration: torch.Tenso
 def prepare(model: str, *, weights: str | None = None, dataset: str | None = None, split: str = "test",
             samples: int | None = None, input_path: str | None = None, labels_path: str | None = None,
             data_dir=None, normalize: str | None = None, image_size=None, seed: int = 0,
-            frac_bits: int = 16, smooth: str = "piecewise", input_bound: float | None = None):
-    """A command's model and data: (PrivateModel, ModelSource, Inputs)."""
+            frac_bits: int | None = None, smooth: str | None = None, input_bound: float | None = None,
+            local: bool = False):
+    """A command's model and data: (PrivateModel, ModelSource, Inputs).
+
+    ``local``: nothing is sent to servers (eval, search, finetune), so without public calibration
+    data the command's own inputs size the fixed point; a private inference never does that.
+    """
     from ringlet.models import MODEL_NAMES
     from ringlet.train.api import find_checkpoint
     zoo = model in MODEL_NAMES and find_checkpoint(model) is None
@@ -250,6 +267,8 @@ def prepare(model: str, *, weights: str | None = None, dataset: str | None = Non
         src = resolve_model(model, weights=weights, input_shape=tuple(inputs.x.shape[1:]), seed=seed,
                             num_classes=len(inputs.classes) if inputs.classes else 10)
     calib, calib_source = public_calibration(src.meta, inputs, dataset, data_dir, image_size)
+    if calib is None and local:
+        calib, calib_source = inputs.x, "the command's own inputs (a local command)"
     pm = compile_source(src, inputs, calibration=calib, calibration_source=calib_source,
                         frac_bits=frac_bits, smooth=smooth, input_bound=input_bound)
     if tuple(inputs.x.shape[1:]) != pm.input_shape:

@@ -229,3 +229,9 @@ def test_load_arrays_samples_out_of_range(tmp_path, samples):
     np.save(tmp_path / "x.npy", np.zeros((4, 1, 2, 2), np.uint8))
     with pytest.raises(ValueError, match=rf"--samples {samples}: .*x.npy has 4 sample\(s\); give 1..4"):
         load_arrays(tmp_path / "x.npy", samples=samples)
+
+
+def test_a_tree_without_training_split_takes_no_statistics_from_its_test_images(tmp_path):
+    _tree(tmp_path, "test", per_class=2, seed=4)
+    test = load_dataset("imagefolder", "test", tmp_path)
+    assert set(test.mean) == {0.0} and set(test.std) == {1.0}

@@ -33,6 +33,11 @@ class Lambda(nn.Module):
     def forward(self, x):
         return self.fn(self, self.conv(x))
 
+    def _iadd(self, x):
+        y = x * 1.0
+        y += x  # torchvision's out += identity, then y read again
+        return y + x * 0.5
+
 
 class Buffers(nn.Module):
     def __init__(self):
@@ -98,6 +103,27 @@ CASES = {
     "clamp-clip": (lambda s, x: x.clamp(-0.3, 0.2) + torch.clip(x, max=0.1) + x.clamp(min=-0.1),
                    {"clamp"}),
     "clamp-min-0-is-relu": (lambda s, x: x.clamp(min=0), {"relu"}),
+    # keyword operands, in-place operations, public tensors shaped like a secret one
+    "other-keyword": (lambda s, x: torch.add(x, other=1.0) + x.add(other=2 * x) + torch.mul(x, other=2.)
+                      + torch.div(x, other=4.) + torch.sub(x, other=0.5), {"affine", "add"}),
+    "relu_-then-read": (lambda s, x: torch.relu_(x * 1.0) + x, {"relu", "add"}),
+    "inplace-module": (lambda s, x: s.act(x) + x, {"relu", "add"}, {"act": nn.ReLU(inplace=True)}),
+    "iadd-then-read": (lambda s, x: s._iadd(x), {"add"}),
+    "type-as": (lambda s, x: x * s.m.type_as(x) + x * s.m.to(x) + x.view_as(x), {"affine", "add"},
+                {"m": nn.Parameter(torch.tensor([0.5, -1.0, 2.0]).view(3, 1, 1))}),
+    "zeros-like": (lambda s, x: x + torch.zeros_like(x) + torch.ones_like(x), {"affine"}),
+    "bn-through-alias": (lambda s, x: s.bn(s.drop(x)) + s.bn(x.contiguous()) + x, {"affine", "add"},
+                         {"bn": nn.BatchNorm2d(3), "drop": nn.Dropout(0.2)}),
+    "cat-split": (lambda s, x: torch.cat(torch.split(x, 2, 1), dim=1) + torch.stack(x.unbind(1), 1)
+                  + torch.cat([x[:, :1], x[:, 1:]], axis=1), {"gather", "add"}),
+    "narrow-select": (lambda s, x: x.narrow(3, 1, 4).select(1, 0) + torch.index_select(
+        x, 3, torch.tensor([0, 2, 4, 6]))[:, 1], {"gather"}),
+    "pow-square": (lambda s, x: x ** 2 + torch.square(x) + x.pow(3) + x.pow(4), {"mul"}),
+    "max-min": (lambda s, x: torch.maximum(x, x.flip(2)) - torch.minimum(x, x.flip(3)), {"maximum"}),
+    "amax-amin": (lambda s, x: x.amax((2, 3)) + torch.amin(x, dim=(-2, -1), keepdim=True).flatten(1),
+                  {"maxpool"}),
+    "clamp-min-max": (lambda s, x: x.clamp_min(-0.2) + torch.clamp_max(x, 0.3), {"clamp"}),
+    "gelu-tanh": (lambda s, x: F.gelu(x, approximate="tanh") * 0 + x, {"smooth"}),
     # pools
     "maxpool-ceil": (lambda s, x: s.p(x), {"maxpool"}, {"p": nn.MaxPool2d(3, 2, ceil_mode=True)}),
     "maxpool-stem": (lambda s, x: s.p(x), {"maxpool"}, {"p": nn.MaxPool2d(3, 2, 1)}),
@@ -162,6 +188,12 @@ def test_smooth_activations_within_their_stated_error(name, method):
     assert float(err.max()) <= spec["max_error"] + 1e-3, (float(err.max()), spec["max_error"])
     (row,) = [r for r in rows if r["kind"] == "smooth"]
     assert row["drelus"] == (2 * x.shape[0] * 3 * 8 * 8 if method == "piecewise" else 0)
+
+
+def test_batchnorm_without_running_statistics_is_refused():
+    with pytest.raises(CompileError, match=r"track_running_stats=False.*depend on the secret inputs"):
+        compile_model(Lambda(lambda s, x: s.bn(x), bn=nn.BatchNorm2d(3, track_running_stats=False)),
+                      (2, 6, 6))
 
 
 def test_buffers_and_parameters_in_forward_are_public_constants():

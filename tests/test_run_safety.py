@@ -57,6 +57,41 @@ def test_the_client_checks_the_servers_range_before_any_share_leaves_it():
         run(server, 2, client=client)
 
 
+def test_the_servers_learn_nothing_of_an_input_the_client_refuses():
+    pm, x = _pm()
+    bad = x[:2].clone()
+    bad[0, 0, 3, 4] = 3.14159e7
+    sent = []
+
+    def spying_client(sess, **kw):
+        orig = sess.comm.send
+
+        def send(dst, items, step=""):
+            sent.extend(bytes(t.tolist()) for _, t in items if t.dtype == torch.uint8)
+            return orig(dst, items, step)
+        sess.comm.send = send
+        return client_program(sess, **kw)
+
+    server = functools.partial(server_program, model=pm.compiled())
+    client = functools.partial(spying_client, images=bad, batch=2, progress=False)
+    with pytest.raises(PartyError, match="3.14159e"):  # the client itself knows which element
+        run(server, 2, client=client)
+    told = b" ".join(sent)
+    assert b"outside the model's range" in told
+    assert b"3.14" not in told and b"(0, 0, 3, 4)" not in told
+
+
+def test_a_saved_model_refuses_options_it_was_not_compiled_with(tmp_path):
+    from ringlet.nn.api import run_inference
+    pm, x = _pm()
+    folder = pm.save(tmp_path / "saved")
+    np.save(tmp_path / "x.npy", x[:2].numpy())
+    with pytest.raises(ValueError, match="compiled with --frac-bits 16; --frac-bits 12 needs"):
+        run_inference(str(folder), input_path=str(tmp_path / "x.npy"), frac_bits=12, progress=False)
+    with pytest.raises(ValueError, match="compiled with --input-bound 8.0; --input-bound 1.0"):
+        run_inference(str(folder), input_path=str(tmp_path / "x.npy"), input_bound=1.0, progress=False)
+
+
 def _mixed_servers(models, x):
     def server(sess):
         return server_program(sess, models[sess.rank])
@@ -78,12 +113,13 @@ def test_servers_with_other_weights_refuse_to_run_naming_what_differs():
     assert torch.allclose(res.client_result["logits"], a.plain(x[:2]), atol=2e-3)
 
 
-def test_the_client_refuses_servers_with_another_fixed_point():
+def test_parties_with_another_fixed_point_refuse_to_run():
     pm, x = _pm()
     compiled = pm.compiled()
     server = functools.partial(server_program, model=compiled)
     client = functools.partial(client_program, images=x[:2], batch=2, progress=False)
-    with pytest.raises(PartyError, match="servers encode inputs with 16 fractional bits, this client with 12"):
+    with pytest.raises(PartyError, match="server 0: .*the session encodes with 12 fractional bits, the "
+                                         "model was compiled for 16"):
         run(server, 2, client=client, frac_bits=12)
 
 

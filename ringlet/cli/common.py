@@ -39,8 +39,9 @@ def add_data(parser, *, test: bool = False, dataset_required: bool = False) -> N
 
 
 def add_compile(parser) -> None:
-    parser.add_argument("--frac-bits", type=int, default=16, help="fixed-point fractional bits")
-    parser.add_argument("--smooth", choices=["piecewise", "poly"], default="piecewise",
+    parser.add_argument("--frac-bits", type=int, default=None,
+                        help="fixed-point fractional bits (default: 16, or a saved model's)")
+    parser.add_argument("--smooth", choices=["piecewise", "poly"], default=None,
                         help="sigmoid, tanh, SiLU, GELU, Hardswish: asymptotes + a polynomial "
                              "(default) or the polynomial alone")
     parser.add_argument("--input-bound", type=float,
@@ -57,6 +58,10 @@ def _size(text: str) -> tuple[int, int]:
     if h < 1 or w < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: sizes must be positive")
     return h, w
+
+
+def compile_kwargs(args) -> dict:
+    return {"frac_bits": args.frac_bits, "smooth": args.smooth, "input_bound": args.input_bound}
 
 
 def data_kwargs(args) -> dict:

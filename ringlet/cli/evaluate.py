@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from ringlet.cli.common import add_data, add_debug, add_model, data_kwargs, print_json
+from ringlet.cli.common import (add_compile, add_data, add_debug, add_model,
+                                compile_kwargs, data_kwargs, print_json)
 
 
 def add_parser(sub, name):
     p = sub.add_parser(name, help="test accuracy: plaintext, or the share-level simulator's with a config")
     add_model(p)
     add_data(p)
+    add_compile(p)
     p.add_argument("--samples", type=int, default=None, help="first N test inputs (default: all)")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--relu-config", help="evaluate with the share-level simulator applying this ReLU "
@@ -22,7 +24,8 @@ def add_parser(sub, name):
 def run(args):
     from ringlet.train.api import evaluate_model
     result = evaluate_model(args.model, samples=args.samples, batch=args.batch, weights=args.weights,
-                            relu_config=args.relu_config, parties=args.parties, **data_kwargs(args))
+                            relu_config=args.relu_config, parties=args.parties, 
+        **data_kwargs(args), **compile_kwargs(args))
     if args.json:
         print_json(result)
     else:

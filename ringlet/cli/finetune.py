@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from ringlet.cli.common import add_data, add_debug, add_model, command_line, data_kwargs, print_json
+from ringlet.cli.common import (add_compile, add_data, add_debug, add_model,
+                                compile_kwargs, command_line, data_kwargs, print_json)
 
 
 def add_parser(sub, name):
     p = sub.add_parser(name, help="finetune a checkpoint with approximate ReLUs (straight-through)")
     add_model(p)
     add_data(p, test=True)
+    add_compile(p)
     p.add_argument("--relu-config", required=True)
     p.add_argument("--epochs", type=int, required=True)
     p.add_argument("--out", required=True, help="output checkpoint path (stem)")
@@ -31,7 +33,8 @@ def run(args):
                           batch=args.batch, parties=args.parties, progress=not args.no_progress,
                           seed=args.seed, train_samples=args.train_samples,
                           test_samples=args.test_samples, command=command_line(),
-                          weights=args.weights, augment=not args.no_augment, **data_kwargs(args))
+                          weights=args.weights, augment=not args.no_augment, 
+        **data_kwargs(args), **compile_kwargs(args))
     if args.json:
         print_json({"command": command_line(), **result})
     else:

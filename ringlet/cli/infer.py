@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ringlet.cli.common import (add_compile, add_data, add_debug, add_model, command_line,
-                                data_kwargs, print_json)
+                                compile_kwargs, data_kwargs, print_json)
 
 
 def add_parser(sub, name):
@@ -73,8 +73,7 @@ def run(args):
         pregenerate=not args.no_pregenerate, results_path=_results_path(args),
         progress=not args.no_progress, threads=args.threads, timeout=args.timeout, seed=args.seed,
         poly_method=args.poly_method, poly_out_truncation=args.poly_out_truncation,
-        weights=args.weights, frac_bits=args.frac_bits, smooth=args.smooth,
-        input_bound=args.input_bound, **data_kwargs(args))
+        weights=args.weights, **compile_kwargs(args), **data_kwargs(args))
     if args.output:
         save_logits(args.output, logits)
     report = {"command": command_line(), **report}

@@ -36,8 +36,9 @@ def add_parser(sub, name):
     p.add_argument("--labels", help="client: .npy labels of --input")
     p.add_argument("--normalize", help="client: MEAN,STD, none or raw (default: the model's or the "
                                        "dataset's normalisation)")
-    p.add_argument("--frac-bits", type=int, default=16, help="fixed-point fractional bits (all parties)")
-    p.add_argument("--smooth", choices=["piecewise", "poly"], default="piecewise")
+    p.add_argument("--frac-bits", type=int, default=None,
+                   help="fixed-point fractional bits (default 16; a server: its model's)")
+    p.add_argument("--smooth", choices=["piecewise", "poly"], default=None)
     p.add_argument("--input-bound", type=float, help="server: the largest |input| to accept")
     p.add_argument("--batch", type=int, default=32, help="client: images per batch")
     p.add_argument("--results", help="client: stream per-batch predictions to this JSON-lines file")
@@ -86,7 +87,8 @@ def run(args):
         client = _client_job(args)
     comm = TcpCommunicator(rank, world.size, host, int(port), args.timeout, world.names())
     try:
-        report = run_party(comm, world, server, client, None, False, args.frac_bits)
+        frac = server.frac_bits if server is not None else args.frac_bits or 16
+        report = run_party(comm, world, server, client, None, False, frac)
     finally:
         comm.close()
     if args.role == "client":
@@ -105,6 +107,8 @@ def run(args):
 
 
 def _server_job(args):
+    import functools
+
     import torch
 
     from ringlet import sources
@@ -129,7 +133,9 @@ def _server_job(args):
                                 input_bound=args.input_bound)
     model = pm.compiled(config if args.relu_config else None, adder=args.adder, select=args.select,
                         truncation=args.truncation, private_weights=args.private_weights)
-    return lambda sess: server_program(sess, model)
+    job = functools.partial(server_program, model=model)
+    job.frac_bits = model.fixed.frac_bits  # the session encodes as the model was compiled
+    return job
 
 
 def _client_job(args):
@@ -138,7 +144,8 @@ def _client_job(args):
     from ringlet import sources
     from ringlet.nn.inference import client_program
     from ringlet.models import MODEL_NAMES
-    meta = sources.resolve_model(args.model).meta if args.model and args.model not in MODEL_NAMES else {}
+    meta = (sources.resolve_model(args.model, weights=args.weights).meta
+            if args.model and args.model not in MODEL_NAMES else {})
     inputs = sources.load_inputs(meta, dataset=args.dataset, samples=args.samples,
                                  input_path=args.input, labels_path=args.labels,
                                  data_dir=args.data_dir, normalize=args.normalize)

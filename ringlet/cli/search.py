@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from ringlet.cli.common import add_data, add_debug, add_model, command_line, data_kwargs, print_json
+from ringlet.cli.common import (add_compile, add_data, add_debug, add_model,
+                                compile_kwargs, command_line, data_kwargs, print_json)
 
 
 def add_parser(sub, name):
     p = sub.add_parser(name, help="search per-ReLU kept bits (eco or under a budget)")
     add_model(p)
     add_data(p, test=True)
+    add_compile(p)
     p.add_argument("--mode", choices=["eco", "budget"], required=True)
     p.add_argument("--budget", help="budget mode: kept bits per ReLU, e.g. 8/64")
     p.add_argument("--groups", default="stages", help="stages (default), layers, or a JSON file")
@@ -44,7 +46,8 @@ def run(args):
                         widths=widths, out=args.out, report_path=args.report, plot=args.plot,
                         progress=not args.no_progress, time_limit=args.time_limit,
                         test_samples=args.test_samples, command=command_line(), m_scan=args.m_scan,
-                        weights=args.weights, **data_kwargs(args))
+                        weights=args.weights, 
+        **data_kwargs(args), **compile_kwargs(args))
     if args.json:
         print_json(report)
     else:

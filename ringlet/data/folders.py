@@ -5,7 +5,8 @@ else ``DIR/val/CLASS/*``. ``DIR`` is the tree root itself (other datasets live i
 Classes are the sorted folder names of the training split (of the test split when there is no
 ``train/``); files with other suffixes and names starting with ``.`` are skipped. The normalisation is
 the per-channel mean/std of the training split's pixels, so loading the test split reads the training
-split too; a tree without ``train/`` has the test split's own statistics.
+split too; a tree without ``train/`` leaves pixels in [0, 1] (mean 0, std 1): statistics are never taken
+from the inputs being classified (give ``--normalize`` or a model that stores its normalisation).
 """
 
 from __future__ import annotations
@@ -156,7 +157,11 @@ def load_image_folder(root: str | os.PathLike | None, split: str, image_size=Non
         classes = classes if train is not None else class_folders(test_dir)
         test = read_split(test_dir, classes, image_size)
         images = _match(test, train) if train is not None else test.images
-        labels, stats_from = test.labels, train if train is not None else test
+        labels, stats_from = test.labels, train
+    if stats_from is None:  # never statistics of the inputs being classified: pixels in [0, 1]
+        channels = images.shape[1]
+        return torch.from_numpy(images), torch.from_numpy(labels), tuple(classes), (0.0,) * channels, \
+            (1.0,) * channels
     mean, std = channel_stats(stats_from.images)
     if min(std) == 0:
         raise DatasetFormatError(f"{stats_from.first.parent.parent}: a channel has the same value in every "

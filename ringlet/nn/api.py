@@ -77,11 +77,11 @@ def run_inference(model: str, *, dataset: str | None = None, samples: int | None
                   relu_config: str | None = None, batch: int = 32, parties: int = 2,
                   transport: str = "local", private_weights: bool = False,
                   adder: str = "carry-tree", select: str = "fused", truncation: str | None = None,
-                  pregenerate: bool = True, results_path=None, frac_bits: int = 16,
+                  pregenerate: bool = True, results_path=None, frac_bits: int | None = None,
                   progress: bool = True, data_dir=None, threads: int = 0, timeout: float = 120.0,
                   seed: int = 0, link=None, poly_method: str = "espn",
                   poly_out_truncation: str = "dealer", weights: str | None = None,
-                  normalize: str | None = None, image_size=None, smooth: str = "piecewise",
+                  normalize: str | None = None, image_size=None, smooth: str | None = None,
                   input_bound: float | None = None) -> tuple[dict, torch.Tensor]:
     """Private inference of a model spec (see :mod:`ringlet.sources`) on a dataset or .npy input.
 

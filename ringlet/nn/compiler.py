@@ -89,6 +89,12 @@ def _shape(node: torch.fx.Node) -> tuple | None:
 
 # targets that turn a tensor into public shape information, and what may combine shape values
 _SHAPE_METHODS = {"size", "dim", "numel"}
+# results that take only the dtype, device or shape of a secret argument: public when ``self`` is
+_LIKE_METHODS = {"type_as", "to", "view_as", "reshape_as", "expand_as", "new_zeros", "new_ones",
+                 "new_full", "new_empty"}
+_LIKE_FUNCS = {torch.zeros_like, torch.ones_like, torch.full_like, torch.empty_like}
+# in-place functions (methods ending in a single "_" are in place too)
+_INPLACE_FUNCS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, torch.relu_}
 _SHAPE_FUNCS = {operator.getitem, operator.add, operator.sub, operator.mul, operator.floordiv,
                 operator.truediv, operator.neg, len, int}
 
@@ -106,6 +112,11 @@ def _classify(gm: torch.fx.GraphModule) -> tuple[set, set]:
         inputs = [a.name for a in n.all_input_nodes]
         if not any(a in data or a in shape for a in inputs):
             continue  # a constant
+        if n.op == "call_function" and n.target in _LIKE_FUNCS:
+            continue  # zeros_like(x) and the like: public, whatever x holds
+        if n.op == "call_method" and n.target in _LIKE_METHODS and not (
+                isinstance(n.args[0], torch.fx.Node) and n.args[0].name in data):
+            continue  # public.type_as(x), public.view_as(x): still public
         takes_shape = (n.op == "call_method" and n.target in _SHAPE_METHODS) or (
             n.op == "call_function" and n.target is getattr and n.args[1] in ("shape", "ndim"))
         only_shapes = all(a not in data for a in inputs)
@@ -250,13 +261,41 @@ class Builder:
             self.nodes.append(Node("output", "output", [self.src(out)], "output", _shape(out)))
         elif fx.name not in self.data:
             return  # a public constant or shape value: kept in fx.meta["value"]
-        elif fx.op == "call_module":
-            mod = self.modules[fx.target]
-            reg.lowering_for_module(mod)(self, fx, mod)
-        elif fx.op == "call_function":
-            reg.functions[fx.target](self, fx)
         else:
-            reg.methods[fx.target](self, fx)
+            mod = self.modules[fx.target] if fx.op == "call_module" else None
+            if fx.op == "call_module":
+                lower = reg.lowering_for_module(mod)
+            else:
+                lower = (reg.functions if fx.op == "call_function" else reg.methods)[fx.target]
+            try:
+                lower(self, fx, mod) if mod is not None else lower(self, fx)
+            except CompileError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a lowering meeting arguments it cannot take
+                raise _fail(fx, f"{type(exc).__name__}: {exc}") from exc
+            if _in_place(fx, mod):
+                self._follow_mutation(fx)
+
+    def _follow_mutation(self, fx: torch.fx.Node) -> None:
+        """After ``x.relu_()`` (or ``nn.ReLU(inplace=True)``, ``x += y``) every later reader of x,
+        or of anything holding the same value, reads the result."""
+        first = fx.args[0] if fx.args else None
+        if not self.is_tensor(first):
+            return
+        old, new = self.src(first), self.src(fx)
+        if old == new:
+            return
+        names = {first.name, old} | {k for k, v in self._alias.items() if v == old}
+        for name in names:
+            self._alias[name] = new
+
+
+def _in_place(fx: torch.fx.Node, mod) -> bool:
+    if mod is not None:
+        return bool(getattr(mod, "inplace", False))
+    if fx.op == "call_method":
+        return fx.target.endswith("_") and not fx.target.endswith("__")
+    return fx.target in _INPLACE_FUNCS or bool(fx.kwargs.get("inplace", False))
 
 
 def _prune(nodes: list[Node]) -> list[Node]:

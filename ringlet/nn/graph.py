@@ -67,15 +67,20 @@ class SecureGraph:
 
     def finish(self, logits):
         """The model's output from the graph's: the stripped softmax, if any, applied (the client)."""
-        if not self.postprocess:
-            return logits
-        import torch
-        fn = torch.log_softmax if self.postprocess["op"] == "log_softmax" else torch.softmax
-        return fn(logits, self.postprocess["dim"])
+        return apply_postprocess(self.postprocess, logits)
 
     def summary(self) -> list[dict]:
         return [{"name": n.name, "kind": n.kind, "label": n.label, "shape": list(n.out_shape)}
                 for n in self.nodes]
 
 
-__all__ = ["Node", "SecureGraph"]
+def apply_postprocess(post: dict | None, logits):
+    """A stripped final softmax / log-softmax, applied to the logits (by the client)."""
+    if not post:
+        return logits
+    import torch
+    fn = torch.log_softmax if post["op"] == "log_softmax" else torch.softmax
+    return fn(logits, post["dim"])
+
+
+__all__ = ["Node", "SecureGraph", "apply_postprocess"]

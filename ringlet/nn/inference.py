@@ -81,6 +81,9 @@ def server_program(sess: Session, model: CompiledModel, pregenerate: bool = True
                    layer_log: bool = True) -> dict:
     """Serve one job from the client; returns this server's counts and per-layer log."""
     client = sess.world.client
+    if sess.fixed.frac_bits != model.fixed.frac_bits:
+        raise ModelMismatchError(f"server {sess.rank}: the session encodes with {sess.fixed.frac_bits} "
+                                 f"fractional bits, the model was compiled for {model.fixed.frac_bits}")
     fingerprint = agree_on_model(sess, model)
     n, batch, *shape = _recv_ints(sess, client)
     if tuple(shape) != tuple(model.graph.input_shape):
@@ -180,8 +183,11 @@ def client_program(sess: Session, images: torch.Tensor, batch: int,
     try:
         _check_job(sess, images, reply, fingerprint)
     except (ModelMismatchError, InputRangeError) as exc:
+        # the servers learn that the job stops and why in general — never an input's value
+        reason = ("an input is outside the model's range" if isinstance(exc, InputRangeError)
+                  else "the client expects another model or fixed point")
         for s in sess.world.servers:
-            _send_json(sess, s, {"go": False, "reason": f"client: {exc}"})
+            _send_json(sess, s, {"go": False, "reason": f"client: {reason}"})
         raise
     for s in sess.world.servers:
         _send_json(sess, s, {"go": True})
@@ -211,12 +217,10 @@ def client_program(sess: Session, images: torch.Tensor, batch: int,
         bar.close()
         if stream:
             stream.close()
-    out = torch.cat(logits).reshape(n, *out_shape)
+    from ringlet.nn.graph import apply_postprocess
     post = reply["postprocess"]
-    if post:
-        fn = torch.log_softmax if post["op"] == "log_softmax" else torch.softmax
-        out = fn(out, post["dim"])
-    return {"logits": out, "postprocess": post}
+    return {"logits": apply_postprocess(post, torch.cat(logits).reshape(n, *out_shape)),
+            "postprocess": post}
 
 
 def summarize(run, plain_logits: torch.Tensor, labels: torch.Tensor | None, n: int) -> dict:

@@ -43,16 +43,42 @@ def _bits(value: float, frac: int) -> float:
     return RING_LIMIT_BITS - (math.log2(value) + frac)
 
 
-def calibrate(graph: SecureGraph, x: torch.Tensor, batch: int = 256) -> dict:
+class _Peaks(PlainInterpreter):
+    """The plaintext run, recording every node's largest |value| (no value is kept longer)."""
+
+    def __init__(self, graph: SecureGraph):
+        super().__init__(graph)
+        self.peaks: dict[str, float] = {}
+
+    def run_node(self, node, ins):
+        out = super().run_node(node, ins)
+        peak = float(out.abs().max()) if out.numel() else 0.0
+        self.peaks[node.name] = max(self.peaks.get(node.name, 0.0), peak)
+        return out
+
+
+def calibrate(graph: SecureGraph, x: torch.Tensor, batch: int = 32) -> dict:
     """Largest |value| of every node over the calibration inputs ``x`` (plaintext, float64)."""
-    interp = PlainInterpreter(graph)
-    peaks: dict[str, float] = {}
+    interp = _Peaks(graph)
     with torch.no_grad():
         for start in range(0, x.shape[0], batch):
-            env = interp.run(x[start:start + batch], keep=True)
-            for name, v in env.items():
-                peaks[name] = max(peaks.get(name, 0.0), float(v.abs().max()) if v.numel() else 0.0)
+            interp.run(x[start:start + batch])
+    peaks = {graph.nodes[0].name: float(x.abs().max()), **interp.peaks}
     return {"input_max": float(x.abs().max()), "samples": int(x.shape[0]), "peaks": peaks}
+
+
+def generated_inputs(shape, normalization=None, bound: float | None = None, n: int = 64):
+    """Public calibration inputs when none are given: uniform pixels in [0, 1] normalised with the
+    model's normalisation, else uniform on [−bound, bound]; (inputs, where they came from)."""
+    gen = torch.Generator().manual_seed(0)  # not secret: public calibration inputs
+    u = torch.rand(n, *shape, generator=gen, dtype=torch.float64)  # not secret: the same inputs
+    if normalization is not None:
+        mean, std = (torch.tensor(v, dtype=torch.float64).view(1, -1, *([1] * (len(shape) - 1)))
+                     for v in normalization)
+        return ((u - mean) / std).float(), "generated uniform pixels"
+    if bound is None:
+        raise ValueError("no input range: give calibration inputs, a normalisation or input_bound")
+    return ((2 * u - 1) * bound).float(), "generated uniform inputs on ±input_bound"
 
 
 def pixel_bound(normalization) -> float:

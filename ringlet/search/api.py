@@ -182,8 +182,8 @@ def _check_writable(*paths) -> None:
             raise IsADirectoryError(f"cannot write {p}: it is a directory")
 
 
-def _command_data(pm, src, dataset, input_path, labels_path, test_input, test_labels, data_dir,
-                  normalize, image_size, train_samples=None, test_samples=None, seed=0):
+def _command_data(src, dataset, input_path, labels_path, test_input, test_labels, data_dir,
+                  normalize, image_size, train_samples=None, test_samples=None):
     """(train-or-validation Dataset-like tensors, test tensors or None) for search and finetune."""
     from ringlet import sources
     from ringlet.data import Dataset
@@ -216,7 +216,8 @@ def run_search(model: str, *, mode: str, dataset: str | None = None, budget: str
                weights: str | None = None, input_path: str | None = None,
                labels_path: str | None = None, test_input: str | None = None,
                test_labels: str | None = None, normalize: str | None = None,
-               image_size=None) -> dict:
+               image_size=None, frac_bits: int | None = None, smooth: str | None = None,
+               input_bound: float | None = None) -> dict:
     """``ringlet search``: the model spec's search on its data; writes the config and the report."""
     from ringlet import sources
     _check_writable(out, report_path, plot)
@@ -225,11 +226,13 @@ def run_search(model: str, *, mode: str, dataset: str | None = None, budget: str
     if budget is not None:
         parse_budget(budget)
     groups_spec = load_groups(groups)
-    pm, src, _ = sources.prepare(model, weights=weights, dataset=dataset, split="test", samples=1,
+    pm, src, _ = sources.prepare(model, weights=weights, dataset=dataset, split="test",
                                  input_path=test_input or input_path,
                                  labels_path=test_labels if test_input else labels_path,
-                                 data_dir=data_dir, normalize=normalize, image_size=image_size)
-    train, test = _command_data(pm, src, dataset, input_path, labels_path, test_input, test_labels,
+                                 data_dir=data_dir, normalize=normalize, image_size=image_size,
+                                 frac_bits=frac_bits, smooth=smooth, input_bound=input_bound,
+                                 local=True)
+    train, test = _command_data(src, dataset, input_path, labels_path, test_input, test_labels,
                                 data_dir, normalize, image_size, test_samples=test_samples)
     if input_path:
         vx, vy = train.tensors(min(val_samples, len(train)) if val_samples else None)
@@ -260,7 +263,9 @@ def run_finetune(model: str, relu_config: str, epochs: int, out: str, *, lr: flo
                  test_samples: int | None = None, command: str = "", weights: str | None = None,
                  input_path: str | None = None, labels_path: str | None = None,
                  test_input: str | None = None, test_labels: str | None = None,
-                 normalize: str | None = None, image_size=None, augment: bool = True) -> dict:
+                 normalize: str | None = None, image_size=None, augment: bool = True,
+                 frac_bits: int | None = None, smooth: str | None = None,
+                 input_bound: float | None = None) -> dict:
     """``ringlet finetune``: retrain with the config's approximate ReLUs; writes a checkpoint
     (OUT.safetensors + OUT.json) of the module, loadable as the model was."""
     from ringlet import sources
@@ -270,15 +275,17 @@ def run_finetune(model: str, relu_config: str, epochs: int, out: str, *, lr: flo
         raise ValueError(f"--epochs must be at least 1, got {epochs}")
     config = as_config(relu_config)
     _check_writable(Path(out).with_suffix(".json"))
-    pm, src, _ = sources.prepare(model, weights=weights, dataset=dataset, samples=1,
+    pm, src, _ = sources.prepare(model, weights=weights, dataset=dataset,
                                  input_path=test_input or input_path,
                                  labels_path=test_labels if test_input else labels_path,
-                                 data_dir=data_dir, normalize=normalize, image_size=image_size)
+                                 data_dir=data_dir, normalize=normalize, image_size=image_size,
+                                 frac_bits=frac_bits, smooth=smooth, input_bound=input_bound,
+                                 local=True)
     if pm.module is None:
         raise ValueError(f"--model {model}: finetuning needs the module; give --model "
                          f"package.module:factory --weights {model}/module.safetensors")
-    train, test = _command_data(pm, src, dataset, input_path, labels_path, test_input, test_labels,
-                                data_dir, normalize, image_size, train_samples, test_samples, seed)
+    train, test = _command_data(src, dataset, input_path, labels_path, test_input, test_labels,
+                                data_dir, normalize, image_size, train_samples, test_samples)
     if train_samples and not input_path:
         train = train.subset(torch.arange(min(train_samples, len(train))))
     before = pm.evaluate(*test, relu_config=config, parties=parties) if test else None

@@ -156,8 +156,8 @@ class Simulator(PlainInterpreter):
     @staticmethod
     def _decide_dense(x: torch.Tensor, shares, scale: int, k: int, m: int,
                       chunk: int = 1 << 16) -> torch.Tensor:
-        """The rule on the full shares of every element, in cache-sized chunks."""
-        """The rule on every element, in cache-sized chunks (about twice as fast as one pass)."""
+        """The rule on the full shares of every element, in cache-sized chunks (about twice as fast
+        as one pass)."""
         keep = torch.empty(x.shape, dtype=x.dtype)
         for i in range(0, x.numel(), chunk):
             ring_x = torch.round(x[i:i + chunk].double() * (1 << scale)).to(torch.int64)

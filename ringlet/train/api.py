@@ -127,7 +127,8 @@ def train_zoo_model(*, model: str, dataset: str, epochs: int, out: Path, batch: 
 def evaluate_model(model: str, dataset: str | None = None, samples: int | None = None, batch: int = 256,
                    data_dir=None, *, weights: str | None = None, input_path: str | None = None,
                    labels_path: str | None = None, normalize: str | None = None, image_size=None,
-                   relu_config: str | None = None, parties: int = 2) -> dict:
+                   relu_config: str | None = None, parties: int = 2, frac_bits: int | None = None,
+                   smooth: str | None = None, input_bound: float | None = None) -> dict:
     """Test accuracy (the ``ringlet eval`` JSON): plaintext, or with ``relu_config`` the share-level
     simulator's — the figure a private run with that config is compared to."""
     from ringlet.private import as_config
@@ -135,7 +136,8 @@ def evaluate_model(model: str, dataset: str | None = None, samples: int | None =
     config = as_config(relu_config) if relu_config else None
     pm, _, inputs = prepare(model, weights=weights, dataset=dataset, samples=samples,
                             input_path=input_path, labels_path=labels_path, data_dir=data_dir,
-                            normalize=normalize, image_size=image_size)
+                            normalize=normalize, image_size=image_size, frac_bits=frac_bits,
+                            smooth=smooth, input_bound=input_bound, local=True)
     if inputs.y is None:
         raise ValueError("eval needs labels: give --labels with --input")
     acc = pm.evaluate(inputs.x, inputs.y, config, parties=parties, batch=batch)

@@ -18,7 +18,8 @@ from torch import nn
 
 from ringlet.nn.ops.base import Op, Registry
 from ringlet.protocols import piecewise, poly, shared_relu
-from ringlet.protocols.compare import ReluSpec, relu
+from ringlet.protocols.compare import ReluSpec, maximum, relu
+from ringlet.sharing import ArithmeticShare
 
 
 def plain_grelu(p: dict, x: torch.Tensor) -> torch.Tensor:
@@ -135,6 +136,26 @@ class Clamp(Activation):
         return self.elements(node) * sum(v is not None for v in (p["lo"], p["hi"]))
 
 
+class Maximum(Activation):
+    """max(x, y) = y + ReLU(x − y) of two secret tensors (min(x, y) = x + y − max(x, y))."""
+
+    kind = "maximum"
+    needs_f = True
+    cost = "as ReLU: 308 bits, 8 rounds"
+
+    def plain(self, node, ins, ctx):
+        return (torch.minimum if node.params["min"] else torch.maximum)(ins[0], ins[1])
+
+    def secure(self, node, ins, ctx):
+        o, shape = ctx.options, (ins[0].shape[0], *node.out_shape)
+        a, c = (ArithmeticShare(v.data.expand(shape).contiguous(), v.party, v.frac) for v in ins)
+        top = maximum(ctx.sess, a, c, ReluSpec(64, 0, o.adder, o.select))
+        return a + c - top if node.params["min"] else top
+
+    def magnitude(self, node, ins):
+        return max(ins)
+
+
 _SMOOTH_FN = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "silu": F.silu, "gelu": F.gelu,
               "hardswish": F.hardswish, "hardsigmoid": F.hardsigmoid}
 
@@ -149,6 +170,8 @@ class Smooth(Activation):
             "Hardswish 680, Hardsigmoid 616); poly: 1–2 rounds, 64·d bits")
 
     def plain(self, node, ins, ctx):
+        if node.params["name"] == "gelu":
+            return F.gelu(ins[0], approximate=node.params.get("approximate", "none"))
         return _SMOOTH_FN[node.params["name"]](ins[0])
 
     def simulate(self, node, ins, ctx):
@@ -169,8 +192,10 @@ class Smooth(Activation):
                                 relu_spec=ReluSpec(64, 0, o.adder, o.select))
 
     def magnitude(self, node, ins):
-        hi = node.params["spec"]["hi"]
-        return ins[0] + 1.0 if hi == "x" else 1.0 + node.params["spec"]["max_error"]
+        spec = node.params["spec"]
+        if node.params["method"] == "poly":  # the polynomial alone: it grows beyond its range
+            return sum(abs(c) * ins[0] ** j for j, c in enumerate(spec["coeffs"]))
+        return ins[0] + 1.0 if spec["hi"] == "x" else 1.0 + spec["max_error"]
 
     def drelus(self, node, bits):
         return 2 * self.elements(node) if node.params["method"] == "piecewise" else 0
@@ -256,6 +281,10 @@ def lower_clamp(b, fx, mod=None) -> None:
         lo, hi = 0.0, 6.0
     elif fx.target in (F.hardtanh,):
         lo, hi = float(b.arg(fx, 1, "min_val", -1.0)), float(b.arg(fx, 2, "max_val", 1.0))
+    elif fx.target in (torch.clamp_min, "clamp_min", "clamp_min_"):
+        lo, hi = _bound(b, fx, fx.args[1] if len(fx.args) > 1 else fx.kwargs.get("min"), "min"), None
+    elif fx.target in (torch.clamp_max, "clamp_max", "clamp_max_"):
+        lo, hi = None, _bound(b, fx, fx.args[1] if len(fx.args) > 1 else fx.kwargs.get("max"), "max")
     else:
         lo = _bound(b, fx, fx.args[1] if len(fx.args) > 1 else fx.kwargs.get("min"), "min")
         hi = _bound(b, fx, fx.args[2] if len(fx.args) > 2 else fx.kwargs.get("max"), "max")
@@ -282,8 +311,18 @@ def lower_smooth(b, fx, mod=None) -> None:
     name = _SMOOTH_MODULES[type(mod)] if mod is not None else _SMOOTH_TARGETS[fx.target]
     method = b.options.get("smooth", "piecewise")
     spec = smooth_spec(name, method)
+    extra = {}
+    if name == "gelu":  # the tanh form differs from the exact one by < 5e-4, far below the fit's error
+        extra["approximate"] = mod.approximate if mod is not None else b.arg(fx, 1, "approximate", "none")
     b.emit(fx, "smooth", b.tensor_args(fx)[:1], fx.target if mod is not None else None,
-           name=name, method=method, spec=spec)
+           name=name, method=method, spec=spec, **extra)
+
+
+def lower_maximum(b, fx) -> None:
+    a, c = fx.args[0], fx.args[1] if len(fx.args) > 1 else fx.kwargs["other"]
+    if not (b.is_tensor(a) and b.is_tensor(c)):
+        raise b.fail(fx, "maximum/minimum with a public tensor (use clamp with a number bound)")
+    b.emit(fx, "maximum", [a, c], min=fx.target in (torch.minimum, torch.fmin, "minimum", "fmin"))
 
 
 def lower_grelu(b, fx, mod) -> None:
@@ -317,15 +356,19 @@ def lower_softmax(b, fx, mod=None) -> None:
 def register(reg: Registry) -> None:
     from ringlet.grelu.layers import GroupReLU
     from ringlet.poly.layers import PolyAct
-    for op in (Relu(), Leaky(), Abs(), Clamp(), Smooth(), GroupRelu(), Poly()):
+    for op in (Relu(), Leaky(), Abs(), Clamp(), Maximum(), Smooth(), GroupRelu(), Poly()):
         reg.op(op)
+    reg.function((torch.maximum, torch.minimum, torch.fmax, torch.fmin), lower_maximum)
+    reg.method(("maximum", "minimum", "fmax", "fmin"), lower_maximum)
     reg.module(nn.LeakyReLU, lower_leaky)
     reg.function((F.leaky_relu,), lower_leaky)
     reg.function((torch.abs, operator.abs), lower_abs)
     reg.method(("abs", "abs_"), lower_abs)
     reg.module((nn.ReLU6, nn.Hardtanh), lower_clamp)
-    reg.function((F.relu6, F.hardtanh, torch.clamp, torch.clip), lower_clamp)
-    reg.method(("clamp", "clip", "clamp_", "clip_"), lower_clamp)
+    reg.function((F.relu6, F.hardtanh, torch.clamp, torch.clip, torch.clamp_min, torch.clamp_max),
+                 lower_clamp)
+    reg.method(("clamp", "clip", "clamp_", "clip_", "clamp_min", "clamp_max", "clamp_min_",
+                "clamp_max_"), lower_clamp)
     for t in _SMOOTH_MODULES:
         reg.module(t, lower_smooth)
     reg.function([t for t in _SMOOTH_TARGETS if not isinstance(t, str)], lower_smooth)

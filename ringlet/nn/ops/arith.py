@@ -138,8 +138,10 @@ def _const(b, fx, v) -> torch.Tensor:
     if t.ndim > len(full) or torch.broadcast_shapes(t.shape, full) != torch.Size(full):
         raise b.fail(fx, f"a constant of shape {tuple(t.shape)} does not broadcast over the "
                          f"samples of shape {full[1:]}")
-    if t.ndim == len(full) and t.shape[0] != 1:
-        raise b.fail(fx, "a constant that differs between the samples of a batch")
+    if t.ndim == len(full) and t.shape[0] != 1:  # e.g. zeros_like(x): one value per sample
+        if not bool((t == t[:1]).all()):
+            raise b.fail(fx, "a constant that differs between the samples of a batch")
+        t = t[:1]
     return t
 
 
@@ -160,9 +162,20 @@ def affine(b, fx, x, scale=None, shift=None, label=None):
     return b.emit(fx, "affine", [x], label, scale=scale, shift=shift)
 
 
+def _operands(fx) -> list:
+    """The operands of a binary (or unary) arithmetic call, positional or by keyword."""
+    args = list(fx.args)
+    for key in ("input", "other"):
+        if key in fx.kwargs:
+            args.append(fx.kwargs[key])
+    return args
+
+
 def lower_arith(b, fx) -> None:
     t = fx.target
-    args = list(fx.args)
+    args = _operands(fx)
+    if len(args) < (1 if t in _NEG else 2):
+        raise b.fail(fx, "arithmetic with a missing operand")
     alpha = fx.kwargs.get("alpha", 1)
     secret = [b.is_tensor(a) for a in args[:2]]
     if t in _NEG:
@@ -200,9 +213,30 @@ def lower_arith(b, fx) -> None:
         raise b.fail(fx, "arithmetic not supported")
 
 
+def lower_pow(b, fx) -> None:
+    """x ** n, torch.square(x) for n = 1…4: Beaver products (⌈log2 n⌉ rounds, 128 bits each)."""
+    x = fx.args[0]
+    n = 2 if fx.target in (torch.square, "square") else b.arg(fx, 1, "exponent")
+    if not b.is_tensor(x) or isinstance(n, torch.Tensor) or n not in (1, 2, 3, 4) or isinstance(n, bool):
+        raise b.fail(fx, f"a power {n!r} of a secret value: only the integer exponents 1…4 are "
+                         f"supported (Beaver products); fit a polynomial for anything else")
+    if n == 1:
+        b.alias_to(fx, b.src(x))
+        return
+    last = fx.name if n == 2 else None
+    sq = b.emit(fx, "mul", [x, x], label=f"{fx.name}.square" if last is None else None,
+                node_name=last or f"{fx.name}_sq").name
+    if n == 3:
+        b.emit(fx, "mul", [sq, x])
+    elif n == 4:
+        b.emit(fx, "mul", [sq, sq])
+
+
 def register(reg: Registry) -> None:
     for op in (Affine(), Add(), Mul()):
         reg.op(op)
+    reg.function((operator.pow, torch.pow, torch.square), lower_pow)
+    reg.method(("pow", "__pow__", "square"), lower_pow)
     targets = _ADD | _SUB | _RSUB | _MUL | _DIV | _NEG
     reg.function([t for t in targets if not isinstance(t, str)], lower_arith)
     reg.method([t for t in targets if isinstance(t, str)], lower_arith)

@@ -16,6 +16,11 @@ from typing import Callable
 from ringlet.nn.graph import _numel
 
 
+def pair(v) -> tuple[int, int]:
+    """An int or a pair of ints (a kernel, stride, padding) as a pair."""
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
 class Op:
     """Handlers of one node kind (stateless; one instance per registry)."""
 

@@ -14,14 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ringlet.nn.ops.base import Op, Registry
+from ringlet.nn.ops.base import Op, Registry, pair as _pair
 from ringlet.protocols import beaver, linear
 from ringlet.ring import FixedPoint
 from ringlet.sharing import ArithmeticShare
-
-
-def _pair(v) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
 def _l1(weight: torch.Tensor) -> float:
@@ -195,11 +191,17 @@ def lower_linear_function(b, fx) -> None:
 def lower_batchnorm(b, fx, bn) -> None:
     """Fold into the conv/linear before it when that is its only user; else a public affine map."""
     x = fx.args[0]
+    if bn.running_mean is None or bn.running_var is None:
+        raise b.fail(fx, f"{type(bn).__name__}(track_running_stats=False) normalises by each batch's "
+                         f"statistics, which depend on the secret inputs; train with running "
+                         f"statistics (the default)")
     ones = torch.ones(bn.num_features, dtype=torch.float64)
     scale = (bn.weight.detach().double() if bn.affine else ones) / torch.sqrt(bn.running_var.double() + bn.eps)
     shift = (bn.bias.detach().double() if bn.affine else 0) - bn.running_mean.double() * scale
     prev = b.by_name.get(b.src(x))
-    if prev is not None and prev.kind in ("conv", "linear") and len(x.users) == 1 and len(b.shape(x)) in (1, 3):
+    foldable = prev is not None and prev.name == x.name and len(x.users) == 1 and (
+        (prev.kind == "conv") or (prev.kind == "linear" and len(b.shape(x)) == 1))
+    if foldable:
         view = (-1, 1, 1, 1) if prev.kind == "conv" else (-1, 1)
         prev.params["weight"] = prev.params["weight"] * scale.view(view)
         bias = prev.params["bias"] if prev.params["bias"] is not None else 0

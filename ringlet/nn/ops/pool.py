@@ -20,14 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ringlet.nn.graph import _numel
-from ringlet.nn.ops.base import Op, Registry
+from ringlet.nn.ops.base import Op, Registry, pair as _pair
+from ringlet.nn.ops.shape import _call as call
 from ringlet.protocols import linear
 from ringlet.protocols.compare import ReluSpec, maximum
 from ringlet.sharing import ArithmeticShare
-
-
-def _pair(v) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
 class AvgPool(Op):
@@ -177,11 +174,6 @@ def _check_against_torch(b, fx, fn, node) -> None:
         raise b.fail(fx, f"internal: the compiled {node.kind} differs from torch's on a probe")
 
 
-def _call(b, fx, mod):
-    from ringlet.nn.ops.shape import _call as call
-    return call(b, fx)
-
-
 def lower_maxpool(b, fx, mod=None) -> None:
     x = b.tensor_args(fx)[0]
     in_shape, out_shape = b.shape(x), b.shape(fx)
@@ -203,7 +195,7 @@ def lower_maxpool(b, fx, mod=None) -> None:
         d = (1, 1) if adaptive else _pair(b.arg(fx, 4, "dilation", 1))
     index = max_windows(in_shape[1:], out_shape[1:], k, s, p, d, adaptive)
     node = b.emit(fx, "maxpool", [x], fx.target if mod is not None else None, index=index)
-    _check_against_torch(b, fx, _call(b, fx, mod), node)
+    _check_against_torch(b, fx, call(b, fx), node)
 
 
 def lower_spatial_map(b, fx, mod=None) -> None:
@@ -212,7 +204,7 @@ def lower_spatial_map(b, fx, mod=None) -> None:
     (c, h, w), out = b.shape(x), b.shape(fx)
     if len(out) != 3 or out[0] != c:
         raise b.fail(fx, f"a spatial map from {(c, h, w)} to {out}")
-    fn = _call(b, fx, mod)
+    fn = call(b, fx)
     basis = torch.eye(h * w, dtype=torch.float64).view(h * w, 1, h, w)  # one channel: maps are per channel
     with torch.no_grad():
         cols = fn(basis)[:, 0].reshape(h * w, -1)  # (H·W) × (OH·OW)
@@ -266,6 +258,25 @@ def lower_mean(b, fx) -> None:
     b.emit(fx, "mean", [x], dims=dims, divisor=1 if is_sum else count, count=count)
 
 
+def lower_amax(b, fx) -> None:
+    """amax/amin over every axis after the channels (a global max pool): one window per channel."""
+    x = b.tensor_args(fx)[0]
+    full = b.batch_shape(x)
+    dims = b.arg(fx, 1, "dim", None)
+    dims = tuple(sorted(d % len(full) for d in ((dims,) if isinstance(dims, int) else dims or ())))
+    if len(full) < 3 or dims != tuple(range(2, len(full))):
+        raise b.fail(fx, "amax/amin over the axes after the channels only (a global max pooling)")
+    index = torch.arange(math.prod(full[2:]), dtype=torch.int64).view(1, -1)
+    if fx.target in (torch.amin, "amin"):  # min = −max(−x)
+        neg = torch.tensor(-1.0, dtype=torch.float64)
+        x = b.emit(fx, "affine", [x], node_name=f"{fx.name}_neg", label=f"{fx.name}_neg",
+                   node_shape=b.shape(x), scale=neg, shift=None).name
+        top = b.emit(fx, "maxpool", [x], node_name=f"{fx.name}_max", label=f"{fx.name}_max", index=index)
+        b.emit(fx, "affine", [top.name], scale=neg, shift=None)
+        return
+    b.emit(fx, "maxpool", [x], index=index)
+
+
 def register(reg: Registry) -> None:
     for op in (AvgPool(), Mean(), SpatialMap(), MaxPool()):
         reg.op(op)
@@ -276,4 +287,6 @@ def register(reg: Registry) -> None:
     reg.module((nn.MaxPool2d, nn.AdaptiveMaxPool2d), lower_maxpool)
     reg.function((F.max_pool2d, F.adaptive_max_pool2d), lower_maxpool)
     reg.function((torch.mean, torch.sum), lower_mean)
+    reg.function((torch.amax, torch.amin), lower_amax)
+    reg.method(("amax", "amin"), lower_amax)
     reg.method(("mean", "sum"), lower_mean)

@@ -22,12 +22,13 @@ _ORDER = "the result depends on the order of secret values; the client can compu
 
 def register(reg: Registry) -> None:
     reg.refuse((nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.LocalResponseNorm,
-                F.layer_norm, F.group_norm, F.instance_norm, "norm"), _NORM)
+                F.layer_norm, F.group_norm, F.instance_norm, F.normalize, torch.std, torch.var, "norm", "std",
+                "var"), _NORM)
     reg.refuse((nn.Embedding, nn.EmbeddingBag, F.embedding), _EMBED)
     reg.refuse((nn.MultiheadAttention, nn.Transformer, nn.TransformerEncoderLayer,
                 nn.TransformerDecoderLayer, F.scaled_dot_product_attention), _ATTENTION)
     reg.refuse((nn.RNN, nn.LSTM, nn.GRU, nn.RNNCell, nn.LSTMCell, nn.GRUCell), _RECURRENT)
     reg.refuse((torch.exp, torch.log, torch.sqrt, torch.rsqrt, torch.reciprocal, "exp", "log", "sqrt",
-                "rsqrt", "reciprocal", "pow", torch.pow), _NONLINEAR)
+                "rsqrt", "reciprocal"), _NONLINEAR)
     reg.refuse((torch.argmax, torch.argmin, torch.topk, torch.sort, "argmax", "argmin", "topk", "sort"),
                _ORDER)

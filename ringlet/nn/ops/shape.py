@@ -145,11 +145,12 @@ def lower_reshape(b, fx, mod=None) -> None:
     full = b.batch_shape(fx)
     if full[0] != 2:
         raise b.fail(fx, f"reshape to {full} mixes the batch axis (the first axis must stay the batch)")
-    b.emit(fx, "reshape", b.tensor_args(fx)[:1], fx.target if mod is not None else None)
+    x = fx.args[0] if fx.args else fx.kwargs["input"]  # never the shape-giving argument of view_as
+    b.emit(fx, "reshape", [x], fx.target if mod is not None else None)
 
 
 def lower_rearrange(b, fx, mod=None) -> None:
-    x = b.tensor_args(fx)[0]
+    x = fx.args[0] if fx.args else fx.kwargs["input"]
     emit_gather(b, fx, x, _call(b, fx), fx.target if mod is not None else None)
 
 
@@ -191,9 +192,24 @@ def lower_interpolate(b, fx, mod=None) -> None:
     lower_rearrange(b, fx, mod)
 
 
+def _dim(b, fx, default=0) -> int:
+    return b.arg(fx, 1, "dim", fx.kwargs.get("axis", default))
+
+
+def _of_producer(b, fx, tensors, combine) -> bool:
+    """cat/stack of a chunk/split/unbind result: one rearrangement of the producer's input."""
+    if not isinstance(tensors, torch.fx.Node) or tensors.target not in _TUPLE_PRODUCERS:
+        return False
+    inner = _call(b, tensors)
+    emit_gather(b, fx, b.tensor_args(tensors)[0], lambda t: combine(inner(t)))
+    return True
+
+
 def lower_cat(b, fx) -> None:
     tensors = fx.args[0] if fx.args else fx.kwargs["tensors"]
-    dim = b.arg(fx, 1, "dim", 0)
+    dim = _dim(b, fx)
+    if _of_producer(b, fx, tensors, lambda parts: torch.cat(parts, dim)):
+        return
     rank = len(b.shape(fx))
     if dim == 0 or dim == -rank - 1:
         raise b.fail(fx, "concatenation along the batch axis")
@@ -203,7 +219,9 @@ def lower_cat(b, fx) -> None:
 
 
 def lower_stack(b, fx) -> None:
-    tensors, dim = fx.args[0], b.arg(fx, 1, "dim", 0)
+    tensors, dim = fx.args[0] if fx.args else fx.kwargs["tensors"], _dim(b, fx)
+    if _of_producer(b, fx, tensors, lambda parts: torch.stack(parts, dim)):
+        return
     rank = len(b.shape(fx))
     dim = dim if dim >= 0 else dim + rank + 1
     if dim == 0:
@@ -218,7 +236,8 @@ def lower_stack(b, fx) -> None:
 
 
 def lower_alias(b, fx, mod=None) -> None:
-    b.alias_to(fx, b.src(b.tensor_args(fx)[0]))
+    x = fx.args[0] if fx.args else fx.kwargs["input"]  # self, never the argument of type_as / to
+    b.alias_to(fx, b.src(x))
 
 
 _PADS = (nn.ZeroPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d, nn.ConstantPad2d, nn.ZeroPad1d,
@@ -235,9 +254,10 @@ def register(reg: Registry) -> None:
                 "reshape_as"), lower_reshape)
     reg.module((nn.Flatten, nn.Unflatten), lower_reshape)
     reg.function((torch.permute, torch.transpose, torch.swapaxes, torch.flip, torch.roll,
-                  torch.movedim, F.pixel_shuffle, F.pixel_unshuffle, torch.tile), lower_rearrange)
+                  torch.movedim, F.pixel_shuffle, F.pixel_unshuffle, torch.tile, torch.narrow,
+                  torch.select, torch.index_select, torch.repeat_interleave), lower_rearrange)
     reg.method(("permute", "transpose", "swapaxes", "flip", "roll", "movedim", "repeat", "expand",
-                "tile"), lower_rearrange)
+                "tile", "narrow", "select", "index_select", "repeat_interleave"), lower_rearrange)
     reg.module((nn.PixelShuffle, nn.PixelUnshuffle, nn.ChannelShuffle), lower_rearrange)
     reg.function((F.pad,), lower_pad)
     reg.module(_PADS, lower_pad)
@@ -253,3 +273,4 @@ def register(reg: Registry) -> None:
                  lower_alias)
     reg.method(("contiguous", "clone", "detach", "float", "double", "to", "type_as",
                 "requires_grad_", "cpu"), lower_alias)
+    reg.function((torch.clone,), lower_alias)

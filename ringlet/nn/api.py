@@ -49,9 +49,10 @@ def private_inference(compiled, x: torch.Tensor, labels: torch.Tensor | None = N
         for start in range(0, x.shape[0], batch):  # the plaintext forward, batch by batch
             plain(x[start:start + batch])
         plain_seconds = time.perf_counter() - t0
+    fingerprint = compiled.fingerprint()
     server = functools.partial(server_program, model=compiled, pregenerate=pregenerate)
     client = functools.partial(client_program, images=x, batch=batch, results_path=results_path,
-                               labels=labels, progress=progress, fingerprint=compiled.fingerprint())
+                               labels=labels, progress=progress, fingerprint=fingerprint)
     run = run_local(server, parties, client=client, transport=transport, timeout=timeout,
                     frac_bits=compiled.fixed.frac_bits, threads=threads, link=link)
     report = summarize(run, reference, labels, x.shape[0])
@@ -64,7 +65,7 @@ def private_inference(compiled, x: torch.Tensor, labels: torch.Tensor | None = N
         "frac_bits": compiled.fixed.frac_bits, "postprocess": compiled.graph.postprocess,
         "relus_per_image": sum(relu_counts.values()),
         "kept_bits_fraction": kept / (64 * sum(relu_counts.values())) if relu_counts else None,
-        "pregenerated": pregenerate, "fingerprint": compiled.fingerprint(),
+        "pregenerated": pregenerate, "fingerprint": fingerprint,
         "link": link.to_dict() if link is not None else None,
         "plaintext_seconds": plain_seconds,
         "online_vs_plaintext": report["seconds_online"] / plain_seconds if plain_seconds else None,

@@ -182,9 +182,29 @@ def _check_writable(*paths) -> None:
             raise IsADirectoryError(f"cannot write {p}: it is a directory")
 
 
-def _command_data(src, dataset, input_path, labels_path, test_input, test_labels, data_dir,
-                  normalize, image_size, train_samples=None, test_samples=None):
-    """(train-or-validation Dataset-like tensors, test tensors or None) for search and finetune."""
+def _prepare(model, weights, dataset, input_path, labels_path, test_input, test_labels, data_dir,
+             normalize, image_size, test_samples, compile_args):
+    """The model and the test data of search and finetune, loaded once: (pm, src, test or None).
+
+    The data that :func:`sources.prepare` loads is the test data itself (``--test-input``, or the
+    dataset's test split); with ``--input`` alone it is those inputs, and there is no test set.
+    """
+    from ringlet import sources
+    use_input = test_input or input_path
+    pm, src, inputs = sources.prepare(model, weights=weights, dataset=dataset, split="test",
+                                      samples=test_samples if not input_path or test_input else None,
+                                      input_path=use_input,
+                                      labels_path=test_labels if test_input else labels_path,
+                                      data_dir=data_dir, normalize=normalize, image_size=image_size,
+                                      local=True, **compile_args)
+    is_test = bool(test_input) or not input_path
+    test = (inputs.x, inputs.y) if is_test and inputs.y is not None else None
+    return pm, src, test
+
+
+def _training_data(src, dataset, input_path, labels_path, data_dir, normalize, image_size,
+                   train_samples=None):
+    """The inputs that drive search and finetune: ``--input``/``--labels``, or the training split."""
     from ringlet import sources
     from ringlet.data import Dataset
     if input_path:
@@ -192,19 +212,9 @@ def _command_data(src, dataset, input_path, labels_path, test_input, test_labels
                                      samples=train_samples, normalize=normalize)
         if fit_in.y is None:
             raise ValueError("--input needs --labels here (the search and finetuning need labels)")
-        train = Dataset.from_tensors(fit_in.x, fit_in.y, name=str(input_path))
-    else:
-        train, _ = sources.load_split(src.meta, dataset, "train", data_dir, normalize, image_size)
-    test = None
-    if test_input:
-        t = sources.load_inputs(src.meta, input_path=test_input, labels_path=test_labels,
-                                samples=test_samples, normalize=normalize)
-        test = (t.x, t.y) if t.y is not None else None
-    elif not input_path and (dataset or src.meta.get("dataset")):
-        t = sources.load_inputs(src.meta, dataset=dataset, split="test", samples=test_samples,
-                                data_dir=data_dir, normalize=normalize, image_size=image_size)
-        test = (t.x, t.y)
-    return train, test
+        return Dataset.from_tensors(fit_in.x, fit_in.y, name=str(input_path))
+    train, _ = sources.load_split(src.meta, dataset, "train", data_dir, normalize, image_size)
+    return train
 
 
 def run_search(model: str, *, mode: str, dataset: str | None = None, budget: str | None = None,
@@ -219,21 +229,16 @@ def run_search(model: str, *, mode: str, dataset: str | None = None, budget: str
                image_size=None, frac_bits: int | None = None, smooth: str | None = None,
                input_bound: float | None = None) -> dict:
     """``ringlet search``: the model spec's search on its data; writes the config and the report."""
-    from ringlet import sources
     _check_writable(out, report_path, plot)
     if mode not in ("eco", "budget"):
         raise ValueError(f"--mode {mode!r}: eco or budget")
     if budget is not None:
         parse_budget(budget)
     groups_spec = load_groups(groups)
-    pm, src, _ = sources.prepare(model, weights=weights, dataset=dataset, split="test",
-                                 input_path=test_input or input_path,
-                                 labels_path=test_labels if test_input else labels_path,
-                                 data_dir=data_dir, normalize=normalize, image_size=image_size,
-                                 frac_bits=frac_bits, smooth=smooth, input_bound=input_bound,
-                                 local=True)
-    train, test = _command_data(src, dataset, input_path, labels_path, test_input, test_labels,
-                                data_dir, normalize, image_size, test_samples=test_samples)
+    compile_args = {"frac_bits": frac_bits, "smooth": smooth, "input_bound": input_bound}
+    pm, src, test = _prepare(model, weights, dataset, input_path, labels_path, test_input, test_labels,
+                             data_dir, normalize, image_size, test_samples, compile_args)
+    train = _training_data(src, dataset, input_path, labels_path, data_dir, normalize, image_size)
     if input_path:
         vx, vy = train.tensors(min(val_samples, len(train)) if val_samples else None)
     else:
@@ -268,24 +273,20 @@ def run_finetune(model: str, relu_config: str, epochs: int, out: str, *, lr: flo
                  input_bound: float | None = None) -> dict:
     """``ringlet finetune``: retrain with the config's approximate ReLUs; writes a checkpoint
     (OUT.safetensors + OUT.json) of the module, loadable as the model was."""
-    from ringlet import sources
     from ringlet.private import as_config
     from ringlet.train.checkpoint import save_checkpoint
     if epochs < 1:
         raise ValueError(f"--epochs must be at least 1, got {epochs}")
     config = as_config(relu_config)
     _check_writable(Path(out).with_suffix(".json"))
-    pm, src, _ = sources.prepare(model, weights=weights, dataset=dataset,
-                                 input_path=test_input or input_path,
-                                 labels_path=test_labels if test_input else labels_path,
-                                 data_dir=data_dir, normalize=normalize, image_size=image_size,
-                                 frac_bits=frac_bits, smooth=smooth, input_bound=input_bound,
-                                 local=True)
+    compile_args = {"frac_bits": frac_bits, "smooth": smooth, "input_bound": input_bound}
+    pm, src, test = _prepare(model, weights, dataset, input_path, labels_path, test_input, test_labels,
+                             data_dir, normalize, image_size, test_samples, compile_args)
     if pm.module is None:
         raise ValueError(f"--model {model}: finetuning needs the module; give --model "
                          f"package.module:factory --weights {model}/module.safetensors")
-    train, test = _command_data(src, dataset, input_path, labels_path, test_input, test_labels,
-                                data_dir, normalize, image_size, train_samples, test_samples)
+    train = _training_data(src, dataset, input_path, labels_path, data_dir, normalize, image_size,
+                           train_samples)
     if train_samples and not input_path:
         train = train.subset(torch.arange(min(train_samples, len(train))))
     before = pm.evaluate(*test, relu_config=config, parties=parties) if test else None

@@ -98,7 +98,7 @@ class RunResult:
 
 def run_party(comm, world: World, program: Program | None, client: Program | None,
               master_seed: bytes | None, pregenerate: bool, frac_bits: int,
-              threads: int = 0, link=None) -> PartyReport:
+              threads: int = 0, link=None, ring_bits: int = 64) -> PartyReport:
     """Run one party (server program, client program or the dealer) on an open communicator.
 
     ``link`` (a :class:`~ringlet.comm.shaper.LinkProfile`) shapes every message this party sends.
@@ -112,14 +112,15 @@ def run_party(comm, world: World, program: Program | None, client: Program | Non
     report = PartyReport(rank, world.role(rank))
     seeds = establish_seeds(comm, world, master_seed)
     if report.role == "dealer":
-        dealer = Dealer(comm, {s: AesCtrStream(seed) for s, seed in seeds.dealer.items()})
+        dealer = Dealer(comm, {s: AesCtrStream(seed) for s, seed in seeds.dealer.items()},
+                        ring=FixedPoint(frac_bits, ring_bits).ring)
         t0 = time.perf_counter()
         dealer.serve()
         report.seconds_offline = time.perf_counter() - t0
         report.total = comm.stats.copy()
         report.peak_rss_mb = _peak_rss_mb()
         return report
-    sess = Session(comm, world, seeds, FixedPoint(frac_bits))
+    sess = Session(comm, world, seeds, FixedPoint(frac_bits, ring_bits))
     fn = program if report.role == "server" else client
     if fn is None:
         raise ValueError(f"no program given for the {report.role}")
@@ -166,7 +167,7 @@ def _root_cause(reports: dict[int, PartyReport], world: World) -> str:
 def run_local(program: Program, parties: int = 2, *, client: Program | None = None,
               transport: str = "local", timeout: float = 60.0, master_seed: bytes | None = None,
               pregenerate: bool = False, frac_bits: int = 16, threads: int = 0,
-              port: int | None = None, link=None) -> RunResult:
+              port: int | None = None, link=None, ring_bits: int = 64) -> RunResult:
     """Run ``program`` on ``parties`` servers (+ dealer, + client if given) on this machine.
 
     ``transport``: ``local`` (threads in this process) or ``tcp`` (one process per party, gloo over
@@ -183,7 +184,8 @@ def run_local(program: Program, parties: int = 2, *, client: Program | None = No
     world = World(parties, has_client=client is not None)
     if threads == 0 and transport == "tcp":
         threads = max(1, (os.cpu_count() or 1) // parties)
-    args = (world, program, client, master_seed, pregenerate, frac_bits, threads, link)
+    FixedPoint(frac_bits, ring_bits)  # a bad format fails here, before any party starts
+    args = (world, program, client, master_seed, pregenerate, frac_bits, threads, link, ring_bits)
     if transport == "local":
         reports = _run_threads(world, args, timeout)
     elif transport == "tcp":

@@ -3,8 +3,9 @@
 Every server shares a seed with the dealer. For each piece of material, every *holder* draws its
 share from that seeded stream; the dealer draws the same values (it knows every seed), computes the
 correlation, and sends only the *correction* — the last holder's share of the correlated part — to
-the last holder. Offline bytes are therefore one tensor per correlation, e.g. 8 bytes per element of
-a Beaver product, all counted under the ``offline`` tag and never as online traffic.
+the last holder. Offline bytes are therefore one tensor per correlation, e.g. ℓ bits per element of
+a Beaver product (arithmetic corrections travel in the ring's ℓ-bit wire format, bit planes as
+words), all counted under the ``offline`` tag and never as online traffic.
 
 Requests: server 0 sends each request (a small descriptor) to the dealer; the dealer answers the
 last holder. With a *plan* (the list of every request of a computation, recorded on an earlier run of
@@ -17,11 +18,11 @@ Kinds (holders h_0 … h_{q−1}; "c" marks the corrected tensor):
   pand     2-party AND of private inputs: h_0 gets u, z0; h_1 gets v, z1 with z0 ⊕ z1 = u ∧ v
   inject   r ∈ {0,1} XOR-shared (1 plane) and arithmetic-shared, s, and r·s (arithmetic)
   b2a      r ∈ {0,1} XOR-shared and arithmetic-shared
-  trunc    r (uniform in Z_2^64), msb(r) and (r mod 2^63) >> f, arithmetic-shared
+  trunc    r (uniform in Z_2^ℓ), msb(r) and (r mod 2^(ℓ−1)) >> f, arithmetic-shared
   pim      private-input products: holder 0 gets masks α_1…α_{d−1}, holder 1 masks β_1…β_{d−1},
            both get shares of every α_a·β_b with a + b ≤ d (ESPN's cross terms)
   powers   r uniform and r^2 … r^d (ring powers), arithmetic-shared (HoneyBadger)
-  injtrunc r_b ∈ {0,1} XOR- and arithmetic-shared, r uniform, msb(r), low = (r mod 2^63) >> d,
+  injtrunc r_b ∈ {0,1} XOR- and arithmetic-shared, r uniform, msb(r), low = (r mod 2^(ℓ−1)) >> d,
            r_b·low and r_b·msb(r) (the select that also truncates by d bits)
 """
 
@@ -34,6 +35,7 @@ import torch
 from ringlet import ring
 from ringlet.comm.base import Communicator
 from ringlet.prng import AesCtrStream
+from ringlet.ring import Ring
 
 
 class OfflineError(RuntimeError):
@@ -64,7 +66,9 @@ class Request:
 
 # -- how each kind is drawn ------------------------------------------------------------------------
 # draw(stream, req, index, corrected) -> dict of this holder's seeded tensors
-# correct(parts, req) -> dict of the last holder's corrected tensors (dealer only)
+# correct(parts, req, ring) -> dict of the last holder's corrected tensors (dealer only); every
+# arithmetic value is only meaningful modulo 2^ℓ, and only ``trunc``/``injtrunc`` read the ring's
+# sign bit and low bits
 
 _OPS = ("mul", "matmul", "conv2d")
 
@@ -102,7 +106,7 @@ def _draw_beaver(s: AesCtrStream, req: Request, index: int, corrected: bool) -> 
     return out
 
 
-def _correct_beaver(parts: list[dict], req: Request) -> dict:
+def _correct_beaver(parts: list[dict], req: Request, rng) -> dict:
     op, _, _, extra = _beaver_shapes(req)
     a = sum(p["a"] for p in parts)
     b = sum(p["b"] for p in parts)
@@ -127,7 +131,7 @@ def _xor_all(parts, key):
     return acc
 
 
-def _correct_and(parts, req):
+def _correct_and(parts, req, rng):
     c = _xor_all(parts, "a") & _xor_all(parts, "b")
     for p in parts[:-1]:
         c = c ^ p["c"]
@@ -142,7 +146,7 @@ def _draw_and2(s, req, index, corrected):
     return out
 
 
-def _correct_and2(parts, req):
+def _correct_and2(parts, req, rng):
     a = _xor_all(parts, "a")
     c1, c2 = a & _xor_all(parts, "b1"), a & _xor_all(parts, "b2")
     for p in parts[:-1]:
@@ -157,7 +161,7 @@ def _draw_pand(s, req, index, corrected):
     return {"v": s.words((w, nw))} if corrected else {"v": s.words((w, nw)), "z": s.words((w, nw))}
 
 
-def _correct_pand(parts, req):
+def _correct_pand(parts, req, rng):
     return {"z": (parts[0]["u"] & parts[1]["v"]) ^ parts[0]["z"]}
 
 
@@ -173,7 +177,7 @@ def _draw_b2a(s, req, index, corrected):
     return out
 
 
-def _correct_b2a(parts, req):
+def _correct_b2a(parts, req, rng):
     r = _bit_values(parts, req.params[0])
     for p in parts[:-1]:
         r = r - p["r"]
@@ -188,7 +192,7 @@ def _draw_inject(s, req, index, corrected):
     return out
 
 
-def _correct_inject(parts, req):
+def _correct_inject(parts, req, rng):
     r = _bit_values(parts, req.params[0])
     rs = r * sum(p["s"] for p in parts)
     r_last = r
@@ -205,11 +209,11 @@ def _draw_trunc(s, req, index, corrected):
     return out
 
 
-def _correct_trunc(parts, req):
+def _correct_trunc(parts, req, rng):
     f = req.params[0]
     r = sum(p["r"] for p in parts)
-    msb = (r >> 63) & 1
-    low = (r & ring.mask_bits(63)) >> f
+    msb = rng.msb(r)
+    low = rng.low(r) >> f
     for p in parts[:-1]:
         msb, low = msb - p["msb"], low - p["low"]
     return {"msb": msb, "low": low}
@@ -224,12 +228,12 @@ def _draw_injtrunc(s, req, index, corrected):
     return out
 
 
-def _correct_injtrunc(parts, req):
+def _correct_injtrunc(parts, req, rng):
     n, d = req.params
     rb = _bit_values(parts, n)
     r = sum(p["r"] for p in parts)
-    msb = (r >> 63) & 1
-    low = (r & ring.mask_bits(63)) >> d
+    msb = rng.msb(r)
+    low = rng.low(r) >> d
     out = {"rb": rb, "msb": msb, "low": low, "rb_low": rb * low, "rb_msb": rb * msb}
     for p in parts[:-1]:
         out = {k: v - p[k] for k, v in out.items()}
@@ -249,7 +253,7 @@ def _draw_pim(s, req, index, corrected):
     return out
 
 
-def _correct_pim(parts, req):
+def _correct_pim(parts, req, rng):
     n, d = req.params
     alpha, beta = parts[0]["mask"], parts[1]["mask"]
     return {f"ab{a}_{b}": alpha[a - 1] * beta[b - 1] - parts[0][f"ab{a}_{b}"] for a, b in _pim_pairs(d)}
@@ -264,7 +268,7 @@ def _draw_powers(s, req, index, corrected):
     return out
 
 
-def _correct_powers(parts, req):
+def _correct_powers(parts, req, rng):
     n, d, _frac = req.params
     r = sum(p["r1"] for p in parts)
     out, power = {}, r
@@ -302,17 +306,19 @@ class Dealer:
 
     STOP = -1
 
-    def __init__(self, comm: Communicator, streams: dict[int, AesCtrStream], requester: int = 0):
+    def __init__(self, comm: Communicator, streams: dict[int, AesCtrStream], requester: int = 0,
+                 ring: Ring = Ring()):
         self.comm = comm
         self.streams = streams  # server rank -> stream shared with that server
         self.requester = requester
+        self.ring = ring
 
     def produce(self, req: Request) -> tuple[int, dict]:
         """Draw every holder's seeded part and return (last holder, its corrections)."""
         draw, correct = _KINDS[req.kind]
         last = len(req.holders) - 1
         parts = [draw(self.streams[h], req, i, i == last) for i, h in enumerate(req.holders)]
-        return req.holders[-1], correct(parts, req)
+        return req.holders[-1], correct(parts, req, self.ring)
 
     def serve(self) -> None:
         while True:
@@ -325,7 +331,8 @@ class Dealer:
             while pos < len(values):
                 req, pos = Request.decode(values, pos)
                 dst, corr = self.produce(req)
-                batch.setdefault(dst, []).extend(("offline", corr[k]) for k in sorted(corr))
+                wire = (lambda t: t) if req.kind in _BINARY_KINDS else self.ring.wire
+                batch.setdefault(dst, []).extend(("offline", wire(corr[k])) for k in sorted(corr))
             for dst, items in batch.items():
                 for start in range(0, len(items), 8):  # messages carry at most 8 tensors
                     self.comm.send(dst, items[start:start + 8], "offline")
@@ -334,11 +341,13 @@ class Dealer:
 class OfflineClient:
     """A server's access to dealer material: online requests, or a pre-generated queue."""
 
-    def __init__(self, comm: Communicator, party: int, stream: AesCtrStream, dealer_rank: int):
+    def __init__(self, comm: Communicator, party: int, stream: AesCtrStream, dealer_rank: int,
+                 ring: Ring = Ring()):
         self.comm = comm
         self.party = party
         self.stream = stream
         self.dealer = dealer_rank
+        self.ring = ring
         self.plan: list[Request] = []  # every request made, in order (the recorded plan)
         self._queue: list[dict] | None = None
         self._cursor = 0
@@ -370,7 +379,11 @@ class OfflineClient:
                 keys = sorted(_correction_keys(req))
                 while len(pending) < len(keys):
                     pending.extend(self.comm.recv(self.dealer, "offline"))
-                out.append(dict(zip(keys, pending[:len(keys)])))
+                got = dict(zip(keys, pending[:len(keys)]))
+                if self.ring.bits < 64 and req.kind not in _BINARY_KINDS:
+                    shapes = _correction_shapes(req)
+                    got = {k: self.ring.unwire(v, shapes[k]) for k, v in got.items()}
+                out.append(got)
                 pending = pending[len(keys):]
             else:
                 out.append(None)
@@ -410,6 +423,25 @@ class OfflineClient:
     def stop_dealer(self) -> None:
         if self.party == 0:
             self.comm.send(self.dealer, [("offline", torch.tensor([Dealer.STOP]))], "offline")
+
+
+_BINARY_KINDS = frozenset({"and", "and2", "pand"})  # corrections that are bit planes, not ring values
+
+
+class _Shapes:
+    """A stand-in stream that draws zeros: the shapes of a kind's tensors, with no keystream."""
+
+    def int64(self, shape) -> torch.Tensor:
+        return torch.zeros(tuple(shape) if not isinstance(shape, int) else (shape,), dtype=torch.int64)
+
+    words = int64
+
+
+def _correction_shapes(req: Request) -> dict[str, tuple]:
+    """The shape of every corrected tensor of ``req`` (to read the ℓ-bit wire format)."""
+    last = len(req.holders) - 1
+    drawn = _KINDS[req.kind][0](_Shapes(), req, last, False)
+    return {k: tuple(drawn[k].shape) for k in _correction_keys(req)}
 
 
 _CORRECTION_KEYS = {"beaver": ("c",), "and": ("c",), "and2": ("c1", "c2"), "pand": ("z",),

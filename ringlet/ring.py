@@ -1,7 +1,11 @@
-"""The ring Z_2^64 on torch.int64, fixed-point encoding, bit extraction and bit-slicing.
+"""The ring Z_2^ℓ (32 ≤ ℓ ≤ 64) on torch.int64, fixed-point encoding, bit extraction, bit-slicing.
 
 Pure functions: no parties, no I/O. Addition and multiplication of int64 tensors wrap modulo 2^64,
-which is exactly the ring. Fixed point: a real x is the ring element round(x · 2^f).
+and reduction modulo 2^ℓ is a ring homomorphism Z_2^64 → Z_2^ℓ, so every local linear operation and
+product can run on int64 unreduced: only the low ℓ bits are ever meaningful. Values are reduced
+(:meth:`Ring.reduce`, to the centred residue in [−2^(ℓ−1), 2^(ℓ−1))) where the integer itself
+matters — a sign, a truncation, a decoding — and sent at exactly ℓ bits per element
+(:meth:`Ring.wire`). Fixed point: a real x is the ring element round(x · 2^f).
 
 Bit-slicing turns n elements of w bits into w *bit planes* of ceil(n/64) int64 words (element i is
 bit i % 64 of word i // 64); a bitwise AND/XOR of planes then works on 64 elements per word op, and a
@@ -16,6 +20,7 @@ import numpy as np
 import torch
 
 RING_BITS = 64
+MIN_RING_BITS = 32
 DEFAULT_FRAC_BITS = 16
 
 
@@ -29,20 +34,112 @@ def _describe(x: torch.Tensor, mask: torch.Tensor) -> str:
 
 
 @dataclass(frozen=True)
-class FixedPoint:
-    """Fixed-point encoding with ``frac_bits`` fractional bits in Z_2^64.
+class Ring:
+    """Z_2^ℓ held in int64 tensors: reduction, sign bit, and the ℓ-bit wire format.
 
-    Encodable reals satisfy |x| < 2^(63 − f); anything else (including NaN/inf) is rejected with an
-    error naming the first offending element. Decoding is exact division by 2^f in float64 (exact
-    for every ring value below 2^53; above that, float64 rounds to nearest), with no off-by-one on
-    negative values.
+    ``wire`` sends exactly ⌈n·ℓ/8⌉ bytes for n elements (8n at ℓ = 64, where it is the tensor
+    itself): whole low bytes when ℓ is a multiple of 8, otherwise the bits packed densely.
+    ``unwire`` checks the byte count and returns the centred residues.
+    """
+
+    bits: int = RING_BITS
+
+    def __post_init__(self):
+        if not 2 <= self.bits <= 64:
+            raise ValueError(f"ring bits must be in 2..64, got {self.bits}")
+
+    @property
+    def mask(self) -> int:
+        return mask_bits(self.bits)
+
+    def reduce(self, x: torch.Tensor) -> torch.Tensor:
+        """The centred residue of x modulo 2^ℓ (x itself at ℓ = 64)."""
+        if self.bits == 64:
+            return x
+        s = 64 - self.bits
+        return (x << s) >> s
+
+    def unsigned(self, x: torch.Tensor) -> torch.Tensor:
+        """x modulo 2^ℓ in [0, 2^ℓ) (at ℓ = 64 the bit pattern itself)."""
+        return x if self.bits == 64 else x & self.mask
+
+    def msb(self, x: torch.Tensor) -> torch.Tensor:
+        """Bit ℓ − 1 of every element (the sign of the centred residue)."""
+        return (x >> (self.bits - 1)) & 1
+
+    def low(self, x: torch.Tensor) -> torch.Tensor:
+        """x modulo 2^(ℓ−1): every bit below the sign bit."""
+        return x & mask_bits(self.bits - 1)
+
+    def wire_bytes(self, n: int) -> int:
+        return 8 * n if self.bits == 64 else (n * self.bits + 7) // 8
+
+    def wire(self, x: torch.Tensor) -> torch.Tensor:
+        """The low ℓ bits of every element, packed: int64 itself at ℓ = 64, else uint8 bytes."""
+        if x.dtype != torch.int64:
+            raise TypeError(f"ring wire format expects int64, got {x.dtype}")
+        if self.bits == 64:
+            return x
+        raw = np.ascontiguousarray(x.reshape(-1).numpy()).view(np.uint8).reshape(-1, 8)
+        if self.bits % 8 == 0:
+            return torch.from_numpy(np.ascontiguousarray(raw[:, :self.bits // 8]).reshape(-1))
+        bits = np.unpackbits(raw, axis=1, bitorder="little")[:, :self.bits]
+        return torch.from_numpy(np.packbits(bits.reshape(-1), bitorder="little"))
+
+    def unwire(self, t: torch.Tensor, shape) -> torch.Tensor:
+        """Inverse of :meth:`wire` for a tensor of ``shape``; the centred residues as int64."""
+        shape = tuple(shape)
+        n = int(np.prod(shape)) if shape else 1
+        if self.bits == 64:
+            if t.dtype != torch.int64 or t.numel() != n:
+                raise ValueError(f"expected {8 * n} bytes for {n} elements of 64 bits, got "
+                                 f"{t.dtype} {tuple(t.shape)}")
+            return t.view(shape)
+        if t.dtype != torch.uint8 or t.numel() != self.wire_bytes(n):
+            raise ValueError(f"expected {self.wire_bytes(n)} bytes for {n} elements of "
+                             f"{self.bits} bits, got {t.numel()} {t.dtype}")
+        raw = np.zeros((n, 8), dtype=np.uint8)
+        data = t.numpy()
+        if self.bits % 8 == 0:
+            raw[:, :self.bits // 8] = data.reshape(n, self.bits // 8)
+        else:
+            bits = np.unpackbits(data, bitorder="little")[:n * self.bits].reshape(n, self.bits)
+            full = np.zeros((n, 64), dtype=np.uint8)
+            full[:, :self.bits] = bits
+            raw = np.packbits(full, axis=1, bitorder="little")
+        return self.reduce(torch.from_numpy(raw.reshape(-1).view(np.int64).copy())).view(shape)
+
+
+@dataclass(frozen=True)
+class FixedPoint:
+    """Fixed-point encoding with ``frac_bits`` fractional bits in Z_2^ℓ, ℓ = ``ring_bits``.
+
+    Encodable reals satisfy |x| < 2^(ℓ − 1 − f); anything else (including NaN/inf) is rejected with
+    an error naming the first offending element. Decoding reduces modulo 2^ℓ and divides by 2^f in
+    float64 (exact for every ring value below 2^53; above that, float64 rounds to nearest), with no
+    off-by-one on negative values.
     """
 
     frac_bits: int = DEFAULT_FRAC_BITS
+    ring_bits: int = RING_BITS
 
     def __post_init__(self):
-        if not 0 <= self.frac_bits <= 62:
-            raise ValueError(f"frac_bits must be in 0..62, got {self.frac_bits}")
+        if not MIN_RING_BITS <= self.ring_bits <= 64:
+            raise ValueError(f"ring bits must be in {MIN_RING_BITS}..64, got {self.ring_bits}")
+        if not 0 <= self.frac_bits <= self.ring_bits - 2:
+            raise ValueError(f"frac_bits must be in 0..{self.ring_bits - 2} in a {self.ring_bits}-bit "
+                             f"ring, got {self.frac_bits}")
+
+    @property
+    def ring(self) -> Ring:
+        return Ring(self.ring_bits)
+
+    def with_frac(self, frac_bits: int) -> "FixedPoint":
+        """The same ring at another scale (e.g. a bias at 2f fractional bits)."""
+        return FixedPoint(frac_bits, self.ring_bits)
+
+    def describe(self) -> str:
+        return f"f={self.frac_bits}" + ("" if self.ring_bits == 64 else f",l={self.ring_bits}")
 
     @property
     def scale(self) -> int:
@@ -50,8 +147,8 @@ class FixedPoint:
 
     @property
     def max_abs(self) -> float:
-        """Exclusive bound on encodable magnitudes: 2^(63 − f)."""
-        return float(2 ** (63 - self.frac_bits))
+        """Exclusive bound on encodable magnitudes: 2^(ℓ − 1 − f)."""
+        return float(2 ** (self.ring_bits - 1 - self.frac_bits))
 
     def encode(self, x, what: str = "input") -> torch.Tensor:
         """Encode reals to ring elements; ``what`` names the value in error messages."""
@@ -61,26 +158,28 @@ class FixedPoint:
         if bad.any():
             raise FixedPointError(f"{what}: non-finite value at {_describe(t, bad)}")
         scaled = torch.round(t * self.scale)
-        over = scaled.abs() >= 2.0 ** 63
+        over = scaled.abs() >= 2.0 ** (self.ring_bits - 1)
         if over.any():
             raise FixedPointError(
-                f"{what}: |x| must be < 2^{63 - self.frac_bits} = {self.max_abs:g} with "
-                f"{self.frac_bits} fractional bits; out of range at {_describe(t, over)}")
+                f"{what}: |x| must be < 2^{self.ring_bits - 1 - self.frac_bits} = {self.max_abs:g} "
+                f"with {self.frac_bits} fractional bits in a {self.ring_bits}-bit ring; out of range "
+                f"at {_describe(t, over)}")
         return scaled.to(torch.int64)
 
     def decode(self, v: torch.Tensor, dtype=torch.float64) -> torch.Tensor:
         """Ring elements (signed) to reals."""
         if v.dtype != torch.int64:
             raise TypeError(f"decode expects an int64 ring tensor, got {v.dtype}")
-        return (v.to(torch.float64) / self.scale).to(dtype)
+        return (self.ring.reduce(v).to(torch.float64) / self.scale).to(dtype)
 
     def check_product(self, bound_a: float, bound_b: float, what: str = "product") -> None:
         """Raise unless a product of magnitudes ≤ bound_a, bound_b fits with 2f fractional bits."""
         need = bound_a * bound_b * float(self.scale) ** 2
-        if need >= 2.0 ** 63:
+        if need >= 2.0 ** (self.ring_bits - 1):
             raise FixedPointError(
                 f"{what}: |a|·|b| ≤ {bound_a:g}·{bound_b:g} needs {np.log2(need):.1f} bits with "
-                f"{2 * self.frac_bits} fractional bits before truncation; the ring has 63")
+                f"{2 * self.frac_bits} fractional bits before truncation; the ring has "
+                f"{self.ring_bits - 1}")
 
     def mul_public(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Product of two public fixed-point ring tensors, truncated back to f bits (floor).
@@ -89,7 +188,7 @@ class FixedPoint:
         """
         fa = a.to(torch.float64).abs()
         fb = b.to(torch.float64).abs()
-        over = (fa * fb) >= 2.0 ** 62
+        over = (fa * fb) >= 2.0 ** (self.ring_bits - 2)
         if over.any():
             raise FixedPointError(f"mul_public: 2f-bit product overflows the ring at {_describe(a, over)}")
         return (a * b) >> self.frac_bits

@@ -121,12 +121,13 @@ class Session:
         self.rank = comm.rank
         self.role = world.role(self.rank)
         self.fixed = fixed or FixedPoint()
+        self.ring = self.fixed.ring
         self.own = AesCtrStream(seeds.own)
         self.pairs = {p: AesCtrStream(s) for p, s in seeds.pairs.items()}
         self.offline: OfflineClient | None = None
         if self.role == "server":
             self.offline = OfflineClient(comm, self.rank, AesCtrStream(seeds.dealer[self.rank]),
-                                         world.dealer)
+                                         world.dealer, self.ring)
 
     # convenience --------------------------------------------------------------------------------
     @property

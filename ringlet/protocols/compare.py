@@ -1,4 +1,7 @@
-"""DReLU, ReLU, max and max-pool: exact (all 64 bits) or on the reduced ring x[k:m] (HummingBird).
+"""DReLU, ReLU, max and max-pool: exact (all ℓ bits) or on the reduced ring x[k:m] (HummingBird).
+
+The ring is Z_2^ℓ (32 ≤ ℓ ≤ 64, ``sess.ring``); exact means [ℓ:0] (a setting [64:0] is read as
+exact in any ring), and any other [k:m] needs k ≤ ℓ.
 
 DReLU(x) = 1 − sign(x). On bits [k:m] (w = k − m), each server extracts t_i = s_i[k:m] locally and
 the sign is the top bit of Σ t_i mod 2^w (HummingBird Eq. 3): w = 0 makes the ReLU the identity (no
@@ -12,15 +15,15 @@ Costs per server per element for 2 servers (w ≥ 2, L = ⌈log2(w−1)⌉; roun
 =====================  ===============================  ==================================
 adder / select          DReLU                            ReLU
 =====================  ===============================  ==================================
-carry-tree, fused       4w − 7 − L  (L + 1)              4w − 7 − L + 65  (L + 2)
-carry-tree, b2a-mult    4w − 7 − L + 64  (L + 2)         4w − 7 − L + 192  (L + 3)
-kogge-stone, b2a-mult   2w + 4w⌈log2 w⌉ + 64  (⌈log2 w⌉ + 2)   + 128  (+ 1)  — CrypTen: 1728/1856, 8/9
-kogge-stone, fused      same circuit + 65  (⌈log2 w⌉ + 2)
+carry-tree, fused       4w − 7 − L  (L + 1)              4w − 7 − L + ℓ + 1  (L + 2)
+carry-tree, b2a-mult    4w − 7 − L + ℓ  (L + 2)          4w − 7 − L + 3ℓ  (L + 3)
+kogge-stone, b2a-mult   2w + 4w⌈log2 w⌉ + ℓ  (⌈log2 w⌉ + 2)   + 2ℓ  (+ 1)  — CrypTen: 1728/1856, 8/9
+kogge-stone, fused      same circuit + ℓ + 1  (⌈log2 w⌉ + 2)
 =====================  ===============================  ==================================
 
-w = 1: DReLU 0 bits (0 rounds); fused ReLU 65 bits (1 round). p ≥ 3: servers 2…p−1 first re-share
-their w-bit pieces (and 64-bit shares of x for a ReLU) to servers 0 and 1 (+1 round; they send w
-(+64) bits, servers 0 and 1 then pay the 2-server costs above).
+w = 1: DReLU 0 bits (0 rounds); fused ReLU ℓ + 1 bits (1 round). p ≥ 3: servers 2…p−1 first
+re-share their w-bit pieces (and ℓ-bit shares of x for a ReLU) to servers 0 and 1 (+1 round; they
+send w (+ℓ) bits, servers 0 and 1 then pay the 2-server costs above).
 """
 
 from __future__ import annotations
@@ -86,23 +89,41 @@ def allowed_mismatch(x: torch.Tensor, k: int, m: int, parties: int) -> torch.Ten
 
 
 def drelu_two(sess: Session, t: torch.Tensor, w: int, adder: str, piggyback=None):
-    """On servers 0/1 holding w-bit pieces t: (DReLU share plane 1×nw, peer piggyback)."""
+    """On servers 0/1 holding w-bit pieces t: (DReLU share plane 1×nw, peer piggyback).
+
+    ``piggyback`` items are ring values (ℓ bits each on the wire); the peer's come back read.
+    """
     planes = ring.pack_bits(t, w)
+    wired = [(tag, sess.ring.wire(v)) for tag, v in piggyback] if piggyback else piggyback
     if w == 1:
         sign, extra = planes.clone(), []
     elif adder == "carry-tree":
-        sign, extra = adders.carry_tree_msb(sess, planes, piggyback=piggyback)
+        sign, extra = adders.carry_tree_msb(sess, planes, piggyback=wired)
     else:
-        sign, extra = adders.kogge_stone_msb(sess, planes, piggyback=piggyback)
+        sign, extra = adders.kogge_stone_msb(sess, planes, piggyback=wired)
+    if piggyback and extra:
+        extra = [sess.ring.unwire(e, v.shape) for e, (_, v) in zip(extra, piggyback)]
     return (~sign if sess.rank == 0 else sign), extra
 
 
-def input_bits(spec: ReluSpec, shift: int = 0) -> tuple[int, int]:
+def ring_bits_of(spec: ReluSpec, ring_bits: int) -> tuple[int, int]:
+    """[k:m] in a ring of ``ring_bits``: [64:0] means exact, i.e. [ℓ:0]; otherwise k ≤ ℓ."""
+    if spec.m == 0 and spec.k == 64:
+        return ring_bits, 0
+    if spec.k > ring_bits:
+        raise ValueError(f"ReLU bits [{spec.k}:{spec.m}] need k <= {ring_bits}, the ring's width")
+    return spec.k, spec.m
+
+
+def input_bits(spec: ReluSpec, shift: int = 0, ring_bits: int = 64) -> tuple[int, int]:
     """The bits of the shares the sign circuit reads when the input carries ``shift`` extra
-    fractional bits: [k+shift : m+shift] (capped at 64); exact stays all 64 bits."""
-    if (spec.k, spec.m) == (64, 0) or spec.width == 0:
+    fractional bits: [k+shift : m+shift] (capped at ℓ); exact stays all ℓ bits."""
+    if spec.width == 0:
         return spec.k, spec.m
-    return min(64, spec.k + shift), spec.m + shift
+    k, m = ring_bits_of(spec, ring_bits)
+    if (k, m) == (ring_bits, 0):
+        return k, m
+    return min(ring_bits, k + shift), m + shift
 
 
 def drelu(sess: Session, x: ArithmeticShare, spec: ReluSpec = ReluSpec(),
@@ -121,7 +142,7 @@ def drelu(sess: Session, x: ArithmeticShare, spec: ReluSpec = ReluSpec(),
             return torch.full((n,), int(sess.rank == 0), dtype=torch.int64)
         one = ring.pack_plane(torch.ones(n, dtype=torch.int64)).view(1, -1)
         return one if sess.rank == 0 else torch.zeros_like(one)
-    k, m = input_bits(spec, shift)
+    k, m = input_bits(spec, shift, sess.ring.bits)
     shared = reshare_to_two(sess, [(local_bits(x.data, k, m), k - m)])
     if shared is None:
         return torch.zeros(n if arithmetic else (1, ring.num_words(n)), dtype=torch.int64)
@@ -131,7 +152,7 @@ def drelu(sess: Session, x: ArithmeticShare, spec: ReluSpec = ReluSpec(),
 
 def relu(sess: Session, x: ArithmeticShare, spec: ReluSpec = ReluSpec(), shift: int = 0,
          truncation: str | None = None) -> ArithmeticShare:
-    """ReLU(⌊x / 2^shift⌋) = ⌊x/2^shift⌋ · DReLU(x[k:m]) — exact when k = 64, m = 0.
+    """ReLU(⌊x / 2^shift⌋) = ⌊x/2^shift⌋ · DReLU(x[k:m]) — exact when [k:m] = [ℓ:0].
 
     ``shift`` > 0 drops that many fractional bits (a product's extra scale): with the fused select
     the truncation is folded into it for free (:func:`~ringlet.protocols.convert.inject_trunc_finish`);
@@ -142,9 +163,10 @@ def relu(sess: Session, x: ArithmeticShare, spec: ReluSpec = ReluSpec(), shift: 
         x, shift = truncate(sess, x, shift, truncation), 0
     if spec.width == 0:
         return x
-    k, m = input_bits(spec, shift)
+    k, m = input_bits(spec, shift, sess.ring.bits)
     w = k - m
-    shared = reshare_to_two(sess, [(local_bits(x.data, k, m), w), (x.data.reshape(-1), 64)])
+    shared = reshare_to_two(sess, [(local_bits(x.data, k, m), w),
+                                   (x.data.reshape(-1), sess.ring.bits)])
     out_frac = x.frac - shift
     if shared is None:  # servers 2..p-1 hold zero shares of the result
         return ArithmeticShare(torch.zeros_like(x.data), x.party, out_frac)
@@ -169,7 +191,7 @@ def max_pool2d(sess: Session, x: ArithmeticShare, kernel, stride=None, padding=0
                spec: ReluSpec = ReluSpec()) -> ArithmeticShare:
     """k×k max pooling by a tournament of ⌈log2(k²)⌉ rounds of :func:`maximum` (all windows at once).
 
-    Padding uses the public value −2^(k−2) (ring units), which loses to every in-range value.
+    Padding uses the public value −2^(k−2) (ring units, k ≤ ℓ), which loses to every in-range value.
     """
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     sh, sw = (stride, stride) if isinstance(stride, int) else (stride or (kh, kw))
@@ -177,7 +199,8 @@ def max_pool2d(sess: Session, x: ArithmeticShare, kernel, stride=None, padding=0
     data = x.data
     n, c, h, w = data.shape
     if ph or pw:
-        low = -(1 << (spec.k - 2)) if spec.k >= 2 else 0
+        top = ring_bits_of(spec, sess.ring.bits)[0] if spec.width else spec.k
+        low = -(1 << (top - 2)) if top >= 2 else 0
         fill = torch.full((n, c, h + 2 * ph, w + 2 * pw), low if x.party == 0 else 0,
                           dtype=torch.int64)
         fill[:, :, ph:ph + h, pw:pw + w] = data
@@ -194,9 +217,11 @@ def max_pool2d(sess: Session, x: ArithmeticShare, kernel, stride=None, padding=0
     return ArithmeticShare(cands[0].contiguous(), x.party, x.frac)
 
 
-def relu_cost(spec: ReluSpec, parties: int = 2) -> dict:
-    """Expected bits sent per server per element and rounds (the max over servers)."""
-    w = spec.width
+def relu_cost(spec: ReluSpec, parties: int = 2, ring_bits: int = 64) -> dict:
+    """Expected bits sent per server per element and rounds (the max over servers) in Z_2^ℓ."""
+    ell = ring_bits
+    k, m = ring_bits_of(spec, ell) if spec.width else (spec.k, spec.m)
+    w = k - m
     if w == 0:
         return {"drelu_bits": 0, "drelu_rounds": 0, "relu_bits": 0, "relu_rounds": 0}
     if w == 1:
@@ -207,12 +232,12 @@ def relu_cost(spec: ReluSpec, parties: int = 2) -> dict:
         circ, rounds = adders.kogge_stone_cost(w)
     if spec.select == "fused":
         d_bits, d_rounds = circ, rounds
-        r_bits, r_rounds = circ + 65, rounds + 1
+        r_bits, r_rounds = circ + ell + 1, rounds + 1
     else:
-        d_bits, d_rounds = circ + 64, rounds + 1
-        r_bits, r_rounds = d_bits + 128, d_rounds + 1
+        d_bits, d_rounds = circ + ell, rounds + 1
+        r_bits, r_rounds = d_bits + 2 * ell, d_rounds + 1
     if parties > 2:  # one re-sharing round before the circuit
-        d_bits, r_bits = max(d_bits, w), max(r_bits, w + 64)
+        d_bits, r_bits = max(d_bits, w), max(r_bits, w + ell)
         d_rounds, r_rounds = d_rounds + 1, r_rounds + 1
     return {"drelu_bits": d_bits, "drelu_rounds": d_rounds, "relu_bits": r_bits,
             "relu_rounds": r_rounds}

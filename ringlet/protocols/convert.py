@@ -1,37 +1,40 @@
 """Conversions between arithmetic and binary shares, and the bit × value products that use them.
 
+Ring Z_2^ℓ (32 ≤ ℓ ≤ 64): every arithmetic value below is sent at ℓ bits per element.
+
 ``local_bits``: x[k:m] of this server's own share, as w = k−m bit planes (local; HummingBird Eq. 3).
 
-``reshare_to_two`` (p ≥ 3): servers 2…p−1 hand their w-bit pieces (and, for a ReLU, their 64-bit
+``reshare_to_two`` (p ≥ 3): servers 2…p−1 hand their w-bit pieces (and, for a ReLU, their ℓ-bit
 shares) to servers 0 and 1 as a fresh 2-party sharing: server i sends t_i − ρ_i mod 2^w to server 0
 and server 1 adds ρ_i, drawn from the seed it shares with server i. 1 round; server i ≥ 2 sends w
-(+ 64) bits per element, servers 0 and 1 send nothing. The sum mod 2^w is unchanged, so the result
+(+ ℓ) bits per element, servers 0 and 1 send nothing. The sum mod 2^w is unchanged, so the result
 of the sign circuit is exactly that of the p-party rule. From here on the sign circuit and the select
 run between servers 0 and 1, and privacy rests on those two not colluding (as the model assumes).
 
 ``inject`` (fused select; bit injection): [b·x] from an XOR-shared bit b and an arithmetic x.
-The dealer gives r ∈ {0,1} shared both ways, a random s and r·s. Open f = x − s (64 bits; it does
+The dealer gives r ∈ {0,1} shared both ways, a random s and r·s. Open f = x − s (ℓ bits; it does
 not depend on b, so it travels with the first round of the sign circuit) and e = b ⊕ r (1 bit).
-Then b = e + r − 2er and x = f + s give [b·x] = e·[x] + (1 − 2e)·(f·[r] + [r·s]). Cost: 65 bits,
+Then b = e + r − 2er and x = f + s give [b·x] = e·[x] + (1 − 2e)·(f·[r] + [r·s]). Cost: ℓ + 1 bits,
 1 round after b is known.
 
 ``inject_trunc`` (fused select and truncation): [b·⌊y/2^d⌋] from an XOR-shared bit b and an
-arithmetic y with d extra fractional bits (a conv output before its truncation), |y| < 2^62. Open
-c = y + 2^62 + r (64 bits, with the first round of the sign circuit) and e = b ⊕ r_b (1 bit): the
-same 65 bits and 1 round as ``inject``. With c_low = c mod 2^63, the carry M = msb(c) ⊕ msb(r) and
-L = (r mod 2^63) >> d, ⌊y/2^d⌋ = (c_low >> d) − 2^(62−d) − L + 2^(63−d)·M − {0, 1} (Escudero et al.'s
-truncation with the mask r), and b·⌊y/2^d⌋ is linear in the dealer's [r_b], [L], [msb r], [r_b·L],
-[r_b·msb r] once e and c are public. The truncation is exact to one unit and never fails, unlike
-local truncation, which goes wrong with probability |y|/2^64 per element.
+arithmetic y with d extra fractional bits (a conv output before its truncation), |y| < 2^(ℓ−2).
+Open c = y + 2^(ℓ−2) + r mod 2^ℓ (ℓ bits, with the first round of the sign circuit) and e = b ⊕ r_b
+(1 bit): the same ℓ + 1 bits and 1 round as ``inject``. With c_low = c mod 2^(ℓ−1), the carry
+M = msb(c) ⊕ msb(r) (bit ℓ−1) and L = (r mod 2^(ℓ−1)) >> d, ⌊y/2^d⌋ = (c_low >> d) − 2^(ℓ−2−d) − L +
+2^(ℓ−1−d)·M − {0, 1} (Escudero et al.'s truncation with the mask r), and b·⌊y/2^d⌋ is linear in the
+dealer's [r_b], [L], [msb r], [r_b·L], [r_b·msb r] once e and c are public. The truncation is exact
+to one unit and never fails, unlike local truncation, which goes wrong with probability |y|/2^ℓ per
+element.
 
 ``with_value`` (both selects): the same opening and material also give the value itself, for free:
-[⌊y/2^d⌋] = public − [L] + 2^(63−d)·[M] (the same T as in [b·T], to the unit), and x itself when
+[⌊y/2^d⌋] = public − [L] + 2^(ℓ−1−d)·[M] (the same T as in [b·T], to the unit), and x itself when
 d = 0. ``select_finish_many`` runs several selects (each its own bit, value and shift) in one
 round: the sum of their bits, 1 round.
 
 ``b2a_word`` (CrypTen's B2A of one bit, the baseline): the dealer gives r ∈ {0,1} shared both ways;
-open z = b ⊕ r as a 64-bit word per element (CrypTen reveals a whole int64 word, and the baseline
-sends the same); [b] = z + [r] − 2z[r]. Cost: 64 bits, 1 round.
+open z = b ⊕ r as an ℓ-bit ring word per element (CrypTen reveals a whole ring word, and the
+baseline sends the same); [b] = z + [r] − 2z[r]. Cost: ℓ bits, 1 round.
 """
 
 from __future__ import annotations
@@ -55,27 +58,36 @@ def reshare_to_two(sess: Session, pieces: list[tuple[torch.Tensor, int]],
                    tag: str = "reshare") -> list[torch.Tensor] | None:
     """Turn p-party sharings into 2-party ones on servers 0 and 1 (p ≥ 3).
 
-    ``pieces``: (values, bits) pairs — this server's share of each value, in Z_2^bits (bits ≤ 64).
+    ``pieces``: (values, bits) pairs — this server's share of each value, in Z_2^bits; bits = ℓ
+    (the ring's width) marks an arithmetic share, sent in the ring's wire format and returned as
+    centred residues; fewer bits travel as bit planes and return in [0, 2^bits).
     Returns the new shares on servers 0 and 1, ``None`` on the others.
     """
     p = sess.num_parties
     if p == 2:
         return [v for v, _ in pieces]
+    rng = sess.ring
+    for _, bits in pieces:
+        if bits > rng.bits:
+            raise ValueError(f"reshare_to_two: {bits}-bit pieces in a {rng.bits}-bit ring")
     if sess.rank >= 2:
         items = []
         for values, bits in pieces:
             rho = sess.pairs[1].below(values.shape, bits)
             masked = values - rho
-            items.append((tag, ring.pack_bits(masked, bits) if bits < 64 else masked))
+            items.append((tag, ring.pack_bits(masked, bits) if bits < rng.bits else rng.wire(masked)))
         sess.comm.round(tag, {0: items}, [], step=tag)
         return None
+
+    def finish(acc, bits):
+        return acc & ring.mask_bits(bits) if bits < rng.bits else rng.reduce(acc)
     if sess.rank == 1:
         out = []
         for values, bits in pieces:
             acc = values
             for i in range(2, p):
                 acc = acc + sess.pairs[i].below(values.shape, bits)
-            out.append(acc & ring.mask_bits(bits) if bits < 64 else acc)
+            out.append(finish(acc, bits))
         return out
     got = sess.comm.round(tag, {}, list(range(2, p)), step=tag)
     out = []
@@ -83,8 +95,9 @@ def reshare_to_two(sess: Session, pieces: list[tuple[torch.Tensor, int]],
         acc = values
         for i in range(2, p):
             t = got[i][j]
-            acc = acc + (ring.unpack_bits(t, values.numel()).view(values.shape) if bits < 64 else t)
-        out.append(acc & ring.mask_bits(bits) if bits < 64 else acc)
+            acc = acc + (ring.unpack_bits(t, values.numel()).view(values.shape) if bits < rng.bits
+                         else rng.unwire(t, values.shape))
+        out.append(finish(acc, bits))
     return out
 
 
@@ -114,11 +127,12 @@ def inject_combine(e: torch.Tensor, x: torch.Tensor, m: dict, f: torch.Tensor) -
 
 
 def inject_trunc_prepare(sess: Session, y: torch.Tensor, shift: int) -> tuple[dict, tuple]:
-    """Dealer material for :func:`inject_trunc_finish` and this server's piece of c = y + 2^62 + r."""
+    """Dealer material for :func:`inject_trunc_finish` and this server's piece of
+    c = y + 2^(ℓ−2) + r."""
     m = sess.offline.get(Request("injtrunc", (y.numel(), shift), TWO))
     c = y.reshape(-1) + m["r"]
     if sess.rank == 0:
-        c = c + (1 << 62)
+        c = c + (1 << (sess.ring.bits - 2))
     return m, ("select", c)
 
 
@@ -138,22 +152,24 @@ def inject_trunc_combine(sess: Session, e: torch.Tensor, c: torch.Tensor, m: dic
                          shift: int, with_value: bool = False):
     """Local: [b·T] with T = ⌊y/2^shift⌋ + {0, 1}, and, with ``with_value``, ([b·T], [T]).
 
-    T = public − [L] + 2^(63−shift)·[M] with public = (c_low >> shift) − 2^(62−shift) (party 0) and
-    the carry [M] = msb(c) + (1 − 2·msb(c))·[msb r]; b·T is the same expression in [b], [b·L] and
-    [b·msb r], so d·T and T are exactly consistent (the same T, the same unit of error).
+    T = public − [L] + 2^(ℓ−1−shift)·[M] with public = (c_low >> shift) − 2^(ℓ−2−shift) (party 0)
+    and the carry [M] = msb(c) + (1 − 2·msb(c))·[msb r]; b·T is the same expression in [b], [b·L]
+    and [b·msb r], so d·T and T are exactly consistent (the same T, the same unit of error).
     """
     first = sess.rank == 0
-    c_msb = (c >> 63) & 1
-    public = ((c & ring.mask_bits(63)) >> shift) - (1 << (62 - shift))
+    rng = sess.ring
+    ell = rng.bits
+    c_msb = rng.msb(c)
+    public = (rng.low(c) >> shift) - (1 << (ell - 2 - shift))
     b = (1 - 2 * e) * m["rb"] + (e if first else 0)                      # [b]
     b_low = e * m["low"] + (1 - 2 * e) * m["rb_low"]                     # [b·L]
     b_msb = e * m["msb"] + (1 - 2 * e) * m["rb_msb"]                     # [b·msb(r)]
     b_carry = c_msb * b + (1 - 2 * c_msb) * b_msb                        # [b·M]
-    out = (public * b - b_low + (1 << (63 - shift)) * b_carry).view(shape)
+    out = (public * b - b_low + (1 << (ell - 1 - shift)) * b_carry).view(shape)
     if not with_value:
         return out
     carry = (1 - 2 * c_msb) * m["msb"] + (c_msb if first else 0)         # [M]
-    value = (1 << (63 - shift)) * carry - m["low"] + (public if first else 0)
+    value = (1 << (ell - 1 - shift)) * carry - m["low"] + (public if first else 0)
     return out, value.view(shape)
 
 
@@ -163,12 +179,13 @@ def _select_round(sess: Session, bits: list[tuple[torch.Tensor, int]], mats: lis
     (plane, n) per group, with its material in ``mats``) and the pieces in ``to_open`` (f or c,
     when they did not travel with the circuit). Returns (each e as a 0/1 int64 vector, opened)."""
     peer = 1 - sess.rank
+    rng = sess.ring
     items = [("select", plane ^ m["r_bits"]) for (plane, _), m in zip(bits, mats)]
-    items += [("select", t) for t in to_open]
+    items += [("select", rng.wire(t)) for t in to_open]
     got = sess.comm.round("select", {peer: items}, [peer], step="select")[peer]
     es = [ring.unpack_plane((items[i][1] ^ got[i])[0], n) for i, (_, n) in enumerate(bits)]
     k = len(bits)
-    return es, [items[k + j][1] + got[k + j] for j in range(len(to_open))]
+    return es, [t + rng.unwire(got[k + j], t.shape) for j, t in enumerate(to_open)]
 
 
 def select_prepare(sess: Session, x: torch.Tensor, shift: int) -> tuple[dict, tuple]:
@@ -188,8 +205,9 @@ def select_finish_many(sess: Session, groups: list[tuple], extra: list,
                        with_value: bool = False) -> list:
     """Several fused selects in ONE round: ``groups`` are (bit plane, x, material, item, shift)
     from :func:`select_prepare`, each with its own shift; ``extra`` the peer's piggybacked items
-    in the same order (or empty: then every f / c is opened in this round too). Cost: the sum of
-    the groups' selects (1 bit + 64 bits per element), 1 round."""
+    in the same order (or empty: then every f / c is opened in this round too; ``extra`` items are
+    already read from the wire, see :func:`~ringlet.protocols.compare.drelu_two`). Cost: the sum
+    of the groups' selects (1 + ℓ bits per element), 1 round."""
     to_open = [] if extra else [item[1] for _, _, _, item, _ in groups]
     es, opened = _select_round(sess, [(bit, x.numel()) for bit, x, _, _, _ in groups],
                                [m for _, _, m, _, _ in groups], to_open)
@@ -207,10 +225,10 @@ def select_finish_many(sess: Session, groups: list[tuple], extra: list,
 def b2a_word(sess: Session, bit: torch.Tensor, n: int) -> torch.Tensor:
     """Arithmetic shares (frac 0) of a bit given as an XOR-shared 1×nw plane; CrypTen's cost."""
     m = sess.offline.get(Request("b2a", (n,), TWO))
-    z_mine = ring.unpack_plane((bit ^ m["r_bits"])[0], n)  # a 64-bit word per element
+    z_mine = ring.unpack_plane((bit ^ m["r_bits"])[0], n)  # an ℓ-bit ring word per element
     peer = 1 - sess.rank
-    got = sess.comm.round("b2a", {peer: [("b2a", z_mine)]}, [peer], step="b2a")[peer]
-    z = z_mine ^ got[0]
+    got = sess.comm.round("b2a", {peer: [("b2a", sess.ring.wire(z_mine))]}, [peer], step="b2a")[peer]
+    z = z_mine ^ sess.ring.unwire(got[0], z_mine.shape)
     out = m["r"] - 2 * z * m["r"]
     return out + z if sess.rank == 0 else out
 

@@ -1,12 +1,16 @@
 """Getting values in and out: input sharing by a data owner, opening, reveal to all or to one party.
 
-Costs (per element, ℓ = 64, p servers):
-  share_input, owner = client:  1 message, 64 bits client → server p−1 only (servers 0…p−2 draw
+Costs (per element, ring Z_2^ℓ, p servers):
+  share_input, owner = client:  1 message, ℓ bits client → server p−1 only (servers 0…p−2 draw
                                  their shares from seeds they share with the client); tag ``input``
   share_input, owner = server:  no communication (the others draw from seeds shared with the owner)
-  open_values:                   1 round, every server sends (p−1)·bits of each value (tag given)
-  reveal(to=client):             each server sends 64 bits to the client; tag ``output``
-  reveal(to=None):               1 round, (p−1)·64 bits per server; tag ``open``
+  open_values:                   1 round, every server sends (p−1)·ℓ bits of each arithmetic value
+                                 (binary planes: their words) (tag given)
+  reveal(to=client):             each server sends ℓ bits to the client; tag ``output``
+  reveal(to=None):               1 round, (p−1)·ℓ bits per server; tag ``open``
+
+Arithmetic values travel in the ring's wire format (:meth:`ringlet.ring.Ring.wire`: exactly ℓ bits
+per element, rounded up to a byte per message) and are reduced to their centred residues on arrival.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ def share_input(sess: Session, value: torch.Tensor | None, owner: int, shape=Non
             rest = rest - sess.pairs[s].int64(x.shape)
         if owner in servers:
             return sess.share(rest)
-        sess.comm.send(servers[-1], [("input", rest)], "input")
+        sess.comm.send(servers[-1], [("input", sess.ring.wire(rest))], "input")
         return None
     if not sess.is_server:
         return None
@@ -55,9 +59,11 @@ def share_input(sess: Session, value: torch.Tensor | None, owner: int, shape=Non
                          f"{owner}'s input")
     if owner == world.client and sess.rank == servers[-1]:
         (data,) = sess.comm.recv(owner, "input")
-        if tuple(data.shape) != tuple(shape):
-            raise ValueError(f"share_input: received shape {tuple(data.shape)}, expected {tuple(shape)}")
-        return sess.share(data)
+        try:
+            return sess.share(sess.ring.unwire(data, shape))
+        except ValueError as e:
+            raise ValueError(f"share_input: the input from party {owner} does not fit shape "
+                             f"{tuple(shape)}: {e}") from None
     return sess.share(sess.pairs[owner].int64(shape))
 
 
@@ -65,24 +71,33 @@ def open_values(sess: Session, items: list[tuple[str, torch.Tensor]], op: str = 
                 among=None, round_tag: str | None = None) -> list[torch.Tensor]:
     """Open shared tensors among servers in one round: everyone sends its pieces to everyone.
 
-    ``op`` is ``add`` (arithmetic, mod 2^64) or ``xor`` (binary planes). ``among`` restricts the
-    opening to a subset of servers (the others must not call).
+    ``op`` is ``add`` (arithmetic, mod 2^ℓ: sent at ℓ bits, returned as centred residues) or ``xor``
+    (binary planes). ``among`` restricts the opening to a subset of servers (the others must not
+    call).
     """
     among = list(sess.world.servers if among is None else among)
     if sess.rank not in among:
         raise RuntimeError(f"open_values: party {sess.rank} is not among {among}")
     peers = [s for s in among if s != sess.rank]
-    got = sess.comm.round(round_tag or items[0][0], {p: items for p in peers}, peers)
+    arith = op == "add"
+    sent = [(tag, sess.ring.wire(t)) for tag, t in items] if arith else items
+    got = sess.comm.round(round_tag or items[0][0], {p: sent for p in peers}, peers)
     out = []
     for i, (_, mine) in enumerate(items):
         acc = mine
         for p in peers:
             theirs = got[p][i]
-            if theirs.shape != mine.shape:
+            if arith:
+                try:
+                    theirs = sess.ring.unwire(theirs, mine.shape)
+                except ValueError as e:
+                    raise ValueError(f"open_values: party {p} sent a piece that does not fit "
+                                     f"{tuple(mine.shape)}: {e}") from None
+            elif theirs.shape != mine.shape:
                 raise ValueError(f"open_values: party {p} sent shape {tuple(theirs.shape)}, "
                                  f"expected {tuple(mine.shape)}")
-            acc = acc + theirs if op == "add" else acc ^ theirs
-        out.append(acc)
+            acc = acc + theirs if arith else acc ^ theirs
+        out.append(sess.ring.reduce(acc) if arith else acc)
     return out
 
 
@@ -100,16 +115,22 @@ def reveal(sess: Session, share: ArithmeticShare | None, to: int | None = None,
         (value,) = open_values(sess, [("open", share.data)], "add")
         return sess.fixed.decode(value) if decode else value
     if sess.is_server and sess.rank != to:
-        sess.comm.send(to, [("output", share.data)], "output")
+        sess.comm.send(to, [("output", sess.ring.wire(share.data))], "output")
         return None
     if sess.rank != to:
         return None
+    if share is None and shape is None and sess.ring.bits < 64:
+        raise ValueError("reveal: a receiver without a share must pass the output's shape")
     acc = share.data if share is not None else None
     for s in servers:
         if s == sess.rank:
             continue
         (t,) = sess.comm.recv(s, "output")
+        if sess.ring.bits < 64 or shape is not None:
+            want = tuple(acc.shape) if acc is not None else tuple(shape)
+            t = sess.ring.unwire(t, want)
         acc = t if acc is None else acc + t
     sess.comm.stats.rounds["output"] += 1
+    acc = sess.ring.reduce(acc)
     frac = share.frac if share is not None else sess.fixed.frac_bits
     return acc.to(torch.float64) / (1 << frac) if decode else acc

@@ -47,7 +47,7 @@ from ringlet.protocols import compare, poly
 from ringlet.protocols.compare import ReluSpec, drelu_two, input_bits
 from ringlet.protocols.convert import (local_bits, reshare_to_two, select_finish,
                                        select_finish_many, select_prepare)
-from ringlet.protocols.truncation import truncate
+from ringlet.protocols.truncation import default_method, truncate
 from ringlet.session import Session
 from ringlet.sharing import ArithmeticShare, check_product_frac
 
@@ -100,9 +100,9 @@ def leaky_relu(sess: Session, x: ArithmeticShare, slope: float, spec: ReluSpec =
     if not integer:  # x·2^f and A·x must leave 14 integer bits (A carries log2|a| more)
         slope_bits = max(0, math.ceil(math.log2(abs(slope))))
         check_product_frac("leaky_relu (x by the slope)", x.frac, f + slope_bits)
-    k, m = input_bits(spec, shift)
+    k, m = input_bits(spec, shift, sess.ring.bits)
     w = k - m
-    shared = reshare_to_two(sess, [(local_bits(x.data, k, m), w), (x.data.reshape(-1), 64)])
+    shared = reshare_to_two(sess, [(local_bits(x.data, k, m), w), (x.data.reshape(-1), sess.ring.bits)])
     if shared is None:
         return _zeros(x, out_frac)
     t2, x2 = shared
@@ -225,11 +225,11 @@ def smooth(sess: Session, x: ArithmeticShare, spec: dict, method: str = "piecewi
     n = x.numel()
     flat = x.data.reshape(-1)
     r_enc = int(round(r * 2 ** x.frac)) if sess.rank == 0 else 0  # public: server 0 adds it
-    k, m = input_bits(relu_spec, shift)
+    k, m = input_bits(relu_spec, shift, sess.ring.bits)
     w = k - m
     pieces = [(local_bits(torch.cat([flat + r_enc, flat - r_enc]), k, m), w)]
-    pieces += [(flat, 64)] if need_x else []
-    pieces += [(pv.data.reshape(-1), 64)] if reshare_p else []
+    pieces += [(flat, sess.ring.bits)] if need_x else []
+    pieces += [(pv.data.reshape(-1), sess.ring.bits)] if reshare_p else []
     shared = reshare_to_two(sess, pieces)
     if shared is None:
         return _zeros(x, out_frac)
@@ -282,42 +282,43 @@ def _decide_and_select(sess: Session, t2: torch.Tensor, w: int, adder: str, term
 
 # -- costs ---------------------------------------------------------------------------------------
 
-def _effective(spec: ReluSpec, shift: int) -> ReluSpec:
+def _effective(spec: ReluSpec, shift: int, ring_bits: int = 64) -> ReluSpec:
     """The spec whose [k:m] the sign circuit really reads for an input with ``shift`` extra bits."""
     if spec.width == 0:
         return spec
-    return ReluSpec(*input_bits(spec, shift), spec.adder, spec.select)
+    return ReluSpec(*input_bits(spec, shift, ring_bits), spec.adder, spec.select)
 
 
-def _trunc_cost(parties: int, truncation: str | None) -> tuple[int, int]:
-    """(bits, rounds) of one separate truncation: local is free, dealer 64(p − 1) bits, 1 round."""
-    method = truncation or ("local" if parties == 2 else "dealer")
-    return (0, 0) if method == "local" else (64 * (parties - 1), 1)
+def _trunc_cost(parties: int, truncation: str | None, ring_bits: int = 64) -> tuple[int, int]:
+    """(bits, rounds) of one separate truncation: local is free, dealer ℓ(p − 1) bits, 1 round."""
+    method = truncation or default_method(parties, ring_bits)
+    return (0, 0) if method == "local" else (ring_bits * (parties - 1), 1)
 
 
 def leaky_relu_cost(spec: ReluSpec, slope: float, parties: int = 2, shift: int = 0,
-                    truncation: str | None = None) -> dict:
+                    truncation: str | None = None, ring_bits: int = 64) -> dict:
     """Bits sent per server per element (the maximum over servers) and rounds of leaky_relu."""
-    eff = _effective(spec, shift)
-    rc = compare.relu_cost(eff, parties)
+    ell = ring_bits
+    eff = _effective(spec, shift, ell)
+    rc = compare.relu_cost(eff, parties, ell)
     bits, rounds = rc["relu_bits"], rc["relu_rounds"]
     if eff.width == 0 or eff.select != "fused":
-        tb, tr = _trunc_cost(parties, truncation) if shift else (0, 0)
+        tb, tr = _trunc_cost(parties, truncation, ell) if shift else (0, 0)
         return {"bits": bits + tb, "rounds": rounds + tr}
-    if not _is_integer(slope):  # the select of the second value: 1 + 64 bits on servers 0 and 1
-        two = compare.relu_cost(eff, 2)["relu_bits"] + 65
-        bits = two if parties == 2 else max(two, eff.width + 64)
+    if not _is_integer(slope):  # the select of the second value: 1 + ℓ bits on servers 0 and 1
+        two = compare.relu_cost(eff, 2, ell)["relu_bits"] + ell + 1
+        bits = two if parties == 2 else max(two, eff.width + ell)
     return {"bits": bits, "rounds": rounds}
 
 
 def clamp_cost(spec: ReluSpec, bounds: int = 2, parties: int = 2, shift: int = 0,
-               truncation: str | None = None) -> dict:
+               truncation: str | None = None, ring_bits: int = 64) -> dict:
     """Bits and rounds of clamp with one or two bounds: ``bounds`` ReLUs batched in one call."""
-    eff = _effective(spec, shift)
-    rc = compare.relu_cost(eff, parties)
+    eff = _effective(spec, shift, ring_bits)
+    rc = compare.relu_cost(eff, parties, ring_bits)
     bits, rounds = bounds * rc["relu_bits"], rc["relu_rounds"]
     if shift and (eff.width == 0 or eff.select != "fused"):
-        tb, tr = _trunc_cost(parties, truncation)
+        tb, tr = _trunc_cost(parties, truncation, ring_bits)
         bits, rounds = bits + bounds * tb, rounds + tr
     return {"bits": bits, "rounds": rounds}
 
@@ -344,25 +345,26 @@ def _poly_part(coeffs, r: float, method: str, parties: int, x_frac: int, frac_bi
 
 def smooth_cost(spec: dict, method: str = "piecewise", parties: int = 2, poly_method: str = "espn",
                 relu_spec: ReluSpec = ReluSpec(), shift: int = 0, truncation: str | None = None,
-                frac_bits: int = ring.DEFAULT_FRAC_BITS) -> dict:
+                frac_bits: int = ring.DEFAULT_FRAC_BITS, ring_bits: int = 64) -> dict:
     """Bits sent per server per element (the maximum over servers) and rounds of :func:`smooth`,
-    for x at frac_bits + shift fractional bits."""
-    coeffs, r, p = spec["coeffs"], float(spec["range"]), parties
+    for x at frac_bits + shift fractional bits (the polynomial part is costed in the 64-bit ring,
+    the only one it runs in)."""
+    coeffs, r, p, ell = spec["coeffs"], float(spec["range"]), parties, ring_bits
     x_frac = frac_bits + shift
     s0, s2, rounds = _poly_part(coeffs, r, poly_method, p, x_frac, frac_bits, truncation)
     if method == "poly":
         if poly_method != "horner":  # the exact output truncation
             s0, s2, rounds = s0 + 64 * (p - 1), s2 + 64 * (p - 1), rounds + 1
         return {"bits": s0 if p == 2 else max(s0, s2), "rounds": rounds}
-    eff = _effective(relu_spec, shift)
-    circuit = compare.relu_cost(eff, 2)
+    eff = _effective(relu_spec, shift, ell)
+    circuit = compare.relu_cost(eff, 2, ell)
     terms = 1 + sum(1 for a in (spec["lo"], spec["hi"]) if a == "x" or float(a) != 0.0)
-    s0 += 2 * circuit["drelu_bits"] + 65 * terms
+    s0 += 2 * circuit["drelu_bits"] + (ell + 1) * terms
     rounds += circuit["drelu_rounds"] + 1
     if p == 2:
         return {"bits": s0, "rounds": rounds}
     linear = len(coeffs) == 2
     need_x = spec["lo"] == "x" or spec["hi"] == "x" or linear
     reshare_p = not linear and not poly_method.startswith("espn")
-    s2 += 2 * eff.width + 64 * (int(need_x) + int(reshare_p))
+    s2 += 2 * eff.width + ell * (int(need_x) + int(reshare_p))
     return {"bits": max(s0, s2), "rounds": rounds + 1}

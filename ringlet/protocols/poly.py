@@ -20,6 +20,7 @@ of every α_a·β_b; each server sends its masked powers once. 1 round, 64·(d�
 1 round, 128·d(d−1)/2 bits per element.
 ``honeybadger``: the dealer gives shares of r, r², …, r^d for a uniform r; open c = x − r once and
 expand (c + r)^j locally. 1 round, 64·(p−1) bits per element, any p.
+Polynomials of degree ≥ 2 run in the 64-bit ring only (a smaller ring is refused, never wrapped).
 ``horner``: (((c_d·x + c_{d−1})·x + …)·x + c_0) with Beaver products at f bits (the first product is by a public
 coefficient, free): d − 1 rounds,
 128·(p−1) bits per element per round (plus truncation rounds for p ≥ 3), any p.
@@ -193,6 +194,10 @@ def evaluate(sess: Session, x: ArithmeticShare, coeffs, out_frac: int, method: s
     d = len(coeffs) - 1
     if method not in METHODS:
         raise ValueError(f"unknown polynomial method {method!r}; use one of {METHODS}")
+    if sess.ring.bits != 64 and d > 1:
+        raise ValueError(f"polynomial activations of degree {d} run in the 64-bit ring only (their "
+                         f"one-round terms need 2^62 of headroom); this session's ring has "
+                         f"{sess.ring.bits} bits: use --ring-bits 64")
     if method == "horner":
         return _horner(sess, x, coeffs, out_frac, truncation)
     q = coeff_bits(coeffs)

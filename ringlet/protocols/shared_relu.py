@@ -55,9 +55,9 @@ def grelu(sess: Session, x: ArithmeticShare, groups: torch.Tensor, weight_enc: t
     else:
         z = group_values(x, groups, weight_enc, num_groups, sess.fixed.frac_bits)
     z_shift = z.frac - out_frac
-    k, m = input_bits(spec, z_shift) if spec.width else (0, 0)
+    k, m = input_bits(spec, z_shift, sess.ring.bits) if spec.width else (0, 0)
     pieces = [(local_bits(z.data, k, m), k - m)] if spec.width else []
-    shared = reshare_to_two(sess, pieces + [(x.data.reshape(-1), 64)])
+    shared = reshare_to_two(sess, pieces + [(x.data.reshape(-1), sess.ring.bits)])
     if shared is None:
         return ArithmeticShare(torch.zeros_like(x.data), x.party, out_frac)
     x2 = shared[-1].view(x.shape)

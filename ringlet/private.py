@@ -73,17 +73,32 @@ def _labelled(x, y, what: str) -> tuple[torch.Tensor, torch.Tensor]:
 class PrivateModel:
     """A compiled model ready for search, simulation, finetuning and private inference."""
 
-    def __init__(self, graph: SecureGraph, *, frac_bits: int = 16, input_range: ranges.InputRange,
-                 calibration: dict | None = None, meta: dict | None = None,
-                 module: nn.Module | None = None):
+    def __init__(self, graph: SecureGraph, *, frac_bits: int = 16, ring_bits: int = 64,
+                 input_range: ranges.InputRange, calibration: dict | None = None,
+                 meta: dict | None = None, module: nn.Module | None = None):
         self.graph = graph
-        self.fixed = FixedPoint(frac_bits)
+        self.fixed = FixedPoint(frac_bits, ring_bits)
         self.input_range = input_range
         self.calibration = calibration
         self.meta = dict(meta or {})
         self.module = module
-        self.headroom = ranges.headroom(graph, frac_bits, input_range, calibration)
-        ranges.check_headroom(self.headroom, graph)
+        self.headroom = self.headroom_at(self.fixed)
+
+    def headroom_at(self, fixed: FixedPoint) -> dict:
+        """Per-node headroom in the ring and fixed point ``fixed``; refuses (naming the node) a
+        format that leaves fewer than ``ranges.MIN_HEADROOM`` bits anywhere."""
+        report = ranges.headroom(self.graph, fixed.frac_bits, self.input_range, self.calibration,
+                                 fixed.ring_bits)
+        ranges.check_headroom(report, self.graph)
+        return report
+
+    def fixed_for(self, relu_config=None) -> FixedPoint:
+        """The ring and fixed point of a run: the config's ``ring_bits``/``frac_bits`` if it has
+        them (an eco-ring search writes both), else the model's own."""
+        cfg = as_config(relu_config) if relu_config is not None else None
+        frac = cfg.frac_bits if cfg is not None and cfg.frac_bits is not None else self.fixed.frac_bits
+        ring_bits = cfg.ring_bits if cfg is not None and cfg.ring_bits is not None else self.fixed.ring_bits
+        return FixedPoint(frac, ring_bits)
 
     # -- what it is -------------------------------------------------------------------------------
     @property
@@ -99,8 +114,12 @@ class PrivateModel:
         return as_config(relu_config).resolve(self.graph.activation_names, "relu_config")
 
     def compiled(self, relu_config=None, **options) -> CompiledModel:
-        """The graph bound to ReLU bits and protocol options (:class:`SecureOptions` fields)."""
-        return CompiledModel(self.graph, self.bits(relu_config), SecureOptions(**options), self.fixed,
+        """The graph bound to ReLU bits and protocol options (:class:`SecureOptions` fields), in
+        the config's ring and fixed point when it names them (checked for headroom first)."""
+        fixed = self.fixed_for(relu_config)
+        if fixed != self.fixed:
+            self.headroom_at(fixed)  # a ring too small for this model is refused, never wrapped
+        return CompiledModel(self.graph, self.bits(relu_config), SecureOptions(**options), fixed,
                              self.input_range)
 
     def fingerprint(self, relu_config=None, **options) -> dict:
@@ -143,9 +162,35 @@ class PrivateModel:
         vx, vy = _labelled(x_val, y_val, "search validation data")
         tx, ty = _labelled(x_test, y_test, "search test data") if x_test is not None else (None, None)
         report = {k: self.meta[k] for k in ("model", "dataset") if k in self.meta}
+        if mode == "eco-ring":
+            return self._eco_ring(vx, vy, tx, ty, parties, progress, report, **kwargs)
         cfg, report = search_bits(self.graph, vx, vy, tx, ty, mode=mode, budget=budget, parties=parties,
                                   progress=progress, frac_bits=self.fixed.frac_bits, report=report,
                                   **kwargs)
+        return replace(cfg, report=report)
+
+    def _eco_ring(self, vx, vy, tx, ty, parties, progress, report, ring_margin: int | None = None,
+                  **kwargs) -> ReluConfig:
+        """Eco's ReLU bits in the eco ring (see :mod:`ringlet.search.eco_ring`): the config names
+        its ``ring_bits`` and ``frac_bits``; the report compares it with the model's own ring."""
+        from ringlet.search import eco_ring
+        from ringlet.search.api import search_bits
+        margin = eco_ring.DEFAULT_MARGIN_BITS if ring_margin is None else ring_margin
+        fixed, ring_report = eco_ring.choose_ring(self, vx, vy, margin)
+        cfg, report = search_bits(self.graph, vx, vy, tx, ty, mode="eco", parties=parties,
+                                  progress=progress, frac_bits=fixed.frac_bits, report=report, **kwargs)
+        if tx is not None:  # the fixed point's own effect on the test set, beside the ReLUs'
+            ring_report["emulated_test_accuracy"] = {
+                "reference": eco_ring.emulated_accuracy(self.graph, tx, ty, self.fixed.frac_bits)[0],
+                "eco_ring": eco_ring.emulated_accuracy(self.graph, tx, ty, fixed.frac_bits)[0]}
+        cfg = replace(cfg, extra={**cfg.extra, "ring_bits": fixed.ring_bits, "frac_bits": fixed.frac_bits,
+                                  "search": {**cfg.extra.get("search", {}), "mode": "eco-ring"}})
+        too_wide = [k for k, (kk, _) in cfg.resolve(self.graph.activation_names).items()
+                    if kk > fixed.ring_bits and kk != 64]
+        if too_wide:
+            raise ValueError(f"eco-ring: {too_wide[:3]} keep more bits than the {fixed.ring_bits}-bit ring")
+        report.update(mode="eco-ring", eco_ring=ring_report,
+                      headroom=self.headroom_summary(fixed=fixed))
         return replace(cfg, report=report)
 
     def finetune(self, train_data, relu_config, epochs: int = 2, *, lr: float = 1e-3,
@@ -172,7 +217,8 @@ class PrivateModel:
                                  augment=augment, progress=progress)
         calib = data.tensors(min(256, len(data)))[0]
         meta = {**self.meta, "finetuned": {k: v for k, v in record.items() if k != "history"}}
-        return compile(module, calib, frac_bits=self.fixed.frac_bits, smooth=self.meta.get("smooth", "piecewise"),
+        return compile(module, calib, frac_bits=self.fixed.frac_bits, ring_bits=self.fixed.ring_bits,
+                       smooth=self.meta.get("smooth", "piecewise"),
                        input_bound=self.input_range.bound if self.input_range.method == "user" else None,
                        normalization=self.normalization, classes=self.meta.get("classes"), meta=meta)
 
@@ -192,19 +238,20 @@ class PrivateModel:
         poly_frac, poly_out_truncation, backend). The report is the JSON of ``ringlet infer``.
         """
         from ringlet.nn.api import private_inference
-        if frac_bits is not None and frac_bits != self.fixed.frac_bits:
-            raise ValueError(f"this model was compiled for {self.fixed.frac_bits} fractional bits; "
-                             f"compile it again with frac_bits={frac_bits}")
         x = torch.as_tensor(x).float()
         self.check_input(x)
         compiled = self.compiled(relu_config, **options)
+        if frac_bits is not None and frac_bits != compiled.fixed.frac_bits:
+            raise ValueError(f"this run uses {compiled.fixed.frac_bits} fractional bits (the model's or "
+                             f"its activation config's); compile it again with frac_bits={frac_bits}")
         report, logits = private_inference(
             compiled, x, None if labels is None else torch.as_tensor(labels), parties=parties,
             transport=transport, batch=batch, pregenerate=pregenerate, results_path=results_path,
             progress=progress, threads=threads, timeout=timeout, link=link,
             plain=lambda t: self._plain_forward(t))
         report.update({"relu_config": as_config(relu_config).to_dict() if relu_config is not None else None,
-                       "model": self.meta.get("model"), "input_range": self.headroom_summary()})
+                       "model": self.meta.get("model"),
+                       "input_range": self.headroom_summary(fixed=compiled.fixed)})
         return InferenceResult(logits, report)
 
     def _plain_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -219,10 +266,13 @@ class PrivateModel:
                     self.module.train(was)
             return self.graph.finish(PlainInterpreter(self.graph, torch.float32).run(x))
 
-    def headroom_summary(self, per_node: bool = True) -> dict:
-        out = {k: v for k, v in self.headroom.items() if k != "per_node"}
+    def headroom_summary(self, per_node: bool = True, fixed: FixedPoint | None = None) -> dict:
+        """The headroom report (per layer unless ``per_node`` is false) at ``fixed`` (default:
+        the model's own ring and fixed point)."""
+        report = self.headroom if fixed is None or fixed == self.fixed else self.headroom_at(fixed)
+        out = {k: v for k, v in report.items() if k != "per_node"}
         if per_node:
-            out["per_layer"] = {n.label: self.headroom["per_node"][n.name] for n in self.graph.nodes
+            out["per_layer"] = {n.label: report["per_node"][n.name] for n in self.graph.nodes
                                 if n.kind not in ("input", "output")}
         return out
 
@@ -236,6 +286,7 @@ class PrivateModel:
         folder.mkdir(parents=True, exist_ok=True)
         save_graph(self.graph, folder)
         record = {"format": FORMAT, "version": VERSION, "frac_bits": self.fixed.frac_bits,
+                  "ring_bits": self.fixed.ring_bits,
                   "input_range": self.input_range.to_dict(), "calibration": self.calibration,
                   "meta": self.meta, "module": None}
         if self.module is not None:
@@ -276,11 +327,13 @@ def load(folder, module: nn.Module | None = None) -> PrivateModel:
                         type(module).__name__)
         module.eval()
     return PrivateModel(graph, frac_bits=int(record["frac_bits"]),
+                        ring_bits=int(record.get("ring_bits", 64)),
                         input_range=ranges.InputRange.from_dict(record["input_range"]),
                         calibration=record.get("calibration"), meta=record.get("meta"), module=module)
 
 
-def compile(module: nn.Module, example_input, *, frac_bits: int = 16, smooth: str = "piecewise",
+def compile(module: nn.Module, example_input, *, frac_bits: int = 16, ring_bits: int = 64,
+            smooth: str = "piecewise",
             calibration=None, input_bound: float | None = None, normalization=None, classes=None,
             meta: dict | None = None) -> PrivateModel:
     """Compile ``module`` for private inference; a :class:`CompileError` says what is not supported.
@@ -318,8 +371,8 @@ def compile(module: nn.Module, example_input, *, frac_bits: int = 16, smooth: st
             "calibration": calib_source}
     info.update(meta or {})
     # the model keeps its own copy: later edits of the caller's module change nothing here
-    return PrivateModel(graph, frac_bits=frac_bits, input_range=rng, calibration=calib, meta=info,
-                        module=copy.deepcopy(module))
+    return PrivateModel(graph, frac_bits=frac_bits, ring_bits=ring_bits, input_range=rng,
+                        calibration=calib, meta=info, module=copy.deepcopy(module))
 
 
 __all__ = ["PrivateModel", "InferenceResult", "compile", "load", "is_saved_model", "as_config"]

@@ -203,11 +203,13 @@ def generated_calibration(shape, n: int = 64, seed: int = 0) -> torch.Tensor:
 
 def compile_source(src: ModelSource, inputs: Inputs, *, calibration: torch.Tensor | None,
                    calibration_source: str, frac_bits: int | None = None, smooth: str | None = None,
-                   input_bound: float | None = None):
+                   input_bound: float | None = None, ring_bits: int | None = None):
     """The PrivateModel of a resolved source for these inputs (zoo BatchNorm calibrated first).
 
     ``frac_bits``, ``smooth``, ``input_bound``: None means the saved model's, or the defaults (16,
     piecewise, from the normalisation or calibration); a saved model refuses different ones.
+    ``ring_bits`` (default 64, or the saved model's) may differ from a saved model's: the ring is
+    chosen at run time, and a ring too small for the model's headroom is refused.
     """
     from ringlet.nn.api import calibrate_batchnorm
     from ringlet.private import compile
@@ -219,6 +221,11 @@ def compile_source(src: ModelSource, inputs: Inputs, *, calibration: torch.Tenso
             if want is not None and want != have:
                 raise ValueError(f"{src.spec} was compiled with {flag} {have}; {flag} {want} needs "
                                  f"compiling the module again")
+        if ring_bits is not None and ring_bits != pm.fixed.ring_bits:
+            from ringlet.private import PrivateModel
+            pm = PrivateModel(pm.graph, frac_bits=pm.fixed.frac_bits, ring_bits=ring_bits,
+                              input_range=pm.input_range, calibration=pm.calibration, meta=pm.meta,
+                              module=pm.module)
         return pm
     meta = dict(src.meta)
     shape = tuple(inputs.x.shape[1:])
@@ -239,7 +246,8 @@ def compile_source(src: ModelSource, inputs: Inputs, *, calibration: torch.Tenso
     for key in ("checkpoint", "weights"):
         if key in meta:
             meta[key] = str(meta[key])
-    return compile(src.module, example, frac_bits=frac_bits or 16, smooth=smooth or "piecewise",
+    return compile(src.module, example, frac_bits=frac_bits or 16, ring_bits=ring_bits or 64,
+                   smooth=smooth or "piecewise",
                    calibration=calibration, input_bound=input_bound, normalization=norm,
                    classes=meta.get("classes") or inputs.classes,
                    meta=json.loads(json.dumps({k: v for k, v in meta.items() if k != "history"},
@@ -250,7 +258,7 @@ def prepare(model: str, *, weights: str | None = None, dataset: str | None = Non
             samples: int | None = None, input_path: str | None = None, labels_path: str | None = None,
             data_dir=None, normalize: str | None = None, image_size=None, seed: int = 0,
             frac_bits: int | None = None, smooth: str | None = None, input_bound: float | None = None,
-            local: bool = False):
+            local: bool = False, ring_bits: int | None = None):
     """A command's model and data: (PrivateModel, ModelSource, Inputs).
 
     ``local``: nothing is sent to servers (eval, search, finetune), so without public calibration
@@ -270,7 +278,8 @@ def prepare(model: str, *, weights: str | None = None, dataset: str | None = Non
     if calib is None and local:
         calib, calib_source = inputs.x, "the command's own inputs (a local command)"
     pm = compile_source(src, inputs, calibration=calib, calibration_source=calib_source,
-                        frac_bits=frac_bits, smooth=smooth, input_bound=input_bound)
+                        frac_bits=frac_bits, smooth=smooth, input_bound=input_bound,
+                        ring_bits=ring_bits)
     if tuple(inputs.x.shape[1:]) != pm.input_shape:
         raise ValueError(f"model {model} takes inputs of shape {pm.input_shape}, the data has "
                          f"{tuple(inputs.x.shape[1:])}")

@@ -21,6 +21,20 @@ def parties(request):
     return request.param
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _backend_cache(tmp_path_factory):
+    # the measured linear-backend choices (SecureOptions(backend="auto")) go to a temporary
+    # folder, not the user's ~/.cache/ringlet
+    import os
+    old = os.environ.get("RINGLET_CACHE_DIR")
+    os.environ["RINGLET_CACHE_DIR"] = str(tmp_path_factory.mktemp("ringlet-cache"))
+    yield
+    if old is None:
+        os.environ.pop("RINGLET_CACHE_DIR", None)
+    else:
+        os.environ["RINGLET_CACHE_DIR"] = old
+
+
 @pytest.fixture(autouse=True)
 def _small_threads():
     # parties run as threads on 2 cores: keep torch from oversubscribing them

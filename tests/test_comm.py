@@ -3,7 +3,7 @@ import time
 import pytest
 import torch
 
-from ringlet.comm.base import PeerFailedError, PeerTimeoutError, ProtocolMismatchError
+from ringlet.comm.base import PeerTimeoutError, ProtocolMismatchError
 from ringlet.comm.local import LocalHub
 from ringlet.launch import PartyError
 

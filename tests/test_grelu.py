@@ -5,7 +5,6 @@ import functools
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from ringlet.grelu.cluster import cluster_groups, single_linkage, hamming_matrix
 from ringlet.grelu.convert import SharingConfigError, convert

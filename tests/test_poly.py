@@ -1,6 +1,5 @@
 """Polynomial activations: fit, one-round evaluation vs plaintext, rounds and bits, PILLAR."""
 
-import numpy as np
 import pytest
 import torch
 

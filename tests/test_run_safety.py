@@ -118,8 +118,8 @@ def test_parties_with_another_fixed_point_refuse_to_run():
     compiled = pm.compiled()
     server = functools.partial(server_program, model=compiled)
     client = functools.partial(client_program, images=x[:2], batch=2, progress=False)
-    with pytest.raises(PartyError, match="server 0: .*the session encodes with 12 fractional bits, the "
-                                         "model was compiled for 16"):
+    with pytest.raises(PartyError, match="server 0: .*the session encodes with 12 fractional bits in "
+                                         "a 64-bit ring, the model was compiled for 16"):
         run(server, 2, client=client, frac_bits=12)
 
 
@@ -172,3 +172,12 @@ def test_command_line_mistakes_fail_at_once_with_one_clear_line(tmp_path, capsys
     np.save(big, data)
     _fails(capsys, ["infer", "--model", "fmnist-net-fmnist", "--input", str(big), "--no-progress",
                     "--no-results"], "element (1, 0, 5, 6) = 1e+12 is outside the model's input range")
+
+
+def test_parties_in_another_ring_refuse_to_run():
+    pm, x = _pm()
+    server = functools.partial(server_program, model=pm.compiled())
+    client = functools.partial(client_program, images=x[:2], batch=2, progress=False)
+    with pytest.raises(PartyError, match="server 0: .*16 fractional bits in a 40-bit ring, the "
+                                         "model was compiled for 16 in a 64-bit ring"):
+        run(server, 2, client=client, ring_bits=40)

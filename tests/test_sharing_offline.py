@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from ringlet import ring
-from ringlet.offline import Dealer, OfflineClient, OfflineError, Request, beaver_request
+from ringlet.offline import Dealer, Request, beaver_request
 from ringlet.prng import AesCtrStream
 from ringlet.sharing import ArithmeticShare, BinaryShare, ShareError
 

@@ -70,15 +70,16 @@ def _breakdown(by_tag: dict, samples: int) -> dict:
 
 def _party_args(setup: dict) -> list[str]:
     args = []
-    for key in ("relu_config", "adder", "select", "truncation"):
+    for key in ("relu_config", "adder", "select", "truncation", "linear_backend"):
         if setup.get(key):
             args += [f"--{key.replace('_', '-')}", str(setup[key])]
     return args
 
 
 def run_one(stem: str, config: str, link_name: str, samples: int, batch: int, parties: int,
-            rtt_ms: float | None, data_dir=None, progress=False, real: bool = False) -> dict:
-    setup = config_setup(stem, config)
+            rtt_ms: float | None, data_dir=None, progress=False, real: bool = False,
+            linear_backend: str = "auto") -> dict:
+    setup = {**config_setup(stem, config), "linear_backend": linear_backend}
     model = setup.pop("model", stem)
     link = profile(link_name, rtt_ms if link_name == "wan-rtt" else None)
     report, _ = run_inference(model, samples=samples, batch=batch, parties=parties, link=link,
@@ -141,10 +142,12 @@ def summarize(runs: list[dict], configs, model: str) -> dict:
 
 def run_suite(models, configs=CONFIGS, links=("lan", "wan"), samples: int = 64, batch: int = 32,
               parties: int = 2, rtt_ms: float | None = None, out: str | None = None, data_dir=None,
-              progress: bool = False, log=print, command: str = "", real: bool = False) -> dict:
+              progress: bool = False, log=print, command: str = "", real: bool = False,
+              linear_backend: str = "auto") -> dict:
     runs = []
     t0 = time.time()
     result = {"command": command, "samples": samples, "batch": batch, "parties": parties,
+              "linear_backend": linear_backend,
               "links": [profile(lk, rtt_ms if lk == "wan-rtt" else None).to_dict() for lk in links],
               "runs": runs, "summary": {}, "searches": {}}
     for model in models:
@@ -152,7 +155,7 @@ def run_suite(models, configs=CONFIGS, links=("lan", "wan"), samples: int = 64, 
         for config in configs:
             for link in links:
                 row = run_one(stem, config, link, samples, batch, parties, rtt_ms, data_dir, progress,
-                              real)
+                              real, linear_backend)
                 runs.append(row)
                 if log:
                     log(f"{stem} {config:13s} {link:8s} acc {row['accuracy']:.4f} "

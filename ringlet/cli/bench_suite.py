@@ -6,6 +6,7 @@ from ringlet.cli.common import add_data_dir, add_debug, command_line, print_json
 
 
 def add_parser(sub, name):
+    from ringlet.cli.common import add_linear_backend
     p = sub.add_parser(name, help="the evaluation suite (HummingBird's Section 5)")
     p.add_argument("--models", default="resnet20", help="comma-separated shipped models")
     p.add_argument("--configs", default="exact-crypten,exact,eco,8/64,6/64")
@@ -14,6 +15,7 @@ def add_parser(sub, name):
     p.add_argument("--samples", type=int, default=64, help="test images per run")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--parties", type=int, default=2)
+    add_linear_backend(p)
     p.add_argument("--out", help="write the JSON here (updated after every run)")
     p.add_argument("--real-links", action="store_true",
                    help="also run every bandwidth-only link through network namespaces + tbf (root)")
@@ -30,7 +32,8 @@ def run(args):
     result = run_suite([m for m in args.models.split(",") if m], args.configs.split(","),
                        args.links.split(","), args.samples, args.batch, args.parties, args.rtt_ms,
                        args.out, args.data_dir, log=lambda s: print(s, file=sys.stderr),
-                       command=command_line(), real=args.real_links)
+                       command=command_line(), real=args.real_links,
+                       linear_backend=args.linear_backend)
     if args.json or not args.out:
         print_json(result)
     return 0

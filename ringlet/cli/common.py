@@ -41,12 +41,25 @@ def add_data(parser, *, test: bool = False, dataset_required: bool = False) -> N
 def add_compile(parser) -> None:
     parser.add_argument("--frac-bits", type=int, default=None,
                         help="fixed-point fractional bits (default: 16, or a saved model's)")
+    parser.add_argument("--ring-bits", type=int, default=None,
+                        help="the ring Z_2^L of every share, 32..64 (default: 64, or a saved "
+                             "model's; an activation config with ring_bits overrides it)")
     parser.add_argument("--smooth", choices=["piecewise", "poly"], default=None,
                         help="sigmoid, tanh, SiLU, GELU, Hardswish: asymptotes + a polynomial "
                              "(default) or the polynomial alone")
     parser.add_argument("--input-bound", type=float,
                         help="the largest |input| the model must accept (default: from its "
                              "normalisation or public calibration data)")
+
+
+def add_linear_backend(parser) -> None:
+    """--linear-backend: the exact backend of public-weight conv/linear layers (a secure run)."""
+    from ringlet.protocols.linear_auto import CHOICES
+    parser.add_argument("--linear-backend", choices=CHOICES, default="auto",
+                        help="exact public-weight conv/linear: int64, float64 limbs (NCHW, "
+                             "channels_last, im2col), or auto: the fastest measured on this "
+                             "machine per layer shape (cached in $RINGLET_CACHE_DIR, default "
+                             "~/.cache/ringlet; never changes results)")
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -61,7 +74,8 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def compile_kwargs(args) -> dict:
-    return {"frac_bits": args.frac_bits, "smooth": args.smooth, "input_bound": args.input_bound}
+    return {"frac_bits": args.frac_bits, "ring_bits": args.ring_bits, "smooth": args.smooth,
+            "input_bound": args.input_bound}
 
 
 def data_kwargs(args) -> dict:

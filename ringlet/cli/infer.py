@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ringlet.cli.common import (add_compile, add_data, add_debug, add_model, command_line,
-                                compile_kwargs, data_kwargs, print_json)
+from ringlet.cli.common import (add_compile, add_data, add_debug, add_linear_backend, add_model,
+                                command_line, compile_kwargs, data_kwargs, print_json)
 
 
 def add_parser(sub, name):
@@ -26,6 +26,7 @@ def add_parser(sub, name):
                    default="espn", help="evaluation of polynomial activations")
     p.add_argument("--poly-out-truncation", choices=["dealer", "local"], default="dealer",
                    help="a polynomial's final truncation: exact (+1 round) or local (rare failures)")
+    add_linear_backend(p)
     p.add_argument("--no-pregenerate", action="store_true",
                    help="let the dealer answer during the online phase instead of before it")
     p.add_argument("--results", help="stream per-batch predictions to this JSON-lines file, so an "
@@ -73,7 +74,8 @@ def run(args):
         pregenerate=not args.no_pregenerate, results_path=_results_path(args),
         progress=not args.no_progress, threads=args.threads, timeout=args.timeout, seed=args.seed,
         poly_method=args.poly_method, poly_out_truncation=args.poly_out_truncation,
-        weights=args.weights, **compile_kwargs(args), **data_kwargs(args))
+        linear_backend=args.linear_backend, weights=args.weights, **compile_kwargs(args),
+        **data_kwargs(args))
     if args.output:
         save_logits(args.output, logits)
     report = {"command": command_line(), **report}

@@ -13,6 +13,7 @@ from ringlet.cli.common import add_data_dir, add_debug, command_line, print_json
 
 
 def add_parser(sub, name):
+    from ringlet.cli.common import add_linear_backend
     p = sub.add_parser(name, help="run one party (server, dealer or client) over TCP")
     p.add_argument("--role", choices=["server", "dealer", "client"], required=True)
     p.add_argument("--rank", type=int, help="this party's rank (servers 0..P-1; dealer P; client P+1)")
@@ -29,6 +30,7 @@ def add_parser(sub, name):
     p.add_argument("--adder", choices=["carry-tree", "kogge-stone"], default="carry-tree")
     p.add_argument("--select", choices=["fused", "b2a-mult"], default="fused")
     p.add_argument("--truncation", choices=["local", "dealer"], default=None)
+    add_linear_backend(p)
     p.add_argument("--dataset", help="client: dataset name (test split); server: public calibration "
                                      "data (its training split), default: the model's dataset")
     p.add_argument("--samples", type=int, help="client: first N test images")
@@ -38,6 +40,9 @@ def add_parser(sub, name):
                                        "dataset's normalisation)")
     p.add_argument("--frac-bits", type=int, default=None,
                    help="fixed-point fractional bits (default 16; a server: its model's)")
+    p.add_argument("--ring-bits", type=int, default=None,
+                   help="the ring Z_2^L, 32..64 (default 64; a server: its model's or its activation "
+                        "config's); the dealer and the client must give the servers' value")
     p.add_argument("--smooth", choices=["piecewise", "poly"], default=None)
     p.add_argument("--input-bound", type=float, help="server: the largest |input| to accept")
     p.add_argument("--batch", type=int, default=32, help="client: images per batch")
@@ -88,7 +93,8 @@ def run(args):
     comm = TcpCommunicator(rank, world.size, host, int(port), args.timeout, world.names())
     try:
         frac = server.frac_bits if server is not None else args.frac_bits or 16
-        report = run_party(comm, world, server, client, None, False, frac)
+        ring_bits = server.ring_bits if server is not None else args.ring_bits or 64
+        report = run_party(comm, world, server, client, None, False, frac, ring_bits=ring_bits)
     finally:
         comm.close()
     if args.role == "client":
@@ -130,11 +136,13 @@ def _server_job(args):
     calib, calib_source = sources.public_calibration(src.meta, inputs, args.dataset, args.data_dir)
     pm = sources.compile_source(src, inputs, calibration=calib, calibration_source=calib_source,
                                 frac_bits=args.frac_bits, smooth=args.smooth,
-                                input_bound=args.input_bound)
+                                input_bound=args.input_bound, ring_bits=args.ring_bits)
     model = pm.compiled(config if args.relu_config else None, adder=args.adder, select=args.select,
-                        truncation=args.truncation, private_weights=args.private_weights)
+                        truncation=args.truncation, private_weights=args.private_weights,
+                        backend=args.linear_backend)
     job = functools.partial(server_program, model=model)
     job.frac_bits = model.fixed.frac_bits  # the session encodes as the model was compiled
+    job.ring_bits = model.fixed.ring_bits
     return job
 
 

@@ -11,13 +11,18 @@ def add_parser(sub, name):
     add_model(p)
     add_data(p, test=True)
     add_compile(p)
-    p.add_argument("--mode", choices=["eco", "budget"], required=True)
+    p.add_argument("--mode", choices=["eco", "eco-ring", "budget"], required=True,
+                   help="eco: the fewest safe bits per ReLU; eco-ring: the same in the smallest ring "
+                        "and fixed point that hold the model (writes ring_bits and frac_bits); "
+                        "budget: the best accuracy under --budget")
     p.add_argument("--budget", help="budget mode: kept bits per ReLU, e.g. 8/64")
     p.add_argument("--groups", default="stages", help="stages (default), layers, or a JSON file")
     p.add_argument("--val-samples", type=int, default=1024,
                    help="validation images (training split; with --input: the first N inputs)")
     p.add_argument("--naive", action="store_true", help="add the naive same-bits ablation to the report")
     p.add_argument("--margin", type=int, default=0, help="eco: extra safety bits above the needed k")
+    p.add_argument("--ring-margin", type=int, default=None,
+                   help="eco-ring: safety bits above the largest validation value (default 3)")
     p.add_argument("--min-accuracy", type=float, help="budget: early stop 1 threshold (validation)")
     p.add_argument("--widths", help="budget: comma-separated widths to try (default 0,1,2,4,6,8,12,16,"
                                     "32,64)")
@@ -46,16 +51,18 @@ def run(args):
                         widths=widths, out=args.out, report_path=args.report, plot=args.plot,
                         progress=not args.no_progress, time_limit=args.time_limit,
                         test_samples=args.test_samples, command=command_line(), m_scan=args.m_scan,
-                        weights=args.weights, 
-        **data_kwargs(args), **compile_kwargs(args))
+                        weights=args.weights, ring_margin=args.ring_margin,
+                        **data_kwargs(args), **compile_kwargs(args))
     if args.json:
         print_json(report)
     else:
-        key = "eco_accuracy" if args.mode == "eco" else "budget_accuracy"
+        key = "budget_accuracy" if args.mode == "budget" else "eco_accuracy"
         fmt = lambda v: "n/a (no test data)" if v is None else f"{v:.4f}"  # noqa: E731
         print(f"exact {fmt(report['exact_accuracy'])}, {args.mode} {fmt(report[key])}"
               + (f", naive {fmt(report['naive_accuracy'])}" if "naive_accuracy" in report else "")
               + f"; kept {report['kept_bits_per_relu']:.2f} bits per ReLU; "
               f"{report['configs_evaluated']} configurations in {report['search_seconds']:.0f} s; "
-              f"config → {args.out}")
+              f"config → {args.out}"
+              + (f"; ring {report['eco_ring']['ring_bits']} bits, f = {report['eco_ring']['frac_bits']}"
+                 if "eco_ring" in report else ""))
     return 0

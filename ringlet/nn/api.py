@@ -25,6 +25,16 @@ def calibrate_batchnorm(model: nn.Module, x: torch.Tensor) -> None:
     model.eval()
 
 
+def _kept_fraction(compiled, relu_counts: dict) -> float | None:
+    """Bits the sign circuits read, as a fraction of 64 per ReLU (exact reads ℓ bits in Z_2^ℓ)."""
+    if not relu_counts:
+        return None
+    ell = compiled.fixed.ring_bits
+    kept = sum(relu_counts[n] * (min(k, ell) - m) for n, (k, m) in compiled.relu_bits.items()
+               if n in relu_counts)
+    return kept / (64 * sum(relu_counts.values()))
+
+
 def private_inference(compiled, x: torch.Tensor, labels: torch.Tensor | None = None, *,
                       parties: int = 2, transport: str = "local", batch: int = 32,
                       pregenerate: bool = True, results_path: str | None = None,
@@ -54,17 +64,19 @@ def private_inference(compiled, x: torch.Tensor, labels: torch.Tensor | None = N
     client = functools.partial(client_program, images=x, batch=batch, results_path=results_path,
                                labels=labels, progress=progress, fingerprint=fingerprint)
     run = run_local(server, parties, client=client, transport=transport, timeout=timeout,
-                    frac_bits=compiled.fixed.frac_bits, threads=threads, link=link)
+                    frac_bits=compiled.fixed.frac_bits, ring_bits=compiled.fixed.ring_bits,
+                    threads=threads, link=link)
     report = summarize(run, reference, labels, x.shape[0])
     relu_counts = compiled.graph.relu_elements()
-    kept = sum(relu_counts[n] * (k - m) for n, (k, m) in compiled.relu_bits.items())
     o = compiled.options
     report.update({
         "parties": parties, "transport": transport, "batch": batch,
         "private_weights": o.private_weights, "adder": o.adder, "select": o.select,
-        "frac_bits": compiled.fixed.frac_bits, "postprocess": compiled.graph.postprocess,
+        "linear_backend": o.backend,
+        "frac_bits": compiled.fixed.frac_bits, "ring_bits": compiled.fixed.ring_bits,
+        "postprocess": compiled.graph.postprocess,
         "relus_per_image": sum(relu_counts.values()),
-        "kept_bits_fraction": kept / (64 * sum(relu_counts.values())) if relu_counts else None,
+        "kept_bits_fraction": _kept_fraction(compiled, relu_counts),
         "pregenerated": pregenerate, "fingerprint": fingerprint,
         "link": link.to_dict() if link is not None else None,
         "plaintext_seconds": plain_seconds,
@@ -81,9 +93,10 @@ def run_inference(model: str, *, dataset: str | None = None, samples: int | None
                   pregenerate: bool = True, results_path=None, frac_bits: int | None = None,
                   progress: bool = True, data_dir=None, threads: int = 0, timeout: float = 120.0,
                   seed: int = 0, link=None, poly_method: str = "espn",
-                  poly_out_truncation: str = "dealer", weights: str | None = None,
+                  poly_out_truncation: str = "dealer", linear_backend: str = "auto",
+                  weights: str | None = None,
                   normalize: str | None = None, image_size=None, smooth: str | None = None,
-                  input_bound: float | None = None) -> tuple[dict, torch.Tensor]:
+                  input_bound: float | None = None, ring_bits: int | None = None) -> tuple[dict, torch.Tensor]:
     """Private inference of a model spec (see :mod:`ringlet.sources`) on a dataset or .npy input.
 
     ``results_path`` may be a callable, called only once the model and the data are ready (so
@@ -102,13 +115,13 @@ def run_inference(model: str, *, dataset: str | None = None, samples: int | None
                                       input_path=input_path, labels_path=labels_path,
                                       data_dir=data_dir, normalize=normalize, image_size=image_size,
                                       seed=seed, frac_bits=frac_bits, smooth=smooth,
-                                      input_bound=input_bound)
+                                      input_bound=input_bound, ring_bits=ring_bits)
     path = results_path() if callable(results_path) else results_path
     res = pm.infer(inputs.x, config if relu_config else None, parties, transport, labels=inputs.y,
                    batch=batch, pregenerate=pregenerate, results_path=path, progress=progress,
                    threads=threads, timeout=timeout, link=link, private_weights=private_weights,
                    adder=adder, select=select, truncation=truncation, poly_method=poly_method,
-                   poly_out_truncation=poly_out_truncation)
+                   poly_out_truncation=poly_out_truncation, backend=linear_backend)
     report = res.report
     report.update({"model": model, "checkpoint": src.meta.get("checkpoint"), **inputs.info,
                    "relu_config": relu_config, "results_path": path,

@@ -5,12 +5,15 @@ File format (JSON; the search writes it, the compiler reads it)::
     {"version": 1,
      "default": SETTING,                        # optional; missing means "exact"
      "groups": {"GROUP": ["relu name", ...]},   # optional
-     "layers": {"relu name or GROUP": SETTING}} # optional
+     "layers": {"relu name or GROUP": SETTING}, # optional
+     "ring_bits": L, "frac_bits": F}            # optional: the ring Z_2^L and fixed point F
 
 SETTING is ``"exact"`` (all 64 bits), ``"identity"`` (no bits: the ReLU becomes the identity) or
 ``{"k": K, "m": M}`` (keep bits [k:m], 0 ≤ m ≤ k ≤ 64). ``layers`` overrides ``groups``, which
 overrides ``default``. ReLU names are module paths (``layer1.0.relu1``) or, for functional ReLUs,
-the torch.fx node name. Every problem is reported with the entry that caused it.
+the torch.fx node name. ``ring_bits`` (32…64) and ``frac_bits`` (the eco-ring search writes both)
+make a private run use that ring and fixed point instead of the model's own. Every problem is
+reported with the entry that caused it.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ def parse_setting(value, where: str) -> tuple[int, int]:
         if not isinstance(k, int) or not isinstance(m, int) or isinstance(k, bool) or isinstance(m, bool):
             raise ConfigError(f"{where}: k and m must be integers, got {value!r}")
         if k > 64:
-            raise ConfigError(f"{where}: k = {k} > 64 (the ring has 64 bits)")
+            raise ConfigError(f"{where}: k = {k} > 64 (a ring has at most 64 bits)")
         if m < 0:
             raise ConfigError(f"{where}: m = {m} < 0")
         if k < m:
@@ -94,7 +97,22 @@ class ReluConfig:
         for name, value in layers.items():
             parse_setting(value, f"{source}: layers[{name!r}]")
         extra = {k: v for k, v in data.items() if k not in ("version", "default", "groups", "layers")}
+        ring_bits, frac_bits = extra.get("ring_bits"), extra.get("frac_bits")
+        for key, value, lo, hi in (("ring_bits", ring_bits, 32, 64), ("frac_bits", frac_bits, 0, 62)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                      or not lo <= value <= hi):
+                raise ConfigError(f"{source}: \"{key}\" must be an integer in {lo}..{hi}, got {value!r}")
+        if ring_bits is not None and frac_bits is not None and frac_bits > ring_bits - 2:
+            raise ConfigError(f"{source}: frac_bits = {frac_bits} does not fit a {ring_bits}-bit ring")
         return cls(default, dict(groups), dict(layers), VERSION, extra)
+
+    @property
+    def ring_bits(self) -> int | None:
+        return self.extra.get("ring_bits")
+
+    @property
+    def frac_bits(self) -> int | None:
+        return self.extra.get("frac_bits")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ReluConfig":

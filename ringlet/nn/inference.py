@@ -81,9 +81,11 @@ def server_program(sess: Session, model: CompiledModel, pregenerate: bool = True
                    layer_log: bool = True) -> dict:
     """Serve one job from the client; returns this server's counts and per-layer log."""
     client = sess.world.client
-    if sess.fixed.frac_bits != model.fixed.frac_bits:
-        raise ModelMismatchError(f"server {sess.rank}: the session encodes with {sess.fixed.frac_bits} "
-                                 f"fractional bits, the model was compiled for {model.fixed.frac_bits}")
+    if sess.fixed != model.fixed:
+        raise ModelMismatchError(
+            f"server {sess.rank}: the session encodes with {sess.fixed.frac_bits} fractional bits in a "
+            f"{sess.fixed.ring_bits}-bit ring, the model was compiled for {model.fixed.frac_bits} "
+            f"in a {model.fixed.ring_bits}-bit ring")
     fingerprint = agree_on_model(sess, model)
     n, batch, *shape = _recv_ints(sess, client)
     if tuple(shape) != tuple(model.graph.input_shape):
@@ -93,7 +95,8 @@ def server_program(sess: Session, model: CompiledModel, pregenerate: bool = True
     if sess.rank == 0:
         _send_json(sess, client, {
             "output_frac": model.output_frac, "output_shape": list(out_shape),
-            "input_frac": model.fixed.frac_bits, "input_range": model.input_range.to_dict(),
+            "input_frac": model.fixed.frac_bits, "ring_bits": model.fixed.ring_bits,
+            "input_range": model.input_range.to_dict(),
             "postprocess": model.graph.postprocess, "fingerprint": fingerprint})
     go = _recv_json(sess, client)
     if not go.get("go"):
@@ -160,6 +163,9 @@ def _check_job(sess: Session, images: torch.Tensor, reply: dict, fingerprint: di
     if reply["input_frac"] != sess.fixed.frac_bits:
         raise ModelMismatchError(f"client: the servers encode inputs with {reply['input_frac']} "
                                  f"fractional bits, this client with {sess.fixed.frac_bits}")
+    if reply.get("ring_bits", 64) != sess.fixed.ring_bits:
+        raise ModelMismatchError(f"client: the servers compute in a {reply.get('ring_bits', 64)}-bit "
+                                 f"ring, this client in a {sess.fixed.ring_bits}-bit one (--ring-bits)")
     if fingerprint is not None and reply["fingerprint"] != fingerprint:
         differ = [k for k in fingerprint if reply["fingerprint"].get(k) != fingerprint[k]]
         raise ModelMismatchError(f"client: the servers run another model than expected "
@@ -200,7 +206,8 @@ def client_program(sess: Session, images: torch.Tensor, batch: int,
         for start in range(0, n, batch):
             x = images[start:start + batch]
             share_input(sess, x, sess.rank, tuple(x.shape))
-            y = reveal(sess, None, to=sess.rank, decode=False).to(torch.float64) / (1 << out_frac)
+            y = reveal(sess, None, to=sess.rank, decode=False,
+                       shape=(x.shape[0], *out_shape)).to(torch.float64) / (1 << out_frac)
             logits.append(y)
             if stream:
                 row = {"first": start, "count": int(x.shape[0]), "predictions": y.argmax(1).tolist(),

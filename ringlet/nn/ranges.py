@@ -36,11 +36,12 @@ class InputRangeError(ValueError):
     """An input element is outside the range the model is valid for."""
 
 
-def _bits(value: float, frac: int) -> float:
-    """Headroom in bits of a magnitude ``value`` at ``frac`` fractional bits below 2^62."""
+def _bits(value: float, frac: int, limit: int = RING_LIMIT_BITS) -> float:
+    """Headroom in bits of a magnitude ``value`` at ``frac`` fractional bits below 2^limit
+    (2^(ℓ−2): the fused select and the dealer's truncation need |y| < 2^(ℓ−2))."""
     if value <= 0:
-        return float(RING_LIMIT_BITS)
-    return RING_LIMIT_BITS - (math.log2(value) + frac)
+        return float(limit)
+    return limit - (math.log2(value) + frac)
 
 
 class _Peaks(PlainInterpreter):
@@ -115,22 +116,26 @@ def choose_bound(calibration: dict | None, normalization=None, bound: float | No
     return InputRange(2.0 * calibration["input_max"], "calibration")
 
 
-def headroom(graph: SecureGraph, frac_bits: int, rng: InputRange, calibration: dict | None) -> dict:
-    """Per-node headroom (bits below 2^62) at the range's bound: predicted from the calibration
+def headroom(graph: SecureGraph, frac_bits: int, rng: InputRange, calibration: dict | None,
+             ring_bits: int = 64) -> dict:
+    """Per-node headroom (bits below 2^(ℓ−2)) at the range's bound: predicted from the calibration
     and worst-case; with the smallest of each and whether the worst case proves no overflow."""
     fracs = FracPlan(graph, frac_bits).plan()
     worst = Magnitudes(graph).bounds(rng.bound)
+    limit = ring_bits - 2
     rows = {}
     for node in graph.nodes:
-        row = {"frac": fracs[node.name], "worst_case": round(_bits(worst[node.name], fracs[node.name]), 2)}
+        row = {"frac": fracs[node.name],
+               "worst_case": round(_bits(worst[node.name], fracs[node.name], limit), 2)}
         if calibration is not None and calibration["input_max"] > 0:
             scale = rng.bound / calibration["input_max"]
             peak = calibration["peaks"].get(node.name, 0.0) * max(scale, 1.0)
-            row["predicted"] = round(_bits(peak, fracs[node.name]), 2)
+            row["predicted"] = round(_bits(peak, fracs[node.name], limit), 2)
         rows[node.name] = row
     predicted = [r["predicted"] for r in rows.values() if "predicted" in r]
     worst_min = min(r["worst_case"] for r in rows.values())
     return {"input_bound": rng.bound, "method": rng.method, "frac_bits": frac_bits,
+            "ring_bits": ring_bits,
             "min_predicted_bits": min(predicted) if predicted else None,
             "min_worst_case_bits": worst_min, "guaranteed": worst_min >= 1,
             "per_node": rows}
@@ -146,10 +151,11 @@ def check_headroom(report: dict, graph: SecureGraph) -> None:
         bits = report["per_node"][node.name][key]
         if bits < MIN_HEADROOM:
             raise InputRangeError(
-                f"node {node.label!r} ({node.kind}) keeps {bits:.1f} bits of headroom below 2^62 "
-                f"at {report['frac_bits']} fractional bits for inputs up to ±{report['input_bound']:g} "
+                f"node {node.label!r} ({node.kind}) keeps {bits:.1f} bits of headroom below "
+                f"2^{report.get('ring_bits', 64) - 2} at {report['frac_bits']} fractional bits in a "
+                f"{report.get('ring_bits', 64)}-bit ring for inputs up to ±{report['input_bound']:g} "
                 f"({report['method']}, {key}); at least {MIN_HEADROOM} are needed: use fewer "
-                f"fractional bits (--frac-bits) or a smaller input range")
+                f"fractional bits (--frac-bits), a wider ring (--ring-bits) or a smaller input range")
 
 
 def check_input(x: torch.Tensor, rng: InputRange, what: str = "input") -> None:

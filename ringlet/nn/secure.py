@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import threading
 import time
 from dataclasses import dataclass
 
@@ -23,7 +24,7 @@ from ringlet.nn.ops import registry
 from ringlet.nn.ranges import InputRange
 from ringlet.protocols.compare import ReluSpec
 from ringlet.protocols.io import share_input
-from ringlet.protocols.truncation import truncate
+from ringlet.protocols.truncation import default_method, truncate
 from ringlet.ring import FixedPoint
 from ringlet.session import Session
 from ringlet.sharing import ArithmeticShare
@@ -36,15 +37,23 @@ class SecureOptions:
     adder: str = "carry-tree"
     select: str = "fused"
     truncation: str | None = None  # standalone truncations; None: local (2 servers) / dealer
-    backend: str = "int64"         # exact public-weight conv: int64 or limbs
+    backend: str = "auto"          # exact public-weight linear layers: a linear_backend name
     private_weights: bool = False  # weights secret-shared by server 0 (the model owner)
     poly_method: str = "espn"      # polynomial activations: espn, espn-beaver, horner, honeybadger
     poly_frac: int | None = None   # input bits of the one-round methods (None: the largest safe)
     poly_out_truncation: str = "dealer"  # the polynomial's final truncation: dealer (exact) / local
 
+    def __post_init__(self):
+        from ringlet.protocols.linear_auto import CHOICES
+        if self.backend not in CHOICES:
+            raise ValueError(f"backend {self.backend!r}: the exact linear backend must be one of "
+                             f"{', '.join(CHOICES)}")
+
 
 class CompiledModel:
     """A secure graph bound to ReLU settings, protocol options and a fixed-point format."""
+
+    _backend_lock = threading.Lock()  # on the class: a model stays picklable (tcp party jobs)
 
     def __init__(self, graph: SecureGraph, relu_bits: dict[str, tuple[int, int]] | None = None,
                  options: SecureOptions = SecureOptions(), fixed: FixedPoint = FixedPoint(),
@@ -60,9 +69,14 @@ class CompiledModel:
         missing = set(names) - set(self.relu_bits)
         if missing:
             raise ValueError(f"no ReLU setting for {sorted(missing)[:3]}")
+        for label, (k, m) in self.relu_bits.items():
+            if k > fixed.ring_bits and (k, m) != (64, 0):
+                raise ValueError(f"activation {label!r}: bits [{k}:{m}] need k <= {fixed.ring_bits}, "
+                                 f"the ring's width (--ring-bits)")
         self.fracs = FracPlan(graph, fixed.frac_bits).plan()
         ops = registry()
         self.encoded = {n.name: ops[n.kind].encode(n, fixed) for n in graph.nodes}
+        self._linear_backends: dict[int, dict[str, str]] = {}
 
     def fingerprint(self) -> dict:
         """Digests of everything the parties must agree on (the exact backend may differ)."""
@@ -74,7 +88,7 @@ class CompiledModel:
         options = {k: v for k, v in dataclasses.asdict(self.options).items() if k != "backend"}
         return {"graph": fp["graph"], "weights": fp["weights"],
                 "activations": digest(sorted((k, list(v)) for k, v in self.relu_bits.items())),
-                "options": digest(options), "fixed_point": f"f={self.fixed.frac_bits}",
+                "options": digest(options), "fixed_point": self.fixed.describe(),
                 "input_range": digest(self.input_range.to_dict())}
 
     @property
@@ -100,6 +114,16 @@ class CompiledModel:
         f = self.fixed.frac_bits
         return {n.name: (shared(self.encoded[n.name]["weight"], f), shared(self.encoded[n.name]["bias"], 2 * f))
                 for n in self.graph.nodes if n.kind in ("conv", "linear")}
+
+    def linear_backends(self, batch: int) -> dict[str, str]:
+        """{node name: exact backend} of every public-weight conv/linear/spatialmap node for a
+        batch of ``batch`` samples; ``auto`` is measured (once per layer shape and machine, cached
+        on disk, see :mod:`ringlet.protocols.linear_auto`) and kept here per batch size."""
+        from ringlet.nn.ops.linear import resolve_backends
+        with self._backend_lock:  # server threads of one process share the model: time once
+            if batch not in self._linear_backends:
+                self._linear_backends[batch] = resolve_backends(self, batch)
+            return self._linear_backends[batch]
 
     def run(self, sess: Session, x: ArithmeticShare, weights: dict | None = None,
             log: list | None = None) -> ArithmeticShare:
@@ -128,7 +152,11 @@ class SecureInterpreter(Interpreter):
         self.f = model.fixed.frac_bits
         self.encoded = model.encoded
         self.spec = model.spec
-        self.trunc = model.options.truncation or ("local" if sess.num_parties == 2 else "dealer")
+        self.trunc = model.options.truncation or default_method(sess.num_parties, sess.ring.bits)
+
+    def backend_for(self, node, x: ArithmeticShare) -> str:
+        """The exact linear backend of ``node`` for the batch of its input share ``x``."""
+        return self.model.linear_backends(x.shape[0])[node.name]
 
     def run_node(self, node, ins):
         op = self.ops[node.kind]

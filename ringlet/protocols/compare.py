@@ -106,7 +106,7 @@ def drelu_two(sess: Session, t: torch.Tensor, w: int, adder: str, piggyback=None
     return (~sign if sess.rank == 0 else sign), extra
 
 
-def ring_bits_of(spec: ReluSpec, ring_bits: int) -> tuple[int, int]:
+def spec_in_ring(spec: ReluSpec, ring_bits: int) -> tuple[int, int]:
     """[k:m] in a ring of ``ring_bits``: [64:0] means exact, i.e. [ℓ:0]; otherwise k ≤ ℓ."""
     if spec.m == 0 and spec.k == 64:
         return ring_bits, 0
@@ -120,7 +120,7 @@ def input_bits(spec: ReluSpec, shift: int = 0, ring_bits: int = 64) -> tuple[int
     fractional bits: [k+shift : m+shift] (capped at ℓ); exact stays all ℓ bits."""
     if spec.width == 0:
         return spec.k, spec.m
-    k, m = ring_bits_of(spec, ring_bits)
+    k, m = spec_in_ring(spec, ring_bits)
     if (k, m) == (ring_bits, 0):
         return k, m
     return min(ring_bits, k + shift), m + shift
@@ -199,7 +199,7 @@ def max_pool2d(sess: Session, x: ArithmeticShare, kernel, stride=None, padding=0
     data = x.data
     n, c, h, w = data.shape
     if ph or pw:
-        top = ring_bits_of(spec, sess.ring.bits)[0] if spec.width else spec.k
+        top = spec_in_ring(spec, sess.ring.bits)[0] if spec.width else spec.k
         low = -(1 << (top - 2)) if top >= 2 else 0
         fill = torch.full((n, c, h + 2 * ph, w + 2 * pw), low if x.party == 0 else 0,
                           dtype=torch.int64)
@@ -220,7 +220,7 @@ def max_pool2d(sess: Session, x: ArithmeticShare, kernel, stride=None, padding=0
 def relu_cost(spec: ReluSpec, parties: int = 2, ring_bits: int = 64) -> dict:
     """Expected bits sent per server per element and rounds (the max over servers) in Z_2^ℓ."""
     ell = ring_bits
-    k, m = ring_bits_of(spec, ell) if spec.width else (spec.k, spec.m)
+    k, m = spec_in_ring(spec, ell) if spec.width else (spec.k, spec.m)
     w = k - m
     if w == 0:
         return {"drelu_bits": 0, "drelu_rounds": 0, "relu_bits": 0, "relu_rounds": 0}

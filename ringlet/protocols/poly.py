@@ -33,7 +33,6 @@ import math
 
 import torch
 
-from ringlet import ring
 from ringlet.offline import Request
 from ringlet.protocols import beaver
 from ringlet.protocols.convert import reshare_to_two

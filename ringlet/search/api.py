@@ -227,15 +227,17 @@ def run_search(model: str, *, mode: str, dataset: str | None = None, budget: str
                labels_path: str | None = None, test_input: str | None = None,
                test_labels: str | None = None, normalize: str | None = None,
                image_size=None, frac_bits: int | None = None, smooth: str | None = None,
-               input_bound: float | None = None) -> dict:
+               input_bound: float | None = None, ring_bits: int | None = None,
+               ring_margin: int | None = None) -> dict:
     """``ringlet search``: the model spec's search on its data; writes the config and the report."""
     _check_writable(out, report_path, plot)
-    if mode not in ("eco", "budget"):
-        raise ValueError(f"--mode {mode!r}: eco or budget")
+    if mode not in ("eco", "budget", "eco-ring"):
+        raise ValueError(f"--mode {mode!r}: eco, eco-ring or budget")
     if budget is not None:
         parse_budget(budget)
     groups_spec = load_groups(groups)
-    compile_args = {"frac_bits": frac_bits, "smooth": smooth, "input_bound": input_bound}
+    compile_args = {"frac_bits": frac_bits, "ring_bits": ring_bits, "smooth": smooth,
+                    "input_bound": input_bound}
     pm, src, test = _prepare(model, weights, dataset, input_path, labels_path, test_input, test_labels,
                              data_dir, normalize, image_size, test_samples, compile_args)
     train = _training_data(src, dataset, input_path, labels_path, data_dir, normalize, image_size)
@@ -246,7 +248,8 @@ def run_search(model: str, *, mode: str, dataset: str | None = None, budget: str
     cfg = pm.search(vx, vy, mode, budget, x_test=test[0] if test else None,
                     y_test=test[1] if test else None, parties=parties, progress=progress,
                     groups=groups_spec, naive=naive, margin=margin, min_accuracy=min_accuracy,
-                    widths=widths, time_limit=time_limit, m_scan=m_scan)
+                    widths=widths, time_limit=time_limit, m_scan=m_scan,
+                    **({"ring_margin": ring_margin} if mode == "eco-ring" else {}))
     report = {"command": command, "model": model, "dataset": dataset or src.meta.get("dataset"),
               **cfg.report}
     cfg = ReluConfig(cfg.default, cfg.groups, cfg.layers, cfg.version,
@@ -270,7 +273,7 @@ def run_finetune(model: str, relu_config: str, epochs: int, out: str, *, lr: flo
                  test_input: str | None = None, test_labels: str | None = None,
                  normalize: str | None = None, image_size=None, augment: bool = True,
                  frac_bits: int | None = None, smooth: str | None = None,
-                 input_bound: float | None = None) -> dict:
+                 input_bound: float | None = None, ring_bits: int | None = None) -> dict:
     """``ringlet finetune``: retrain with the config's approximate ReLUs; writes a checkpoint
     (OUT.safetensors + OUT.json) of the module, loadable as the model was."""
     from ringlet.private import as_config
@@ -279,7 +282,8 @@ def run_finetune(model: str, relu_config: str, epochs: int, out: str, *, lr: flo
         raise ValueError(f"--epochs must be at least 1, got {epochs}")
     config = as_config(relu_config)
     _check_writable(Path(out).with_suffix(".json"))
-    compile_args = {"frac_bits": frac_bits, "smooth": smooth, "input_bound": input_bound}
+    compile_args = {"frac_bits": frac_bits, "ring_bits": ring_bits, "smooth": smooth,
+                    "input_bound": input_bound}
     pm, src, test = _prepare(model, weights, dataset, input_path, labels_path, test_input, test_labels,
                              data_dir, normalize, image_size, test_samples, compile_args)
     if pm.module is None:

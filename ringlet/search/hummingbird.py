@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ringlet.search.simulator import EXACT, Simulator
+from ringlet.search.simulator import Simulator
 
 DEFAULT_WIDTHS = (0, 1, 2, 4, 6, 8, 12, 16, 32, 64)  # the paper's {0, 1, 2, 4, …, 64}, plus 6, 12
 DEFAULT_MS = tuple(range(16))

@@ -128,7 +128,8 @@ def evaluate_model(model: str, dataset: str | None = None, samples: int | None =
                    data_dir=None, *, weights: str | None = None, input_path: str | None = None,
                    labels_path: str | None = None, normalize: str | None = None, image_size=None,
                    relu_config: str | None = None, parties: int = 2, frac_bits: int | None = None,
-                   smooth: str | None = None, input_bound: float | None = None) -> dict:
+                   smooth: str | None = None, input_bound: float | None = None,
+                   ring_bits: int | None = None) -> dict:
     """Test accuracy (the ``ringlet eval`` JSON): plaintext, or with ``relu_config`` the share-level
     simulator's — the figure a private run with that config is compared to."""
     from ringlet.private import as_config
@@ -137,7 +138,7 @@ def evaluate_model(model: str, dataset: str | None = None, samples: int | None =
     pm, _, inputs = prepare(model, weights=weights, dataset=dataset, samples=samples,
                             input_path=input_path, labels_path=labels_path, data_dir=data_dir,
                             normalize=normalize, image_size=image_size, frac_bits=frac_bits,
-                            smooth=smooth, input_bound=input_bound, local=True)
+                            smooth=smooth, input_bound=input_bound, ring_bits=ring_bits, local=True)
     if inputs.y is None:
         raise ValueError("eval needs labels: give --labels with --input")
     acc = pm.evaluate(inputs.x, inputs.y, config, parties=parties, batch=batch)

@@ -17,7 +17,6 @@ import torch
 from ringlet.nn.ops.base import Op, Registry
 from ringlet.nn.ops.shape import lift
 from ringlet.protocols import beaver
-from ringlet.ring import FixedPoint
 from ringlet.sharing import ArithmeticShare
 
 
@@ -63,7 +62,7 @@ class Affine(Op):
         y = _expand(y, shape)
         shift = node.params["shift"]
         if shift is not None:
-            y = y.add_public(FixedPoint(y.frac).encode(shift.expand(shape), f"{node.label} shift"))
+            y = y.add_public(ctx.fixed.with_frac(y.frac).encode(shift.expand(shape), f"{node.label} shift"))
         return y
 
     def magnitude(self, node, ins):

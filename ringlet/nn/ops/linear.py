@@ -16,6 +16,7 @@ from torch import nn
 
 from ringlet.nn.ops.base import Op, Registry, pair as _pair
 from ringlet.protocols import beaver, linear
+from ringlet.protocols.linear_auto import ring_bits_of
 from ringlet.ring import FixedPoint
 from ringlet.sharing import ArithmeticShare
 
@@ -42,7 +43,7 @@ class _Weighted(Op):
     def encode(self, node, fixed: FixedPoint) -> dict:
         p, f = node.params, fixed.frac_bits
         return {"weight": fixed.encode(p["weight"], f"{node.label} weight"),
-                "bias": None if p["bias"] is None else FixedPoint(2 * f).encode(p["bias"], f"{node.label} bias")}
+                "bias": None if p["bias"] is None else fixed.with_frac(2 * f).encode(p["bias"], f"{node.label} bias")}
 
     def magnitude(self, node, ins):
         bias = node.params["bias"]
@@ -65,7 +66,14 @@ class Conv(_Weighted):
                               p["groups"], rescale=False)
             return _add_bias(y, b, (1, -1, 1, 1))
         return linear.conv2d_public(ins[0], enc["weight"], enc["bias"], p["stride"], p["padding"],
-                                    p["dilation"], p["groups"], ctx.f, ctx.options.backend)
+                                    p["dilation"], p["groups"], ctx.f, ctx.backend_for(node, ins[0]),
+                                    ring_bits_of(ctx.fixed))
+
+    def linear_layer(self, node, in_shape, batch, encoded):
+        p = node.params
+        return {"kind": "conv", "x_shape": (batch, *in_shape), "w": encoded["weight"],
+                "stride": p["stride"], "padding": p["padding"], "dilation": p["dilation"],
+                "groups": p["groups"]}
 
 
 class Linear(_Weighted):
@@ -82,7 +90,32 @@ class Linear(_Weighted):
             y = beaver.matmul(ctx.sess, ins[0], ArithmeticShare(w.data.t().contiguous(), w.party, w.frac),
                               rescale=False)
             return _add_bias(y, b, (1, -1))
-        return linear.linear_public(ins[0], enc["weight"], enc["bias"], ctx.f, ctx.options.backend)
+        return linear.linear_public(ins[0], enc["weight"], enc["bias"], ctx.f,
+                                    ctx.backend_for(node, ins[0]), ring_bits_of(ctx.fixed))
+
+    def linear_layer(self, node, in_shape, batch, encoded):
+        return {"kind": "linear", "x_shape": (batch, *in_shape), "w": encoded["weight"]}
+
+
+def resolve_backends(model, batch: int, cache=True) -> dict[str, str]:
+    """The exact backend of every node that runs a public-weight linear layer (conv, linear,
+    spatialmap) for ``batch`` samples: the forced ``model.options.backend``, or with ``auto`` the
+    measured fastest (:func:`ringlet.protocols.linear_auto.choose_backend`, cached on disk)."""
+    from ringlet.nn.ops import registry
+    from ringlet.protocols.linear_auto import BackendCache, choose_backend
+    forced, ops = model.options.backend, registry()
+    shapes = {n.name: tuple(n.out_shape) for n in model.graph.nodes}
+    store = BackendCache() if cache is True else cache
+    out = {}
+    for node in model.graph.nodes:
+        if not node.inputs or (model.options.private_weights and node.kind in ("conv", "linear")):
+            continue  # secret weights: Beaver products, no backend
+        layer = ops[node.kind].linear_layer(node, shapes[node.inputs[0]], batch,
+                                            model.encoded[node.name])
+        if layer is not None:
+            out[node.name] = forced if forced != "auto" else choose_backend(
+                **layer, ring_bits=ring_bits_of(model.fixed), cache=store)
+    return out
 
 
 # -- lowerings ------------------------------------------------------------------------------------

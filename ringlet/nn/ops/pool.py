@@ -24,6 +24,7 @@ from ringlet.nn.ops.base import Op, Registry, pair as _pair
 from ringlet.nn.ops.shape import _call as call
 from ringlet.protocols import linear
 from ringlet.protocols.compare import ReluSpec, maximum
+from ringlet.protocols.linear_auto import ring_bits_of
 from ringlet.sharing import ArithmeticShare
 
 
@@ -88,8 +89,12 @@ class SpatialMap(Op):
     def secure(self, node, ins, ctx):
         x, m = ins[0], ctx.encoded[node.name]["matrix"]
         flat = x.data.reshape(-1, x.data.shape[2] * x.data.shape[3])
-        y = linear.exact_linear(flat, m, ctx.options.backend)
+        y = linear.exact_linear(flat, m, ctx.backend_for(node, x), ring_bits=ring_bits_of(ctx.fixed))
         return ArithmeticShare(y.reshape(x.shape[0], *node.out_shape), x.party, x.frac + ctx.f)
+
+    def linear_layer(self, node, in_shape, batch, encoded):
+        return {"kind": "linear", "x_shape": (batch * in_shape[0], in_shape[1] * in_shape[2]),
+                "w": encoded["matrix"]}
 
     def magnitude(self, node, ins):
         return float(node.params["matrix"].abs().sum(1).max()) * ins[0]

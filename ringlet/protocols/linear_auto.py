@@ -1,0 +1,213 @@
+"""Which exact backend computes a public-weight layer fastest here: measured once, cached on disk.
+
+Every backend of :mod:`ringlet.protocols.linear_backend` gives the same result modulo 2^ℓ, so the
+choice is a per-machine performance hint and can never change a result. :func:`choose_backend`
+times each candidate on random int64 data of exactly the layer's shape (one warm-up, then the
+median of 3 runs; a candidate is dropped as soon as one run is more than 3× the best median so
+far) and keeps the fastest.
+
+The cache is one JSON file, ``$RINGLET_CACHE_DIR/linear-backends.json`` (default directory
+``~/.cache/ringlet``), keyed by the machine (CPU model, torch version, torch threads) and the
+layer (kind, input shape, weight shape, stride, padding, dilation, groups, number of limbs). It is
+written atomically (a temporary file, then ``os.replace``); an unreadable or corrupt file is
+ignored with a warning and rewritten by the next choice, never an error.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import platform
+import statistics
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from ringlet.protocols.linear_backend import (
+    BACKENDS,
+    exact_conv2d,
+    exact_linear,
+    limb_plan,
+)
+from ringlet.sharing import ShareError
+
+CACHE_FILE = "linear-backends.json"
+CACHE_VERSION = 1
+REPEATS = 3
+SLOWER = 3.0  # a candidate one run of which is this many times the best median is dropped
+CHOICES = BACKENDS + ("auto",)  # what SecureOptions.backend and --linear-backend accept
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("RINGLET_CACHE_DIR") or Path.home() / ".cache" / "ringlet")
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown cpu"
+
+
+def machine_key() -> str:
+    """What the timings depend on besides the layer: CPU model, torch version, torch threads."""
+    return f"{_cpu_model()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+
+
+def shape_key(kind: str, x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1,
+              limbs: int = 1) -> str:
+    def norm(v):
+        return list(v) if isinstance(v, (tuple, list)) else [v, v]
+    if kind == "linear":
+        return f"linear x={list(x_shape)} w={list(w_shape)} limbs={limbs}"
+    return (f"conv x={list(x_shape)} w={list(w_shape)} stride={norm(stride)} "
+            f"padding={norm(padding)} dilation={norm(dilation)} groups={groups} limbs={limbs}")
+
+
+class BackendCache:
+    """The on-disk cache of measured choices (one JSON file; see the module docstring)."""
+
+    _lock = threading.Lock()  # threads of one process write one at a time
+
+    def __init__(self, path=None):
+        self.path = Path(path) if path is not None else cache_dir() / CACHE_FILE
+        self._data: dict | None = None
+
+    def _read(self, quiet: bool = False) -> dict:
+        empty = {"version": CACHE_VERSION, "machines": {}}
+        try:
+            text = self.path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return empty
+        except OSError as exc:
+            if not quiet:
+                warnings.warn(f"cannot read the linear-backend cache {self.path}: {exc}; "
+                              f"ignoring it", stacklevel=3)
+            return empty
+        try:
+            data = json.loads(text)
+            if (not isinstance(data, dict) or data.get("version") != CACHE_VERSION
+                    or not isinstance(data.get("machines"), dict)
+                    or not all(isinstance(v, dict) for v in data["machines"].values())):
+                raise ValueError("not a version-1 cache of machines")
+        except ValueError as exc:
+            if not quiet:
+                warnings.warn(f"ignoring the corrupt linear-backend cache {self.path} ({exc}); "
+                              f"it will be rewritten", stacklevel=3)
+            return empty
+        return data
+
+    def get(self, machine: str, key: str) -> dict | None:
+        if self._data is None:
+            self._data = self._read()
+        entry = self._data["machines"].get(machine, {}).get(key)
+        return entry if isinstance(entry, dict) else None
+
+    def put(self, machine: str, key: str, entry: dict) -> None:
+        with self._lock:
+            data = self._read(quiet=self._data is not None)  # merge with what other processes wrote meanwhile
+            data["machines"].setdefault(machine, {})[key] = entry
+            self._data = data
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+                os.replace(tmp, self.path)
+            except OSError as exc:
+                warnings.warn(f"cannot write the linear-backend cache {self.path}: {exc}",
+                              stacklevel=3)
+                try:
+                    tmp.unlink()
+                except OSError:
+                    pass
+
+
+def measure(fn, repeats: int = REPEATS, limit: float = math.inf) -> float:
+    """Median seconds of ``repeats`` runs after one warm-up; the first run above ``limit`` ends
+    the measurement (its time is returned: the candidate lost)."""
+    t0 = time.perf_counter()
+    fn()
+    if time.perf_counter() - t0 > limit:
+        return time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        if times[-1] > limit:
+            return times[-1]
+    return statistics.median(times)
+
+
+def candidates(kind: str, groups: int = 1, limbs_ok: bool = True) -> tuple[str, ...]:
+    """The backends worth timing, the likely fastest first (so slow ones stop early)."""
+    if not limbs_ok:
+        return ("int64",)
+    if kind == "linear":
+        return ("limbs", "int64")  # every limbs* variant is the same matmul
+    return ("limbs", "limbs-cl") + (("limbs-unfold",) if groups == 1 else ()) + ("int64",)
+
+
+def choose_backend(kind: str, x_shape, w: torch.Tensor, stride=1, padding=0, dilation=1,
+                   groups: int = 1, ring_bits: int = 64, cache: BackendCache | bool = True,
+                   record: dict | None = None) -> str:
+    """The fastest exact backend for one layer (``kind`` conv or linear) on this machine.
+
+    ``cache``: True (the default file), False (measure, store nothing) or a :class:`BackendCache`.
+    ``record``, if given, receives the measured milliseconds and whether the cache answered.
+    """
+    if kind not in ("conv", "linear"):
+        raise ValueError(f"choose_backend: kind must be conv or linear, got {kind!r}")
+    try:
+        limbs = limb_plan(w, ring_bits)[0]
+    except ShareError:
+        limbs = 0
+    cands = candidates(kind, groups, limbs > 0)
+    if len(cands) == 1:
+        return cands[0]
+    store = BackendCache() if cache is True else cache or None
+    machine = machine_key()
+    key = shape_key(kind, x_shape, w.shape, stride, padding, dilation, groups, limbs)
+    hit = store.get(machine, key) if store is not None else None
+    if hit is not None and hit.get("backend") in cands:
+        if record is not None:
+            record.update(cached=True, ms=hit.get("ms"))
+        return hit["backend"]
+    gen = torch.Generator().manual_seed(0)  # timing data only; leaves torch's global RNG alone
+    x = torch.randint(-2 ** 63, 2 ** 63 - 1, tuple(x_shape), dtype=torch.int64, generator=gen)
+    if kind == "conv":
+        def run(be):
+            return exact_conv2d(x, w, stride, padding, dilation, groups, be, ring_bits=ring_bits)
+    else:
+        def run(be):
+            return exact_linear(x, w, be, ring_bits=ring_bits)
+    times: dict[str, float] = {}
+    for be in cands:
+        best = min(times.values(), default=math.inf)
+        times[be] = measure(lambda be=be: run(be), limit=SLOWER * best)
+    choice = min(times, key=times.get)
+    ms = {be: round(t * 1e3, 3) for be, t in times.items()}
+    if store is not None:
+        store.put(machine, key, {"backend": choice, "ms": ms, "ring_bits": ring_bits})
+    if record is not None:
+        record.update(cached=False, ms=ms)
+    return choice
+
+
+def ring_bits_of(fixed) -> int:
+    """The ring width of a fixed-point format (64 for one that predates ring widths)."""
+    return int(getattr(fixed, "ring_bits", 64))
+
+
+__all__ = ["CHOICES", "BackendCache", "cache_dir", "candidates", "choose_backend", "machine_key",
+           "measure", "ring_bits_of", "shape_key"]

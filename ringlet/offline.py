@@ -231,12 +231,16 @@ def _draw_injtrunc(s, req, index, corrected):
 def _correct_injtrunc(parts, req, rng):
     n, d = req.params
     rb = _bit_values(parts, n)
-    r = sum(p["r"] for p in parts)
+    r = parts[0]["r"].clone()
+    for p in parts[1:]:
+        r += p["r"]
     msb = rng.msb(r)
-    low = rng.low(r) >> d
-    out = {"rb": rb, "msb": msb, "low": low, "rb_low": rb * low, "rb_msb": rb * msb}
+    low = rng.low(r)
+    low >>= d  # in place: these tensors are large and fresh memory is dear
+    out = {"rb_low": rb * low, "rb_msb": rb * msb, "rb": rb, "msb": msb, "low": low}
     for p in parts[:-1]:
-        out = {k: v - p[k] for k, v in out.items()}
+        for k, v in out.items():
+            v -= p[k]
     return out
 
 
@@ -327,13 +331,11 @@ class Dealer:
             if values and values[0] == self.STOP:
                 return
             pos = 0
-            batch: dict[int, list] = {}
-            while pos < len(values):
-                req, pos = Request.decode(values, pos)
+            while pos < len(values):  # each request's corrections leave as soon as they exist:
+                req, pos = Request.decode(values, pos)  # the holder expands them meanwhile
                 dst, corr = self.produce(req)
                 wire = (lambda t: t) if req.kind in _BINARY_KINDS else self.ring.wire
-                batch.setdefault(dst, []).extend(("offline", wire(corr[k])) for k in sorted(corr))
-            for dst, items in batch.items():
+                items = [("offline", wire(corr[k])) for k in sorted(corr)]
                 for start in range(0, len(items), 8):  # messages carry at most 8 tensors
                     self.comm.send(dst, items[start:start + 8], "offline")
 
@@ -349,12 +351,17 @@ class OfflineClient:
         self.dealer = dealer_rank
         self.ring = ring
         self.plan: list[Request] = []  # every request made, in order (the recorded plan)
+        self.recording = False  # answer every request with zero material, asking no dealer
         self._queue: list[dict] | None = None
         self._cursor = 0
 
     def get(self, req: Request) -> dict:
         """This party's material for ``req`` (every server must call this in the same order)."""
         self.plan.append(req)
+        if self.recording:  # a plan recording: the shapes of the material, all zeros
+            if self.party not in req.holders:
+                return {}
+            return _KINDS[req.kind][0](_Shapes(), req, req.holders.index(self.party), False)
         if self._queue is not None:
             if self._cursor >= len(self._queue):
                 raise OfflineError(f"pre-generated material exhausted at request {self._cursor} "
@@ -376,18 +383,22 @@ class OfflineClient:
         pending: list = []
         for req in reqs:
             if self.party in req.holders and self.party == req.holders[-1]:
-                keys = sorted(_correction_keys(req))
-                while len(pending) < len(keys):
-                    pending.extend(self.comm.recv(self.dealer, "offline"))
-                got = dict(zip(keys, pending[:len(keys)]))
-                if self.ring.bits < 64 and req.kind not in _BINARY_KINDS:
-                    shapes = _correction_shapes(req)
-                    got = {k: self.ring.unwire(v, shapes[k]) for k, v in got.items()}
+                got, pending = self._take_corrections(req, pending)
                 out.append(got)
-                pending = pending[len(keys):]
             else:
                 out.append(None)
         return out
+
+    def _take_corrections(self, req: Request, pending: list) -> tuple[dict, list]:
+        """The corrections of ``req`` (received now if not yet in ``pending``), and what is left."""
+        keys = sorted(_correction_keys(req))
+        while len(pending) < len(keys):
+            pending.extend(self.comm.recv(self.dealer, "offline"))
+        got = dict(zip(keys, pending[:len(keys)]))
+        if self.ring.bits < 64 and req.kind not in _BINARY_KINDS:
+            shapes = _correction_shapes(req)
+            got = {k: self.ring.unwire(v, shapes[k]) for k, v in got.items()}
+        return got, pending[len(keys):]
 
     def _expand(self, reqs_or_req, corrections):
         reqs = reqs_or_req if isinstance(reqs_or_req, list) else [reqs_or_req]
@@ -410,8 +421,16 @@ class OfflineClient:
             values = [v for req in plan for v in req.encode()]
             self.comm.send(self.dealer, [("offline", torch.tensor(values, dtype=torch.int64))],
                            "offline")
-        corrections = self._receive_corrections(plan)
-        self._queue = list(zip(plan, self._expand(list(plan), corrections)))
+        # request by request: this server draws its own seeded part while the dealer computes
+        # the next correction (the dealer answers in plan order, one request at a time)
+        queue, pending = [], []
+        for req in plan:
+            material = self._expand([req], [None])[0]
+            if self.party in req.holders and self.party == req.holders[-1]:
+                corr, pending = self._take_corrections(req, pending)
+                material.update(corr)
+            queue.append((req, material))
+        self._queue = queue
         self._cursor = 0
         self.plan = []
 

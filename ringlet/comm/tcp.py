@@ -43,6 +43,13 @@ def _tag_index(tag: str) -> int:
         raise ValueError(f"unknown accounting tag {tag!r}; known: {', '.join(TAGS)}") from None
 
 
+_ONE_BUFFER_BYTES = 1 << 20  # larger messages of several items go item by item (no copy)
+
+
+def _item_bytes(items: list[Item]) -> list[torch.Tensor]:
+    return [t.detach().contiguous().reshape(-1).view(torch.uint8) for _, t in items if t.numel()]
+
+
 def _flatten(items: list[Item]) -> torch.Tensor:
     parts = [t.detach().contiguous().reshape(-1).view(torch.uint8) if t.numel() else
              torch.empty(0, dtype=torch.uint8) for _, t in items]
@@ -50,13 +57,18 @@ def _flatten(items: list[Item]) -> torch.Tensor:
 
 
 def _split(buf: torch.Tensor, spec: list[tuple[str, torch.dtype, tuple]]) -> list[Item]:
+    """Items as views of a freshly received buffer (a copy only where an item is misaligned)."""
     out, pos = [], 0
     for tag, dtype, shape in spec:
         n = 1
         for d in shape:
             n *= d
-        nbytes = n * torch.empty(0, dtype=dtype).element_size()
-        out.append((tag, buf[pos:pos + nbytes].view(dtype).reshape(shape).clone()))
+        size = torch.empty(0, dtype=dtype).element_size()
+        nbytes = n * size
+        piece = buf[pos:pos + nbytes]
+        if pos % size:
+            piece = piece.clone()
+        out.append((tag, piece.view(dtype).reshape(shape)))
         pos += nbytes
     return out
 
@@ -105,7 +117,8 @@ class TcpCommunicator(Communicator):
         self._pending.append((work, dst, step, tensor))
 
     def _send(self, dst: int, step: str, items: list[Item]) -> None:
-        payload = _flatten(items)
+        total = sum(t.numel() * t.element_size() for _, t in items)
+        payload = None if len(items) > 1 and total >= _ONE_BUFFER_BYTES else _flatten(items)
         if dst not in self._mirror_peers:
             header = torch.zeros(_HEADER_LEN, dtype=torch.int64)
             if len(items) > _MAX_ITEMS:
@@ -123,7 +136,10 @@ class TcpCommunicator(Communicator):
             self._isend(dst, header, step)
         else:
             self._mirror[dst] = [(tag, t.dtype, tuple(t.shape)) for tag, t in items]
-        if payload.numel():
+        if payload is None:
+            for piece in _item_bytes(items):
+                self._isend(dst, piece, step)
+        elif payload.numel():
             self._isend(dst, payload, step)
 
     def _flush(self) -> None:
@@ -170,9 +186,16 @@ class TcpCommunicator(Communicator):
                 ndim = int(header[base + 2])
                 spec.append((TAGS[int(header[base])], _DTYPES[int(header[base + 1])],
                              tuple(int(d) for d in header[base + 3:base + 3 + ndim])))
-        total = sum(_numel(s) * torch.empty(0, dtype=d).element_size() for _, d, s in spec)
+        sizes = [_numel(s) * torch.empty(0, dtype=d).element_size() for _, d, s in spec]
+        total = sum(sizes)
         buf = torch.empty(total, dtype=torch.uint8)
-        if total:
+        if len(spec) > 1 and total >= _ONE_BUFFER_BYTES:  # the sender sent item by item
+            pos = 0
+            for size in sizes:
+                if size:
+                    self._recv_into(src, buf[pos:pos + size], step, deadline)
+                pos += size
+        elif total:
             self._recv_into(src, buf, step, deadline)
         return _split(buf, spec)
 

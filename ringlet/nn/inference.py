@@ -106,7 +106,7 @@ def server_program(sess: Session, model: CompiledModel, pregenerate: bool = True
     weights = model.share_weights(sess) if model.options.private_weights else None
     plans: dict[tuple, list] = {}
     online, offline = CommStats(), CommStats()
-    seconds_online = seconds_offline = 0.0
+    seconds_online = seconds_offline = seconds_plan = 0.0
     layers: dict[str, dict] = {}
     batch_rounds = []
     for start in range(0, n, batch):
@@ -115,13 +115,11 @@ def server_program(sess: Session, model: CompiledModel, pregenerate: bool = True
         if pregenerate:
             before, t0 = sess.stats.copy(), time.perf_counter()
             if bshape not in plans:
-                sess.offline.go_online()
-                sess.offline.plan = []
-                zero = share_input(sess, torch.zeros(bshape) if sess.rank == 0 else None, 0, bshape)
-                model.run(sess, zero, weights)
-                plans[bshape] = list(sess.offline.plan)
+                plans[bshape] = model.record_plan(sess, bshape, weights)
+                seconds_plan += time.perf_counter() - t0
+            t1 = time.perf_counter()
             sess.offline.pregenerate(plans[bshape])
-            seconds_offline += time.perf_counter() - t0
+            seconds_offline += time.perf_counter() - t1
             offline = _add(offline, sess.stats.minus(before))
             # the servers finish their offline work at different times (only the last holder
             # receives corrections): start the online clock together
@@ -143,7 +141,7 @@ def server_program(sess: Session, model: CompiledModel, pregenerate: bool = True
             for tag, v in row["by_tag"].items():
                 acc["by_tag"][tag] = acc["by_tag"].get(tag, 0) + v
     return {"online": online, "offline": offline, "seconds_online": seconds_online,
-            "seconds_offline": seconds_offline, "per_layer": list(layers.values()),
+            "seconds_offline": seconds_offline, "seconds_plan": seconds_plan, "per_layer": list(layers.values()),
             "batch_rounds": batch_rounds}
 
 
@@ -264,6 +262,7 @@ def summarize(run, plain_logits: torch.Tensor, labels: torch.Tensor | None, n: i
         "seconds_online": seconds_online,
         "seconds_communication": max(s["online"].seconds_waiting for s in servers),
         "seconds_offline": max(s["seconds_offline"] for s in servers),
+        "seconds_plan": max(s.get("seconds_plan", 0.0) for s in servers),
         "images_per_second": n / seconds_online if seconds_online else None,
         "by_tag": by_tag,
         "peak_rss_mb": {run.world.role(r) + str(r): rep.peak_rss_mb for r, rep in run.reports.items()},

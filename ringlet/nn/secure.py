@@ -130,6 +130,34 @@ class CompiledModel:
         """Evaluate the graph on this server's share of the input; returns its share of the output."""
         return SecureInterpreter(self, sess, weights, log).run(x)
 
+    def record_plan(self, sess: Session, batch_shape: tuple, weights: dict | None = None) -> list:
+        """The dealer requests of one batch of ``batch_shape``, in order.
+
+        With 2 servers and public weights nothing is computed that the plan does not need: zero
+        material, the server's own messages mirrored back (:mod:`ringlet.comm.mirror`) and
+        public-weight layers skipped, so recording costs neither the dealer nor the peer nor
+        the convolutions. Otherwise (or if a round is not symmetric) the plan is recorded on a real
+        run of a zero input owned by server 0.
+        """
+        from ringlet.comm.mirror import MirrorComm, NotSymmetric
+        off = sess.offline
+        off.go_online()
+        if sess.num_parties == 2 and weights is None:
+            off.plan, off.recording, real = [], True, sess.comm
+            sess.comm = MirrorComm(real.rank, real.world_size)
+            try:
+                zero = sess.share(torch.zeros(batch_shape, dtype=torch.int64))
+                SecureInterpreter(self, sess, None, dry=True).run(zero)
+                return list(off.plan)
+            except NotSymmetric:
+                pass
+            finally:
+                off.recording, sess.comm = False, real
+        off.plan = []
+        zero = share_input(sess, torch.zeros(batch_shape) if sess.rank == 0 else None, 0, batch_shape)
+        self.run(sess, zero, weights)
+        return list(off.plan)
+
     def run_plain(self, x: torch.Tensor) -> torch.Tensor:
         """The same folded graph in float64 with exact ReLUs (checks the compilation itself)."""
         return PlainInterpreter(self.graph).run(x)
@@ -141,10 +169,11 @@ class SecureInterpreter(Interpreter):
     mode = "secure"
 
     def __init__(self, model: CompiledModel, sess: Session, weights: dict | None = None,
-                 log: list | None = None):
+                 log: list | None = None, dry: bool = False):
         super().__init__(model.graph)
         self.model = model
         self.sess = sess
+        self.dry = dry  # a plan recording: public-weight layers skip their arithmetic
         self.weights = weights
         self.log = log
         self.options = model.options

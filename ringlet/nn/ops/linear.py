@@ -33,6 +33,13 @@ def _add_bias(y: ArithmeticShare, b: ArithmeticShare | None, view) -> Arithmetic
     return ArithmeticShare(y.data + b.data.view(view), y.party, y.frac)
 
 
+def _dry(node, x: ArithmeticShare, ctx) -> ArithmeticShare:
+    """A plan recording's public-weight layer: no arithmetic, zeros of the output's shape (a local
+    layer asks the dealer for nothing)."""
+    return ArithmeticShare(torch.zeros((x.shape[0], *node.out_shape), dtype=torch.int64), x.party,
+                           x.frac + ctx.f)
+
+
 class _Weighted(Op):
     needs_f = True
     cost = "local: 0 rounds, 0 bits (private weights: 1 round, Beaver product)"
@@ -60,6 +67,8 @@ class Conv(_Weighted):
 
     def secure(self, node, ins, ctx):
         p, enc = node.params, ctx.encoded[node.name]
+        if ctx.dry and ctx.weights is None:
+            return _dry(node, ins[0], ctx)
         if ctx.weights is not None:
             w, b = ctx.weights[node.name]
             y = beaver.conv2d(ctx.sess, ins[0], w, p["stride"], p["padding"], p["dilation"],
@@ -85,6 +94,8 @@ class Linear(_Weighted):
 
     def secure(self, node, ins, ctx):
         enc = ctx.encoded[node.name]
+        if ctx.dry and ctx.weights is None:
+            return _dry(node, ins[0], ctx)
         if ctx.weights is not None:
             w, b = ctx.weights[node.name]
             y = beaver.matmul(ctx.sess, ins[0], ArithmeticShare(w.data.t().contiguous(), w.party, w.frac),

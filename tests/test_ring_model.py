@@ -91,3 +91,46 @@ def test_a_saved_model_keeps_its_ring(model, tmp_path):
     pm.save(tmp_path / "m")
     back = ringlet.load(tmp_path / "m")
     assert back.fixed == pm.fixed and back.fingerprint() == pm.fingerprint()
+
+
+def test_the_dry_plan_is_the_plan_of_a_real_run(model):
+    from ringlet.launch import run_local
+    from ringlet.protocols.io import share_input
+    net, calib = model
+    cm = ringlet.compile(net, calib, frac_bits=12, ring_bits=40, input_bound=4.0).compiled()
+    shape = (3, 1, 8, 8)
+
+    def prog(sess):
+        dry = cm.record_plan(sess, shape)
+        sess.offline.go_online()
+        sess.offline.plan = []
+        zero = share_input(sess, torch.zeros(shape) if sess.rank == 0 else None, 0, shape)
+        before = sess.stats.copy()
+        cm.run(sess, zero)
+        return dry, list(sess.offline.plan), sess.stats.minus(before).bytes_sent()
+    res = run_local(prog, 2, frac_bits=12, ring_bits=40, master_seed=bytes(16), timeout=60)
+    for dry, real, sent in res.results:
+        assert dry == real and len(dry) > 10 and sent > 0
+
+
+def test_eco_ring_search_finds_a_ring_that_runs_and_refuses_a_smaller_one(model):
+    from ringlet.search import eco_ring
+    net, calib = model
+    pm = ringlet.compile(net, calib, input_bound=4.0)
+    gen = torch.Generator().manual_seed(1)  # test data only
+    vx = torch.randn(64, 1, 8, 8, generator=gen).clamp(-3, 3)
+    with torch.no_grad():
+        vy = net(vx).argmax(1)
+    cfg = pm.search(vx, vy, mode="eco-ring")
+    ring = cfg.report["eco_ring"]
+    assert 32 <= cfg.ring_bits <= 64 and cfg.frac_bits <= 16
+    assert (cfg.ring_bits, cfg.frac_bits) == (ring["ring_bits"], ring["frac_bits"])
+    need, _ = eco_ring.needed_ring_bits(pm.graph, ringlet.nn.ranges.calibrate(pm.graph, vx)["peaks"],
+                                        cfg.frac_bits, pm.input_range.bound)
+    assert cfg.ring_bits >= need
+    res = pm.infer(vx[:8], cfg)
+    assert res.report["ring_bits"] == cfg.ring_bits
+    assert torch.equal(res.logits.argmax(1), vy[:8])
+    assert "per_layer" in res.report["input_range"]
+    # an emulation at too few fractional bits loses accuracy: the search stops above it
+    assert min(ring["emulated_val_accuracy"].values()) <= ring["emulated_val_accuracy"][16]

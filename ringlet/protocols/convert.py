@@ -122,8 +122,10 @@ def inject_finish(sess: Session, bit: torch.Tensor, x: torch.Tensor, m: dict,
 
 def inject_combine(e: torch.Tensor, x: torch.Tensor, m: dict, f: torch.Tensor) -> torch.Tensor:
     """Local: [b·x] = e·[x] + (1 − 2e)·(f·[r] + [r·s]) from the opened e (0/1 per element) and f."""
-    out = e * x.reshape(-1) + (1 - 2 * e) * (f * m["r"] + m["rs"])
-    return out.view(x.shape)
+    g = f * m["r"]
+    g += m["rs"]
+    flat = x.reshape(-1)
+    return torch.where(e.bool(), flat - g, g).view(x.shape)
 
 
 def inject_trunc_prepare(sess: Session, y: torch.Tensor, shift: int) -> tuple[dict, tuple]:
@@ -159,16 +161,24 @@ def inject_trunc_combine(sess: Session, e: torch.Tensor, c: torch.Tensor, m: dic
     first = sess.rank == 0
     rng = sess.ring
     ell = rng.bits
-    c_msb = rng.msb(c)
-    public = (rng.low(c) >> shift) - (1 << (ell - 2 - shift))
-    b = (1 - 2 * e) * m["rb"] + (e if first else 0)                      # [b]
-    b_low = e * m["low"] + (1 - 2 * e) * m["rb_low"]                     # [b·L]
-    b_msb = e * m["msb"] + (1 - 2 * e) * m["rb_msb"]                     # [b·msb(r)]
-    b_carry = c_msb * b + (1 - 2 * c_msb) * b_msb                        # [b·M]
-    out = (public * b - b_low + (1 << (ell - 1 - shift)) * b_carry).view(shape)
+    c_msb = rng.msb(c).bool()
+    public = rng.low(c)
+    public >>= shift
+    public -= 1 << (ell - 2 - shift)
+    e = e.bool()
+    # e·Y + (1 − 2e)·X = (e ? Y − X : X), one select per product instead of four multiplications
+    b = torch.where(e, int(first) - m["rb"], m["rb"])                    # [b]
+    b_low = torch.where(e, m["low"] - m["rb_low"], m["rb_low"])          # [b·L]
+    b_msb = torch.where(e, m["msb"] - m["rb_msb"], m["rb_msb"])          # [b·msb(r)]
+    b_carry = torch.where(c_msb, b - b_msb, b_msb)                       # [b·M]
+    out = public * b
+    out -= b_low
+    b_carry *= 1 << (ell - 1 - shift)
+    out += b_carry
+    out = out.view(shape)
     if not with_value:
         return out
-    carry = (1 - 2 * c_msb) * m["msb"] + (c_msb if first else 0)         # [M]
+    carry = torch.where(c_msb, int(first) - m["msb"], m["msb"])           # [M]
     value = (1 << (ell - 1 - shift)) * carry - m["low"] + (public if first else 0)
     return out, value.view(shape)
 

@@ -53,8 +53,6 @@ class SecureOptions:
 class CompiledModel:
     """A secure graph bound to ReLU settings, protocol options and a fixed-point format."""
 
-    _backend_lock = threading.Lock()  # on the class: a model stays picklable (tcp party jobs)
-
     def __init__(self, graph: SecureGraph, relu_bits: dict[str, tuple[int, int]] | None = None,
                  options: SecureOptions = SecureOptions(), fixed: FixedPoint = FixedPoint(),
                  input_range: InputRange | None = None):
@@ -77,6 +75,16 @@ class CompiledModel:
         ops = registry()
         self.encoded = {n.name: ops[n.kind].encode(n, fixed) for n in graph.nodes}
         self._linear_backends: dict[int, dict[str, str]] = {}
+        self._backend_lock = threading.Lock()  # server threads of one process share the model
+
+    def __getstate__(self) -> dict:  # a tcp party job pickles the model: not its lock
+        state = dict(self.__dict__)
+        state.pop("_backend_lock", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._backend_lock = threading.Lock()
 
     def fingerprint(self) -> dict:
         """Digests of everything the parties must agree on (the exact backend may differ)."""

@@ -43,8 +43,6 @@ Results are recombined as Σ_j y_j·2^(b·j) in wrapping int64: exact modulo 2^6
 from __future__ import annotations
 
 import math
-import threading
-import weakref
 
 import torch
 import torch.nn.functional as F
@@ -66,48 +64,17 @@ def check_backend(backend: str) -> str:
     return backend
 
 
-# -- weights: the L1 norm and float64 copies, once per weight tensor --------------------------------
-_LOCK = threading.RLock()
-_WEIGHTS: dict[int, tuple] = {}  # id(w) -> (weakref to w, info); dropped when w is freed
-
-
-def _forget(key: int, ref) -> None:
-    with _LOCK:
-        if key in _WEIGHTS and _WEIGHTS[key][0] is ref:
-            del _WEIGHTS[key]
-
-
-def _info(w: torch.Tensor) -> dict:
-    """Per weight tensor (while it lives and is not modified): its L1 norm and float64 forms."""
-    key = id(w)
-    with _LOCK:
-        entry = _WEIGHTS.get(key)
-        if entry is not None and entry[0]() is w and entry[1]["version"] == w._version:
-            return entry[1]
-        info = {"version": w._version}
-        _WEIGHTS[key] = (weakref.ref(w, lambda r, k=key: _forget(k, r)), info)
-        return info
-
-
+# -- weights: the L1 norm and float64 forms (small next to the activations: computed per call) -----
 def weight_l1(w: torch.Tensor) -> float:
     """max over outputs of Σ|w| (float64; exact while it matters, below 2^53)."""
-    info = _info(w)
-    if "l1" not in info:
-        a = w.detach().to(torch.float64).abs()
-        info["l1"] = float(a.reshape(a.shape[0], -1).sum(1).max()) if a.numel() else 0.0
-    return info["l1"]
+    a = w.detach().to(torch.float64).abs()
+    return float(a.reshape(a.shape[0], -1).sum(1).max()) if a.numel() else 0.0
 
 
 def _float_weight(w: torch.Tensor, form: str) -> torch.Tensor:
-    """w in float64, NCHW (``nchw``) or channels_last (``cl``); one form kept per weight tensor."""
-    info = _info(w)
-    kept = info.get("float")
-    if kept is None or kept[0] != form:
-        w64 = w.detach().to(torch.float64)
-        if form == "cl":
-            w64 = w64.contiguous(memory_format=torch.channels_last)
-        info["float"] = kept = (form, w64)
-    return kept[1]
+    """w in float64, NCHW (``nchw``) or channels_last (``cl``)."""
+    w64 = w.detach().to(torch.float64)
+    return w64.contiguous(memory_format=torch.channels_last) if form == "cl" else w64
 
 
 def limb_plan(w: torch.Tensor, ring_bits: int = 64, bits: int | None = None) -> tuple[int, int]:

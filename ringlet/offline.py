@@ -231,12 +231,13 @@ def _draw_injtrunc(s, req, index, corrected):
 def _correct_injtrunc(parts, req, rng):
     n, d = req.params
     rb = _bit_values(parts, n)
-    r = parts[0]["r"].clone()
-    for p in parts[1:]:
-        r += p["r"]
-    msb = rng.msb(r)
-    low = rng.low(r)
-    low >>= d  # in place: these tensors are large and fresh memory is dear
+    low = parts[0]["r"] + parts[1]["r"]  # r, then (in place: fresh memory is dear) its low bits
+    for p in parts[2:]:
+        low += p["r"]
+    msb = torch.bitwise_right_shift(low, rng.bits - 1)
+    msb &= 1
+    low &= ring.mask_bits(rng.bits - 1)
+    low >>= d
     out = {"rb_low": rb * low, "rb_msb": rb * msb, "rb": rb, "msb": msb, "low": low}
     for p in parts[:-1]:
         for k, v in out.items():

@@ -170,16 +170,16 @@ class PrivateModel:
         return replace(cfg, report=report)
 
     def _eco_ring(self, vx, vy, tx, ty, parties, progress, report, ring_margin: int | None = None,
-                  **kwargs) -> ReluConfig:
+                  ring_frac: str = "keep", **kwargs) -> ReluConfig:
         """Eco's ReLU bits in the eco ring (see :mod:`ringlet.search.eco_ring`): the config names
         its ``ring_bits`` and ``frac_bits``; the report compares it with the model's own ring."""
         from ringlet.search import eco_ring
         from ringlet.search.api import search_bits
         margin = eco_ring.DEFAULT_MARGIN_BITS if ring_margin is None else ring_margin
-        fixed, ring_report = eco_ring.choose_ring(self, vx, vy, margin)
+        fixed, ring_report = eco_ring.choose_ring(self, vx, vy, margin, ring_frac)
         cfg, report = search_bits(self.graph, vx, vy, tx, ty, mode="eco", parties=parties,
                                   progress=progress, frac_bits=fixed.frac_bits, report=report, **kwargs)
-        if tx is not None:  # the fixed point's own effect on the test set, beside the ReLUs'
+        if tx is not None and fixed.frac_bits != self.fixed.frac_bits:  # the fixed point's effect
             ring_report["emulated_test_accuracy"] = {
                 "reference": eco_ring.emulated_accuracy(self.graph, tx, ty, self.fixed.frac_bits)[0],
                 "eco_ring": eco_ring.emulated_accuracy(self.graph, tx, ty, fixed.frac_bits)[0]}

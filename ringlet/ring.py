@@ -72,19 +72,34 @@ class Ring:
         return x & mask_bits(self.bits - 1)
 
     def wire_bytes(self, n: int) -> int:
-        return 8 * n if self.bits == 64 else (n * self.bits + 7) // 8
+        """Bytes of n elements on the wire: ⌊ℓ/8⌋ whole bytes each, and the other ℓ mod 8 bits of
+        every 8 elements in ℓ mod 8 bytes (exactly n·ℓ/8 when n is a multiple of 8)."""
+        if self.bits == 64:
+            return 8 * n
+        return n * (self.bits // 8) + (self.bits % 8) * ((n + 7) // 8)
 
     def wire(self, x: torch.Tensor) -> torch.Tensor:
-        """The low ℓ bits of every element, packed: int64 itself at ℓ = 64, else uint8 bytes."""
+        """The low ℓ bits of every element, packed: int64 itself at ℓ = 64, else uint8 bytes —
+        the low ⌊ℓ/8⌋ bytes of each element, then the remaining r = ℓ mod 8 bits of each group of
+        8 elements as r bytes (the 8 r-bit pieces side by side in one word)."""
         if x.dtype != torch.int64:
             raise TypeError(f"ring wire format expects int64, got {x.dtype}")
         if self.bits == 64:
             return x
+        whole, rest = divmod(self.bits, 8)
         raw = np.ascontiguousarray(x.reshape(-1).numpy()).view(np.uint8).reshape(-1, 8)
-        if self.bits % 8 == 0:
-            return torch.from_numpy(np.ascontiguousarray(raw[:, :self.bits // 8]).reshape(-1))
-        bits = np.unpackbits(raw, axis=1, bitorder="little")[:, :self.bits]
-        return torch.from_numpy(np.packbits(bits.reshape(-1), bitorder="little"))
+        head = np.ascontiguousarray(raw[:, :whole]).reshape(-1)
+        if not rest:
+            return torch.from_numpy(head)
+        n = raw.shape[0]
+        top = np.zeros(((n + 7) // 8) * 8, dtype=np.uint64)
+        top[:n] = raw[:, whole] & ((1 << rest) - 1)
+        groups = top.reshape(-1, 8)
+        word = groups[:, 0].copy()
+        for i in range(1, 8):
+            word |= groups[:, i] << np.uint64(rest * i)
+        tail = np.ascontiguousarray(word.view(np.uint8).reshape(-1, 8)[:, :rest]).reshape(-1)
+        return torch.from_numpy(np.concatenate([head, tail]))
 
     def unwire(self, t: torch.Tensor, shape) -> torch.Tensor:
         """Inverse of :meth:`wire` for a tensor of ``shape``; the centred residues as int64."""
@@ -98,16 +113,20 @@ class Ring:
         if t.dtype != torch.uint8 or t.numel() != self.wire_bytes(n):
             raise ValueError(f"expected {self.wire_bytes(n)} bytes for {n} elements of "
                              f"{self.bits} bits, got {t.numel()} {t.dtype}")
-        raw = np.zeros((n, 8), dtype=np.uint8)
+        whole, rest = divmod(self.bits, 8)
         data = t.numpy()
-        if self.bits % 8 == 0:
-            raw[:, :self.bits // 8] = data.reshape(n, self.bits // 8)
-        else:
-            bits = np.unpackbits(data, bitorder="little")[:n * self.bits].reshape(n, self.bits)
-            full = np.zeros((n, 64), dtype=np.uint8)
-            full[:, :self.bits] = bits
-            raw = np.packbits(full, axis=1, bitorder="little")
-        return self.reduce(torch.from_numpy(raw.reshape(-1).view(np.int64).copy())).view(shape)
+        raw = np.zeros((n, 8), dtype=np.uint8)
+        raw[:, :whole] = data[:n * whole].reshape(n, whole)
+        if rest:
+            words = np.zeros(((n + 7) // 8, 8), dtype=np.uint8)
+            words[:, :rest] = data[n * whole:].reshape(-1, rest)
+            word = words.reshape(-1).view(np.uint64)
+            mask = np.uint64((1 << rest) - 1)
+            top = np.empty((word.size, 8), dtype=np.uint64)
+            for i in range(8):
+                top[:, i] = (word >> np.uint64(rest * i)) & mask
+            raw[:, whole] = top.reshape(-1)[:n].astype(np.uint8)
+        return self.reduce(torch.from_numpy(raw.reshape(-1).view(np.int64))).view(shape)
 
 
 @dataclass(frozen=True)

@@ -133,4 +133,8 @@ def test_eco_ring_search_finds_a_ring_that_runs_and_refuses_a_smaller_one(model)
     assert torch.equal(res.logits.argmax(1), vy[:8])
     assert "per_layer" in res.report["input_range"]
     # an emulation at too few fractional bits loses accuracy: the search stops above it
-    assert min(ring["emulated_val_accuracy"].values()) <= ring["emulated_val_accuracy"][16]
+    assert ring["frac"] == "keep" and cfg.frac_bits == 16
+    lower = pm.search(vx, vy, mode="eco-ring", ring_frac="search")
+    seen = lower.report["eco_ring"]["emulated_validation"]
+    assert lower.frac_bits <= 16 and all(seen[f]["agreement"] == 1.0 for f in seen if f >= lower.frac_bits)
+    assert lower.ring_bits <= cfg.ring_bits

@@ -23,6 +23,9 @@ def add_parser(sub, name):
     p.add_argument("--margin", type=int, default=0, help="eco: extra safety bits above the needed k")
     p.add_argument("--ring-margin", type=int, default=None,
                    help="eco-ring: safety bits above the largest validation value (default 3)")
+    p.add_argument("--ring-frac", choices=["keep", "search"], default="keep",
+                   help="eco-ring: keep the model's fractional bits (accuracy of the 64-bit ring by "
+                        "construction; default) or search fewer (a smaller ring; validation decides)")
     p.add_argument("--min-accuracy", type=float, help="budget: early stop 1 threshold (validation)")
     p.add_argument("--widths", help="budget: comma-separated widths to try (default 0,1,2,4,6,8,12,16,"
                                     "32,64)")
@@ -51,7 +54,7 @@ def run(args):
                         widths=widths, out=args.out, report_path=args.report, plot=args.plot,
                         progress=not args.no_progress, time_limit=args.time_limit,
                         test_samples=args.test_samples, command=command_line(), m_scan=args.m_scan,
-                        weights=args.weights, ring_margin=args.ring_margin,
+                        weights=args.weights, ring_margin=args.ring_margin, ring_frac=args.ring_frac,
                         **data_kwargs(args), **compile_kwargs(args))
     if args.json:
         print_json(report)

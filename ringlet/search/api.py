@@ -228,7 +228,7 @@ def run_search(model: str, *, mode: str, dataset: str | None = None, budget: str
                test_labels: str | None = None, normalize: str | None = None,
                image_size=None, frac_bits: int | None = None, smooth: str | None = None,
                input_bound: float | None = None, ring_bits: int | None = None,
-               ring_margin: int | None = None) -> dict:
+               ring_margin: int | None = None, ring_frac: str = "keep") -> dict:
     """``ringlet search``: the model spec's search on its data; writes the config and the report."""
     _check_writable(out, report_path, plot)
     if mode not in ("eco", "budget", "eco-ring"):
@@ -249,7 +249,7 @@ def run_search(model: str, *, mode: str, dataset: str | None = None, budget: str
                     y_test=test[1] if test else None, parties=parties, progress=progress,
                     groups=groups_spec, naive=naive, margin=margin, min_accuracy=min_accuracy,
                     widths=widths, time_limit=time_limit, m_scan=m_scan,
-                    **({"ring_margin": ring_margin} if mode == "eco-ring" else {}))
+                    **({"ring_margin": ring_margin, "ring_frac": ring_frac} if mode == "eco-ring" else {}))
     report = {"command": command, "model": model, "dataset": dataset or src.meta.get("dataset"),
               **cfg.report}
     cfg = ReluConfig(cfg.default, cfg.groups, cfg.layers, cfg.version,

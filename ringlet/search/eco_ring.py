@@ -3,10 +3,14 @@
 HummingBird's observation — most of a share's 64 bits carry nothing — holds for the whole ring, not
 only for the ReLU's comparison. Two choices, both from the validation inputs the eco search uses:
 
-1. **f**, the fractional bits: the smallest f (from the model's own downwards) whose fixed-point
-   emulation (:class:`FixedPointEmulation`: inputs and weights rounded to f bits, biases to 2f, every
-   activation's output floored to f bits, as the fused select truncates) keeps the validation
-   accuracy of the model's own f. Fewer fractional bits mean fewer bits everywhere.
+1. **f**, the fractional bits. ``keep`` (the default) keeps the model's own f: then the ring's
+   width changes no arithmetic result at all (every value is the same modulo 2^ℓ as modulo 2^64,
+   and none overflows), so accuracy is that of the 64-bit ring by construction. ``search`` takes
+   the smallest f (from the model's own downwards) whose fixed-point emulation
+   (:class:`FixedPointEmulation`: inputs and weights rounded to f bits, biases to 2f, every
+   activation's output floored to f bits, as the fused select truncates) predicts every validation
+   input as the model's own f does, plus ``frac_margin`` bits (default 1). Fewer fractional bits
+   mean a smaller ring, at the price of a quantisation that validation data can only sample.
 2. **ℓ**, the ring: every value must stay below 2^(ℓ−2) in magnitude (the fused select and the
    dealer's truncation add 2^(ℓ−2); see :mod:`ringlet.protocols.convert`). With P the largest
    |value| of a node over the validation inputs and F its fractional bits (f, or 2f after a conv
@@ -93,20 +97,31 @@ def needed_ring_bits(graph, peaks: dict, frac_bits: int, input_bound: float,
     return math.ceil(need), rows
 
 
+FRAC_CHOICES = ("keep", "search")
+
+
 def choose_ring(pm, vx: torch.Tensor, vy: torch.Tensor, margin: int = DEFAULT_MARGIN_BITS,
+                frac: str = "keep", frac_margin: int = 1,
                 min_frac: int = 6) -> tuple[FixedPoint, dict]:
     """The eco ring of a PrivateModel ``pm`` on validation data: (FixedPoint(f, ℓ), report)."""
     from ringlet.nn.ranges import InputRangeError
+    if frac not in FRAC_CHOICES:
+        raise ValueError(f"eco-ring fractional bits: {frac!r}; use one of {', '.join(FRAC_CHOICES)}")
+    if margin < 0 or frac_margin < 0:
+        raise ValueError(f"eco-ring margins must be non-negative, got {margin} and {frac_margin}")
     graph, own_f = pm.graph, pm.fixed.frac_bits
-    ref_acc, ref_pred = emulated_accuracy(graph, vx, vy, own_f)
-    tried = {own_f: ref_acc}
-    f = own_f
-    for cand in range(own_f - 1, min_frac - 1, -1):
-        acc, pred = emulated_accuracy(graph, vx, vy, cand)
-        tried[cand] = acc
-        if acc < ref_acc:
-            break
-        f = cand
+    f, tried = own_f, {}
+    if frac == "search":
+        ref_acc, ref_pred = emulated_accuracy(graph, vx, vy, own_f)
+        tried[own_f] = {"accuracy": ref_acc, "agreement": 1.0}
+        for cand in range(own_f - 1, min_frac - 1, -1):
+            acc, pred = emulated_accuracy(graph, vx, vy, cand)
+            agree = float((pred == ref_pred).double().mean())
+            tried[cand] = {"accuracy": acc, "agreement": agree}
+            if agree < 1.0:
+                break
+            f = cand
+        f = min(own_f, f + frac_margin)
     peaks = calibrate(graph, vx)["peaks"]
     ell, per_node = needed_ring_bits(graph, peaks, f, pm.input_range.bound, margin)
     ell = max(ell, MIN_RING_BITS, 2 * f + 2)
@@ -119,7 +134,8 @@ def choose_ring(pm, vx: torch.Tensor, vy: torch.Tensor, margin: int = DEFAULT_MA
             break
         except InputRangeError:
             ell += 1
-    report = {"ring_bits": ell, "frac_bits": f, "margin_bits": margin,
-              "reference_frac_bits": own_f, "emulated_val_accuracy": tried,
+    report = {"ring_bits": ell, "frac_bits": f, "margin_bits": margin, "frac": frac,
+              "frac_margin_bits": frac_margin if frac == "search" else None,
+              "reference_frac_bits": own_f, "emulated_validation": tried,
               "needed_bits_per_layer": per_node, "validation_samples": int(vx.shape[0])}
     return FixedPoint(f, ell), report

@@ -8,6 +8,7 @@ test images. Configurations:
                   costs of CrypTen 0.4.1 (1856 bits, 9 rounds per ReLU), the baseline of every ratio
   exact           ringlet's exact ReLU (carry tree + fused select with folded truncation)
   eco, 8/64, 6/64 the shipped search results (a config may name a finetuned checkpoint to use)
+  eco-ring        eco's bits in the eco ring (``ring_bits`` in the config: ``search --mode eco-ring``)
 
 Per run: accuracy, bytes, rounds, online time, images/s, the per-tag breakdown (Circuit / Mult /
 B2A / Others, the paper's Figure 3), the compute vs communication split (Figure 10) and the analytic
@@ -24,7 +25,7 @@ from ringlet.comm.shaper import profile
 from ringlet.nn.api import run_inference
 from ringlet.train.api import find_checkpoint, shipped_models_dir
 
-CONFIGS = ("exact-crypten", "exact", "eco", "8/64", "6/64")
+CONFIGS = ("exact-crypten", "exact", "eco", "8/64", "6/64", "eco-ring")
 BREAKDOWN = {"circuit": "circuit", "b2a": "b2a", "mult": "mult", "select": "mult",
              "reshare": "other", "trunc": "other", "open": "other"}
 

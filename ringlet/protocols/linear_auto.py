@@ -183,8 +183,9 @@ def choose_backend(kind: str, x_shape, w: torch.Tensor, stride=1, padding=0, dil
         if record is not None:
             record.update(cached=True, ms=hit.get("ms"))
         return hit["backend"]
-    gen = torch.Generator().manual_seed(0)  # timing data only; leaves torch's global RNG alone
-    x = torch.randint(-2 ** 63, 2 ** 63 - 1, tuple(x_shape), dtype=torch.int64, generator=gen)
+    gen = torch.Generator().manual_seed(0)  # not secret: timing data; torch's global RNG untouched
+    x = torch.randint(-2 ** 63, 2 ** 63 - 1, tuple(x_shape), dtype=torch.int64,  # not secret: timing
+                          generator=gen)
     if kind == "conv":
         def run(be):
             return exact_conv2d(x, w, stride, padding, dilation, groups, be, ring_bits=ring_bits)

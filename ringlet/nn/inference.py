@@ -124,6 +124,7 @@ def server_program(sess: Session, model: CompiledModel, pregenerate: bool = True
             # the servers finish their offline work at different times (only the last holder
             # receives corrections): start the online clock together
             sess.barrier(among=sess.world.servers)
+        model.linear_backends(size)  # measured (or read from the cache) before the clock starts
         log = [] if layer_log else None
         before, t0 = sess.stats.copy(), time.perf_counter()
         x = share_input(sess, None, client, bshape)

@@ -148,6 +148,7 @@ class CompiledModel:
         run of a zero input owned by server 0.
         """
         from ringlet.comm.mirror import MirrorComm, NotSymmetric
+        self.linear_backends(batch_shape[0])  # any timing of backends happens here, not online
         off = sess.offline
         off.go_online()
         if sess.num_parties == 2 and weights is None:

@@ -25,7 +25,8 @@ from ringlet.comm.shaper import profile
 from ringlet.nn.api import run_inference
 from ringlet.train.api import find_checkpoint, shipped_models_dir
 
-CONFIGS = ("exact-crypten", "exact", "eco", "8/64", "6/64", "eco-ring")
+CONFIGS = ("exact-crypten", "exact", "eco", "8/64", "6/64")  # the default set
+KNOWN_CONFIGS = CONFIGS + ("eco-ring",)
 BREAKDOWN = {"circuit": "circuit", "b2a": "b2a", "mult": "mult", "select": "mult",
              "reshare": "other", "trunc": "other", "open": "other"}
 
@@ -48,8 +49,8 @@ def config_setup(stem: str, name: str) -> dict:
         return {"adder": "kogge-stone", "select": "b2a-mult", "truncation": "local"}
     if name == "exact":
         return {}
-    if name not in CONFIGS:
-        raise ValueError(f"unknown configuration {name!r}; known: {', '.join(CONFIGS)}")
+    if name not in KNOWN_CONFIGS:
+        raise ValueError(f"unknown configuration {name!r}; known: {', '.join(KNOWN_CONFIGS)}")
     path = shipped_models_dir() / f"{stem}.{name.replace('/', '-')}.json"
     if not path.is_file():
         raise ValueError(f"configuration {name} of {stem}: {path} not found (run ringlet search)")

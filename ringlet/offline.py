@@ -398,7 +398,15 @@ class OfflineClient:
         got = dict(zip(keys, pending[:len(keys)]))
         if self.ring.bits < 64 and req.kind not in _BINARY_KINDS:
             shapes = _correction_shapes(req)
-            got = {k: self.ring.unwire(v, shapes[k]) for k, v in got.items()}
+            try:
+                got = {k: self.ring.unwire(v, shapes[k]) for k, v in got.items()}
+            except ValueError as exc:
+                raise OfflineError(f"party {self.party}: the dealer's {req.kind} material does not "
+                                   f"fit a {self.ring.bits}-bit ring ({exc}); does the dealer run "
+                                   f"with --ring-bits {self.ring.bits}?") from None
+        elif self.ring.bits == 64 and any(v.dtype != torch.int64 for v in got.values()):
+            raise OfflineError(f"party {self.party}: the dealer sends {req.kind} material of a "
+                               f"narrower ring; this server computes in 64 bits (--ring-bits)")
         return got, pending[len(keys):]
 
     def _expand(self, reqs_or_req, corrections):

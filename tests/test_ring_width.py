@@ -216,3 +216,17 @@ def test_ring_limits_are_clear_errors():
     with pytest.raises(PartyError, match="k <= 32"):
         run(lambda s: relu(s, _own(s, torch.zeros(4, dtype=torch.int64)), ReluSpec(40, 8)), 2,
             ring_bits=32)
+
+
+def test_a_dealer_in_another_ring_is_named(monkeypatch):
+    from ringlet.offline import Dealer
+
+    v = _values(40, 512, seed=2)
+    orig = Dealer.__init__
+
+    def wide(self, *a, **k):  # a dealer started without --ring-bits
+        k["ring"] = Ring(64)
+        orig(self, *a, **k)
+    monkeypatch.setattr(Dealer, "__init__", wide)
+    with pytest.raises(PartyError, match="does the dealer run with --ring-bits 40"):
+        run(lambda s: relu(s, _own(s, v), ReluSpec()), 2, ring_bits=40)

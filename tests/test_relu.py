@@ -171,3 +171,30 @@ def test_relu_with_fused_truncation(parties, spec):
     cost = relu_cost(spec, parties)
     assert max(8 * r[1] for r in res) == cost["relu_bits"] * 640
     assert max(r[2] for r in res) == cost["relu_rounds"]
+
+
+def test_sign_families_are_one_registry_with_their_costs_and_dealer_requests():
+    """Each registered family's cost formula and dealer requests are those of a real run."""
+    from ringlet.protocols.families import SELECTS, sign_families
+    from ringlet.ring import num_words
+    fams = sign_families()
+    assert fams.names() == ("carry-tree", "kogge-stone") and SELECTS == ("fused", "b2a-mult")
+    with pytest.raises(ValueError, match="use one of"):
+        ReluSpec(64, 0, "no-such-adder")
+    n = 256
+    for name in fams.names():
+        for k in (2, 3, 9, 20, 64):
+            v = _edge_values(n, seed=k)
+            spec = ReluSpec(k, 0, name)
+
+            def prog(sess):
+                x = share_input(sess, v if sess.rank == 0 else None, 0, (n,), encoded=True)
+                sess.offline.plan = []
+                before = sess.stats.copy()
+                drelu(sess, x, spec, arithmetic=False)
+                used = sess.stats.minus(before)
+                return (list(sess.offline.plan), 8 * used.bytes_sent(exclude=COUNTED),
+                        used.total_rounds(exclude=COUNTED))
+            plan, bits, rounds = run(prog, 2).results[0]
+            assert plan == fams[name].requests(k, num_words(n))
+            assert (bits, rounds) == (fams[name].circuit_cost(k)[0] * n, fams[name].circuit_cost(k)[1])

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from ringlet.cli.common import add_debug, command_line, print_json
+from ringlet.cli.common import add_debug, add_relu_protocol, command_line, print_json
 
 
 def add_parser(sub, name):
     p = sub.add_parser(name, help="secure ReLU: bits, rounds, time, correctness")
     p.add_argument("--n", type=int, default=1 << 20, help="number of elements (ignored with --input)")
     p.add_argument("--bits", default="exact", help="K:M (kept bits [k:m]) or 'exact' (default)")
-    p.add_argument("--adder", choices=["carry-tree", "kogge-stone"], default="carry-tree")
-    p.add_argument("--select", choices=["fused", "b2a-mult"], default="fused")
+    add_relu_protocol(p)
     p.add_argument("--op", choices=["relu", "drelu"], default="relu")
     p.add_argument("--parties", type=int, default=2)
     p.add_argument("--transport", choices=["local", "tcp"], default="local")

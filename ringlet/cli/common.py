@@ -62,6 +62,16 @@ def add_linear_backend(parser) -> None:
                              "~/.cache/ringlet; never changes results)")
 
 
+def add_relu_protocol(parser) -> None:
+    """--adder (a registered sign family) and --select: the exact ReLU's protocols."""
+    from ringlet.protocols.families import SELECTS, sign_families
+    names = sign_families().names()
+    parser.add_argument("--adder", choices=names, default=names[0],
+                        help="the sign circuit: " + "; ".join(
+                            f"{n}: {sign_families()[n].summary}" for n in names))
+    parser.add_argument("--select", choices=SELECTS, default=SELECTS[0])
+
+
 def _size(text: str) -> tuple[int, int]:
     import argparse
     try:

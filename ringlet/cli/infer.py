@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
-from ringlet.cli.common import (add_compile, add_data, add_debug, add_linear_backend, add_model,
-                                command_line, compile_kwargs, data_kwargs, print_json)
+from ringlet.cli.common import (
+    add_compile,
+    add_data,
+    add_debug,
+    add_linear_backend,
+    add_model,
+    add_relu_protocol,
+    command_line,
+    compile_kwargs,
+    data_kwargs,
+    print_json,
+)
 
 
 def add_parser(sub, name):
@@ -18,8 +28,7 @@ def add_parser(sub, name):
     p.add_argument("--transport", choices=["local", "tcp"], default="local")
     p.add_argument("--private-weights", action="store_true",
                    help="secret-share the weights from server 0 (the model owner)")
-    p.add_argument("--adder", choices=["carry-tree", "kogge-stone"], default="carry-tree")
-    p.add_argument("--select", choices=["fused", "b2a-mult"], default="fused")
+    add_relu_protocol(p)
     p.add_argument("--truncation", choices=["local", "dealer"], default=None,
                    help="standalone truncations (default: local for 2 servers, dealer otherwise)")
     p.add_argument("--poly-method", choices=["espn", "espn-beaver", "honeybadger", "horner"],

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import sys
 
-from ringlet.cli.common import add_data_dir, add_debug, command_line, print_json
+from ringlet.cli.common import (
+    add_data_dir,
+    add_debug,
+    add_relu_protocol,
+    command_line,
+    print_json,
+)
 
 
 def add_parser(sub, name):
@@ -27,8 +33,7 @@ def add_parser(sub, name):
     p.add_argument("--relu-config", help="server: per-ReLU bit configuration")
     p.add_argument("--private-weights", action="store_true",
                    help="servers: server 0 secret-shares its weights to the others")
-    p.add_argument("--adder", choices=["carry-tree", "kogge-stone"], default="carry-tree")
-    p.add_argument("--select", choices=["fused", "b2a-mult"], default="fused")
+    add_relu_protocol(p)
     p.add_argument("--truncation", choices=["local", "dealer"], default=None)
     add_linear_backend(p)
     p.add_argument("--dataset", help="client: dataset name (test split); server: public calibration "
@@ -150,8 +155,8 @@ def _client_job(args):
     import functools
 
     from ringlet import sources
-    from ringlet.nn.inference import client_program
     from ringlet.models import MODEL_NAMES
+    from ringlet.nn.inference import client_program
     meta = (sources.resolve_model(args.model, weights=args.weights).meta
             if args.model and args.model not in MODEL_NAMES else {})
     inputs = sources.load_inputs(meta, dataset=args.dataset, samples=args.samples,

@@ -33,15 +33,18 @@ from dataclasses import dataclass
 import torch
 
 from ringlet import ring
-from ringlet.protocols import adders, beaver
-from ringlet.protocols.convert import (b2a_word, local_bits, reshare_to_two, select_finish,
-                                       select_prepare)
+from ringlet.protocols import beaver
+from ringlet.protocols.convert import (
+    b2a_word,
+    local_bits,
+    reshare_to_two,
+    select_finish,
+    select_prepare,
+)
+from ringlet.protocols.families import SELECT_COSTS, SELECTS, sign_families
 from ringlet.protocols.truncation import truncate
 from ringlet.session import Session
 from ringlet.sharing import ArithmeticShare
-
-ADDERS = ("carry-tree", "kogge-stone")
-SELECTS = ("fused", "b2a-mult")
 
 
 @dataclass(frozen=True)
@@ -56,8 +59,7 @@ class ReluSpec:
     def __post_init__(self):
         if not 0 <= self.m <= self.k <= 64:
             raise ValueError(f"ReLU bits [k:m] = [{self.k}:{self.m}] need 0 <= m <= k <= 64")
-        if self.adder not in ADDERS:
-            raise ValueError(f"unknown adder {self.adder!r}; use one of {ADDERS}")
+        sign_families()[self.adder]  # an unknown family is an error naming the known ones
         if self.select not in SELECTS:
             raise ValueError(f"unknown select {self.select!r}; use one of {SELECTS}")
 
@@ -97,10 +99,8 @@ def drelu_two(sess: Session, t: torch.Tensor, w: int, adder: str, piggyback=None
     wired = [(tag, sess.ring.wire(v)) for tag, v in piggyback] if piggyback else piggyback
     if w == 1:
         sign, extra = planes.clone(), []
-    elif adder == "carry-tree":
-        sign, extra = adders.carry_tree_msb(sess, planes, piggyback=wired)
     else:
-        sign, extra = adders.kogge_stone_msb(sess, planes, piggyback=wired)
+        sign, extra = sign_families()[adder].run(sess, planes, piggyback=wired)
     if piggyback and extra:
         extra = [sess.ring.unwire(e, v.shape) for e, (_, v) in zip(extra, piggyback)]
     return (~sign if sess.rank == 0 else sign), extra
@@ -224,18 +224,11 @@ def relu_cost(spec: ReluSpec, parties: int = 2, ring_bits: int = 64) -> dict:
     w = k - m
     if w == 0:
         return {"drelu_bits": 0, "drelu_rounds": 0, "relu_bits": 0, "relu_rounds": 0}
-    if w == 1:
-        circ, rounds = 0, 0
-    elif spec.adder == "carry-tree":
-        circ, rounds = adders.carry_tree_cost(w)
-    else:
-        circ, rounds = adders.kogge_stone_cost(w)
-    if spec.select == "fused":
-        d_bits, d_rounds = circ, rounds
-        r_bits, r_rounds = circ + ell + 1, rounds + 1
-    else:
-        d_bits, d_rounds = circ + ell, rounds + 1
-        r_bits, r_rounds = d_bits + 2 * ell, d_rounds + 1
+    circ, rounds = (0, 0) if w == 1 else sign_families()[spec.adder].circuit_cost(w)
+    select = SELECT_COSTS[spec.select]
+    (db, dr), (rb, rr) = select["drelu"](ell), select["relu"](ell)
+    d_bits, d_rounds = circ + db, rounds + dr
+    r_bits, r_rounds = circ + rb, rounds + rr
     if parties > 2:  # one re-sharing round before the circuit
         d_bits, r_bits = max(d_bits, w), max(r_bits, w + ell)
         d_rounds, r_rounds = d_rounds + 1, r_rounds + 1

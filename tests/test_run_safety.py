@@ -181,3 +181,14 @@ def test_parties_in_another_ring_refuse_to_run():
     with pytest.raises(PartyError, match="server 0: .*16 fractional bits in a 40-bit ring, the "
                                          "model was compiled for 16 in a 64-bit ring"):
         run(server, 2, client=client, ring_bits=40)
+
+
+def test_the_command_line_runs_a_narrow_ring_and_refuses_one_too_small(capsys):
+    from ringlet.cli.main import main
+    out = _infer_json(capsys, "--model", "resnet20-fmnist", "--dataset", "fashion-mnist", "--samples",
+                      "2", "--ring-bits", "44", "--linear-backend", "limbs")
+    assert (out["ring_bits"], out["linear_backend"]) == (44, "limbs")
+    assert out["fingerprint"]["fixed_point"] == "f=16,l=44" and out["argmax_agreement"] == 1.0
+    assert main(["infer", "--model", "resnet20-fmnist", "--dataset", "fashion-mnist", "--samples", "2",
+                 "--ring-bits", "32", "--no-progress", "--no-results"]) != 0
+    assert "32-bit ring" in capsys.readouterr().err

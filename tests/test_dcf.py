@@ -70,3 +70,21 @@ def test_bad_inputs_are_clear_errors():
     k0, _ = dcf.keygen(torch.tensor([3, 4]), torch.tensor([1, 1]), 4, s)
     with pytest.raises(ValueError, match="2 keys but 3 inputs"):
         dcf.evaluate(k0, torch.tensor([1, 2, 3]))
+
+
+def test_roots_drawn_by_each_holder_from_its_own_stream_give_the_same_keys():
+    """A dealer that shares a stream with each server derives the same roots: only the common
+    correction words need to travel."""
+    n, width = 300, 12
+    rng = np.random.default_rng(5)  # test data only
+    alpha, x = _domain(width, n, rng), _domain(width, n, rng)
+    beta = torch.from_numpy(rng.integers(-(2 ** 63), 2 ** 63 - 1, n, dtype=np.int64))
+    seeds = (bytes(range(16)), bytes(range(1, 17)))
+    roots = tuple(dcf.root_seeds(AesCtrStream(s), n) for s in seeds)
+    k0, k1 = dcf.keygen(alpha, beta, width, roots=roots)
+    assert np.array_equal(k0.seed, dcf.root_seeds(AesCtrStream(seeds[0]), n))
+    assert np.array_equal(k0.cw_seed, k1.cw_seed) and np.array_equal(k0.cw_v, k1.cw_v)
+    out = dcf.evaluate(k0, x) + dcf.evaluate(k1, x)
+    assert torch.equal(out, torch.where(x < alpha, beta, torch.zeros_like(beta)))
+    with pytest.raises(ValueError, match="root seeds or a CSPRNG stream"):
+        dcf.keygen(alpha, beta, width)

@@ -132,18 +132,36 @@ def _check(values: torch.Tensor, width: int, what: str) -> np.ndarray:
     return arr
 
 
+def root_seeds(stream: AesCtrStream, n: int) -> np.ndarray:
+    """n root seeds (N×2 uint64, control bit cleared) from a CSPRNG stream: a dealer and a server
+    sharing that stream draw the same roots, so roots never need to be sent."""
+    roots = stream.int64((n, 2)).numpy().view(np.uint64).copy()
+    roots[:, 0] &= ~_LSB
+    return roots
+
+
 def keygen(alpha: torch.Tensor, beta: torch.Tensor, width: int,
-           stream: AesCtrStream, prg: Prg | None = None) -> tuple[KeyBatch, KeyBatch]:
-    """Keys of f(x) = β·1{x < α} for each element (α unsigned ``width``-bit, β in Z_2^64)."""
+           stream: AesCtrStream | None = None, prg: Prg | None = None,
+           roots: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[KeyBatch, KeyBatch]:
+    """Keys of f(x) = β·1{x < α} for each element (α unsigned ``width``-bit, β in Z_2^64).
+
+    The parties' root seeds come from ``roots`` (see :func:`root_seeds`) or are drawn from
+    ``stream``; everything else in the keys (the correction words) is the same for both parties.
+    """
     a = _check(alpha, width, "α")
     beta64 = beta.reshape(-1).to(torch.int64).numpy()
     n = a.shape[0]
     if beta64.shape[0] != n:
         raise ValueError(f"DCF: {n} values of α but {beta64.shape[0]} payloads")
     prg = prg or Prg()
-    roots = [stream.int64((n, 2)).numpy().view(np.uint64).copy() for _ in range(2)]
-    for r in roots:
-        r[:, 0] &= ~_LSB
+    if roots is None:
+        if stream is None:
+            raise ValueError("DCF keygen needs root seeds or a CSPRNG stream to draw them from")
+        roots = (root_seeds(stream, n), root_seeds(stream, n))
+    roots = [np.asarray(r, dtype=np.uint64) & np.array([~_LSB, ~np.uint64(0)], dtype=np.uint64)
+             for r in roots]
+    if any(r.shape != (n, 2) for r in roots):
+        raise ValueError(f"DCF keygen: root seeds must be {n}×2 uint64 arrays")
     s = [roots[0].copy(), roots[1].copy()]
     t = [np.zeros(n, dtype=np.uint64), np.ones(n, dtype=np.uint64)]
     v_alpha = np.zeros(n, dtype=np.int64)

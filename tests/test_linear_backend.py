@@ -6,6 +6,7 @@ import warnings
 
 import pytest
 import torch
+from conftest import run
 from torch import nn
 
 from ringlet.nn.compiler import compile_model
@@ -15,15 +16,13 @@ from ringlet.protocols.io import share_input
 from ringlet.protocols.linear_auto import CHOICES, BackendCache, choose_backend
 from ringlet.protocols.linear_backend import (
     BACKENDS,
-    centered,
     exact_conv2d,
     exact_linear,
     limb_plan,
     split_limbs,
 )
+from ringlet.ring import Ring
 from ringlet.sharing import ShareError
-
-from conftest import run
 
 LO, HI = -2 ** 63, 2 ** 63 - 1
 RINGS = [32, 40, 64]
@@ -49,7 +48,7 @@ def _weights(shape, seed, scale=3000):
 
 
 def _same(a, b, ring):
-    return torch.equal(centered(a, ring), centered(b, ring))
+    return torch.equal(Ring(ring).reduce(a), Ring(ring).reduce(b))
 
 
 @pytest.mark.parametrize("ring", RINGS)

@@ -205,10 +205,5 @@ def choose_backend(kind: str, x_shape, w: torch.Tensor, stride=1, padding=0, dil
     return choice
 
 
-def ring_bits_of(fixed) -> int:
-    """The ring width of a fixed-point format (64 for one that predates ring widths)."""
-    return int(getattr(fixed, "ring_bits", 64))
-
-
 __all__ = ["CHOICES", "BackendCache", "cache_dir", "candidates", "choose_backend", "machine_key",
-           "measure", "ring_bits_of", "shape_key"]
+           "measure", "shape_key"]

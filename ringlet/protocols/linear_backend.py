@@ -47,6 +47,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ringlet.ring import Ring
 from ringlet.sharing import ShareError
 
 BACKENDS = ("int64", "limbs", "limbs-cl", "limbs-unfold")
@@ -100,17 +101,9 @@ def limb_plan(w: torch.Tensor, ring_bits: int = 64, bits: int | None = None) -> 
     return n, math.ceil(ring_bits / n)
 
 
-def centered(x: torch.Tensor, ring_bits: int) -> torch.Tensor:
-    """The centered residue of x modulo 2^ring_bits, in [−2^(ℓ−1), 2^(ℓ−1)) (x itself at 64)."""
-    if ring_bits >= 64:
-        return x
-    half = 1 << (ring_bits - 1)
-    return ((x + half) & ((1 << ring_bits) - 1)) - half
-
-
 def split_limbs(x: torch.Tensor, b: int, ring_bits: int = 64) -> list[torch.Tensor]:
     """Balanced signed limbs of the centered residue: x ≡ Σ_j x_j·2^(b·j) (mod 2^ℓ), |x_j| ≤ 2^(b−1)."""
-    rest = centered(x, ring_bits)
+    rest = Ring(ring_bits).reduce(x)
     n = math.ceil(ring_bits / b)
     if n == 1:
         return [rest]
@@ -194,5 +187,5 @@ def exact_linear(x: torch.Tensor, w: torch.Tensor, backend: str = "int64",
     return _recombine([y[j * batch:(j + 1) * batch] for j in range(n)], b)
 
 
-__all__ = ["BACKENDS", "centered", "check_backend", "exact_conv2d", "exact_linear", "limb_plan",
+__all__ = ["BACKENDS", "check_backend", "exact_conv2d", "exact_linear", "limb_plan",
            "split_limbs", "weight_l1"]

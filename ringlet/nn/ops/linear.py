@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ringlet.nn.ops.base import Op, Registry, pair as _pair
+from ringlet.nn.ops.base import Op, Registry
+from ringlet.nn.ops.base import pair as _pair
 from ringlet.protocols import beaver, linear
-from ringlet.protocols.linear_auto import ring_bits_of
 from ringlet.ring import FixedPoint
 from ringlet.sharing import ArithmeticShare
 
@@ -76,7 +76,7 @@ class Conv(_Weighted):
             return _add_bias(y, b, (1, -1, 1, 1))
         return linear.conv2d_public(ins[0], enc["weight"], enc["bias"], p["stride"], p["padding"],
                                     p["dilation"], p["groups"], ctx.f, ctx.backend_for(node, ins[0]),
-                                    ring_bits_of(ctx.fixed))
+                                    ctx.fixed.ring_bits)
 
     def linear_layer(self, node, in_shape, batch, encoded):
         p = node.params
@@ -102,7 +102,7 @@ class Linear(_Weighted):
                               rescale=False)
             return _add_bias(y, b, (1, -1))
         return linear.linear_public(ins[0], enc["weight"], enc["bias"], ctx.f,
-                                    ctx.backend_for(node, ins[0]), ring_bits_of(ctx.fixed))
+                                    ctx.backend_for(node, ins[0]), ctx.fixed.ring_bits)
 
     def linear_layer(self, node, in_shape, batch, encoded):
         return {"kind": "linear", "x_shape": (batch, *in_shape), "w": encoded["weight"]}
@@ -125,7 +125,7 @@ def resolve_backends(model, batch: int, cache=True) -> dict[str, str]:
                                             model.encoded[node.name])
         if layer is not None:
             out[node.name] = forced if forced != "auto" else choose_backend(
-                **layer, ring_bits=ring_bits_of(model.fixed), cache=store)
+                **layer, ring_bits=model.fixed.ring_bits, cache=store)
     return out
 
 

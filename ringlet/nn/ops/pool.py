@@ -20,11 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ringlet.nn.graph import _numel
-from ringlet.nn.ops.base import Op, Registry, pair as _pair
+from ringlet.nn.ops.base import Op, Registry
+from ringlet.nn.ops.base import pair as _pair
 from ringlet.nn.ops.shape import _call as call
 from ringlet.protocols import linear
 from ringlet.protocols.compare import ReluSpec, maximum
-from ringlet.protocols.linear_auto import ring_bits_of
 from ringlet.sharing import ArithmeticShare
 
 
@@ -89,7 +89,7 @@ class SpatialMap(Op):
     def secure(self, node, ins, ctx):
         x, m = ins[0], ctx.encoded[node.name]["matrix"]
         flat = x.data.reshape(-1, x.data.shape[2] * x.data.shape[3])
-        y = linear.exact_linear(flat, m, ctx.backend_for(node, x), ring_bits=ring_bits_of(ctx.fixed))
+        y = linear.exact_linear(flat, m, ctx.backend_for(node, x), ring_bits=ctx.fixed.ring_bits)
         return ArithmeticShare(y.reshape(x.shape[0], *node.out_shape), x.party, x.frac + ctx.f)
 
     def linear_layer(self, node, in_shape, batch, encoded):

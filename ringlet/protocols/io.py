@@ -119,16 +119,15 @@ def reveal(sess: Session, share: ArithmeticShare | None, to: int | None = None,
         return None
     if sess.rank != to:
         return None
-    if share is None and shape is None and sess.ring.bits < 64:
+    want = tuple(share.shape) if share is not None else (tuple(shape) if shape is not None else None)
+    if want is None and sess.ring.bits < 64:
         raise ValueError("reveal: a receiver without a share must pass the output's shape")
     acc = share.data if share is not None else None
     for s in servers:
         if s == sess.rank:
             continue
         (t,) = sess.comm.recv(s, "output")
-        if sess.ring.bits < 64 or shape is not None:
-            want = tuple(acc.shape) if acc is not None else tuple(shape)
-            t = sess.ring.unwire(t, want)
+        t = sess.ring.unwire(t, want) if want is not None else t
         acc = t if acc is None else acc + t
     sess.comm.stats.rounds["output"] += 1
     acc = sess.ring.reduce(acc)

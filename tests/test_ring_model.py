@@ -79,6 +79,8 @@ def test_a_config_carries_its_ring_and_a_too_small_one_is_refused(model):
         pm.compiled(tiny)
     with pytest.raises(InputRangeError, match="32-bit ring"):
         pm.infer(torch.zeros(1, 1, 8, 8), tiny)
+    with pytest.raises(ValueError, match="local truncation fails"):
+        pm.compiled(cfg, truncation="local")
     with pytest.raises(ConfigError, match="ring_bits"):
         ReluConfig.from_dict({"version": 1, "ring_bits": 70})
     with pytest.raises(ValueError, match="k <= 40"):

@@ -67,6 +67,9 @@ class CompiledModel:
         missing = set(names) - set(self.relu_bits)
         if missing:
             raise ValueError(f"no ReLU setting for {sorted(missing)[:3]}")
+        if options.truncation == "local" and fixed.ring_bits < 64:
+            raise ValueError(f"local truncation fails with probability |x|/2^{fixed.ring_bits - 1} per "
+                             f"element in a {fixed.ring_bits}-bit ring: use the dealer's (the default)")
         for label, (k, m) in self.relu_bits.items():
             if k > fixed.ring_bits and (k, m) != (64, 0):
                 raise ValueError(f"activation {label!r}: bits [{k}:{m}] need k <= {fixed.ring_bits}, "

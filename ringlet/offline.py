@@ -2,8 +2,9 @@
 
 Every server shares a seed with the dealer. For each piece of material, every *holder* draws its
 share from that seeded stream; the dealer draws the same values (it knows every seed), computes the
-correlation, and sends only the *correction* — the last holder's share of the correlated part — to
-the last holder. Offline bytes are therefore one tensor per correlation, e.g. ℓ bits per element of
+correlation, and sends what the material's :class:`Kind` says each holder receives: for most kinds
+only the *correction* — the last holder's share of the correlated part — to the last holder; for a
+function-secret-sharing key the correction words to both holders (:mod:`ringlet.protocols.fss_material`). Offline bytes are therefore one tensor per correlation, e.g. ℓ bits per element of
 a Beaver product (arithmetic corrections travel in the ring's ℓ-bit wire format, bit planes as
 words), all counted under the ``offline`` tag and never as online traffic.
 
@@ -28,6 +29,8 @@ Kinds (holders h_0 … h_{q−1}; "c" marks the corrected tensor):
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -51,11 +54,11 @@ class Request:
     holders: tuple
 
     def encode(self) -> list[int]:
-        return [_KIND_IDS[self.kind], len(self.params), *self.params, len(self.holders), *self.holders]
+        return [_kind_ids()[self.kind], len(self.params), *self.params, len(self.holders), *self.holders]
 
     @staticmethod
     def decode(values: list[int], pos: int) -> tuple["Request", int]:
-        kind = _KIND_NAMES[values[pos]]
+        kind = list(kinds())[values[pos]]
         n = values[pos + 1]
         params = tuple(values[pos + 2:pos + 2 + n])
         pos += 2 + n
@@ -283,20 +286,74 @@ def _correct_powers(parts, req, rng):
     return out
 
 
-_KINDS = {
-    "beaver": (_draw_beaver, _correct_beaver),
-    "and": (_draw_and, _correct_and),
-    "and2": (_draw_and2, _correct_and2),
-    "pand": (_draw_pand, _correct_pand),
-    "b2a": (_draw_b2a, _correct_b2a),
-    "inject": (_draw_inject, _correct_inject),
-    "trunc": (_draw_trunc, _correct_trunc),
-    "injtrunc": (_draw_injtrunc, _correct_injtrunc),
-    "pim": (_draw_pim, _correct_pim),
-    "powers": (_draw_powers, _correct_powers),
-}
-_KIND_NAMES = list(_KINDS)
-_KIND_IDS = {k: i for i, k in enumerate(_KIND_NAMES)}
+@dataclass(frozen=True)
+class Kind:
+    """One kind of dealer material: how each holder draws its seeded part, what the dealer sends
+    to whom, and how it travels.
+
+    ``draw(stream, req, index, corrected) -> dict``: holder ``index``'s seeded tensors (without
+    the ones it will receive when ``corrected``); ``correct(parts, req, ring) -> {holder index:
+    {key: tensor}}``: what the dealer sends each holder; ``receives(req, index)``: the keys holder
+    ``index`` receives (in the order they travel); ``raw``: keys sent as they are (bit planes,
+    seeds) rather than as ring values in the ℓ-bit wire format; ``shapes(req, index)``: the shapes
+    of the received keys (None: those the draw gives, uncorrected).
+    """
+
+    draw: Callable
+    correct: Callable
+    receives: Callable
+    raw: frozenset = frozenset()
+    shapes: Callable | None = None
+
+    def received_shapes(self, req: "Request", index: int) -> dict[str, tuple]:
+        if self.shapes is not None:
+            return self.shapes(req, index)
+        drawn = self.draw(_Shapes(), req, index, False)
+        return {k: tuple(drawn[k].shape) for k in self.receives(req, index)}
+
+
+def _to_last(correct: Callable, keys) -> tuple[Callable, Callable]:
+    """A kind that corrects the last holder only (seed compression): its correct and receives."""
+    def correct_last(parts, req, rng):
+        return {len(req.holders) - 1: correct(parts, req, rng)}
+
+    def receives(req, index):
+        if index != len(req.holders) - 1:
+            return ()
+        return tuple(sorted(keys(req) if callable(keys) else keys))
+    return correct_last, receives
+
+
+def _last_kind(draw, correct, keys, raw=False) -> Kind:
+    correct_last, receives = _to_last(correct, keys)
+    return Kind(draw, correct_last, receives,
+                frozenset(keys) if raw and not callable(keys) else frozenset())
+
+
+@functools.cache
+def kinds() -> dict[str, Kind]:
+    """Every kind of material by name; the order fixes the kinds' wire ids."""
+    from ringlet.protocols import fss_material
+    out = {
+        "beaver": _last_kind(_draw_beaver, _correct_beaver, ("c",)),
+        "and": _last_kind(_draw_and, _correct_and, ("c",), raw=True),
+        "and2": _last_kind(_draw_and2, _correct_and2, ("c1", "c2"), raw=True),
+        "pand": _last_kind(_draw_pand, _correct_pand, ("z",), raw=True),
+        "b2a": _last_kind(_draw_b2a, _correct_b2a, ("r",)),
+        "inject": _last_kind(_draw_inject, _correct_inject, ("r", "rs")),
+        "trunc": _last_kind(_draw_trunc, _correct_trunc, ("low", "msb")),
+        "injtrunc": _last_kind(_draw_injtrunc, _correct_injtrunc, ("low", "msb", "rb", "rb_low", "rb_msb")),
+        "pim": _last_kind(_draw_pim, _correct_pim,
+                          lambda req: tuple(f"ab{a}_{b}" for a, b in _pim_pairs(req.params[1]))),
+        "powers": _last_kind(_draw_powers, _correct_powers,
+                             lambda req: tuple(f"r{a}" for a in range(2, req.params[1] + 1))),
+    }
+    out.update(fss_material.kinds(Kind))
+    return out
+
+
+def _kind_ids() -> dict[str, int]:
+    return {k: i for i, k in enumerate(kinds())}
 
 
 def beaver_request(op: str, x_shape, y_shape, extra=(), holders=(0, 1)) -> Request:
@@ -318,12 +375,14 @@ class Dealer:
         self.requester = requester
         self.ring = ring
 
-    def produce(self, req: Request) -> tuple[int, dict]:
-        """Draw every holder's seeded part and return (last holder, its corrections)."""
-        draw, correct = _KINDS[req.kind]
-        last = len(req.holders) - 1
-        parts = [draw(self.streams[h], req, i, i == last) for i, h in enumerate(req.holders)]
-        return req.holders[-1], correct(parts, req, self.ring)
+    def produce(self, req: Request) -> list[tuple[int, dict]]:
+        """Draw every holder's seeded part; [(holder rank, what the dealer sends it)] in holder
+        order (only the last holder, for a seed-compressed kind)."""
+        kind = kinds()[req.kind]
+        parts = [kind.draw(self.streams[h], req, i, bool(kind.receives(req, i)))
+                 for i, h in enumerate(req.holders)]
+        sent = kind.correct(parts, req, self.ring)
+        return [(req.holders[i], sent[i]) for i in sorted(sent)]
 
     def serve(self) -> None:
         while True:
@@ -334,11 +393,13 @@ class Dealer:
             pos = 0
             while pos < len(values):  # each request's corrections leave as soon as they exist:
                 req, pos = Request.decode(values, pos)  # the holder expands them meanwhile
-                dst, corr = self.produce(req)
-                wire = (lambda t: t) if req.kind in _BINARY_KINDS else self.ring.wire
-                items = [("offline", wire(corr[k])) for k in sorted(corr)]
-                for start in range(0, len(items), 8):  # messages carry at most 8 tensors
-                    self.comm.send(dst, items[start:start + 8], "offline")
+                kind = kinds()[req.kind]
+                for dst, corr in self.produce(req):
+                    keys = kind.receives(req, req.holders.index(dst))
+                    items = [("offline", corr[k] if k in kind.raw else self.ring.wire(corr[k]))
+                             for k in keys]
+                    for start in range(0, len(items), 8):  # messages carry at most 8 tensors
+                        self.comm.send(dst, items[start:start + 8], "offline")
 
 
 class OfflineClient:
@@ -362,7 +423,11 @@ class OfflineClient:
         if self.recording:  # a plan recording: the shapes of the material, all zeros
             if self.party not in req.holders:
                 return {}
-            return _KINDS[req.kind][0](_Shapes(), req, req.holders.index(self.party), False)
+            kind, index = kinds()[req.kind], req.holders.index(self.party)
+            material = kind.draw(_Shapes(), req, index, False)
+            for key, shape in kind.received_shapes(req, index).items():
+                material.setdefault(key, torch.zeros(shape, dtype=torch.int64))
+            return material
         if self._queue is not None:
             if self._cursor >= len(self._queue):
                 raise OfflineError(f"pre-generated material exhausted at request {self._cursor} "
@@ -383,28 +448,36 @@ class OfflineClient:
         out = []
         pending: list = []
         for req in reqs:
-            if self.party in req.holders and self.party == req.holders[-1]:
+            if self._receives(req):
                 got, pending = self._take_corrections(req, pending)
                 out.append(got)
             else:
                 out.append(None)
         return out
 
+    def _receives(self, req: Request) -> tuple:
+        if self.party not in req.holders:
+            return ()
+        return kinds()[req.kind].receives(req, req.holders.index(self.party))
+
     def _take_corrections(self, req: Request, pending: list) -> tuple[dict, list]:
-        """The corrections of ``req`` (received now if not yet in ``pending``), and what is left."""
-        keys = sorted(_correction_keys(req))
+        """What the dealer sends this holder for ``req`` (received now if not yet in
+        ``pending``), and what is left."""
+        kind = kinds()[req.kind]
+        keys = self._receives(req)
         while len(pending) < len(keys):
             pending.extend(self.comm.recv(self.dealer, "offline"))
         got = dict(zip(keys, pending[:len(keys)]))
-        if self.ring.bits < 64 and req.kind not in _BINARY_KINDS:
-            shapes = _correction_shapes(req)
+        ringed = {k: v for k, v in got.items() if k not in kind.raw}
+        if self.ring.bits < 64 and ringed:
+            shapes = kind.received_shapes(req, req.holders.index(self.party))
             try:
-                got = {k: self.ring.unwire(v, shapes[k]) for k, v in got.items()}
+                got.update({k: self.ring.unwire(v, shapes[k]) for k, v in ringed.items()})
             except ValueError as exc:
                 raise OfflineError(f"party {self.party}: the dealer's {req.kind} material does not "
                                    f"fit a {self.ring.bits}-bit ring ({exc}); does the dealer run "
                                    f"with --ring-bits {self.ring.bits}?") from None
-        elif self.ring.bits == 64 and any(v.dtype != torch.int64 for v in got.values()):
+        elif self.ring.bits == 64 and any(v.dtype != torch.int64 for v in ringed.values()):
             raise OfflineError(f"party {self.party}: the dealer sends {req.kind} material of a "
                                f"narrower ring; this server computes in 64 bits (--ring-bits)")
         return got, pending[len(keys):]
@@ -417,8 +490,7 @@ class OfflineClient:
                 out.append({})
                 continue
             index = req.holders.index(self.party)
-            last = index == len(req.holders) - 1
-            material = _KINDS[req.kind][0](self.stream, req, index, last)
+            material = kinds()[req.kind].draw(self.stream, req, index, bool(self._receives(req)))
             if corr:
                 material.update(corr)
             out.append(material)
@@ -435,7 +507,7 @@ class OfflineClient:
         queue, pending = [], []
         for req in plan:
             material = self._expand([req], [None])[0]
-            if self.party in req.holders and self.party == req.holders[-1]:
+            if self._receives(req):
                 corr, pending = self._take_corrections(req, pending)
                 material.update(corr)
             queue.append((req, material))
@@ -453,9 +525,6 @@ class OfflineClient:
             self.comm.send(self.dealer, [("offline", torch.tensor([Dealer.STOP]))], "offline")
 
 
-_BINARY_KINDS = frozenset({"and", "and2", "pand"})  # corrections that are bit planes, not ring values
-
-
 class _Shapes:
     """A stand-in stream that draws zeros: the shapes of a kind's tensors, with no keystream."""
 
@@ -463,23 +532,3 @@ class _Shapes:
         return torch.zeros(tuple(shape) if not isinstance(shape, int) else (shape,), dtype=torch.int64)
 
     words = int64
-
-
-def _correction_shapes(req: Request) -> dict[str, tuple]:
-    """The shape of every corrected tensor of ``req`` (to read the ℓ-bit wire format)."""
-    last = len(req.holders) - 1
-    drawn = _KINDS[req.kind][0](_Shapes(), req, last, False)
-    return {k: tuple(drawn[k].shape) for k in _correction_keys(req)}
-
-
-_CORRECTION_KEYS = {"beaver": ("c",), "and": ("c",), "and2": ("c1", "c2"), "pand": ("z",),
-                    "b2a": ("r",), "inject": ("r", "rs"), "trunc": ("low", "msb"),
-                    "injtrunc": ("low", "msb", "rb", "rb_low", "rb_msb")}
-
-
-def _correction_keys(req: Request) -> tuple:
-    if req.kind == "pim":
-        return tuple(f"ab{a}_{b}" for a, b in _pim_pairs(req.params[1]))
-    if req.kind == "powers":
-        return tuple(f"r{a}" for a in range(2, req.params[1] + 1))
-    return _CORRECTION_KEYS[req.kind]

@@ -43,15 +43,15 @@ def test_dealer_material_is_correlated_and_seed_compressed():
     seeds = {0: bytes([1] * 16), 1: bytes([2] * 16), 2: bytes([3] * 16)}
     dealer = Dealer(None, {k: AesCtrStream(v) for k, v in seeds.items()})
     streams = {k: AesCtrStream(v) for k, v in seeds.items()}
-    from ringlet.offline import _KINDS
+    from ringlet.offline import kinds
     for req in [beaver_request("mul", (5,), (5,), holders=(0, 1, 2)),
                 Request("and2", (3, 2), (0, 1, 2)), Request("pand", (2, 4), (0, 1)),
                 Request("inject", (70,), (0, 1)), Request("trunc", (16, 6), (0, 1, 2))]:
-        last, corr = dealer.produce(req)
+        [(last, corr)] = dealer.produce(req)  # seed compression: only the last holder hears
         assert last == req.holders[-1]
         parts = []
         for i, h in enumerate(req.holders):
-            m = _KINDS[req.kind][0](streams[h], req, i, i == len(req.holders) - 1)
+            m = kinds()[req.kind].draw(streams[h], req, i, i == len(req.holders) - 1)
             if i == len(req.holders) - 1:
                 m.update(corr)
             parts.append(m)

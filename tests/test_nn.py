@@ -150,7 +150,7 @@ def test_config_validation_names_the_entry():
     cfg = ReluConfig.from_dict({"version": 1, "default": {"k": 20, "m": 0},
                                 "groups": {"g": ["b.relu"]}, "layers": {"g": "identity", "a.relu": "exact"}})
     assert cfg.resolve(names) == {"a.relu": (64, 0), "b.relu": (0, 0)}
-    bad = [({"version": 2}, "unknown version 2"),
+    bad = [({"version": 3}, "unknown version 3"),
            ({"version": 1, "layers": {"c.relu": "exact"}}, "layers names 'c.relu'"),
            ({"version": 1, "layers": {"a.relu": {"k": 3, "m": 5}}}, r"layers\['a.relu'\]: k = 3 < m = 5"),
            ({"version": 1, "default": {"k": 65, "m": 0}}, "default: k = 65 > 64"),

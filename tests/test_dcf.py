@@ -88,3 +88,24 @@ def test_roots_drawn_by_each_holder_from_its_own_stream_give_the_same_keys():
     assert torch.equal(out, torch.where(x < alpha, beta, torch.zeros_like(beta)))
     with pytest.raises(ValueError, match="root seeds or a CSPRNG stream"):
         dcf.keygen(alpha, beta, width)
+
+
+@pytest.mark.parametrize("width,payloads", [(1, 2), (7, 3), (16, 2), (63, 3), (64, 17)])
+def test_vector_payloads_add_up_word_by_word(width, payloads):
+    rng = np.random.default_rng(100 + width)  # test data only
+    n = 400
+    alpha, x = _domain(width, n, rng), _domain(width, n, rng)
+    x[:50] = alpha[:50]
+    beta = torch.from_numpy(rng.integers(-(2 ** 63), 2 ** 63 - 1, (n, payloads), dtype=np.int64))
+    prg = dcf.Prg()
+    k0, k1 = dcf.keygen(alpha, beta, width, AesCtrStream(SEED), prg)
+    b = (payloads + 1) // 2
+    assert prg.blocks == 2 * width * n * (2 + 2 * b) + 2 * n * b  # both trees + both leaf conversions
+    ev = dcf.Prg()
+    out = dcf.evaluate(k0, x, ev) + dcf.evaluate(k1, x, ev)
+    assert ev.blocks == 2 * (width * n * (1 + b) + n * b)
+    below = torch.from_numpy(np.asarray(_less(x, alpha, width)))[:, None]
+    assert torch.equal(out, torch.where(below, beta, torch.zeros_like(beta)))
+    # what travels: seeds and control bits per level, P payload words of ℓ bits per level and leaf
+    assert k0.nbytes(payload_bits=40, roots=False) == (
+        16 * width * n + ((width + 1) * n * payloads * 40 + 7) // 8 + (2 * width * n + 7) // 8)

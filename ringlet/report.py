@@ -50,78 +50,141 @@ def headline(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _configs(result: dict, model: str) -> list[str]:
+    """The model's configurations in the order of the result's runs."""
+    return list(dict.fromkeys(r["config"] for r in result["runs"] if r["model"] == model))
+
+
+def _links(result: dict, model: str) -> list[dict]:
+    """The links the model has runs on: the result's order, then any link only a run names."""
+    used = {r["link"]["name"]: r["link"] for r in result["runs"] if r["model"] == model}
+    listed = [lk for lk in result.get("links", []) if lk["name"] in used]
+    names = {lk["name"] for lk in listed}
+    return listed + [lk for name, lk in used.items() if name not in names]
+
+
+def _link_title(link: dict) -> str:
+    title = f"{link['name']}: {link.get('bandwidth_mbps', 0):g} Mbit/s"
+    return title + (f", {link['rtt_ms']:g} ms RTT" if link.get("rtt_ms") else "")
+
+
+def _panel_width(n_configs: int) -> float:
+    """Inches for one panel of ``n_configs`` bars with their rotated labels."""
+    return max(2.8, 0.45 * n_configs + 1.0)
+
+
+def _config_axis(ax, configs: list[str]) -> None:
+    """Configurations as x ticks, rotated once they would run into each other."""
+    ax.set_xticks(range(len(configs)), configs)
+    ax.set_xlim(-0.6, len(configs) - 0.4)
+    if len(configs) > 3 or max(map(len, configs), default=0) > 8:
+        ax.tick_params(axis="x", labelsize=7)
+        for label in ax.get_xticklabels():
+            label.set(rotation=40, ha="right", rotation_mode="anchor")
+
+
+def _missing(ax, xs, text="n/a") -> None:
+    for x in xs:
+        ax.text(x, 0, text, ha="center", va="bottom", fontsize=6, color="0.45",
+                transform=ax.get_xaxis_transform())
+
+
 def _speedup_plot(result, model, path):
+    """One panel per link, shared y: online speedup of each configuration over exact-crypten."""
     plt = _pyplot()
     runs = _runs_by(result, model)
-    links = [lk["name"] for lk in result["links"]]
-    configs = [c for c in dict.fromkeys(r["config"] for r in result["runs"] if r["model"] == model)]
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    width = 0.8 / max(1, len(links))
-    for j, lk in enumerate(links):
+    links, configs = _links(result, model), _configs(result, model)
+    fig, axes = plt.subplots(1, len(links), sharey=True, squeeze=False, layout="constrained",
+                             figsize=(len(links) * _panel_width(len(configs)), 3.8))
+    for ax, link in zip(axes[0], links):
+        lk = link["name"]
         base = runs.get(("exact-crypten", lk))
-        vals = [base["seconds_online"] / runs[(c, lk)]["seconds_online"] if base and (c, lk) in runs else 0
-                for c in configs]
-        bars = ax.bar([i + j * width for i in range(len(configs))], vals, width, label=lk)
+        have = [i for i, c in enumerate(configs) if base and (c, lk) in runs]
+        vals = [base["seconds_online"] / runs[(configs[i], lk)]["seconds_online"] for i in have]
+        bars = ax.bar(have, vals, 0.7, color="#2a7ab9")
         ax.bar_label(bars, fmt="%.1f×", fontsize=7)
-    ax.set_xticks([i + width * (len(links) - 1) / 2 for i in range(len(configs))], configs)
-    ax.set_ylabel("online speedup over exact-crypten")
-    ax.set_title(f"{model}: end-to-end speedup (Figures 7, 9)")
-    ax.legend()
-    fig.tight_layout()
+        ax.axhline(1, color="0.6", lw=0.8, ls="--")
+        _missing(ax, [i for i in range(len(configs)) if i not in have],
+                 "n/a" if base else "no base")
+        _config_axis(ax, configs)
+        ax.set_title(_link_title(link), fontsize=9)
+    axes[0][0].set_ylabel("online speedup over exact-crypten")
+    axes[0][0].margins(y=0.1)  # room for the labels above the bars
+    axes[0][0].set_ylim(bottom=0)
+    fig.suptitle(f"{model}: end-to-end speedup per link (Figures 7, 9)")
     fig.savefig(path, dpi=130)
     plt.close(fig)
+    return fig
 
 
 def _comm_rounds_plot(result, model, path):
+    """Bytes and rounds of each configuration over exact-crypten's (both independent of the link, so
+    one panel: each configuration is read on the first link that has it and the baseline)."""
     plt = _pyplot()
     runs = _runs_by(result, model)
-    link = result["links"][0]["name"]
-    configs = [c for c in dict.fromkeys(r["config"] for r in result["runs"] if r["model"] == model)]
-    base = runs.get(("exact-crypten", link))
-    if not base:
-        return
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    xs = range(len(configs))
-    b = [runs[(c, link)]["bytes_sent_per_party"] / base["bytes_sent_per_party"] for c in configs]
-    r = [runs[(c, link)]["rounds"] / base["rounds"] for c in configs]
-    ax.bar([x - 0.2 for x in xs], b, 0.4, label="bytes")
-    ax.bar([x + 0.2 for x in xs], r, 0.4, label="rounds")
-    ax.set_xticks(list(xs), configs)
+    links, configs = [lk["name"] for lk in _links(result, model)], _configs(result, model)
+    pairs = {c: next(((runs[(c, lk)], runs[("exact-crypten", lk)]) for lk in links
+                      if (c, lk) in runs and ("exact-crypten", lk) in runs), None) for c in configs}
+    fig, ax = plt.subplots(figsize=(max(7.0, 2 * _panel_width(len(configs)) - 1), 3.8),
+                           layout="constrained")
+    have = [i for i, c in enumerate(configs) if pairs[c]]
+    b = [pairs[configs[i]][0]["bytes_sent_per_party"] / pairs[configs[i]][1]["bytes_sent_per_party"]
+         for i in have]
+    r = [pairs[configs[i]][0]["rounds"] / pairs[configs[i]][1]["rounds"] for i in have]
+    ax.bar([x - 0.2 for x in have], b, 0.4, label="bytes")
+    ax.bar([x + 0.2 for x in have], r, 0.4, label="rounds")
+    _missing(ax, [i for i in range(len(configs)) if i not in have], "no base")
+    _config_axis(ax, configs)
     ax.set_ylabel("normalised to exact-crypten")
     ax.set_title(f"{model}: communication and rounds (Figure 11)")
-    ax.legend()
-    fig.tight_layout()
+    if have:
+        ax.legend(fontsize=7)
     fig.savefig(path, dpi=130)
     plt.close(fig)
+    return fig
 
 
 def _breakdown_plot(result, model, path):
+    """Top row, one panel per link: online seconds split into compute and communication (own y
+    scale each: a slow link's seconds would flatten a fast one's). Bottom, across: bytes by protocol
+    part per configuration (independent of the link; each read on the first link that has it)."""
     plt = _pyplot()
-    runs = [r for r in result["runs"] if r["model"] == model]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
-    labels = [f"{r['config']}\n{r['link']['name']}" for r in runs]
-    comp = [r["seconds_compute"] for r in runs]
-    comm = [r["seconds_communication"] for r in runs]
-    ax1.bar(labels, comp, label="compute")
-    ax1.bar(labels, comm, bottom=comp, label="communication")
-    ax1.set_ylabel("online seconds")
-    ax1.set_title("compute vs communication (Figure 10)")
-    ax1.tick_params(axis="x", labelsize=6)
-    ax1.legend()
-    link = result["links"][0]["name"]
-    sel = [r for r in runs if r["link"]["name"] == link]
-    bottom = [0.0] * len(sel)
+    runs = _runs_by(result, model)
+    links, configs = _links(result, model), _configs(result, model)
+    fig = plt.figure(figsize=(max(7.0, len(links) * _panel_width(len(configs))), 7.2),
+                     layout="constrained")
+    grid = fig.add_gridspec(2, len(links))
+    for j, link in enumerate(links):
+        ax = fig.add_subplot(grid[0, j])
+        lk = link["name"]
+        have = [i for i, c in enumerate(configs) if (c, lk) in runs]
+        comp = [runs[(configs[i], lk)]["seconds_compute"] for i in have]
+        comm = [runs[(configs[i], lk)]["seconds_communication"] for i in have]
+        ax.bar(have, comp, 0.7, label="compute", color="#2a7ab9")
+        ax.bar(have, comm, 0.7, bottom=comp, label="communication", color="#f28e2b")
+        _missing(ax, [i for i in range(len(configs)) if i not in have])
+        _config_axis(ax, configs)
+        ax.set_title(_link_title(link), fontsize=9)
+        if j == 0:
+            ax.set_ylabel("online seconds")
+            ax.legend(fontsize=7)
+    ax = fig.add_subplot(grid[1, :])
+    first = {c: next((runs[(c, lk["name"])] for lk in links if (c, lk["name"]) in runs), None)
+             for c in configs}
+    have = [i for i, c in enumerate(configs) if first[c]]
+    bottom = [0.0] * len(have)
     for part in ("circuit", "mult", "b2a", "other"):
-        vals = [r["breakdown_bytes"][part] / MB for r in sel]
-        ax2.bar([r["config"] for r in sel], vals, bottom=bottom, label=part)
+        vals = [first[configs[i]]["breakdown_bytes"][part] / MB for i in have]
+        ax.bar(have, vals, 0.6, bottom=bottom, label=part)
         bottom = [a + b for a, b in zip(bottom, vals)]
-    ax2.set_ylabel("MB sent per server")
-    ax2.set_title("bytes by protocol part (Figure 3)")
-    ax2.tick_params(axis="x", labelsize=7)
-    ax2.legend()
-    fig.tight_layout()
+    _config_axis(ax, configs)
+    ax.set_ylabel("MB sent per server")
+    ax.set_title("bytes by protocol part (Figure 3)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.suptitle(f"{model}: compute vs communication per link (Figure 10)")
     fig.savefig(path, dpi=130)
     plt.close(fig)
+    return fig
 
 
 def _tables(result: dict, model: str) -> list[str]:

@@ -70,3 +70,60 @@ def test_link_profiles_and_projection():
     assert LinkProfile("x", 8e6, 0.1).projected_seconds(1.0, 1_000_000, 10) == pytest.approx(3.0)
     with pytest.raises(ValueError, match="unknown link profile"):
         profile("5g")
+
+
+def _fake_suite(configs, links, absent=()):
+    """A suite result in run_suite's layout, without running anything."""
+    bw = {"lan": 10000.0, "highbw": 3000.0, "wan": 352.0, "wan-rtt": 352.0}
+    profiles = [{"name": lk, "bandwidth_mbps": bw[lk], "rtt_ms": 50.0 if lk == "wan-rtt" else 0.0}
+                for lk in links]
+    runs = []
+    for i, cfg in enumerate(configs):
+        for link in profiles:
+            lk = link["name"]
+            if (cfg, lk) in absent:
+                continue
+            nbytes, comm = 40e6 / (1 + i), 0.1 * bw["lan"] / bw[lk] / (1 + i)
+            runs.append({
+                "model": "toy-net-fmnist", "checkpoint": "toy-net-fmnist", "config": cfg, "link": link,
+                "accuracy": 0.9, "plaintext_accuracy": 0.9, "argmax_agreement": 1.0, "samples": 4,
+                "bytes_sent_per_party": nbytes, "bytes_per_image": nbytes / 4, "rounds": 27 - i,
+                "seconds_online": 0.2 + comm, "images_per_second": 4 / (0.2 + comm),
+                "seconds_compute": 0.2, "seconds_communication": comm,
+                "breakdown_bytes": {"circuit": 0.7 * nbytes, "mult": 0.2 * nbytes, "b2a": 0.1 * nbytes,
+                                    "other": 0},
+                "projected_seconds": 0.2 + comm, "kept_bits_fraction": 1.0, "relu_config": None,
+                "seconds_online_real_link": None})
+    return {"command": "fake", "samples": 4, "batch": 4, "parties": 2, "links": profiles, "runs": runs,
+            "summary": {}, "searches": {}}
+
+
+CONFIGS_MANY = ("exact-crypten", "exact", "eco", "8/64", "6/64", "eco-ring", "exact-fss", "eco-fss")
+
+
+@pytest.mark.parametrize("links", [("lan",), ("lan", "highbw", "wan", "wan-rtt")])
+def test_report_figures_have_one_panel_per_link(tmp_path, links):
+    from ringlet.report import _breakdown_plot, _comm_rounds_plot, _speedup_plot
+
+    absent = {("eco-fss", "wan")} if len(links) > 1 else set()
+    result = _fake_suite(CONFIGS_MANY, links, absent)
+    src = tmp_path / "suite.json"
+    src.write_text(json.dumps(result))
+    text = write_report(str(src), str(tmp_path / "rep")).read_text()
+    for png in ("speedup", "comm-rounds", "breakdown"):
+        name = f"toy-net-fmnist-{png}.png"
+        assert f"]({name})" in text
+        assert (tmp_path / "rep" / name).stat().st_size > 2000
+    assert text.count("| eco-fss |") == 1 + len(links) - len(absent)  # headline, then one per run
+    speedup = _speedup_plot(result, "toy-net-fmnist", tmp_path / "s.png")
+    assert [ax.get_title().split(":")[0] for ax in speedup.axes] == list(links)
+    assert all(ax.get_shared_y_axes().joined(speedup.axes[0], ax) for ax in speedup.axes[1:])
+    breakdown = _breakdown_plot(result, "toy-net-fmnist", tmp_path / "b.png")
+    assert len(breakdown.axes) == len(links) + 1  # one per link, then bytes by protocol part
+    assert [ax.get_title().split(":")[0] for ax in breakdown.axes[:-1]] == list(links)
+    for fig in (speedup, breakdown, _comm_rounds_plot(result, "toy-net-fmnist", tmp_path / "c.png")):
+        for ax in fig.axes:  # every configuration on every panel's axis, in the runs' order
+            assert [t.get_text() for t in ax.get_xticklabels()] == list(CONFIGS_MANY)
+    more = _fake_suite([f"config-{i}" for i in range(20)], links)
+    wider = _breakdown_plot(more, "toy-net-fmnist", tmp_path / "w.png")
+    assert wider.get_figwidth() > breakdown.get_figwidth()  # the figure widens with the configurations

@@ -291,8 +291,8 @@ class Kind:
     """One kind of dealer material: how each holder draws its seeded part, what the dealer sends
     to whom, and how it travels.
 
-    ``draw(stream, req, index, corrected) -> dict``: holder ``index``'s seeded tensors (without
-    the ones it will receive when ``corrected``); ``correct(parts, req, ring) -> {holder index:
+    ``draw(stream, req, index, corrected) -> dict``: holder ``index``'s seeded tensors (the last
+    holder, ``corrected``, draws none of those it receives corrected); ``correct(parts, req, ring) -> {holder index:
     {key: tensor}}``: what the dealer sends each holder; ``receives(req, index)``: the keys holder
     ``index`` receives (in the order they travel); ``raw``: keys sent as they are (bit planes,
     seeds) rather than as ring values in the ℓ-bit wire format; ``shapes(req, index)``: the shapes
@@ -379,8 +379,8 @@ class Dealer:
         """Draw every holder's seeded part; [(holder rank, what the dealer sends it)] in holder
         order (only the last holder, for a seed-compressed kind)."""
         kind = kinds()[req.kind]
-        parts = [kind.draw(self.streams[h], req, i, bool(kind.receives(req, i)))
-                 for i, h in enumerate(req.holders)]
+        last = len(req.holders) - 1
+        parts = [kind.draw(self.streams[h], req, i, i == last) for i, h in enumerate(req.holders)]
         sent = kind.correct(parts, req, self.ring)
         return [(req.holders[i], sent[i]) for i in sorted(sent)]
 
@@ -490,7 +490,7 @@ class OfflineClient:
                 out.append({})
                 continue
             index = req.holders.index(self.party)
-            material = kinds()[req.kind].draw(self.stream, req, index, bool(self._receives(req)))
+            material = kinds()[req.kind].draw(self.stream, req, index, index == len(req.holders) - 1)
             if corr:
                 material.update(corr)
             out.append(material)

@@ -178,7 +178,7 @@ def test_sign_families_are_one_registry_with_their_costs_and_dealer_requests():
     from ringlet.protocols.families import SELECTS, sign_families
     from ringlet.ring import num_words
     fams = sign_families()
-    assert fams.names() == ("carry-tree", "kogge-stone") and SELECTS == ("fused", "b2a-mult")
+    assert fams.names() == ("carry-tree", "kogge-stone", "fss") and SELECTS == ("fused", "b2a-mult")
     with pytest.raises(ValueError, match="use one of"):
         ReluSpec(64, 0, "no-such-adder")
     n = 256

@@ -41,7 +41,7 @@ from ringlet.protocols.convert import (
     select_finish,
     select_prepare,
 )
-from ringlet.protocols.families import SELECT_COSTS, SELECTS, sign_families
+from ringlet.protocols.families import SELECT_COSTS, SELECTS, relu_protocols, sign_families
 from ringlet.protocols.truncation import truncate
 from ringlet.session import Session
 from ringlet.sharing import ArithmeticShare
@@ -55,13 +55,20 @@ class ReluSpec:
     m: int = 0
     adder: str = "carry-tree"
     select: str = "fused"
+    protocol: str = "gmw"
 
     def __post_init__(self):
         if not 0 <= self.m <= self.k <= 64:
             raise ValueError(f"ReLU bits [k:m] = [{self.k}:{self.m}] need 0 <= m <= k <= 64")
         sign_families()[self.adder]  # an unknown family is an error naming the known ones
+        relu_protocols()[self.protocol]
         if self.select not in SELECTS:
             raise ValueError(f"unknown select {self.select!r}; use one of {SELECTS}")
+
+    @property
+    def sign(self) -> str:
+        """The sign family of this spec's DReLU (the protocol's own, else the adder)."""
+        return relu_protocols()[self.protocol].sign or self.adder
 
     @property
     def width(self) -> int:
@@ -146,12 +153,19 @@ def drelu(sess: Session, x: ArithmeticShare, spec: ReluSpec = ReluSpec(),
     shared = reshare_to_two(sess, [(local_bits(x.data, k, m), k - m)])
     if shared is None:
         return torch.zeros(n if arithmetic else (1, ring.num_words(n)), dtype=torch.int64)
-    bit, _ = drelu_two(sess, shared[0], k - m, spec.adder)
+    bit, _ = drelu_two(sess, shared[0], k - m, spec.sign)
     return b2a_word(sess, bit, n) if arithmetic else bit
 
 
 def relu(sess: Session, x: ArithmeticShare, spec: ReluSpec = ReluSpec(), shift: int = 0,
          truncation: str | None = None) -> ArithmeticShare:
+    """ReLU(⌊x / 2^shift⌋) on bits [k:m] by the spec's protocol (gmw: :func:`relu_gmw`; fss:
+    :func:`ringlet.protocols.fss.relu`)."""
+    return relu_protocols()[spec.protocol].relu(sess, x, spec, shift, truncation)
+
+
+def relu_gmw(sess: Session, x: ArithmeticShare, spec: ReluSpec = ReluSpec(), shift: int = 0,
+             truncation: str | None = None) -> ArithmeticShare:
     """ReLU(⌊x / 2^shift⌋) = ⌊x/2^shift⌋ · DReLU(x[k:m]) — exact when [k:m] = [ℓ:0].
 
     ``shift`` > 0 drops that many fractional bits (a product's extra scale): with the fused select
@@ -172,12 +186,12 @@ def relu(sess: Session, x: ArithmeticShare, spec: ReluSpec = ReluSpec(), shift: 
         return ArithmeticShare(torch.zeros_like(x.data), x.party, out_frac)
     t2, x2 = shared[0], shared[1].view(x.shape)
     if spec.select == "b2a-mult":
-        bit, _ = drelu_two(sess, t2, w, spec.adder)
+        bit, _ = drelu_two(sess, t2, w, spec.sign)
         d = b2a_word(sess, bit, x.numel()).view(x.shape)
         return beaver.mul(sess, ArithmeticShare(x2, x.party, x.frac),
                           ArithmeticShare(d, x.party, 0), rescale=False, among=(0, 1))
     mat, item = select_prepare(sess, x2, shift)
-    bit, extra = drelu_two(sess, t2, w, spec.adder, piggyback=[item] if w >= 2 else None)
+    bit, extra = drelu_two(sess, t2, w, spec.sign, piggyback=[item] if w >= 2 else None)
     return ArithmeticShare(select_finish(sess, bit, x2, mat, item, extra, shift), x.party, out_frac)
 
 
@@ -218,13 +232,34 @@ def max_pool2d(sess: Session, x: ArithmeticShare, kernel, stride=None, padding=0
 
 
 def relu_cost(spec: ReluSpec, parties: int = 2, ring_bits: int = 64) -> dict:
-    """Expected bits sent per server per element and rounds (the max over servers) in Z_2^ℓ."""
+    """Expected bits sent per server per element and rounds (the max over servers) in Z_2^ℓ,
+    by the spec's protocol."""
+    return relu_protocols()[spec.protocol].cost(spec, parties, ring_bits)
+
+
+def relu_cost_fss(spec: ReluSpec, parties: int = 2, ring_bits: int = 64) -> dict:
+    """fss: DReLU w bits (1 round; none for w ≤ 1), ReLU ℓ bits (1 round), 2 servers only."""
+    from ringlet.protocols import fss
+    if parties != 2:
+        raise ValueError(f"fss is a two-server protocol; {parties} servers need gmw")
+    k, m = spec_in_ring(spec, ring_bits) if spec.width else (spec.k, spec.m)
+    w = k - m
+    drelu_bits, drelu_rounds = fss.sign_cost(w) if w >= 2 else (0, 0)
+    out = {"drelu_bits": drelu_bits, "drelu_rounds": drelu_rounds,
+           "relu_bits": ring_bits if w else 0, "relu_rounds": 1 if w else 0}
+    cost = fss.relu_cost(k, m, ring_bits)
+    out["key_bytes"], out["aes_eval"] = cost["key_bytes"], cost["aes_eval"]
+    return out
+
+
+def relu_cost_gmw(spec: ReluSpec, parties: int = 2, ring_bits: int = 64) -> dict:
+    """gmw: the sign family's circuit and the select's cost."""
     ell = ring_bits
     k, m = spec_in_ring(spec, ell) if spec.width else (spec.k, spec.m)
     w = k - m
     if w == 0:
         return {"drelu_bits": 0, "drelu_rounds": 0, "relu_bits": 0, "relu_rounds": 0}
-    circ, rounds = (0, 0) if w == 1 else sign_families()[spec.adder].circuit_cost(w)
+    circ, rounds = (0, 0) if w == 1 else sign_families()[spec.sign].circuit_cost(w)
     select = SELECT_COSTS[spec.select]
     (db, dr), (rb, rr) = select["drelu"](ell), select["relu"](ell)
     d_bits, d_rounds = circ + db, rounds + dr

@@ -2,6 +2,9 @@
 
 A family is one object: its name, how it runs, what it costs and what it asks the dealer for.
 
+A ReLU protocol (:class:`ReluProtocol`, registry :func:`relu_protocols`) is one level up: gmw
+runs a sign family and a select, fss its own one-round gate.
+
 ``run(sess, planes, piggyback) -> (sign plane, peer piggyback)``
     servers 0 and 1 hold w private bit planes of a w-bit value each; the result is their XOR shares
     of the most significant bit of the sum mod 2^w (``piggyback``: ring items sent with the first
@@ -92,6 +95,7 @@ def _kogge_stone_requests(w: int, words: int) -> list:
 @functools.cache
 def sign_families() -> Families:
     """The registry of sign circuits (built on first use)."""
+    from ringlet.protocols import fss
     reg = Families()
     reg.register(SignFamily(
         "carry-tree", "generate/propagate tree with private-input leaves: 4w − 7 − ⌈log2(w−1)⌉ "
@@ -100,6 +104,57 @@ def sign_families() -> Families:
     reg.register(SignFamily(
         "kogge-stone", "CrypTen's word adder: 2w + 4w⌈log2 w⌉ bits, ⌈log2 w⌉ + 1 rounds",
         adders.kogge_stone_msb, adders.kogge_stone_cost, _kogge_stone_requests))
+    reg.register(SignFamily(
+        "fss", "function secret sharing: a w-bit masked opening and one DCF key per element "
+        "(w bits, 1 round; keys from the dealer)", fss.sign, fss.sign_cost, fss.sign_requests))
+    return reg
+
+
+@dataclass(frozen=True)
+class ReluProtocol:
+    """One way to evaluate a ReLU layer: its run, its cost and how many servers it supports.
+
+    ``relu(sess, x, spec, shift, truncation)`` the ReLU (``shift`` extra fractional bits dropped);
+    ``cost(spec, parties, ring_bits)`` the dict of :func:`ringlet.protocols.compare.relu_cost`;
+    ``sign`` the sign family its DReLU-only uses take (None: the spec's adder).
+    """
+
+    name: str
+    summary: str
+    relu: Callable
+    cost: Callable
+    sign: str | None = None
+    two_servers_only: bool = False
+
+
+class Protocols(Families):
+    def __getitem__(self, name: str):
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise ValueError(f"unknown ReLU protocol {name!r}; use one of {self.names()}") from None
+
+
+def _late(module: str, name: str) -> Callable:
+    """``module.name``, imported at the first call (the protocols import this registry)."""
+    def call(*args, **kwargs):
+        import importlib
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+    call.__name__ = name
+    return call
+
+
+@functools.cache
+def relu_protocols() -> Protocols:
+    """The registry of ReLU protocols: gmw (sign circuit + select) and fss (one round)."""
+    compare, fss = "ringlet.protocols.compare", "ringlet.protocols.fss"
+    reg = Protocols()
+    reg.register(ReluProtocol(
+        "gmw", "a sign circuit over the bits [k:m] (--adder) and a select (--select)",
+        _late(compare, "relu_gmw"), _late(compare, "relu_cost_gmw")))
+    reg.register(ReluProtocol(
+        "fss", "open x + r once, one DCF key per element from the dealer: 1 round, ℓ bits",
+        _late(fss, "relu"), _late(compare, "relu_cost_fss"), sign="fss", two_servers_only=True))
     return reg
 
 

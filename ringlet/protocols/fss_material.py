@@ -1,8 +1,174 @@
-"""Dealer material of the function-secret-sharing gates (:mod:`ringlet.protocols.fss`)."""
+"""Dealer material of the function-secret-sharing gates (:mod:`ringlet.protocols.fss`).
+
+Both servers receive the DCF correction words (common to both keys); each draws its own root seeds
+and its additive shares of the mask from the stream it shares with the dealer, so roots never
+travel; the last holder (server 1) also receives the corrections of the mask's derived values.
+
+Kinds (holders (0, 1); ℓ the ring's width; w = k − m the compared bits, w ≥ 1):
+
+``fsssign`` (n, w) — the sign of a w-bit sum opened with a w-bit mask ρ (DReLU on the servers'
+    own bits [k:m]): holders draw ρ_b ∈ Z_2^w; DCF on w − 1 bits with α = ρ mod 2^(w−1) and
+    payload β = 1 − 2·msb_w(ρ); server 1 gets [msb ρ] (arithmetic) and its XOR bit plane.
+``fssrelu`` (n, k, m, s) — ReLU on bits [k:m] of x̂ = x + r, truncating s bits: holders draw
+    r_b ∈ Z_2^ℓ; with b = (−r)[k:m] and q = −b mod 2^w: α = q mod 2^(w−1), β = 1 − 2·msb_w(q),
+    payloads (β, β·T) for s = 0 (T = r) or (β, β·T, β·M) with T = r >> s (unsigned) and
+    M = msb_ℓ(r); server 1 gets [Mq] = [msb_w q], [Mq·T] and, for s > 0, [T], [M], [Mq·M].
+
+Bytes per element sent to each server: DCF words (w − 1)·16 + w·P·ℓ/8 + 2(w − 1)/8; server 1
+also ℓ/8 per additive value (1 + 1/64·8 for fsssign's bit plane).
+"""
 
 from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ringlet import ring
+from ringlet.protocols import dcf
+
+CW_KEYS = ("cw_last", "cw_seed", "cw_t", "cw_v")
+_RAW = frozenset({"cw_seed", "cw_t", "mq_bits"})
+
+
+def relu_payloads(shift: int) -> int:
+    return 2 if shift == 0 else 3
+
+
+def relu_additive(shift: int) -> tuple[str, ...]:
+    return ("mq", "mqT") if shift == 0 else ("M", "T", "mq", "mqM", "mqT")
+
+
+def _cw_shapes(n: int, w: int, p: int) -> dict:
+    if w < 2:
+        return {}
+    levels = w - 1
+    return {"cw_last": (n, p), "cw_seed": (levels, n, 2), "cw_t": ((2 * levels * n + 7) // 8,),
+            "cw_v": (levels, n, p)}
+
+
+def _draw_sign(s, req, index, corrected):
+    n, w = req.params
+    out = {"rho": s.int64(n) & ring.mask_bits(w), "roots": s.int64((n, 2))}
+    if not corrected:
+        out["mq"], out["mq_bits"] = s.int64(n), s.words((1, ring.num_words(n)))
+    return out
+
+
+def _draw_relu(s, req, index, corrected):
+    n, _, _, shift = req.params
+    out = {"r": s.int64(n), "roots": s.int64((n, 2))}
+    if not corrected:
+        for key in relu_additive(shift):
+            out[key] = s.int64(n)
+    return out
+
+
+def _keys_to_wire(k0: dcf.KeyBatch) -> dict:
+    bits = np.packbits(k0.cw_t.reshape(-1), bitorder="little")
+    return {"cw_seed": torch.from_numpy(k0.cw_seed.view(np.int64).copy()),
+            "cw_t": torch.from_numpy(bits), "cw_v": torch.from_numpy(k0.cw_v),
+            "cw_last": torch.from_numpy(k0.cw_last)}
+
+
+def key_from(material: dict, party: int, w: int) -> dcf.KeyBatch | None:
+    """This server's DCF key from its material (None when w < 2: no comparison is needed)."""
+    if w < 2:
+        return None
+    n = material["roots"].shape[0]
+    levels = w - 1
+    roots = material["roots"].numpy().view(np.uint64).copy()
+    roots[:, 0] &= ~np.uint64(1)
+    cw_t = np.unpackbits(material["cw_t"].numpy().astype(np.uint8), count=2 * levels * n,
+                         bitorder="little").reshape(levels, n, 2)
+    v = material["cw_v"]
+    return dcf.KeyBatch(party, levels, roots, material["cw_seed"].numpy().view(np.uint64),
+                        cw_t, v.numpy(), material["cw_last"].numpy())
+
+
+def _roots(parts) -> tuple:
+    return tuple(p["roots"].numpy().view(np.uint64) for p in parts)
+
+
+def _correct_sign(parts, req, rng):
+    n, w = req.params
+    rho = (parts[0]["rho"] + parts[1]["rho"]) & ring.mask_bits(w)
+    mq = ring.msb(rho, w)
+    sent = {}
+    if w >= 2:
+        k0, _ = dcf.keygen(rho & ring.mask_bits(w - 1), 1 - 2 * mq, w - 1, roots=_roots(parts))
+        sent = _keys_to_wire(k0)
+    last = dict(sent)
+    last["mq"] = mq - parts[0]["mq"]
+    last["mq_bits"] = ring.pack_plane(mq).view(1, -1) ^ parts[0]["mq_bits"]
+    return {0: sent, 1: last}
+
+
+def _correct_relu(parts, req, rng):
+    n, k, m, shift = req.params
+    w = k - m
+    r = rng.unsigned(parts[0]["r"] + parts[1]["r"])
+    b = ring.extract_bits(rng.unsigned(-r), k, m)
+    q = (-b) & ring.mask_bits(w)
+    mq = ring.msb(q, w)
+    beta = 1 - 2 * mq
+    t = (r >> shift) & ring.mask_bits(rng.bits - shift) if shift else parts[0]["r"] + parts[1]["r"]
+    values = {"mq": mq, "mqT": mq * t}
+    pay = [beta, beta * t]
+    if shift:
+        big_m = rng.msb(r)
+        values.update({"T": t, "M": big_m, "mqM": mq * big_m})
+        pay.append(beta * big_m)
+    sent = {}
+    if w >= 2:
+        k0, _ = dcf.keygen(q & ring.mask_bits(w - 1), torch.stack(pay, 1), w - 1,
+                           roots=_roots(parts))
+        sent = _keys_to_wire(k0)
+    last = dict(sent)  # for s = 0, T = r: its shares are the r_b the holders drew
+    for key in relu_additive(shift):
+        last[key] = values[key] - parts[0][key]
+    return {0: sent, 1: last}
+
+
+def _receives_sign(req, index):
+    keys = CW_KEYS if req.params[1] >= 2 else ()
+    return keys + (("mq", "mq_bits") if index == 1 else ())
+
+
+def _receives_relu(req, index):
+    _, k, m, shift = req.params
+    keys = CW_KEYS if k - m >= 2 else ()
+    return keys + (tuple(sorted(relu_additive(shift))) if index == 1 else ())
+
+
+def _shapes_sign(req, index):
+    n, w = req.params
+    out = _cw_shapes(n, w, 1)
+    if index == 1:
+        out.update({"mq": (n,), "mq_bits": (1, ring.num_words(n))})
+    return out
+
+
+def _shapes_relu(req, index):
+    n, k, m, shift = req.params
+    out = _cw_shapes(n, k - m, relu_payloads(shift))
+    if index == 1:
+        out.update({key: (n,) for key in relu_additive(shift)})
+    return out
 
 
 def kinds(kind_type) -> dict:
     """The FSS kinds of material, built with :class:`ringlet.offline.Kind`."""
-    return {}
+    return {
+        "fsssign": kind_type(_draw_sign, _correct_sign, _receives_sign, _RAW, _shapes_sign),
+        "fssrelu": kind_type(_draw_relu, _correct_relu, _receives_relu, _RAW, _shapes_relu),
+    }
+
+
+def key_bytes(n: int, w: int, payloads: int, ring_bits: int, additive: int) -> dict:
+    """Bytes per server of n elements' material: {0: server 0's, 1: server 1's}."""
+    cw = 0
+    if w >= 2:
+        levels = w - 1
+        cw = (16 * levels * n + ((levels + 1) * n * payloads * ring_bits + 7) // 8
+              + (2 * levels * n + 7) // 8)
+    return {0: cw, 1: cw + additive}

@@ -112,7 +112,7 @@ def leaky_relu(sess: Session, x: ArithmeticShare, slope: float, spec: ReluSpec =
     else:
         values, s = torch.cat([x2 * (1 << f), int(round(slope * 2 ** f)) * x2]), shift + f
     mat, item = select_prepare(sess, values, s)
-    bit, extra = drelu_two(sess, t2, w, spec.adder, piggyback=[item] if w >= 2 else None)
+    bit, extra = drelu_two(sess, t2, w, spec.sign, piggyback=[item] if w >= 2 else None)
     if not integer:
         bits = ring.unpack_plane(bit[0], n)
         bit = _plane(torch.cat([bits, bits]))
@@ -248,7 +248,7 @@ def smooth(sess: Session, x: ArithmeticShare, spec: dict, method: str = "piecewi
             terms.append((name, x2, shift))
         elif float(value) != 0.0:
             terms.append((name, _public(sess, int(round(float(value) * 2 ** out_frac)), n), 0))
-    out = _decide_and_select(sess, shared[0], w, relu_spec.adder, terms, n)
+    out = _decide_and_select(sess, shared[0], w, relu_spec.sign, terms, n)
     return ArithmeticShare(out.view(x.shape), x.party, out_frac)
 
 
@@ -286,7 +286,7 @@ def _effective(spec: ReluSpec, shift: int, ring_bits: int = 64) -> ReluSpec:
     """The spec whose [k:m] the sign circuit really reads for an input with ``shift`` extra bits."""
     if spec.width == 0:
         return spec
-    return ReluSpec(*input_bits(spec, shift, ring_bits), spec.adder, spec.select)
+    return ReluSpec(*input_bits(spec, shift, ring_bits), spec.adder, spec.select, spec.protocol)
 
 
 def _trunc_cost(parties: int, truncation: str | None, ring_bits: int = 64) -> tuple[int, int]:

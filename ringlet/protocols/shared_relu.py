@@ -63,7 +63,7 @@ def grelu(sess: Session, x: ArithmeticShare, groups: torch.Tensor, weight_enc: t
     x2 = shared[-1].view(x.shape)
     mat, item = select_prepare(sess, x2, shift)
     if spec.width:
-        bit, extra = drelu_two(sess, shared[0], k - m, spec.adder,
+        bit, extra = drelu_two(sess, shared[0], k - m, spec.sign,
                                piggyback=[item] if k - m >= 2 else None)
         decisions = ring.unpack_plane(bit[0], z.numel()).view(n, c, num_groups)
     else:  # identity: every decision is 1

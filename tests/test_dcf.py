@@ -47,16 +47,16 @@ def test_two_evaluations_add_up_to_beta_below_alpha(width):
     assert k0.nbytes() == k1.nbytes() == n * (24 + 24 * width) + (2 * width * n + 7) // 8
 
 
-def test_each_key_alone_looks_random_and_evaluation_costs_2n_blocks():
+def test_each_key_alone_looks_random_and_evaluation_costs_2n_plus_1_blocks():
     n, width = 2000, 16
     rng = np.random.default_rng(0)  # test data only
     alpha = _domain(width, n, rng)
     prg = dcf.Prg()
     k0, k1 = dcf.keygen(alpha, torch.ones(n, dtype=torch.int64), width, AesCtrStream(SEED), prg)
-    assert prg.blocks == 6 * width * n
+    assert prg.blocks == 2 * width * n * 4 + 2 * n  # both trees: 2 seed + 2 payload blocks a level
     ev = dcf.Prg()
     share = dcf.evaluate(k0, torch.zeros(n, dtype=torch.int64), ev)
-    assert ev.blocks == 2 * width * n
+    assert ev.blocks == 2 * width * n + n  # the path: its child and its payload block, + the leaf
     # one party's output on its own is a uniform-looking word, whatever the comparison says
     assert 0.45 < float((share & 1).double().mean()) < 0.55
 

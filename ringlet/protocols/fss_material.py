@@ -64,10 +64,13 @@ def _draw_relu(s, req, index, corrected):
 
 
 def _keys_to_wire(k0: dcf.KeyBatch) -> dict:
+    """The correction words as they travel: payload words P per element (no padding)."""
     bits = np.packbits(k0.cw_t.reshape(-1), bitorder="little")
+    p = k0.payloads
     return {"cw_seed": torch.from_numpy(k0.cw_seed.view(np.int64).copy()),
-            "cw_t": torch.from_numpy(bits), "cw_v": torch.from_numpy(k0.cw_v),
-            "cw_last": torch.from_numpy(k0.cw_last)}
+            "cw_t": torch.from_numpy(bits),
+            "cw_v": torch.from_numpy(np.ascontiguousarray(dcf.from_blocks(k0.cw_v, p))),
+            "cw_last": torch.from_numpy(np.ascontiguousarray(dcf.from_blocks(k0.cw_last, p)))}
 
 
 def key_from(material: dict, party: int, w: int) -> dcf.KeyBatch | None:
@@ -79,10 +82,11 @@ def key_from(material: dict, party: int, w: int) -> dcf.KeyBatch | None:
     roots = material["roots"].numpy().view(np.uint64).copy()
     roots[:, 0] &= ~np.uint64(1)
     cw_t = np.unpackbits(material["cw_t"].numpy().astype(np.uint8), count=2 * levels * n,
-                         bitorder="little").reshape(levels, n, 2)
-    v = material["cw_v"]
+                         bitorder="little").reshape(levels, 2, n)
+    last = material["cw_last"].numpy()
     return dcf.KeyBatch(party, levels, roots, material["cw_seed"].numpy().view(np.uint64),
-                        cw_t, v.numpy(), material["cw_last"].numpy())
+                        cw_t, dcf.to_blocks(material["cw_v"].numpy()), dcf.to_blocks(last),
+                        last.shape[1])
 
 
 def _roots(parts) -> tuple:

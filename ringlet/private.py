@@ -119,8 +119,9 @@ class PrivateModel:
         fixed = self.fixed_for(relu_config)
         if fixed != self.fixed:
             self.headroom_at(fixed)  # a ring too small for this model is refused, never wrapped
+        protocols = as_config(relu_config).resolve_protocols(self.graph.activation_names, "relu_config")
         return CompiledModel(self.graph, self.bits(relu_config), SecureOptions(**options), fixed,
-                             self.input_range)
+                             self.input_range, protocols)
 
     def fingerprint(self, relu_config=None, **options) -> dict:
         return self.compiled(relu_config, **options).fingerprint()
@@ -235,11 +236,14 @@ class PrivateModel:
         """Client, servers and dealer on this machine (threads, or processes over TCP).
 
         ``options``: protocol choices (adder, select, truncation, private_weights, poly_method,
-        poly_frac, poly_out_truncation, backend). The report is the JSON of ``ringlet infer``.
+        poly_frac, poly_out_truncation, backend, relu_protocol, auto_link). The report is the JSON of ``ringlet infer``.
         """
         from ringlet.nn.api import private_inference
         x = torch.as_tensor(x).float()
         self.check_input(x)
+        if link is not None and options.get("auto_link") is None:
+            options["auto_link"] = link.name  # auto's cost model assumes the run's link
+        options = {k: v for k, v in options.items() if not (k == "auto_link" and v is None)}
         compiled = self.compiled(relu_config, **options)
         if frac_bits is not None and frac_bits != compiled.fixed.frac_bits:
             raise ValueError(f"this run uses {compiled.fixed.frac_bits} fractional bits (the model's or "

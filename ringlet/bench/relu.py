@@ -15,9 +15,10 @@ import numpy as np
 import torch
 
 from ringlet.prng import AesCtrStream
-from ringlet.protocols.compare import ReluSpec, allowed_mismatch, drelu, relu, relu_cost
+from ringlet.protocols.compare import ReluSpec, allowed_mismatch, drelu, input_bits, relu, relu_cost
 from ringlet.protocols.io import reveal, share_input
 from ringlet.ring import FixedPoint
+from ringlet.sharing import ArithmeticShare
 
 # accounting tags → the paper's breakdown (Figure 3): the fused select replaces B2A + Mult
 BREAKDOWN = {"circuit": "circuit", "b2a": "b2a", "mult": "mult", "select": "mult",
@@ -29,13 +30,14 @@ def default_input(n: int, scale: float = 8.0) -> np.ndarray:
     return (((raw >> 11) & ((1 << 53) - 1)).double() / 2.0 ** 53 * 2 - 1).numpy() * scale
 
 
-def _program(sess, values: torch.Tensor, spec: ReluSpec, op: str):
+def _program(sess, values: torch.Tensor, spec: ReluSpec, op: str, shift: int = 0):
     x = share_input(sess, values if sess.rank == 0 else None, 0, tuple(values.shape), encoded=True)
+    x = ArithmeticShare(x.data, x.party, x.frac + shift)
     sess.barrier("setup")
     before = sess.stats.copy()
     t0 = time.perf_counter()
     if op == "relu":
-        y = relu(sess, x, spec)
+        y = relu(sess, x, spec, shift=shift)
     else:
         y = sess.share(drelu(sess, x, spec, arithmetic=True).view(x.shape), frac=0)
     seconds = time.perf_counter() - t0
@@ -45,12 +47,17 @@ def _program(sess, values: torch.Tensor, spec: ReluSpec, op: str):
 
 
 def run_relu_bench(values: np.ndarray, spec: ReluSpec, parties: int = 2, transport: str = "local",
-                   op: str = "relu", frac_bits: int = 16, threads: int = 0) -> dict:
+                   op: str = "relu", frac_bits: int = 16, threads: int = 0, shift: int = 0) -> dict:
+    """One layer; ``shift`` > 0 makes the input carry that many more fractional bits (a conv's
+    output) and the ReLU truncate them (fused into its select, or its one FSS round)."""
     from ringlet.launch import run_local
+    if shift and op != "relu":
+        raise ValueError("--shift applies to --op relu (a DReLU has no truncation)")
     fixed = FixedPoint(frac_bits)
-    x = fixed.encode(torch.from_numpy(np.asarray(values, dtype=np.float64)), what="--input")
+    x = FixedPoint(frac_bits + shift).encode(torch.from_numpy(np.asarray(values, dtype=np.float64)),
+                                             what="--input")
     n = x.numel()
-    program = functools.partial(_program, values=x, spec=spec, op=op)
+    program = functools.partial(_program, values=x, spec=spec, op=op, shift=shift)
     res = run_local(program, parties, transport=transport, pregenerate=True,
                     frac_bits=frac_bits, threads=threads)
     results = res.results
@@ -62,26 +69,51 @@ def run_relu_bench(values: np.ndarray, spec: ReluSpec, parties: int = 2, transpo
         key = BREAKDOWN.get(tag, "other")
         by_tag[key] = by_tag.get(key, 0.0) + bits
     out = results[0]["out"]
-    want = x.clamp(min=0) if op == "relu" else (x >= 0).to(torch.int64)
-    mism = out != want
+    want = (x >> shift).clamp(min=0) if op == "relu" else (x >= 0).to(torch.int64)
+    mism = (out - want).abs() > (1 if shift else 0)  # a truncation may round up by one unit
+    received = [r.offline.bytes_received(tags=("offline",)) + r.online.bytes_received(tags=("offline",))
+                for r in res.servers]
     report = {
-        "n": n, "parties": parties, "transport": transport, "op": op,
+        "n": n, "parties": parties, "transport": transport, "op": op, "shift": shift,
         "k": spec.k, "m": spec.m, "adder": spec.adder, "select": spec.select,
+        "protocol": spec.protocol,
         "bits_sent_per_element": 8 * sent / n,
         "rounds": max(s.total_rounds() for s in stats),
         "by_tag": by_tag,
         "offline_bits_per_element": 8 * res.offline_bytes() / n,
+        "offline_bytes_per_element_per_server": [b / n for b in received],
         "seconds_online": max(r["seconds"] for r in results),
-        "seconds_offline": res.seconds_offline,
+        "seconds_offline": res.seconds_offline,  # pre-generation: the dealer's work + its transfer
         "max_abs_error": float(fixed.decode(out - want).abs().max()) if op == "relu"
         else float((out - want).abs().max()),
         "mismatches": int(mism.sum()),
         "expected_cost": relu_cost(spec, parties),
     }
+    if spec.protocol == "fss":
+        report.update(_fss_figures(spec, op, shift, n))
     if (spec.k, spec.m) != (64, 0):
-        report["unexplained_mismatches"] = int((mism & ~allowed_mismatch(x, spec.k, spec.m,
-                                                                          parties)).sum())
+        k, m = input_bits(spec, shift)
+        report["unexplained_mismatches"] = int((mism & ~allowed_mismatch(x, k, m, parties)).sum())
     return report, out
+
+
+def _fss_figures(spec: ReluSpec, op: str, shift: int, n: int) -> dict:
+    """Key bytes and AES blocks per element of the FSS gate (the formulas the tests assert)."""
+    from ringlet.protocols import fss
+    from ringlet.protocols.fss_material import relu_payloads
+    k, m = input_bits(spec, shift)
+    if op == "relu":
+        cost = fss.relu_cost(k, m, 64, shift)
+        keys, blocks = cost["key_bytes"], {"eval": cost["aes_eval"], "keygen": cost["aes_keygen"]}
+        payloads = relu_payloads(shift)
+    else:
+        keys = fss.sign_key_bytes(k - m, 64)
+        b, levels = 1, max(0, k - m - 1)
+        blocks = {"eval": levels * 2 + b if levels else 0,
+                  "keygen": 2 * (levels * 4 + b) if levels else 0}
+        payloads = 1
+    return {"fss": {"dcf_domain_bits": max(0, k - m - 1), "payload_words": payloads,
+                    "key_bytes_per_element": keys, "aes_blocks_per_element": blocks}}
 
 
 def parse_bits(text: str) -> tuple[int, int]:

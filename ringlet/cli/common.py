@@ -70,6 +70,22 @@ def add_relu_protocol(parser) -> None:
                         help="the sign circuit: " + "; ".join(
                             f"{n}: {sign_families()[n].summary}" for n in names))
     parser.add_argument("--select", choices=SELECTS, default=SELECTS[0])
+    add_relu_protocol_choice(parser)
+
+
+def add_relu_protocol_choice(parser) -> None:
+    """--relu-protocol (a registered ReLU protocol, or auto) and --auto-link."""
+    from ringlet.protocols.families import relu_protocols
+    names = relu_protocols().names()
+    parser.add_argument("--relu-protocol", "--protocol", dest="relu_protocol",
+                        choices=(*names, "auto"), default=None,
+                        help="every ReLU layer's protocol (default: the config's, else gmw): "
+                             + "; ".join(f"{n}: {relu_protocols()[n].summary}" for n in names)
+                             + "; auto: per layer, the faster by a cost model measured on this "
+                               "machine (it prints what it chose and why)")
+    parser.add_argument("--auto-link", default=None, metavar="PROFILE",
+                        help="the link auto's cost model assumes: lan, highbw, wan, wan-rtt or "
+                             "NAME@<rtt>ms (default: the run's --link, else lan)")
 
 
 def _size(text: str) -> tuple[int, int]:

@@ -83,7 +83,8 @@ def run(args):
         pregenerate=not args.no_pregenerate, results_path=_results_path(args),
         progress=not args.no_progress, threads=args.threads, timeout=args.timeout, seed=args.seed,
         poly_method=args.poly_method, poly_out_truncation=args.poly_out_truncation,
-        linear_backend=args.linear_backend, weights=args.weights, **compile_kwargs(args),
+        linear_backend=args.linear_backend, weights=args.weights,
+        relu_protocol=args.relu_protocol, auto_link=args.auto_link, **compile_kwargs(args),
         **data_kwargs(args))
     if args.output:
         save_logits(args.output, logits)

@@ -144,7 +144,8 @@ def _server_job(args):
                                 input_bound=args.input_bound, ring_bits=args.ring_bits)
     model = pm.compiled(config if args.relu_config else None, adder=args.adder, select=args.select,
                         truncation=args.truncation, private_weights=args.private_weights,
-                        backend=args.linear_backend)
+                        backend=args.linear_backend, relu_protocol=args.relu_protocol,
+                        **({"auto_link": args.auto_link} if args.auto_link else {}))
     job = functools.partial(server_program, model=model)
     job.frac_bits = model.fixed.frac_bits  # the session encodes as the model was compiled
     job.ring_bits = model.fixed.ring_bits

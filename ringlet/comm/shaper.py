@@ -56,6 +56,20 @@ def profile(name: str, rtt_ms: float | None = None) -> LinkProfile:
     return p
 
 
+def parse_profile(text: str) -> LinkProfile:
+    """A profile from its name, or from the name a changed round-trip time gives it
+    (``wan-rtt@100ms``, as :func:`profile` names it)."""
+    name, _, rtt = text.partition("@")
+    if rtt:
+        if not rtt.endswith("ms"):
+            raise ValueError(f"link {text!r}: expected NAME or NAME@<rtt>ms")
+        try:
+            return profile(name, float(rtt[:-2]))
+        except ValueError as exc:
+            raise ValueError(f"link {text!r}: {exc}") from None
+    return profile(name)
+
+
 class LinkShaper:
     """Applies a :class:`LinkProfile` to one party's sends and receives."""
 

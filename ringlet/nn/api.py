@@ -62,6 +62,7 @@ def private_inference(compiled, x: torch.Tensor, labels: torch.Tensor | None = N
                 plain(x[start:start + batch])
             passes.append(time.perf_counter() - t0)
         plain_seconds = sorted(passes)[1]
+    protocols = compiled.protocols_for(batch, parties)  # auto decides, and fss refuses p > 2, here
     fingerprint = compiled.fingerprint()
     server = functools.partial(server_program, model=compiled, pregenerate=pregenerate)
     client = functools.partial(client_program, images=x, batch=batch, results_path=results_path,
@@ -75,7 +76,8 @@ def private_inference(compiled, x: torch.Tensor, labels: torch.Tensor | None = N
     report.update({
         "parties": parties, "transport": transport, "batch": batch,
         "private_weights": o.private_weights, "adder": o.adder, "select": o.select,
-        "linear_backend": o.backend,
+        "linear_backend": o.backend, "relu_protocol": o.relu_protocol,
+        "relu_protocols": protocols,
         "frac_bits": compiled.fixed.frac_bits, "ring_bits": compiled.fixed.ring_bits,
         "postprocess": compiled.graph.postprocess,
         "relus_per_image": sum(relu_counts.values()),
@@ -99,7 +101,8 @@ def run_inference(model: str, *, dataset: str | None = None, samples: int | None
                   poly_out_truncation: str = "dealer", linear_backend: str = "auto",
                   weights: str | None = None,
                   normalize: str | None = None, image_size=None, smooth: str | None = None,
-                  input_bound: float | None = None, ring_bits: int | None = None) -> tuple[dict, torch.Tensor]:
+                  input_bound: float | None = None, ring_bits: int | None = None,
+                  relu_protocol: str | None = None, auto_link: str | None = None) -> tuple[dict, torch.Tensor]:
     """Private inference of a model spec (see :mod:`ringlet.sources`) on a dataset or .npy input.
 
     ``results_path`` may be a callable, called only once the model and the data are ready (so
@@ -124,7 +127,8 @@ def run_inference(model: str, *, dataset: str | None = None, samples: int | None
                    batch=batch, pregenerate=pregenerate, results_path=path, progress=progress,
                    threads=threads, timeout=timeout, link=link, private_weights=private_weights,
                    adder=adder, select=select, truncation=truncation, poly_method=poly_method,
-                   poly_out_truncation=poly_out_truncation, backend=linear_backend)
+                   poly_out_truncation=poly_out_truncation, backend=linear_backend,
+                   relu_protocol=relu_protocol, auto_link=auto_link)
     report = res.report
     report.update({"model": model, "checkpoint": src.meta.get("checkpoint"), **inputs.info,
                    "relu_config": relu_config, "results_path": path,

@@ -42,12 +42,20 @@ class SecureOptions:
     poly_method: str = "espn"      # polynomial activations: espn, espn-beaver, horner, honeybadger
     poly_frac: int | None = None   # input bits of the one-round methods (None: the largest safe)
     poly_out_truncation: str = "dealer"  # the polynomial's final truncation: dealer (exact) / local
+    relu_protocol: str | None = None  # every ReLU layer: gmw, fss or auto (None: the config's, else gmw)
+    auto_link: str = "lan"         # the link auto's cost model assumes (a link profile name)
 
     def __post_init__(self):
+        from ringlet.comm.shaper import parse_profile
+        from ringlet.protocols.families import relu_protocols
         from ringlet.protocols.linear_auto import CHOICES
         if self.backend not in CHOICES:
             raise ValueError(f"backend {self.backend!r}: the exact linear backend must be one of "
                              f"{', '.join(CHOICES)}")
+        choices = (*relu_protocols().names(), "auto")
+        if self.relu_protocol is not None and self.relu_protocol not in choices:
+            raise ValueError(f"relu protocol {self.relu_protocol!r}: use one of {', '.join(choices)}")
+        parse_profile(self.auto_link)  # an unknown profile is an error naming the known ones
 
 
 class CompiledModel:
@@ -55,7 +63,8 @@ class CompiledModel:
 
     def __init__(self, graph: SecureGraph, relu_bits: dict[str, tuple[int, int]] | None = None,
                  options: SecureOptions = SecureOptions(), fixed: FixedPoint = FixedPoint(),
-                 input_range: InputRange | None = None):
+                 input_range: InputRange | None = None,
+                 relu_protocols: dict[str, str | None] | None = None):
         self.graph = graph
         self.options = options
         self.fixed = fixed
@@ -74,6 +83,10 @@ class CompiledModel:
             if k > fixed.ring_bits and (k, m) != (64, 0):
                 raise ValueError(f"activation {label!r}: bits [{k}:{m}] need k <= {fixed.ring_bits}, "
                                  f"the ring's width (--ring-bits)")
+        # per activation: gmw, fss or auto; --relu-protocol overrides the config's choices
+        chosen = {n: (relu_protocols or {}).get(n) for n in names}
+        self.relu_protocols = {n: options.relu_protocol or chosen[n] or "gmw" for n in names}
+        self._resolved_protocols: dict[tuple, dict[str, str]] = {}
         self.fracs = FracPlan(graph, fixed.frac_bits).plan()
         ops = registry()
         self.encoded = {n.name: ops[n.kind].encode(n, fixed) for n in graph.nodes}
@@ -99,6 +112,7 @@ class CompiledModel:
         options = {k: v for k, v in dataclasses.asdict(self.options).items() if k != "backend"}
         return {"graph": fp["graph"], "weights": fp["weights"],
                 "activations": digest(sorted((k, list(v)) for k, v in self.relu_bits.items())),
+                "relu_protocols": digest(sorted(self.relu_protocols.items())),
                 "options": digest(options), "fixed_point": self.fixed.describe(),
                 "input_range": digest(self.input_range.to_dict())}
 
@@ -106,9 +120,30 @@ class CompiledModel:
     def output_frac(self) -> int:
         return self.fracs["output"]
 
-    def spec(self, label: str) -> ReluSpec:
+    def spec(self, label: str, protocol: str = "gmw") -> ReluSpec:
         k, m = self.relu_bits[label]
-        return ReluSpec(k, m, self.options.adder, self.options.select)
+        return ReluSpec(k, m, self.options.adder, self.options.select, protocol)
+
+    def protocols_for(self, batch: int, parties: int) -> dict[str, str]:
+        """{activation: gmw or fss} for a run of ``parties`` servers on batches of ``batch``:
+        ``auto`` decided by :mod:`ringlet.protocols.relu_auto` (measured once per machine, and
+        printed); a two-server protocol with more servers is an error naming the layer."""
+        from ringlet.protocols.families import relu_protocols
+        key = (batch, parties)
+        with self._backend_lock:
+            if key in self._resolved_protocols:
+                return self._resolved_protocols[key]
+            out = dict(self.relu_protocols)
+            auto = [n for n, p in out.items() if p == "auto"]
+            if auto:
+                from ringlet.protocols.relu_auto import choose
+                out.update(choose(self, auto, batch, parties))
+            for label, name in out.items():
+                if relu_protocols()[name].two_servers_only and parties != 2:
+                    raise ValueError(f"activation {label!r}: {name} is a two-server protocol; this "
+                                     f"run has {parties} servers (use --relu-protocol gmw)")
+            self._resolved_protocols[key] = out
+            return out
 
     # -- secure run -------------------------------------------------------------------------------
     def share_weights(self, sess: Session) -> dict:
@@ -192,8 +227,24 @@ class SecureInterpreter(Interpreter):
         self.fixed = model.fixed
         self.f = model.fixed.frac_bits
         self.encoded = model.encoded
-        self.spec = model.spec
+        self.protocols: dict[str, str] = {}
         self.trunc = model.options.truncation or default_method(sess.num_parties, sess.ring.bits)
+
+    def run(self, x, *args, **kwargs):
+        batch = x.shape[0] if x is not None else next(iter(kwargs.get("env") or {0: None}.values())).shape[0]
+        self.protocols = self.model.protocols_for(batch, self.sess.num_parties)
+        return super().run(x, *args, **kwargs)
+
+    def spec(self, label: str) -> ReluSpec:
+        """The ReLU spec of an activation: its bits and its protocol in this run."""
+        return self.model.spec(label, self.protocols.get(label, "gmw"))
+
+    def exact_spec(self) -> ReluSpec:
+        """The spec of the exact sign decisions of layers without searched bits (|x|, clamp,
+        max-pool, smooth functions): fss when the run asks for fss everywhere, else gmw."""
+        o = self.options
+        fss = o.relu_protocol == "fss" and self.sess.num_parties == 2
+        return ReluSpec(64, 0, o.adder, o.select, "fss" if fss else "gmw")
 
     def backend_for(self, node, x: ArithmeticShare) -> str:
         """The exact linear backend of ``node`` for the batch of its input share ``x``."""

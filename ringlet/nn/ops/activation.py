@@ -18,7 +18,7 @@ from torch import nn
 
 from ringlet.nn.ops.base import Op, Registry
 from ringlet.protocols import piecewise, poly, shared_relu
-from ringlet.protocols.compare import ReluSpec, maximum, relu
+from ringlet.protocols.compare import maximum, relu
 from ringlet.sharing import ArithmeticShare
 
 
@@ -105,8 +105,8 @@ class Abs(Leaky):
     simulate = plain
 
     def secure(self, node, ins, ctx):
-        x, o = ins[0], ctx.options
-        return piecewise.leaky_relu(ctx.sess, x, -1.0, ReluSpec(64, 0, o.adder, o.select),
+        x = ins[0]
+        return piecewise.leaky_relu(ctx.sess, x, -1.0, ctx.exact_spec(),
                                     shift=x.frac - ctx.f, truncation=ctx.trunc)
 
     def magnitude(self, node, ins):
@@ -123,8 +123,8 @@ class Clamp(Activation):
         return ins[0].clamp(node.params["lo"], node.params["hi"])
 
     def secure(self, node, ins, ctx):
-        x, o, p = ins[0], ctx.options, node.params
-        return piecewise.clamp(ctx.sess, x, p["lo"], p["hi"], ReluSpec(64, 0, o.adder, o.select),
+        x, p = ins[0], node.params
+        return piecewise.clamp(ctx.sess, x, p["lo"], p["hi"], ctx.exact_spec(),
                                shift=x.frac - ctx.f, truncation=ctx.trunc)
 
     def magnitude(self, node, ins):
@@ -147,9 +147,9 @@ class Maximum(Activation):
         return (torch.minimum if node.params["min"] else torch.maximum)(ins[0], ins[1])
 
     def secure(self, node, ins, ctx):
-        o, shape = ctx.options, (ins[0].shape[0], *node.out_shape)
+        shape = (ins[0].shape[0], *node.out_shape)
         a, c = (ArithmeticShare(v.data.expand(shape).contiguous(), v.party, v.frac) for v in ins)
-        top = maximum(ctx.sess, a, c, ReluSpec(64, 0, o.adder, o.select))
+        top = maximum(ctx.sess, a, c, ctx.exact_spec())
         return a + c - top if node.params["min"] else top
 
     def magnitude(self, node, ins):
@@ -189,7 +189,7 @@ class Smooth(Activation):
         x, o, p = ins[0], ctx.options, node.params
         return piecewise.smooth(ctx.sess, x, p["spec"], p["method"], shift=x.frac - ctx.f,
                                 poly_method=o.poly_method, truncation=ctx.trunc,
-                                relu_spec=ReluSpec(64, 0, o.adder, o.select))
+                                relu_spec=ctx.exact_spec())
 
     def magnitude(self, node, ins):
         spec = node.params["spec"]

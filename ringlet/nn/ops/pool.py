@@ -130,9 +130,9 @@ class MaxPool(Op):
         return y.reshape(x.shape[0], *node.out_shape)
 
     def secure(self, node, ins, ctx):
-        x, o = ins[0], ctx.options
+        x = ins[0]
         cands = self._candidates(x.data, node.params["index"]).permute(3, 0, 1, 2)
-        best = tournament(ctx.sess, cands, x.party, x.frac, ReluSpec(64, 0, o.adder, o.select))
+        best = tournament(ctx.sess, cands, x.party, x.frac, ctx.exact_spec())
         return ArithmeticShare(best.reshape(x.shape[0], *node.out_shape).contiguous(), x.party, x.frac)
 
     def drelus(self, node, bits):

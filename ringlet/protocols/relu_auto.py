@@ -1,0 +1,118 @@
+"""``--relu-protocol auto``: gmw or fss for each ReLU layer, by a cost model measured on this machine.
+
+For a layer of n ReLUs per batch, kept bits of width w, ring ℓ, on a link of bandwidth B and
+round-trip time R, each protocol's online time is modelled as
+
+    T = n · c(protocol, w, ℓ) + n · bits / B + rounds · R
+
+with ``bits`` and ``rounds`` the protocol's exact costs (:func:`ringlet.protocols.compare.relu_cost`;
+a shared ReLU or LeakyReLU under fss uses the FSS sign and the fused select: w + ℓ + 1 bits, 2
+rounds) and c the compute seconds per element, measured here once (two servers in one process,
+material pre-generated, the median of 3 runs of 2^14 ReLUs with the fused truncation) and cached in
+``$RINGLET_CACHE_DIR/relu-protocols.json`` by machine. The link is the run's profile
+(``--link``, else ``--auto-link``, default ``lan``). FSS is two-server: with more servers auto keeps
+gmw. Each choice is printed with both estimates.
+
+Servers on different machines may measure differently and choose differently; the run then stops
+at the first ReLU whose protocols disagree — give them the same explicit choice (or a config).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import torch
+
+from ringlet.protocols.linear_auto import BackendCache, cache_dir, machine_key
+
+CACHE_FILE = "relu-protocols.json"
+SAMPLE = 1 << 14
+
+
+def _measure(protocol: str, k: int, m: int, ring_bits: int) -> float:
+    """Compute seconds per element of one fused ReLU (material pre-generated), median of 3."""
+    from ringlet.launch import run_local
+    from ringlet.protocols.compare import ReluSpec, relu
+    from ringlet.protocols.io import share_input
+    from ringlet.sharing import ArithmeticShare
+    spec = ReluSpec(k, m, protocol=protocol)
+    values = torch.arange(SAMPLE, dtype=torch.int64) * 977 - (SAMPLE * 977 // 2)
+
+    def prog(sess):
+        x = share_input(sess, values if sess.rank == 0 else None, 0, (SAMPLE,), encoded=True)
+        x = ArithmeticShare(x.data, x.party, x.frac + sess.fixed.frac_bits)
+        times = []
+        for _ in range(3):
+            sess.offline.plan = []
+            sess.offline.go_online()
+            sess.offline.recording = True
+            relu(sess, x, spec, shift=sess.fixed.frac_bits)
+            sess.offline.recording = False
+            sess.offline.pregenerate(list(sess.offline.plan))
+            t0 = time.perf_counter()
+            relu(sess, x, spec, shift=sess.fixed.frac_bits)
+            times.append(time.perf_counter() - t0)
+        return sorted(times)[1]
+    res = run_local(prog, 2, ring_bits=ring_bits, timeout=120.0)
+    return max(res.results) / SAMPLE
+
+
+def compute_per_element(protocol: str, k: int, m: int, ring_bits: int,
+                        cache: BackendCache | None = None) -> tuple[float, bool]:
+    """(seconds per element, from the cache?) of ``protocol`` on [k:m] in Z_2^ℓ on this machine."""
+    store = cache or BackendCache(cache_dir() / CACHE_FILE)
+    w = k - m
+    key = f"relu:{protocol}:w{w}:l{ring_bits}"
+    hit = store.get(machine_key(), key)
+    if hit and isinstance(hit.get("seconds_per_element"), float):
+        return hit["seconds_per_element"], True
+    seconds = _measure(protocol, k, m, ring_bits)
+    store.put(machine_key(), key, {"seconds_per_element": seconds, "elements": SAMPLE})
+    return seconds, False
+
+
+def estimate(kind: str, n: int, k: int, m: int, ring_bits: int, protocol: str,
+             bandwidth_bps: float, rtt_s: float, cache: BackendCache | None = None) -> dict:
+    """The modelled online seconds of one layer (see the module docstring)."""
+    from ringlet.protocols.compare import ReluSpec, relu_cost, spec_in_ring
+    spec = ReluSpec(k, m, protocol=protocol)
+    cost = relu_cost(spec, 2, ring_bits)
+    bits, rounds = cost["relu_bits"], cost["relu_rounds"]
+    if protocol == "fss" and kind != "relu":  # the FSS sign, then the fused select
+        kk, mm = spec_in_ring(spec, ring_bits) if spec.width else (k, m)
+        bits, rounds = (kk - mm) + ring_bits + 1, 2
+    if spec.width == 0:
+        return {"seconds": 0.0, "compute": 0.0, "bits": 0, "rounds": 0, "cached": True}
+    kk, mm = spec_in_ring(spec, ring_bits)
+    per, cached = compute_per_element(protocol, kk, mm, ring_bits, cache)
+    compute = n * per
+    seconds = compute + n * bits / bandwidth_bps + rounds * rtt_s
+    return {"seconds": seconds, "compute": compute, "bits": bits, "rounds": rounds, "cached": cached}
+
+
+def choose(model, labels: list[str], batch: int, parties: int, log=None,
+           cache: BackendCache | None = None) -> dict[str, str]:
+    """gmw or fss for every activation in ``labels`` of a compiled model (and print why)."""
+    from ringlet.comm.shaper import parse_profile
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    if parties != 2:
+        log(f"relu-protocol auto: {parties} servers: gmw everywhere (fss is two-server)")
+        return {label: "gmw" for label in labels}
+    link = parse_profile(model.options.auto_link)
+    kinds = {n.label: n for n in model.graph.nodes if n.label in labels}
+    out = {}
+    for label in labels:
+        node = kinds[label]
+        n = batch * int(torch.tensor(node.out_shape).prod())
+        k, m = model.relu_bits[label]
+        ell = model.fixed.ring_bits
+        est = {p: estimate(node.kind, n, k, m, ell, p, link.bandwidth_bps, link.rtt_s, cache)
+               for p in ("gmw", "fss")}
+        pick = min(est, key=lambda p: est[p]["seconds"])
+        out[label] = pick
+        bits = "exact" if (k, m) == (64, 0) else f"[{k}:{m}]"
+        log(f"relu-protocol auto: {label} {bits} {n} per batch on {link.name}: " + "; ".join(
+            f"{p} {e['seconds'] * 1e3:.1f} ms ({e['compute'] * 1e3:.1f} compute, {e['bits']} bits, "
+            f"{e['rounds']} rounds)" for p, e in est.items()) + f" → {pick}")
+    return out

@@ -1,0 +1,83 @@
+"""FSS ReLUs in a whole model: a user's own CNN, the protocol per layer from a config or the command
+line, exact rounds, auto's choice, and the two-server rule naming the layer."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import ringlet
+from ringlet.nn.config import ReluConfig
+
+
+class SmallNet(nn.Module):
+    """conv-bn-relu, max-pool, conv-relu, global average, linear: written the way users write."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 6, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(6)
+        self.act1 = nn.ReLU()
+        self.pool = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(6, 8, 3, padding=1)
+        self.act2 = nn.ReLU(inplace=True)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = self.pool(self.act1(self.bn1(self.conv1(x))))
+        x = self.act2(self.conv2(x))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)  # test data only
+    net = SmallNet().eval()
+    x = torch.randn(16, 1, 12, 12)
+    return ringlet.compile(net, x), x[:4]
+
+
+def _rounds_by_node(report):
+    return {row["label"]: row["rounds"] for row in report.get("layers", [])}
+
+
+def test_exact_fss_matches_plaintext_with_one_round_per_relu(model):
+    pm, x = model
+    gmw = pm.infer(x, batch=4).report
+    fss = pm.infer(x, batch=4, relu_protocol="fss").report
+    assert fss["relu_protocols"] == {"act1": "fss", "act2": "fss"}
+    assert fss["argmax_agreement"] == 1.0 and fss["max_abs_logit_error"] < 1e-3
+    # two ReLUs: 8 rounds each under gmw (exact, carry tree); 1 each under fss; the max-pool's
+    # 2 tournament levels take 1 round each under fss instead of 8
+    assert gmw["rounds"] - fss["rounds"] == 2 * (8 - 1) + 2 * (8 - 1)
+    assert fss["bytes_sent_per_party"] < gmw["bytes_sent_per_party"]
+
+
+def test_config_names_the_protocol_per_layer_and_the_command_line_overrides_it(model, tmp_path):
+    pm, x = model
+    cfg = {"version": 2, "default": "exact", "layers": {"act2": {"k": 20, "m": 4, "protocol": "fss"}}}
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg))
+    rep = pm.infer(x, str(path), batch=4).report
+    assert rep["relu_protocols"] == {"act1": "gmw", "act2": "fss"}
+    assert pm.infer(x, str(path), batch=4, relu_protocol="gmw").report["relu_protocols"] == {
+        "act1": "gmw", "act2": "gmw"}
+    assert ReluConfig.load(path).resolve(["act1", "act2"]) == {"act1": (64, 0), "act2": (20, 4)}
+
+
+def test_fss_with_three_servers_names_the_layer(model):
+    pm, x = model
+    with pytest.raises(ValueError, match=r"activation 'act1': fss is a two-server protocol"):
+        pm.infer(x, parties=3, batch=4, relu_protocol="fss")
+
+
+def test_auto_prints_its_choice_and_keeps_gmw_with_three_servers(model, capsys):
+    pm, x = model
+    rep = pm.infer(x, batch=4, relu_protocol="auto", auto_link="wan-rtt").report
+    err = capsys.readouterr().err
+    assert "relu-protocol auto: act1" in err and "→" in err
+    # on a 50 ms link one round against eight decides for fss
+    assert rep["relu_protocols"] == {"act1": "fss", "act2": "fss"}
+    three = pm.infer(x, parties=3, batch=4, relu_protocol="auto").report
+    assert three["relu_protocols"] == {"act1": "gmw", "act2": "gmw"}

@@ -81,3 +81,34 @@ def test_auto_prints_its_choice_and_keeps_gmw_with_three_servers(model, capsys):
     assert rep["relu_protocols"] == {"act1": "fss", "act2": "fss"}
     three = pm.infer(x, parties=3, batch=4, relu_protocol="auto").report
     assert three["relu_protocols"] == {"act1": "gmw", "act2": "gmw"}
+
+
+@pytest.mark.parametrize("config", ["exact", "eco", "8/64"])
+def test_resnet20_fss_over_tcp(config):
+    """The shipped ResNet-20 with its shipped configurations, every ReLU by fss, two servers and
+    a dealer as processes over TCP: the same argmax as plaintext, one round per ReLU layer."""
+    from ringlet.bench.suite import config_setup
+    from ringlet.nn.api import run_inference
+    setup = config_setup("resnet20-fmnist", f"{config}-fss")
+    model = setup.pop("model", "resnet20-fmnist")
+    report, _ = run_inference(model, dataset="fashion-mnist", samples=2, batch=2, transport="tcp",
+                              progress=False, **setup)
+    assert set(report["relu_protocols"].values()) == {"fss"}
+    assert report["argmax_agreement"] == 1.0
+    relus = len(report["relu_protocols"])
+    # one round per ReLU layer, the input and output, and the dealer truncations left (the
+    # residual adds and the pooling before the classifier)
+    assert report["rounds"] <= 25 and report["rounds"] >= relus
+    if config == "exact":
+        assert report["bytes_sent_per_image"] <= 1.25e6
+
+
+def test_grelu_model_with_fss_sign(tmp_path):
+    """A shared-ReLU model: one FSS sign per group, then the fused select (2 rounds a layer)."""
+    from ringlet.nn.api import run_inference
+    gmw, _ = run_inference("fmnist-net-fmnist-grelu-clusters-8", dataset="fashion-mnist", samples=4,
+                           batch=4, progress=False)
+    fss, _ = run_inference("fmnist-net-fmnist-grelu-clusters-8", dataset="fashion-mnist", samples=4,
+                           batch=4, progress=False, relu_protocol="fss")
+    assert fss["argmax_agreement"] == gmw["argmax_agreement"] == 1.0
+    assert fss["rounds"] < gmw["rounds"]

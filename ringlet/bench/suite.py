@@ -9,6 +9,9 @@ test images. Configurations:
   exact           ringlet's exact ReLU (carry tree + fused select with folded truncation)
   eco, 8/64, 6/64 the shipped search results (a config may name a finetuned checkpoint to use)
   eco-ring        eco's bits in the eco ring (``ring_bits`` in the config: ``search --mode eco-ring``)
+  NAME-fss        configuration NAME with every ReLU by function secret sharing (one round each):
+                  exact-fss, eco-fss, 8/64-fss are in the default set
+  NAME-auto       configuration NAME with ``--relu-protocol auto`` for that run's link
 
 Per run: accuracy, bytes, rounds, online time, images/s, the per-tag breakdown (Circuit / Mult /
 B2A / Others, the paper's Figure 3), the compute vs communication split (Figure 10) and the analytic
@@ -25,8 +28,11 @@ from ringlet.comm.shaper import profile
 from ringlet.nn.api import run_inference
 from ringlet.train.api import find_checkpoint, shipped_models_dir
 
-CONFIGS = ("exact-crypten", "exact", "eco", "8/64", "6/64")  # the default set
-KNOWN_CONFIGS = CONFIGS + ("eco-ring",)
+CONFIGS = ("exact-crypten", "exact", "eco", "8/64", "6/64", "exact-fss", "eco-fss", "8/64-fss")
+BASE_CONFIGS = ("exact-crypten", "exact", "eco", "8/64", "6/64", "eco-ring")
+PROTOCOL_SUFFIXES = {"-fss": "fss", "-auto": "auto"}  # NAME-fss: NAME with every ReLU by fss
+KNOWN_CONFIGS = BASE_CONFIGS + tuple(b + sfx for sfx in PROTOCOL_SUFFIXES for b in BASE_CONFIGS
+                                     if b != "exact-crypten")
 BREAKDOWN = {"circuit": "circuit", "b2a": "b2a", "mult": "mult", "select": "mult",
              "reshare": "other", "trunc": "other", "open": "other"}
 
@@ -45,6 +51,10 @@ def shipped_stem(model: str) -> str:
 
 def config_setup(stem: str, name: str) -> dict:
     """Keyword arguments of :func:`run_inference` for a configuration name."""
+    for suffix, protocol in PROTOCOL_SUFFIXES.items():
+        base = name[:-len(suffix)]
+        if name.endswith(suffix) and base in BASE_CONFIGS and base != "exact-crypten":
+            return {**config_setup(stem, base), "relu_protocol": protocol}
     if name == "exact-crypten":
         return {"adder": "kogge-stone", "select": "b2a-mult", "truncation": "local"}
     if name == "exact":
@@ -72,7 +82,7 @@ def _breakdown(by_tag: dict, samples: int) -> dict:
 
 def _party_args(setup: dict) -> list[str]:
     args = []
-    for key in ("relu_config", "adder", "select", "truncation", "linear_backend"):
+    for key in ("relu_config", "adder", "select", "truncation", "linear_backend", "relu_protocol"):
         if setup.get(key):
             args += [f"--{key.replace('_', '-')}", str(setup[key])]
     return args
@@ -112,6 +122,8 @@ def run_one(stem: str, config: str, link_name: str, samples: int, batch: int, pa
             compute, report["bytes_sent_per_party"],
             report["rounds"] * ((samples + batch - 1) // batch)),
         "kept_bits_fraction": report["kept_bits_fraction"], "relu_config": report["relu_config"],
+        "relu_protocol": report.get("relu_protocol"), "relu_protocols": report.get("relu_protocols"),
+        "offline_bytes_per_image": report["offline_bytes"] / report["samples"],
         "seconds_online_real_link": real_s,
         **({"real_link_error": real_error} if real_error else {}),
     }

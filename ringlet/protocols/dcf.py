@@ -27,7 +27,7 @@ Costs per element, for a domain of n bits and P payload words (B = ⌈P/2⌉):
   no communication.
 
 Speed (this 2-core machine, one thread, 2·10^5 keys, scaled to 10^6): n = 63, P = 3: evaluation
-2.2 s, keygen 21 s; n = 7, P = 3: 0.3 s and 1.6 s. Chunks of :data:`CHUNK` elements keep every
+1.7 s, keygen 19 s; n = 7, P = 3: 0.25 s and 2 s. Chunks of :data:`CHUNK` elements keep every
 level's arrays in the cache, and every array is block-major (numpy is slow on a trailing axis of 2).
 
 Not here: early termination (the last levels packed into one block when P·ℓ is small).
@@ -52,9 +52,10 @@ _LSB = np.uint64(1)
 class Prg:
     """Fixed-key AES in MMO mode over whole arrays of blocks: H(s ⊕ c) = AES_K(s ⊕ c) ⊕ s ⊕ c.
 
-    Blocks of a seed s (tweak c = (j, 0) in the low word): j = 0 the left child seed and its
-    control bit (the block's lowest bit, cleared in the seed), j = 1 the right one, then the
-    payload: B = ⌈P/2⌉ blocks per side, j = 2 + σB + i (two payload words per block). The leaf's
+    Blocks of a seed s (tweak c = (j, 0) in the low word): j = σ the child seed of side σ (0 left,
+    1 right) and its control bit (the block's lowest bit, cleared in the seed), then the payload:
+    B = ⌈P/2⌉ blocks per side, j = 2(i + 1) + σ (two payload words per block), so every block of
+    side σ is s ⊕ σ ⊕ an even constant. The leaf's
     payload: B blocks with c = (i, 1). Arrays are block-major (block index first, then the
     element): numpy is slow on tiny trailing axes.
     """
@@ -192,7 +193,8 @@ def keygen(alpha: torch.Tensor, beta: torch.Tensor, width: int,
 def _keygen_chunk(a, beta, width, root0, root1, prg, cw_seed, cw_t, cw_v) -> np.ndarray:
     b, n, _ = beta.shape
     nb = 2 + 2 * b
-    tw = np.arange(nb, dtype=np.uint64)[None, :, None]
+    pay = 2 * (1 + np.arange(b))
+    tw = np.concatenate([[0, 1], pay, pay + 1]).astype(np.uint64)[None, :, None]
     x = np.empty((2, nb, n, 2), dtype=np.uint64)    # both parties, every block, every element
     out = bytearray(x.nbytes + 15)
     s = np.stack([root0, root1])                     # 2×n×2
@@ -258,29 +260,32 @@ def _eval_chunk(key: KeyBatch, xs: np.ndarray, lo: int, hi: int, prg: Prg) -> np
     nb = 1 + b
     x = np.empty((nb, n, 2), dtype=np.uint64)       # the path's child block, then its payload
     out = bytearray(x.nbytes + 15)
-    base = (2 + np.arange(b, dtype=np.uint64))[:, None]
+    even = (2 * (1 + np.arange(b))).astype(np.uint64)[:, None]
     s = key.seed[lo:hi]
     t = np.full(n, key.party, dtype=np.uint64)
     v = np.zeros((b, n, 2), dtype=np.int64)
     tmp = np.empty((b, n, 2), dtype=np.int64)
+    cw_t = key.cw_t
     with np.errstate(over="ignore"):
         for i in range(key.bits):
             side = (xs >> np.uint64(key.bits - 1 - i)) & _LSB
             x[:] = s[None]
-            x[0, :, 0] ^= side
-            x[1:, :, 0] ^= base + side * np.uint64(b)
+            x[:, :, 0] ^= side                      # every block of the path: s ⊕ σ ⊕ constant
+            x[1:, :, 0] ^= even
             h = prg.mmo(x, out)
             v += h[1:].view(np.int64)
             t2 = np.repeat(t, 2).reshape(n, 2)
             np.multiply(key.cw_v[i, :, lo:hi], t2.view(np.int64), out=tmp)
             v += tmp
-            child = h[0].copy()
+            child = h[0]                            # a view: the next level copies it into x
             ct = child[:, 0] & _LSB
             child[:, 0] ^= ct
-            child ^= key.cw_seed[i, lo:hi] & (0 - t2)
-            side_b = side.astype(bool)
-            sel = np.where(side_b, key.cw_t[i, 1, lo:hi], key.cw_t[i, 0, lo:hi])
-            s, t = child, ct ^ (t & sel)
+            t2 = 0 - t2
+            t2 &= key.cw_seed[i, lo:hi]
+            child ^= t2
+            sel = cw_t[i, 0, lo:hi] ^ ((cw_t[i, 0, lo:hi] ^ cw_t[i, 1, lo:hi]) & side.astype(np.uint8))
+            ct ^= t & sel
+            s, t = child, ct
         t2 = np.repeat(t.astype(np.int64), 2).reshape(n, 2)
         v += prg.convert(s, b) + t2 * key.cw_last[:, lo:hi]
     return v

@@ -109,3 +109,15 @@ def test_vector_payloads_add_up_word_by_word(width, payloads):
     # what travels: seeds and control bits per level, P payload words of ℓ bits per level and leaf
     assert k0.nbytes(payload_bits=40, roots=False) == (
         16 * width * n + ((width + 1) * n * payloads * 40 + 7) // 8 + (2 * width * n + 7) // 8)
+
+
+def test_chunk_boundaries_and_an_odd_count_of_keys():
+    """More keys than one chunk, a count that is not a multiple of 8 (the packed control bits)."""
+    n, width = dcf.CHUNK + 13, 5
+    rng = np.random.default_rng(7)  # test data only
+    alpha, x = _domain(width, n, rng), _domain(width, n, rng)
+    beta = torch.from_numpy(rng.integers(-(2 ** 63), 2 ** 63 - 1, (n, 3), dtype=np.int64))
+    k0, k1 = dcf.keygen(alpha, beta, width, AesCtrStream(SEED))
+    assert k0.cw_t.shape == (width, 2, (n + 7) // 8)
+    out = dcf.evaluate(k0, x) + dcf.evaluate(k1, x)
+    assert torch.equal(out, torch.where((x < alpha)[:, None], beta, torch.zeros_like(beta)))

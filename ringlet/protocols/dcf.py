@@ -86,20 +86,24 @@ class Prg:
 class KeyBatch:
     """One party's DCF keys for N elements, level-major: every array's first axis is the level.
 
-    Payload word k of an element lives at [k // 2, element, k % 2] of a B×N×2 block array
-    (B = ⌈P/2⌉; an odd P leaves the last block's second word zero)."""
+    Everything is stored as it travels, so a received key needs no conversion: payload words
+    payload-major (P×N), control bits packed 8 per byte in little-endian order, one row of
+    ⌈N/8⌉ bytes per level and side."""
 
     party: int
     bits: int                # the domain width n
     seed: np.ndarray         # N×2 uint64: the root seeds
     cw_seed: np.ndarray      # n×N×2 uint64
-    cw_t: np.ndarray         # n×2×N uint8: the control-bit corrections (left, right)
-    cw_v: np.ndarray         # n×B×N×2 int64: the payload corrections
-    cw_last: np.ndarray      # B×N×2 int64: the final payload correction
-    payloads: int = 1        # P
+    cw_t: np.ndarray         # n×2×⌈N/8⌉ uint8: the control-bit corrections (left, right), packed
+    cw_v: np.ndarray         # n×P×N int64: the payload corrections
+    cw_last: np.ndarray      # P×N int64: the final payload correction
 
     def __len__(self) -> int:
         return self.seed.shape[0]
+
+    @property
+    def payloads(self) -> int:
+        return self.cw_last.shape[0]
 
     def nbytes(self, payload_bits: int = 64, roots: bool = True) -> int:
         """Bytes of this party's keys: words (payload words of ``payload_bits``), the control bits
@@ -107,23 +111,16 @@ class KeyBatch:
         shared with the dealer never travel)."""
         n, p = len(self), self.payloads
         words = (self.bits + 1) * n * p * payload_bits
-        return (16 * n * roots + self.bits * n * 16 + (words + 7) // 8
-                + (2 * self.bits * n + 7) // 8)
+        return 16 * n * roots + self.bits * n * 16 + (words + 7) // 8 + 2 * self.bits * ((n + 7) // 8)
 
 
 def to_blocks(words: np.ndarray) -> np.ndarray:
-    """…×N×P payload words → …×B×N×2 blocks (zero-padded)."""
-    *lead, n, p = words.shape
+    """N×P payload words → B×N×2 blocks (zero-padded)."""
+    n, p = words.shape
     b = (p + 1) // 2
-    out = np.zeros((*lead, n, 2 * b), dtype=np.int64)
-    out[..., :p] = words
-    return np.ascontiguousarray(np.moveaxis(out.reshape(*lead, n, b, 2), -2, -3))
-
-
-def from_blocks(blocks: np.ndarray, p: int) -> np.ndarray:
-    """…×B×N×2 blocks → …×N×P payload words."""
-    *lead, b, n, _ = blocks.shape
-    return np.moveaxis(blocks, -3, -2).reshape(*lead, n, 2 * b)[..., :p]
+    out = np.zeros((n, 2 * b), dtype=np.int64)
+    out[:, :p] = words
+    return np.ascontiguousarray(out.reshape(n, b, 2).transpose(1, 0, 2))
 
 
 def _bit(values: np.ndarray, i: int, width: int) -> np.ndarray:
@@ -179,18 +176,20 @@ def keygen(alpha: torch.Tensor, beta: torch.Tensor, width: int,
     if any(r.shape != (n, 2) for r in roots):
         raise ValueError(f"DCF keygen: root seeds must be {n}×2 uint64 arrays")
     cw_seed = np.empty((width, n, 2), dtype=np.uint64)
-    cw_t = np.empty((width, 2, n), dtype=np.uint8)
-    cw_v = np.empty((width, b, n, 2), dtype=np.int64)
-    last = np.empty((b, n, 2), dtype=np.int64)
-    for lo in range(0, n, CHUNK):
+    cw_t = np.zeros((width, 2, (n + 7) // 8), dtype=np.uint8)
+    cw_v = np.empty((width, p, n), dtype=np.int64)
+    last = np.empty((p, n), dtype=np.int64)
+    for lo in range(0, n, CHUNK):  # CHUNK is a multiple of 8: chunks start on whole bytes of cw_t
         hi = min(n, lo + CHUNK)
-        last[:, lo:hi] = _keygen_chunk(a[lo:hi], to_blocks(beta64[lo:hi]), width, roots[0][lo:hi],
-                                       roots[1][lo:hi], prg, cw_seed[:, lo:hi], cw_t[:, :, lo:hi],
-                                       cw_v[:, :, lo:hi])
-    return tuple(KeyBatch(i, width, roots[i], cw_seed, cw_t, cw_v, last, p) for i in (0, 1))
+        blocks = _keygen_chunk(a[lo:hi], to_blocks(beta64[lo:hi]), width, roots[0][lo:hi],
+                               roots[1][lo:hi], prg, cw_seed[:, lo:hi],
+                               cw_t[:, :, lo // 8:(hi + 7) // 8], cw_v[:, :, lo:hi], p)
+        for k in range(p):
+            last[k, lo:hi] = blocks[k // 2, :, k % 2]
+    return tuple(KeyBatch(i, width, roots[i], cw_seed, cw_t, cw_v, last) for i in (0, 1))
 
 
-def _keygen_chunk(a, beta, width, root0, root1, prg, cw_seed, cw_t, cw_v) -> np.ndarray:
+def _keygen_chunk(a, beta, width, root0, root1, prg, cw_seed, cw_t, cw_v, p) -> np.ndarray:
     b, n, _ = beta.shape
     nb = 2 + 2 * b
     pay = 2 * (1 + np.arange(b))
@@ -222,12 +221,15 @@ def _keygen_chunk(a, beta, width, root0, root1, prg, cw_seed, cw_t, cw_v) -> np.
             lose -= v_alpha
             lose += beta * r2                         # losing the left child: x < α there
             sign = np.repeat(1 - 2 * t[1].view(np.int64), 2).reshape(n, 2)
-            cw_v[i] = lose * sign
+            corr = lose * sign
+            for k in range(p):
+                cw_v[i, k] = corr[k // 2, :, k % 2]
             v_alpha = lose + v_alpha - keep           # the kept path's sum after correction
             cw_seed[i] = cw_s
             tcl = t_l[0] ^ t_l[1] ^ ai ^ _LSB
             tcr = t_r[0] ^ t_r[1] ^ ai
-            cw_t[i, 0], cw_t[i, 1] = tcl, tcr
+            cw_t[i, 0] = np.packbits(tcl.astype(np.uint8), bitorder="little")
+            cw_t[i, 1] = np.packbits(tcr.astype(np.uint8), bitorder="little")
             t_keep = np.where(right, tcr, tcl)
             keep_s = s_l ^ ((s_l ^ s_r) & m2)         # 2×n×2
             keep_s ^= cw_s & np.repeat(0 - t, 2, axis=1).reshape(2, n, 2)
@@ -245,27 +247,28 @@ def evaluate(key: KeyBatch, x: torch.Tensor, prg: Prg | None = None) -> torch.Te
         raise ValueError(f"DCF: {len(key)} keys but {xs.shape[0]} inputs")
     prg = prg or Prg()
     p, n = key.payloads, len(key)
-    v = np.empty((key.cw_last.shape[0], n, 2), dtype=np.int64)
+    v = np.empty((p, n), dtype=np.int64)
     for lo in range(0, n, CHUNK):
         hi = min(n, lo + CHUNK)
         v[:, lo:hi] = _eval_chunk(key, xs[lo:hi].view(np.uint64), lo, hi, prg)
     if key.party:
         np.negative(v, out=v)
-    out = torch.from_numpy(np.ascontiguousarray(from_blocks(v, p)))
-    return out[:, 0].contiguous() if p == 1 else out
+    out = torch.from_numpy(v)
+    return out[0] if p == 1 else out.t()
 
 
 def _eval_chunk(key: KeyBatch, xs: np.ndarray, lo: int, hi: int, prg: Prg) -> np.ndarray:
-    n, b = hi - lo, key.cw_last.shape[0]
+    n, p = hi - lo, key.payloads
+    b = (p + 1) // 2
     nb = 1 + b
     x = np.empty((nb, n, 2), dtype=np.uint64)       # the path's child block, then its payload
     out = bytearray(x.nbytes + 15)
     even = (2 * (1 + np.arange(b))).astype(np.uint64)[:, None]
     s = key.seed[lo:hi]
     t = np.full(n, key.party, dtype=np.uint64)
-    v = np.zeros((b, n, 2), dtype=np.int64)
-    tmp = np.empty((b, n, 2), dtype=np.int64)
-    cw_t = key.cw_t
+    v = np.zeros((p, n), dtype=np.int64)
+    tmp = np.empty((p, n), dtype=np.int64)
+    bytes_lo, bytes_hi = lo // 8, (hi + 7) // 8
     with np.errstate(over="ignore"):
         for i in range(key.bits):
             side = (xs >> np.uint64(key.bits - 1 - i)) & _LSB
@@ -273,19 +276,25 @@ def _eval_chunk(key: KeyBatch, xs: np.ndarray, lo: int, hi: int, prg: Prg) -> np
             x[:, :, 0] ^= side                      # every block of the path: s ⊕ σ ⊕ constant
             x[1:, :, 0] ^= even
             h = prg.mmo(x, out)
-            v += h[1:].view(np.int64)
-            t2 = np.repeat(t, 2).reshape(n, 2)
-            np.multiply(key.cw_v[i, :, lo:hi], t2.view(np.int64), out=tmp)
+            words = h[1:].view(np.int64)
+            for k in range(p):
+                v[k] += words[k // 2, :, k % 2]
+            np.multiply(key.cw_v[i, :, lo:hi], t.view(np.int64), out=tmp)
             v += tmp
             child = h[0]                            # a view: the next level copies it into x
             ct = child[:, 0] & _LSB
             child[:, 0] ^= ct
-            t2 = 0 - t2
-            t2 &= key.cw_seed[i, lo:hi]
-            child ^= t2
-            sel = cw_t[i, 0, lo:hi] ^ ((cw_t[i, 0, lo:hi] ^ cw_t[i, 1, lo:hi]) & side.astype(np.uint8))
+            mask = np.repeat(0 - t, 2).reshape(n, 2)
+            mask &= key.cw_seed[i, lo:hi]
+            child ^= mask
+            rows = key.cw_t[i, :, bytes_lo:bytes_hi]
+            left = np.unpackbits(rows[0], count=n, bitorder="little")
+            right = np.unpackbits(rows[1], count=n, bitorder="little")
+            sel = left ^ ((left ^ right) & side.astype(np.uint8))
             ct ^= t & sel
             s, t = child, ct
-        t2 = np.repeat(t.astype(np.int64), 2).reshape(n, 2)
-        v += prg.convert(s, b) + t2 * key.cw_last[:, lo:hi]
+        leaf = prg.convert(s, b)
+        ti = t.astype(np.int64)
+        for k in range(p):
+            v[k] += leaf[k // 2, :, k % 2] + ti * key.cw_last[k, lo:hi]
     return v

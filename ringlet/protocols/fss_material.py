@@ -42,8 +42,8 @@ def _cw_shapes(n: int, w: int, p: int) -> dict:
     if w < 2:
         return {}
     levels = w - 1
-    return {"cw_last": (n, p), "cw_seed": (levels, n, 2), "cw_t": ((2 * levels * n + 7) // 8,),
-            "cw_v": (levels, n, p)}
+    return {"cw_last": (p, n), "cw_seed": (levels, n, 2), "cw_t": (levels, 2, (n + 7) // 8),
+            "cw_v": (levels, p, n)}
 
 
 def _draw_sign(s, req, index, corrected):
@@ -64,29 +64,21 @@ def _draw_relu(s, req, index, corrected):
 
 
 def _keys_to_wire(k0: dcf.KeyBatch) -> dict:
-    """The correction words as they travel: payload words P per element (no padding)."""
-    bits = np.packbits(k0.cw_t.reshape(-1), bitorder="little")
-    p = k0.payloads
-    return {"cw_seed": torch.from_numpy(k0.cw_seed.view(np.int64).copy()),
-            "cw_t": torch.from_numpy(bits),
-            "cw_v": torch.from_numpy(np.ascontiguousarray(dcf.from_blocks(k0.cw_v, p))),
-            "cw_last": torch.from_numpy(np.ascontiguousarray(dcf.from_blocks(k0.cw_last, p)))}
+    """The correction words as they travel (and as :class:`~ringlet.protocols.dcf.KeyBatch`
+    keeps them): no conversion on either side."""
+    return {"cw_seed": torch.from_numpy(k0.cw_seed.view(np.int64)), "cw_t": torch.from_numpy(k0.cw_t),
+            "cw_v": torch.from_numpy(k0.cw_v), "cw_last": torch.from_numpy(k0.cw_last)}
 
 
 def key_from(material: dict, party: int, w: int) -> dcf.KeyBatch | None:
     """This server's DCF key from its material (None when w < 2: no comparison is needed)."""
     if w < 2:
         return None
-    n = material["roots"].shape[0]
-    levels = w - 1
-    roots = material["roots"].numpy().view(np.uint64).copy()
-    roots[:, 0] &= ~np.uint64(1)
-    cw_t = np.unpackbits(material["cw_t"].numpy().astype(np.uint8), count=2 * levels * n,
-                         bitorder="little").reshape(levels, 2, n)
-    last = material["cw_last"].numpy()
-    return dcf.KeyBatch(party, levels, roots, material["cw_seed"].numpy().view(np.uint64),
-                        cw_t, dcf.to_blocks(material["cw_v"].numpy()), dcf.to_blocks(last),
-                        last.shape[1])
+    roots = material["roots"].numpy().view(np.uint64)
+    roots[:, 0] &= ~np.uint64(1)  # in place: the drawn roots belong to this material alone
+    return dcf.KeyBatch(party, w - 1, roots, material["cw_seed"].numpy().view(np.uint64),
+                        material["cw_t"].numpy(), material["cw_v"].numpy(),
+                        material["cw_last"].numpy())
 
 
 def _roots(parts) -> tuple:
@@ -174,5 +166,5 @@ def key_bytes(n: int, w: int, payloads: int, ring_bits: int, additive: int) -> d
     if w >= 2:
         levels = w - 1
         cw = (16 * levels * n + ((levels + 1) * n * payloads * ring_bits + 7) // 8
-              + (2 * levels * n + 7) // 8)
+              + 2 * levels * ((n + 7) // 8))
     return {0: cw, 1: cw + additive}

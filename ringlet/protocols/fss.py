@@ -124,18 +124,21 @@ def relu(sess: Session, x: ArithmeticShare, spec, shift: int = 0,
     c = ring.msb(a, w)
     p = relu_payloads(shift)
     lv = _evaluate(sess, mat, w, a & ring.mask_bits(w - 1), p)
+    # with u = [Mq] + β·lt (and its T, M companions), d = u where c = 1 and 1 − u where c = 0
+    # (the 1 on server 0 only): every term below is a select on the public c, in place
+    up = c.bool()
     one = 1 if sess.rank == 0 else 0
-    flip = 1 - 2 * c                              # (1 − 2c), public
-    d = one * (1 - c) - flip * (mat["mq"] + lv[:, 0])
+
+    def select(base, u):  # (c ? u : base − u), with u = [Mq·base] + the DCF's word
+        return torch.where(up, u, (base - u) if base is not None else (one - u))
+    d = select(None, lv[:, 0].add_(mat["mq"]))
     t = mat["T"] if shift else mat["r"]
-    d_t = (1 - c) * t - flip * (mat["mqT"] + lv[:, 1])
+    out = d * (((xh >> shift) & ring.mask_bits(ell - shift)) - (off >> shift) if shift else xhat)
+    out -= select(t, lv[:, 1].add_(mat["mqT"]))
     if shift:
-        pub = ((xh >> shift) & ring.mask_bits(ell - shift)) - (off >> shift)
-        d_m = (1 - c) * mat["M"] - flip * (mat["mqM"] + lv[:, 2])
-        wrap = torch.bitwise_left_shift((1 - rng.msb(xh)) * d_m, ell - shift)
-        out = d * pub - d_t + wrap
-    else:
-        out = d * xhat - d_t
+        d_m = select(mat["M"], lv[:, 2].add_(mat["mqM"]))
+        d_m.masked_fill_(rng.msb(xh).bool(), 0)           # the wrap exists only where c' = 0
+        out += torch.bitwise_left_shift(d_m, ell - shift)
     return ArithmeticShare(rng.reduce(out).view(x.shape), x.party, x.frac - shift)
 
 

@@ -168,3 +168,18 @@ def test_key_bytes_are_exact_and_within_the_targets(k, m, shift, ring_bits):
         assert per_element[1] <= 3600
     if (k, m) == (12, 4) and shift:
         assert per_element[1] <= 400
+
+
+def test_bench_relu_reports_fss_figures(capsys):
+    import json
+
+    from ringlet.cli.main import main
+    assert main(["bench", "relu", "--n", "4096", "--protocol", "fss", "--bits", "12:4", "--shift", "16",
+                 "--gmw", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["protocol"] == "fss" and (out["bits_sent_per_element"], out["rounds"]) == (64.0, 1)
+    assert out["unexplained_mismatches"] == 0 and out["gmw_exact"]["rounds"] == 8
+    keys = out["fss"]["key_bytes_per_element"]
+    assert out["offline_bytes_per_element_per_server"] == keys  # measured = the formula
+    assert out["offline_bits_per_element"] == 8 * sum(keys)
+    assert out["fss"]["aes_blocks_per_element"] == {"eval": 7 * 3 + 2, "keygen": 2 * (7 * 6 + 2)}

@@ -112,3 +112,16 @@ def test_grelu_model_with_fss_sign(tmp_path):
                            batch=4, progress=False, relu_protocol="fss")
     assert fss["argmax_agreement"] == gmw["argmax_agreement"] == 1.0
     assert fss["rounds"] < gmw["rounds"]
+
+
+def test_a_batch_whose_keys_do_not_fit_is_refused_naming_one_that_does(model):
+    from ringlet.nn.secure import KeyMemoryError
+    pm, _ = model
+    compiled = pm.compiled(relu_protocol="fss")
+    protocols = compiled.protocols_for(8, 2)
+    per_server = compiled.fss_key_bytes(8, protocols)
+    assert per_server == 2 * compiled.fss_key_bytes(4, protocols) > 0
+    compiled.check_key_memory(8, protocols, 2, available=4 * per_server)  # fits: no error
+    with pytest.raises(KeyMemoryError, match=r"use --batch 4 ") as err:
+        compiled.check_key_memory(8, protocols, 2, available=2 * per_server)
+    assert err.value.fits == 4

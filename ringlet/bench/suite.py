@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ringlet.comm.shaper import profile
 from ringlet.nn.api import run_inference
+from ringlet.nn.secure import KeyMemoryError
 from ringlet.train.api import find_checkpoint, shipped_models_dir
 
 CONFIGS = ("exact-crypten", "exact", "eco", "8/64", "6/64", "exact-fss", "eco-fss", "8/64-fss")
@@ -90,12 +91,19 @@ def _party_args(setup: dict) -> list[str]:
 
 def run_one(stem: str, config: str, link_name: str, samples: int, batch: int, parties: int,
             rtt_ms: float | None, data_dir=None, progress=False, real: bool = False,
-            linear_backend: str = "auto") -> dict:
+            linear_backend: str = "auto", relu_protocol: str | None = None) -> dict:
     setup = {**config_setup(stem, config), "linear_backend": linear_backend}
+    if relu_protocol and "relu_protocol" not in setup and config != "exact-crypten":
+        setup["relu_protocol"] = relu_protocol  # --relu-protocol: configs that name none
     model = setup.pop("model", stem)
     link = profile(link_name, rtt_ms if link_name == "wan-rtt" else None)
-    report, _ = run_inference(model, samples=samples, batch=batch, parties=parties, link=link,
-                              progress=progress, data_dir=data_dir, **setup)
+    try:
+        report, _ = run_inference(model, samples=samples, batch=batch, parties=parties, link=link,
+                                  progress=progress, data_dir=data_dir, **setup)
+    except KeyMemoryError as exc:  # fss keys of a whole batch do not fit here: the batch that fits
+        batch = exc.fits
+        report, _ = run_inference(model, samples=samples, batch=batch, parties=parties, link=link,
+                                  progress=progress, data_dir=data_dir, **setup)
     compute = report["seconds_online"] - report["seconds_communication"]
     real_s, real_error = None, None
     if real and parties == 2 and not link.rtt_s:
@@ -110,7 +118,7 @@ def run_one(stem: str, config: str, link_name: str, samples: int, batch: int, pa
             except RuntimeError as exc:  # keep the shaped-transport figures; say why this one is absent
                 real_error = str(exc)[-500:]
     return {
-        "model": stem, "checkpoint": model, "config": config, "link": link.to_dict(),
+        "model": stem, "checkpoint": model, "config": config, "link": link.to_dict(), "batch": batch,
         "accuracy": report.get("accuracy"), "plaintext_accuracy": report.get("plaintext_accuracy"),
         "argmax_agreement": report["argmax_agreement"], "samples": report["samples"],
         "bytes_sent_per_party": report["bytes_sent_per_party"],
@@ -157,11 +165,11 @@ def summarize(runs: list[dict], configs, model: str) -> dict:
 def run_suite(models, configs=CONFIGS, links=("lan", "wan"), samples: int = 64, batch: int = 32,
               parties: int = 2, rtt_ms: float | None = None, out: str | None = None, data_dir=None,
               progress: bool = False, log=print, command: str = "", real: bool = False,
-              linear_backend: str = "auto") -> dict:
+              linear_backend: str = "auto", relu_protocol: str | None = None) -> dict:
     runs = []
     t0 = time.time()
     result = {"command": command, "samples": samples, "batch": batch, "parties": parties,
-              "linear_backend": linear_backend,
+              "linear_backend": linear_backend, "relu_protocol": relu_protocol,
               "links": [profile(lk, rtt_ms if lk == "wan-rtt" else None).to_dict() for lk in links],
               "runs": runs, "summary": {}, "searches": {}}
     for model in models:
@@ -169,7 +177,7 @@ def run_suite(models, configs=CONFIGS, links=("lan", "wan"), samples: int = 64, 
         for config in configs:
             for link in links:
                 row = run_one(stem, config, link, samples, batch, parties, rtt_ms, data_dir, progress,
-                              real, linear_backend)
+                              real, linear_backend, relu_protocol)
                 runs.append(row)
                 if log:
                     log(f"{stem} {config:13s} {link:8s} acc {row['accuracy']:.4f} "

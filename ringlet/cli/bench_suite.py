@@ -18,6 +18,8 @@ def add_parser(sub, name):
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--parties", type=int, default=2)
     add_linear_backend(p)
+    from ringlet.cli.common import add_relu_protocol_choice
+    add_relu_protocol_choice(p)  # for every configuration that names no protocol (not the baseline)
     p.add_argument("--out", help="write the JSON here (updated after every run)")
     p.add_argument("--real-links", action="store_true",
                    help="also run every bandwidth-only link through network namespaces + tbf (root)")
@@ -35,7 +37,7 @@ def run(args):
                        args.links.split(","), args.samples, args.batch, args.parties, args.rtt_ms,
                        args.out, args.data_dir, log=lambda s: print(s, file=sys.stderr),
                        command=command_line(), real=args.real_links,
-                       linear_backend=args.linear_backend)
+                       linear_backend=args.linear_backend, relu_protocol=args.relu_protocol)
     if args.json or not args.out:
         print_json(result)
     return 0

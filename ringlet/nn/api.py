@@ -63,6 +63,8 @@ def private_inference(compiled, x: torch.Tensor, labels: torch.Tensor | None = N
             passes.append(time.perf_counter() - t0)
         plain_seconds = sorted(passes)[1]
     protocols = compiled.protocols_for(batch, parties)  # auto decides, and fss refuses p > 2, here
+    if pregenerate:  # every party runs on this machine: the keys of a batch must fit beside each other
+        compiled.check_key_memory(min(batch, x.shape[0]), protocols, parties)
     fingerprint = compiled.fingerprint()
     server = functools.partial(server_program, model=compiled, pregenerate=pregenerate)
     client = functools.partial(client_program, images=x, batch=batch, results_path=results_path,

@@ -124,6 +124,44 @@ class CompiledModel:
         k, m = self.relu_bits[label]
         return ReluSpec(k, m, self.options.adder, self.options.select, protocol)
 
+    def fss_key_bytes(self, batch: int, protocols: dict[str, str]) -> int:
+        """Bytes of DCF material one server receives for one batch (its fss activations)."""
+        from ringlet.protocols import fss
+        from ringlet.protocols.compare import input_bits
+        total = 0.0
+        ell, f = self.fixed.ring_bits, self.fixed.frac_bits
+        for node in self.graph.nodes:
+            if protocols.get(node.label) != "fss":
+                continue
+            spec = self.spec(node.label, "fss")
+            shift = max(0, self.fracs[node.inputs[0]] - f)
+            k, m = input_bits(spec, shift, ell)
+            n = batch * int(torch.tensor(node.out_shape).prod())
+            if node.kind == "relu":
+                total += n * fss.relu_cost(k, m, ell, shift)["key_bytes"][1]
+            else:  # the FSS sign per decision (a group of a shared ReLU, or each element)
+                decisions = batch * self.graph.relu_elements()[node.label]
+                total += decisions * fss.sign_key_bytes(k - m, ell)[1]
+        return int(total)
+
+    def check_key_memory(self, batch: int, protocols: dict[str, str], servers_here: int,
+                         available: int | None = None) -> None:
+        """Refuse a batch whose pre-generated fss keys would not fit this machine's memory (with
+        ``servers_here`` servers on it), naming a batch that fits."""
+        need = self.fss_key_bytes(batch, protocols)
+        if not need:
+            return
+        available = available if available is not None else _available_memory()
+        budget = available // 2  # the dealer's buffers and everything else share the rest
+        if need * servers_here <= budget:
+            return
+        per_image = need / batch
+        fits = max(1, int(budget // (servers_here * per_image)))
+        raise KeyMemoryError(fits,
+            f"batch {batch}: the fss keys of one batch take {need / 1e9:.1f} GB per server "
+            f"({per_image / 1e6:.0f} MB per image; {servers_here} servers on this machine, "
+            f"{available / 1e9:.1f} GB available): use --batch {fits} or fewer fss layers")
+
     def protocols_for(self, batch: int, parties: int) -> dict[str, str]:
         """{activation: gmw or fss} for a run of ``parties`` servers on batches of ``batch``:
         ``auto`` decided by :mod:`ringlet.protocols.relu_auto` (measured once per machine, and
@@ -208,6 +246,26 @@ class CompiledModel:
     def run_plain(self, x: torch.Tensor) -> torch.Tensor:
         """The same folded graph in float64 with exact ReLUs (checks the compilation itself)."""
         return PlainInterpreter(self.graph).run(x)
+
+
+class KeyMemoryError(MemoryError):
+    """The pre-generated keys of a batch would not fit; ``fits`` is a batch that would."""
+
+    def __init__(self, fits: int, message: str):
+        super().__init__(message)
+        self.fits = fits
+
+
+def _available_memory() -> int:
+    """Bytes of memory available now (MemAvailable), or a large number where unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 1 << 50
 
 
 class SecureInterpreter(Interpreter):

@@ -238,13 +238,17 @@ def relu_cost(spec: ReluSpec, parties: int = 2, ring_bits: int = 64) -> dict:
 
 
 def relu_cost_fss(spec: ReluSpec, parties: int = 2, ring_bits: int = 64) -> dict:
-    """fss: DReLU w bits (1 round; none for w ≤ 1), ReLU ℓ bits (1 round), 2 servers only."""
+    """fss: DReLU w bits (1 round; none for w ≤ 1; + the B2A of b2a-mult), ReLU ℓ bits (1 round),
+    2 servers only."""
     from ringlet.protocols import fss
     if parties != 2:
         raise ValueError(f"fss is a two-server protocol; {parties} servers need gmw")
     k, m = spec_in_ring(spec, ring_bits) if spec.width else (spec.k, spec.m)
     w = k - m
     drelu_bits, drelu_rounds = fss.sign_cost(w) if w >= 2 else (0, 0)
+    if w:  # an arithmetic DReLU (b2a-mult) adds its B2A, as under gmw
+        extra_bits, extra_rounds = SELECT_COSTS[spec.select]["drelu"](ring_bits)
+        drelu_bits, drelu_rounds = drelu_bits + extra_bits, drelu_rounds + extra_rounds
     out = {"drelu_bits": drelu_bits, "drelu_rounds": drelu_rounds,
            "relu_bits": ring_bits if w else 0, "relu_rounds": 1 if w else 0}
     cost = fss.relu_cost(k, m, ring_bits)

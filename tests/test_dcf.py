@@ -121,3 +121,39 @@ def test_chunk_boundaries_and_an_odd_count_of_keys():
     assert k0.cw_t.shape == (width, 2, (n + 7) // 8)
     out = dcf.evaluate(k0, x) + dcf.evaluate(k1, x)
     assert torch.equal(out, torch.where((x < alpha)[:, None], beta, torch.zeros_like(beta)))
+
+
+@pytest.mark.parametrize("width,payloads,n", [(1, 1, 9), (7, 3, 5000), (63, 3, 1500), (64, 2, 1030),
+                                              (20, 4, 2049)])
+def test_native_evaluation_equals_numpy_bit_for_bit(width, payloads, n):
+    from ringlet.protocols import dcf_native
+    if dcf_native.load() is None:
+        pytest.skip("no C compiler or no AES-NI here: numpy only")
+    rng = np.random.default_rng(width * 7 + payloads)  # test data only
+    alpha, x = _domain(width, n, rng), _domain(width, n, rng)
+    beta = torch.from_numpy(rng.integers(-(2 ** 63), 2 ** 63 - 1, (n, payloads), dtype=np.int64))
+    keys = dcf.keygen(alpha, beta, width, AesCtrStream(SEED))
+    for key in keys:
+        assert torch.equal(dcf.evaluate(key, x, native=True), dcf.evaluate(key, x, native=False))
+    out = dcf.evaluate(keys[0], x) + dcf.evaluate(keys[1], x)
+    below = torch.from_numpy(np.asarray(_less(x, alpha, width)))[:, None]
+    assert torch.equal(out.view(n, -1), torch.where(below, beta, torch.zeros_like(beta)))
+
+
+def test_without_a_compiler_numpy_evaluates(monkeypatch, tmp_path):
+    from ringlet.protocols import dcf_native
+    if not dcf_native._cpu_has_aes():
+        pytest.skip("no AES-NI here: numpy without trying a compiler")
+    monkeypatch.setenv("RINGLET_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    dcf_native.load.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="cannot compile the native DCF"):
+            assert dcf_native.load() is None
+        n, width = 300, 9
+        rng = np.random.default_rng(3)  # test data only
+        alpha, x = _domain(width, n, rng), _domain(width, n, rng)
+        k0, k1 = dcf.keygen(alpha, torch.ones(n, dtype=torch.int64), width, AesCtrStream(SEED))
+        assert torch.equal(dcf.evaluate(k0, x) + dcf.evaluate(k1, x), (x < alpha).to(torch.int64))
+    finally:
+        dcf_native.load.cache_clear()

@@ -110,10 +110,13 @@ def test_relu_counts_and_exact_costs_per_layer():
             assert sum(row["by_tag"].values()) == row["bytes_sent"]
 
 
-def test_servers_never_see_the_input_or_the_output():
+@pytest.mark.parametrize("protocol", ["gmw", "fss"])
+def test_servers_never_see_the_input_or_the_output(protocol):
+    """Nothing a server receives (shares, masked openings x + r of the FSS ReLUs, dealer material)
+    agrees with the input or the output."""
     torch.manual_seed(3)  # test data only
     x = torch.randn(3, 1, 16, 16) * 2
-    compiled, ref = _setup(build_model("svhn-net", (1, 16, 16)), x)
+    compiled, ref = _setup(build_model("svhn-net", (1, 16, 16)), x, relu_protocol=protocol)
     received = {0: [], 1: []}
 
     def spy(sess, **kw):

@@ -34,6 +34,7 @@ BASE_CONFIGS = ("exact-crypten", "exact", "eco", "8/64", "6/64", "eco-ring")
 PROTOCOL_SUFFIXES = {"-fss": "fss", "-auto": "auto"}  # NAME-fss: NAME with every ReLU by fss
 KNOWN_CONFIGS = BASE_CONFIGS + tuple(b + sfx for sfx in PROTOCOL_SUFFIXES for b in BASE_CONFIGS
                                      if b != "exact-crypten")
+TIMEOUT = 900.0  # seconds a party waits for a message: the dealer's keys of a big fss batch take minutes
 BREAKDOWN = {"circuit": "circuit", "b2a": "b2a", "mult": "mult", "select": "mult",
              "reshare": "other", "trunc": "other", "open": "other"}
 
@@ -99,11 +100,11 @@ def run_one(stem: str, config: str, link_name: str, samples: int, batch: int, pa
     link = profile(link_name, rtt_ms if link_name == "wan-rtt" else None)
     try:
         report, _ = run_inference(model, samples=samples, batch=batch, parties=parties, link=link,
-                                  progress=progress, data_dir=data_dir, **setup)
+                                  progress=progress, data_dir=data_dir, timeout=TIMEOUT, **setup)
     except KeyMemoryError as exc:  # fss keys of a whole batch do not fit here: the batch that fits
         batch = exc.fits
         report, _ = run_inference(model, samples=samples, batch=batch, parties=parties, link=link,
-                                  progress=progress, data_dir=data_dir, **setup)
+                                  progress=progress, data_dir=data_dir, timeout=TIMEOUT, **setup)
     compute = report["seconds_online"] - report["seconds_communication"]
     real_s, real_error = None, None
     if real and parties == 2 and not link.rtt_s:

@@ -164,7 +164,7 @@ class Communicator(ABC):
         for tag, t in items:
             self.stats.sent[(dst, tag)] += payload_bytes(t)
         self.stats.messages += 1
-        if self.shaper is not None:
+        if self.shaper is not None and step != "offline":  # the link models the online phase
             self.shaper.before_send(dst, sum(payload_bytes(t) for _, t in items))
         self._send(dst, step, items)
         self.stats.seconds_waiting += time.perf_counter() - t0
@@ -176,7 +176,7 @@ class Communicator(ABC):
         items = self._recv(src, step, deadline)
         for tag, t in items:
             self.stats.received[(src, tag)] += payload_bytes(t)
-        if self.shaper is not None:
+        if self.shaper is not None and step != "offline":
             self.shaper.after_recv(src, sum(payload_bytes(t) for _, t in items))
         self.stats.seconds_waiting += time.perf_counter() - t0
         return [t for _, t in items]

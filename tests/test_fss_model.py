@@ -125,3 +125,14 @@ def test_a_batch_whose_keys_do_not_fit_is_refused_naming_one_that_does(model):
     with pytest.raises(KeyMemoryError, match=r"use --batch 4 ") as err:
         compiled.check_key_memory(8, protocols, 2, available=2 * per_server)
     assert err.value.fits == 4
+
+
+def test_suite_configurations_take_a_protocol_suffix():
+    from ringlet.bench.suite import CONFIGS, config_setup
+    assert {"exact-fss", "eco-fss", "8/64-fss"} <= set(CONFIGS)
+    assert config_setup("resnet20-fmnist", "exact-fss") == {"relu_protocol": "fss"}
+    eco = config_setup("resnet20-fmnist", "eco-auto")
+    assert eco["relu_protocol"] == "auto" and eco["relu_config"].endswith("resnet20-fmnist.eco.json")
+    for bad in ("exact-crypten-fss", "nope-fss"):
+        with pytest.raises(ValueError, match="unknown configuration"):
+            config_setup("resnet20-fmnist", bad)

@@ -7,9 +7,10 @@ round-trip time R, each protocol's online time is modelled as
 
 with ``bits`` and ``rounds`` the protocol's exact costs (:func:`ringlet.protocols.compare.relu_cost`;
 a shared ReLU or LeakyReLU under fss uses the FSS sign and the fused select: w + ℓ + 1 bits, 2
-rounds) and c the compute seconds per element, measured here once (two servers in one process,
-material pre-generated, the median of 3 runs of 2^14 ReLUs with the fused truncation) and cached in
-``$RINGLET_CACHE_DIR/relu-protocols.json`` by machine. The link is the run's profile
+rounds) and n · c the compute — in fact a + n·c, the line through two layer sizes (2^12 and 2^16
+ReLUs with the fused truncation, two servers in one process, material pre-generated, the median of
+3 runs each), measured here once and cached in ``$RINGLET_CACHE_DIR/relu-protocols.json`` by
+machine. The link is the run's profile
 (``--link``, else ``--auto-link``, default ``lan``). FSS is two-server: with more servers auto keeps
 gmw. Each choice is printed with both estimates.
 
@@ -27,20 +28,20 @@ import torch
 from ringlet.protocols.linear_auto import BackendCache, cache_dir, machine_key
 
 CACHE_FILE = "relu-protocols.json"
-SAMPLE = 1 << 14
+SIZES = (1 << 12, 1 << 16)  # a layer costs fixed + n · per element: measured at two sizes
 
 
-def _measure(protocol: str, k: int, m: int, ring_bits: int) -> float:
-    """Compute seconds per element of one fused ReLU (material pre-generated), median of 3."""
+def _measure(protocol: str, k: int, m: int, ring_bits: int, size: int) -> float:
+    """Seconds of one fused ReLU layer of ``size`` elements (material pre-generated), median of 3."""
     from ringlet.launch import run_local
     from ringlet.protocols.compare import ReluSpec, relu
     from ringlet.protocols.io import share_input
     from ringlet.sharing import ArithmeticShare
     spec = ReluSpec(k, m, protocol=protocol)
-    values = torch.arange(SAMPLE, dtype=torch.int64) * 977 - (SAMPLE * 977 // 2)
+    values = torch.arange(size, dtype=torch.int64) * 977 - (size * 977 // 2)
 
     def prog(sess):
-        x = share_input(sess, values if sess.rank == 0 else None, 0, (SAMPLE,), encoded=True)
+        x = share_input(sess, values if sess.rank == 0 else None, 0, (size,), encoded=True)
         x = ArithmeticShare(x.data, x.party, x.frac + sess.fixed.frac_bits)
         times = []
         for _ in range(3):
@@ -54,22 +55,27 @@ def _measure(protocol: str, k: int, m: int, ring_bits: int) -> float:
             relu(sess, x, spec, shift=sess.fixed.frac_bits)
             times.append(time.perf_counter() - t0)
         return sorted(times)[1]
-    res = run_local(prog, 2, ring_bits=ring_bits, timeout=120.0)
-    return max(res.results) / SAMPLE
+    res = run_local(prog, 2, ring_bits=ring_bits, timeout=300.0)
+    return max(res.results)
 
 
-def compute_per_element(protocol: str, k: int, m: int, ring_bits: int,
-                        cache: BackendCache | None = None) -> tuple[float, bool]:
-    """(seconds per element, from the cache?) of ``protocol`` on [k:m] in Z_2^ℓ on this machine."""
+def compute_cost(protocol: str, k: int, m: int, ring_bits: int,
+                 cache: BackendCache | None = None) -> tuple[float, float, bool]:
+    """(fixed seconds per layer, seconds per element, from the cache?) of ``protocol`` on [k:m]
+    in Z_2^ℓ on this machine: the line through two measured layer sizes."""
     store = cache or BackendCache(cache_dir() / CACHE_FILE)
     w = k - m
     key = f"relu:{protocol}:w{w}:l{ring_bits}"
     hit = store.get(machine_key(), key)
-    if hit and isinstance(hit.get("seconds_per_element"), float):
-        return hit["seconds_per_element"], True
-    seconds = _measure(protocol, k, m, ring_bits)
-    store.put(machine_key(), key, {"seconds_per_element": seconds, "elements": SAMPLE})
-    return seconds, False
+    if hit and isinstance(hit.get("seconds_per_element"), float) and "fixed_seconds" in hit:
+        return hit["fixed_seconds"], hit["seconds_per_element"], True
+    (n1, n2) = SIZES
+    t1, t2 = (_measure(protocol, k, m, ring_bits, n) for n in SIZES)
+    per = max(0.0, (t2 - t1) / (n2 - n1))
+    fixed = max(0.0, t1 - n1 * per)
+    store.put(machine_key(), key, {"fixed_seconds": fixed, "seconds_per_element": per,
+                                   "sizes": list(SIZES), "seconds": [t1, t2]})
+    return fixed, per, False
 
 
 def estimate(kind: str, n: int, k: int, m: int, ring_bits: int, protocol: str,
@@ -85,8 +91,8 @@ def estimate(kind: str, n: int, k: int, m: int, ring_bits: int, protocol: str,
     if spec.width == 0:
         return {"seconds": 0.0, "compute": 0.0, "bits": 0, "rounds": 0, "cached": True}
     kk, mm = spec_in_ring(spec, ring_bits)
-    per, cached = compute_per_element(protocol, kk, mm, ring_bits, cache)
-    compute = n * per
+    fixed, per, cached = compute_cost(protocol, kk, mm, ring_bits, cache)
+    compute = fixed + n * per
     seconds = compute + n * bits / bandwidth_bps + rounds * rtt_s
     return {"seconds": seconds, "compute": compute, "bits": bits, "rounds": rounds, "cached": cached}
 

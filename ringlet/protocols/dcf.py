@@ -167,7 +167,6 @@ def keygen(alpha: torch.Tensor, beta: torch.Tensor, width: int,
     if beta64.shape[0] != n:
         raise ValueError(f"DCF: {n} values of α but {beta64.shape[0]} payloads")
     p = beta64.shape[1]
-    b = (p + 1) // 2
     prg = prg or Prg()
     if roots is None:
         if stream is None:

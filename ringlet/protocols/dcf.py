@@ -125,11 +125,6 @@ def to_blocks(words: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(out.reshape(n, b, 2).transpose(1, 0, 2))
 
 
-def _bit(values: np.ndarray, i: int, width: int) -> np.ndarray:
-    """Bit i of each width-bit value counted from the most significant (i = 0), as 0/1 uint64."""
-    return (values.view(np.uint64) >> np.uint64(width - 1 - i)) & _LSB
-
-
 def _check(values: torch.Tensor, width: int, what: str) -> np.ndarray:
     if not 1 <= width <= 64:
         raise ValueError(f"DCF domain width must be 1..64, got {width}")

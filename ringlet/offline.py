@@ -394,7 +394,9 @@ class Dealer:
             while pos < len(values):  # each request's corrections leave as soon as they exist:
                 req, pos = Request.decode(values, pos)  # the holder expands them meanwhile
                 kind = kinds()[req.kind]
-                for dst, corr in self.produce(req):
+                sent = self.produce(req)
+                self.comm.flush()  # the previous request's material has left: free it
+                for dst, corr in sent:
                     keys = kind.receives(req, req.holders.index(dst))
                     items = [("offline", corr[k] if k in kind.raw else self.ring.wire(corr[k]))
                              for k in keys]

@@ -87,3 +87,45 @@ def test_killed_process_makes_others_fail_fast_tcp():
     msg = str(err.value)
     assert "exited with code 3" in msg or "is gone" in msg, msg
     assert elapsed < 25, f"took {elapsed:.1f} s"
+
+
+def _sender_only(sess):
+    """Party 0 sends 200 messages and never waits for a reply, flushing as the dealer does."""
+    if sess.rank == 0:
+        most = 0
+        for i in range(200):
+            if i % 10 == 0:
+                sess.comm.flush()
+            sess.comm.send(1, [("other", torch.full((1000,), i))], "s")
+            most = max(most, len(sess.comm._pending))
+        return most
+    for i in range(200):
+        sess.comm.recv(0, "s")
+    return 0
+
+
+def test_a_party_that_only_sends_holds_only_what_it_sent_since_its_last_flush_tcp():
+    most, _ = run(_sender_only, 2, transport="tcp", timeout=30).results
+    assert most <= 20  # a header and a payload per message; without the flushes all 400 stay
+
+
+def test_the_dealer_flushes_before_each_requests_material():
+    """The dealer sends one request's material only once the previous one has left."""
+    from ringlet.offline import Dealer, Request
+    from ringlet.prng import AesCtrStream
+    events = []
+    reqs = [Request("trunc", (16, 8), (0, 1)), Request("fssrelu", (8, 64, 0, 16), (0, 1))]
+
+    class Fake:
+        def recv(self, src, step):
+            values = [v for r in reqs for v in r.encode()]
+            events.append("recv")
+            return [torch.tensor(values if events.count("recv") == 1 else [Dealer.STOP])]
+
+        def send(self, dst, items, step):
+            events.append(f"send{dst}")
+
+        def flush(self):
+            events.append("flush")
+    Dealer(Fake(), {0: AesCtrStream(bytes(16)), 1: AesCtrStream(bytes([1] * 16))}).serve()
+    assert events == ["recv", "flush", "send1", "flush", "send0", "send1", "send1", "recv"]

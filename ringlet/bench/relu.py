@@ -22,7 +22,7 @@ from ringlet.sharing import ArithmeticShare
 
 # accounting tags → the paper's breakdown (Figure 3): the fused select replaces B2A + Mult
 BREAKDOWN = {"circuit": "circuit", "b2a": "b2a", "mult": "mult", "select": "mult",
-             "reshare": "other", "trunc": "other", "open": "other"}
+             "reshare": "other", "trunc": "other", "open": "other", "fss": "circuit"}
 
 
 def default_input(n: int, scale: float = 8.0) -> np.ndarray:

@@ -36,7 +36,7 @@ KNOWN_CONFIGS = BASE_CONFIGS + tuple(b + sfx for sfx in PROTOCOL_SUFFIXES for b 
                                      if b != "exact-crypten")
 TIMEOUT = 900.0  # seconds a party waits for a message: the dealer's keys of a big fss batch take minutes
 BREAKDOWN = {"circuit": "circuit", "b2a": "b2a", "mult": "mult", "select": "mult",
-             "reshare": "other", "trunc": "other", "open": "other"}
+             "reshare": "other", "trunc": "other", "open": "other", "fss": "circuit"}
 
 
 def shipped_stem(model: str) -> str:

@@ -21,7 +21,7 @@ import torch
 
 # tags used for accounting (free-form strings are allowed; these are the ones ringlet uses)
 TAGS = ("setup", "input", "output", "offline", "mult", "trunc", "circuit", "b2a", "select",
-        "reshare", "open", "poly", "other")
+        "reshare", "open", "poly", "other", "fss")
 
 
 class CommError(RuntimeError):
@@ -180,6 +180,13 @@ class Communicator(ABC):
             self.shaper.after_recv(src, sum(payload_bytes(t) for _, t in items))
         self.stats.seconds_waiting += time.perf_counter() - t0
         return [t for _, t in items]
+
+    def flush(self) -> None:
+        """Wait until every message sent so far has left (a party that only sends, like the
+        dealer, calls this: a transport keeps each sent tensor alive until then)."""
+        t0 = time.perf_counter()
+        self._flush()
+        self.stats.seconds_waiting += time.perf_counter() - t0
 
     def round(self, tag: str, sends: dict[int, list[Item]], recv_from=(),
               step: str | None = None) -> dict[int, list[torch.Tensor]]:

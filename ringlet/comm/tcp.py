@@ -114,9 +114,6 @@ class TcpCommunicator(Communicator):
     # sending ---------------------------------------------------------------------------------
     def _isend(self, dst: int, tensor: torch.Tensor, step: str) -> None:
         work = self.pg.send([tensor], dst, 0)
-        # a party that only sends (the dealer) never reaches a round's flush: drop what has gone,
-        # or every tensor it ever sent stays alive (an exact fss run: gigabytes of keys)
-        self._pending = [p for p in self._pending if not p[0].is_completed()]
         self._pending.append((work, dst, step, tensor))
 
     def _send(self, dst: int, step: str, items: list[Item]) -> None:

@@ -31,7 +31,10 @@ def test_suite_runs_every_combination_on_the_same_inputs(models_dir, tmp_path):
     out = tmp_path / "suite.json"
     result = run_suite(["fmnist-net"], links=("lan", "wan"), samples=4, batch=4, out=str(out), log=None)
     runs = result["runs"]
-    assert len(runs) == 5 * 2
+    assert len(runs) == 8 * 2  # the 5 gmw configurations and exact-, eco-, 8/64-fss
+    assert {r["relu_protocol"] for r in runs if r["config"].endswith("-fss")} == {"fss"}
+    fss = {(r["config"], r["link"]["name"]): r for r in runs}
+    assert fss[("exact-fss", "lan")]["rounds"] < fss[("exact", "lan")]["rounds"]
     assert {r["samples"] for r in runs} == {4}
     by = {(r["config"], r["link"]["name"]): r for r in runs}
     relus = 37760

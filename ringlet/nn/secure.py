@@ -289,8 +289,7 @@ class SecureInterpreter(Interpreter):
         self.trunc = model.options.truncation or default_method(sess.num_parties, sess.ring.bits)
 
     def run(self, x, *args, **kwargs):
-        batch = x.shape[0] if x is not None else next(iter(kwargs.get("env") or {0: None}.values())).shape[0]
-        self.protocols = self.model.protocols_for(batch, self.sess.num_parties)
+        self.protocols = self.model.protocols_for(x.shape[0], self.sess.num_parties)
         return super().run(x, *args, **kwargs)
 
     def spec(self, label: str) -> ReluSpec:

@@ -53,6 +53,7 @@ class PartyReport:
     error: str | None = None
     error_type: str | None = None
     peak_rss_mb: float = 0.0  # the process's peak resident memory (all parties, for threads)
+    tls_overhead_bytes: int = 0  # bytes on this party's links beyond the frames (TLS records)
 
 
 @dataclass
@@ -170,8 +171,10 @@ def run_local(program: Program, parties: int = 2, *, client: Program | None = No
               port: int | None = None, link=None, ring_bits: int = 64) -> RunResult:
     """Run ``program`` on ``parties`` servers (+ dealer, + client if given) on this machine.
 
-    ``transport``: ``local`` (threads in this process) or ``tcp`` (one process per party, gloo over
-    loopback TCP; ``program`` and ``client`` must then be importable top-level functions).
+    ``transport``: ``local`` (threads in this process) or one process per party over loopback:
+    ``tcp`` (gloo), ``socket`` (direct links) or ``tls`` (direct links in TLS 1.3, with a development
+    CA and party certificates made for the run); ``program`` and ``client`` must then be importable
+    top-level functions.
     ``link`` shapes every party's messages with a link profile (bandwidth, round-trip time).
     ``threads`` (torch threads per party; 0 = automatic): with ``tcp`` every party is a process, and
     the servers compute at the same time, so each gets the cores divided by the number of servers —
@@ -182,16 +185,16 @@ def run_local(program: Program, parties: int = 2, *, client: Program | None = No
     if not timeout > 0:
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout}")
     world = World(parties, has_client=client is not None)
-    if threads == 0 and transport == "tcp":
+    if threads == 0 and transport != "local":
         threads = max(1, (os.cpu_count() or 1) // parties)
     FixedPoint(frac_bits, ring_bits)  # a bad format fails here, before any party starts
     args = (world, program, client, master_seed, pregenerate, frac_bits, threads, link, ring_bits)
     if transport == "local":
         reports = _run_threads(world, args, timeout)
-    elif transport == "tcp":
-        reports = _run_processes(world, args, timeout, port)
+    elif transport in ("tcp", "socket", "tls"):
+        reports = _run_processes(world, args, timeout, port, transport)
     else:
-        raise ValueError(f"unknown transport {transport!r} (local or tcp)")
+        raise ValueError(f"unknown transport {transport!r} (local, tcp, socket or tls)")
     if any(r.error for r in reports.values()):
         raise PartyError(_root_cause(reports, world))
     return RunResult(world, reports)
@@ -231,13 +234,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _process_body(rank: int, world_size: int, port: int, timeout: float, args) -> PartyReport:
-    from ringlet.comm.tcp import TcpCommunicator
+def _process_body(rank: int, spec, timeout: float, args) -> PartyReport:
+    from ringlet.comm.transport import open_communicator
     world = args[0]
     comm = None
     try:
-        comm = TcpCommunicator(rank, world_size, "127.0.0.1", port, timeout, world.names())
+        comm = open_communicator(spec, rank, world, timeout)
         report = run_party(comm, *args)
+        report.tls_overhead_bytes = getattr(comm, "tls_overhead_bytes", lambda: 0)()
     except BaseException as exc:  # noqa: BLE001
         report = PartyReport(rank, world.role(rank), error=_format(exc), error_type=type(exc).__name__)
     if comm is not None:
@@ -257,8 +261,8 @@ def child_main(job_path: str) -> None:
     call ``transport="tcp"``.
     """
     job = Path(job_path)
-    rank, world_size, port, timeout, args = pickle.loads(job.read_bytes())
-    report = _process_body(rank, world_size, port, timeout, args)
+    rank, spec, timeout, args = pickle.loads(job.read_bytes())
+    report = _process_body(rank, spec, timeout, args)
     out = job.with_suffix(".report")
     tmp = out.with_suffix(".part")
     tmp.write_bytes(pickle.dumps(report))  # tensors inline
@@ -273,15 +277,30 @@ def _check_importable(fn, what: str) -> None:
                          f"module, not in the script being run)")
 
 
-def _run_processes(world: World, args, timeout: float, port: int | None) -> dict[int, PartyReport]:
+def _loopback_spec(world: World, transport: str, port: int | None, tmp: str):
+    from ringlet.comm.transport import TlsFiles, TransportSpec, party_name
+    if transport == "tcp":
+        return TransportSpec("tcp", master=("127.0.0.1", port or free_port()))
+    addresses = {r: ("127.0.0.1", free_port()) for r in world.servers}
+    tls = None
+    if transport == "tls":
+        from ringlet.comm.certs import make_dev_certs
+        names = [party_name(world, r) for r in range(world.size)]
+        make_dev_certs(Path(tmp) / "certs", names)
+        tls = TlsFiles.in_folder(Path(tmp) / "certs", names)
+    return TransportSpec(transport, addresses=addresses, tls=tls, deployment=f"local-{os.getpid()}")
+
+
+def _run_processes(world: World, args, timeout: float, port: int | None,
+                   transport: str = "tcp") -> dict[int, PartyReport]:
     _, program, client = args[:3]
     _check_importable(program, "server")
     if client is not None:
         _check_importable(client, "client")
-    port = port or free_port()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     reports: dict[int, PartyReport] = {}
     with tempfile.TemporaryDirectory(prefix="ringlet-run-") as tmp:
+        spec = _loopback_spec(world, transport, port, tmp)
         procs = {}
         for rank in range(world.size):
             job = Path(tmp) / f"party-{rank}.job"
@@ -290,7 +309,7 @@ def _run_processes(world: World, args, timeout: float, port: int | None) -> dict
             role = world.role(rank)
             mine = (args[0], program if role == "server" else None, client if role == "client" else None,
                     *args[3:])
-            job.write_bytes(pickle.dumps((rank, world.size, port, timeout, mine)))
+            job.write_bytes(pickle.dumps((rank, spec, timeout, mine)))
             procs[rank] = subprocess.Popen(
                 [sys.executable, "-c", f"from ringlet.launch import child_main; child_main({str(job)!r})"],
                 env=env)

@@ -1,0 +1,273 @@
+"""Parties joined by direct links (:class:`~ringlet.comm.channel.Channel`), plain TCP or TLS 1.3.
+
+Who connects to whom: a party with a listening address accepts; of each linked pair, the higher
+rank dials the lower if the lower listens (else the lower dials). In ringlet's worlds the servers
+listen and the dealer and the client dial them; the dealer and the client share no link.
+
+Joining a link: TCP connect (retried until the connect deadline: the listener may start later),
+the TLS handshake with mutual certificate authentication, then a *hello* frame (JSON: rank, party
+name, world size, deployment id) and the acceptor's answer. With TLS the party name must be the
+certificate's common name: a process that holds no certificate of the deployment's CA cannot take a
+party's place, and a rejected dialer does not disturb the parties already joined. Every wait is
+bounded; a party that never comes is named in the error.
+
+Message wire format (one frame per message): a 2-byte header length, the header (step hash, item
+count, per item: tag, dtype, shape), then the items' bytes. Header and length prefixes are counted
+as ``framing_bytes``, TLS records as ``tls_overhead_bytes``; payload bytes are counted per tag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import ssl
+import struct
+import threading
+import time
+from collections.abc import Callable
+
+import torch
+
+from ringlet.comm.base import (TAGS, CommError, Communicator, Item, PeerFailedError,
+                               PeerTimeoutError, ProtocolMismatchError)
+from ringlet.comm.channel import Channel
+
+_DTYPES = [torch.int64, torch.uint8, torch.float32, torch.float64, torch.int32, torch.bool,
+           torch.int8, torch.int16]
+
+
+class HandshakeError(PeerFailedError):
+    """A party was refused when joining (wrong identity, world, deployment or certificate)."""
+
+
+def _step_hash(step: str) -> int:
+    return int.from_bytes(hashlib.blake2b(step.encode(), digest_size=8).digest(), "little")
+
+
+def encode_header(step: str, items: list[Item]) -> bytes:
+    parts = [struct.pack("<QB", _step_hash(step), len(items))]
+    for tag, t in items:
+        if tag not in TAGS:
+            raise ValueError(f"unknown accounting tag {tag!r}; known: {', '.join(TAGS)}")
+        parts.append(struct.pack("<BBB", TAGS.index(tag), _DTYPES.index(t.dtype), t.ndim))
+        parts.append(struct.pack(f"<{t.ndim}q", *t.shape))
+    body = b"".join(parts)
+    return struct.pack("<H", len(body)) + body
+
+
+def decode_header(data: bytes) -> tuple[int, list[tuple[str, torch.dtype, tuple]]]:
+    step, n = struct.unpack_from("<QB", data, 0)
+    pos, spec = 9, []
+    for _ in range(n):
+        tag, dt, ndim = struct.unpack_from("<BBB", data, pos)
+        shape = struct.unpack_from(f"<{ndim}q", data, pos + 3)
+        pos += 3 + 8 * ndim
+        spec.append((TAGS[tag], _DTYPES[dt], tuple(shape)))
+    return step, spec
+
+
+def send_json(ch: Channel, obj) -> None:
+    ch.send(json.dumps(obj).encode())
+
+
+def recv_json(ch: Channel, timeout: float, what: str):
+    data = ch.recv_frame(time.monotonic() + timeout, what)
+    try:
+        return json.loads(bytes(data).decode())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ProtocolMismatchError(f"{ch.peer} sent a garbled {what} message") from None
+
+
+def common_name(cert: dict | None) -> str | None:
+    for rdn in (cert or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return value
+    return None
+
+
+class Listener:
+    """Accepts links on ``address``; each verified peer is handed to ``on_peer(hello, channel)``.
+
+    ``check(hello, cert_name) -> str | None`` returns why a hello is refused (None: accepted).
+    Connections that fail the TLS handshake or the check are closed and reported to ``on_reject``.
+    """
+
+    def __init__(self, address: tuple[str, int], context: ssl.SSLContext | None,
+                 on_peer: Callable, check: Callable, timeout: float = 10.0,
+                 on_reject: Callable | None = None, name: str = "listener"):
+        self.context, self.on_peer, self.check = context, on_peer, check
+        self.on_reject = on_reject or (lambda addr, why: None)
+        self.timeout, self.name = timeout, name
+        self.sock = socket.create_server(address, reuse_port=False)
+        self.address = self.sock.getsockname()[:2]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, name=f"ringlet-{name}", daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, addr = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._join, args=(conn, addr), daemon=True,
+                             name=f"ringlet-{self.name}-join").start()
+
+    def _join(self, conn: socket.socket, addr) -> None:
+        where = f"{addr[0]}:{addr[1]}"
+        try:
+            ch = Channel.open(conn, f"the party at {where}", self.context, True, self.timeout)
+        except CommError as exc:
+            conn.close()
+            self.on_reject(where, str(exc))
+            return
+        try:
+            hello = recv_json(ch, self.timeout, "hello")
+            cert_name = common_name(ch.peer_certificate()) if self.context is not None else None
+            why = self.check(hello, cert_name)
+        except (CommError, AttributeError, TypeError) as exc:
+            ch.close()
+            self.on_reject(where, str(exc))
+            return
+        if why:
+            try:
+                send_json(ch, {"ok": False, "error": why})
+                ch.flush(self.timeout)
+            except CommError:
+                pass
+            ch.close()
+            self.on_reject(where, why)
+            return
+        ch.peer = str(hello.get("name"))
+        send_json(ch, {"ok": True})
+        self.on_peer(hello, ch)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.sock.close()
+
+
+def dial(address: tuple[str, int], context: ssl.SSLContext | None, expect: str, hello: dict,
+         deadline: float) -> Channel:
+    """Connect to the party ``expect`` at ``address`` (retrying until ``deadline``), verify its
+    certificate's name, say hello and wait for the answer."""
+    last = "no attempt"
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise PeerTimeoutError(f"{expect} at {address[0]}:{address[1]} did not answer within the "
+                                   f"connect timeout ({last})")
+        try:
+            sock = socket.create_connection(address, timeout=min(left, 5.0))
+            break
+        except OSError as exc:
+            last = str(exc)
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+    ch = Channel.open(sock, expect, context, False, max(0.1, deadline - time.monotonic()))
+    if context is not None:
+        got = common_name(ch.peer_certificate())
+        if got != expect:
+            ch.close()
+            raise HandshakeError(f"the party at {address[0]}:{address[1]} presents a certificate for "
+                                 f"{got!r}, expected {expect!r}")
+    send_json(ch, hello)
+    answer = recv_json(ch, max(0.1, deadline - time.monotonic()), "hello answer")
+    if not answer.get("ok"):
+        ch.close()
+        raise HandshakeError(f"{expect} refused this party: {answer.get('error')}")
+    return ch
+
+
+class MeshCommunicator(Communicator):
+    """A :class:`Communicator` over one :class:`Channel` per linked peer."""
+
+    def __init__(self, rank: int, world_size: int, channels: dict[int, Channel], timeout: float = 60.0,
+                 names=None):
+        super().__init__(rank, world_size, timeout, names)
+        self.channels = channels
+        self.on_receive: Callable | None = None  # on_receive(src, items): a test's recorder
+
+    def _channel(self, peer: int) -> Channel:
+        ch = self.channels.get(peer)
+        if ch is None:
+            raise ValueError(f"{self.peer_name(self.rank)} has no link to {self.peer_name(peer)}")
+        return ch
+
+    def _send(self, dst: int, step: str, items: list[Item]) -> None:
+        header = encode_header(step, items)
+        self.stats.framing_bytes += len(header) + 4
+        views = [t.detach().contiguous().reshape(-1).view(torch.uint8).numpy() for _, t in items
+                 if t.numel()]
+        try:
+            self._channel(dst).send(header, *views)
+        except PeerFailedError as exc:
+            raise PeerFailedError(f"{self.peer_name(self.rank)}: {self.peer_name(dst)} is gone "
+                                  f"(step '{step}': {exc})") from None
+
+    def _recv(self, src: int, step: str, deadline: float) -> list[Item]:
+        ch = self._channel(src)
+        what = f"step '{step}'"
+        try:
+            n = ch.recv_length(deadline, what)
+            (hlen,) = struct.unpack("<H", bytes(ch.read(2, deadline, what)))
+            step_hash, spec = decode_header(bytes(ch.read(hlen, deadline, what)))
+            buf = torch.empty(n - 2 - hlen, dtype=torch.uint8)
+            if buf.numel():
+                ch.recv_into(memoryview(buf.numpy()), deadline, what)
+        except PeerTimeoutError:
+            raise PeerTimeoutError(f"{self.peer_name(self.rank)}: no message from "
+                                   f"{self.peer_name(src)} in {what} within {self.timeout:g} s") from None
+        except PeerFailedError as exc:
+            raise PeerFailedError(f"{self.peer_name(self.rank)}: {self.peer_name(src)} is gone "
+                                  f"({what}: {exc})") from None
+        self.stats.framing_bytes += 4 + 2 + hlen
+        if step and step_hash != _step_hash(step):
+            raise ProtocolMismatchError(f"{self.peer_name(self.rank)}: {self.peer_name(src)} is in a "
+                                        f"different step than '{step}'")
+        items, pos = [], 0
+        for tag, dtype, shape in spec:
+            size = torch.empty(0, dtype=dtype).element_size()
+            count = 1
+            for d in shape:
+                count *= d
+            piece = buf[pos:pos + count * size]
+            if pos % size:
+                piece = piece.clone()
+            items.append((tag, piece.view(dtype).reshape(shape)))
+            pos += count * size
+        if pos != buf.numel():
+            raise ProtocolMismatchError(f"{self.peer_name(self.rank)}: a message from "
+                                        f"{self.peer_name(src)} has {buf.numel() - pos} stray bytes")
+        if self.on_receive is not None:
+            self.on_receive(src, items)
+        return items
+
+    def _flush(self) -> None:
+        for peer, ch in self.channels.items():
+            try:
+                ch.flush(self.timeout)
+            except PeerTimeoutError:
+                raise PeerTimeoutError(f"{self.peer_name(self.rank)}: sending to {self.peer_name(peer)} "
+                                       f"did not finish within {self.timeout:g} s") from None
+            except PeerFailedError as exc:
+                raise PeerFailedError(f"{self.peer_name(self.rank)}: {self.peer_name(peer)} is gone "
+                                      f"({exc})") from None
+
+    def tls_overhead_bytes(self) -> int:
+        """Bytes on the wire beyond the frames (TLS records, handshake), both ways, all links."""
+        return sum(ch.wire_sent - ch.sent + ch.wire_received - ch.received
+                   for ch in self.channels.values())
+
+    def close(self) -> None:
+        try:
+            self._flush()
+        except CommError:
+            pass
+        finally:
+            for ch in self.channels.values():
+                ch.close()

@@ -1,0 +1,162 @@
+"""Every transport by name, and the one factory that opens a party's communicator.
+
+=========  =====================================================================================
+local      threads of one process, queues (:mod:`ringlet.comm.local`; built by the launcher)
+tcp        torch.distributed gloo over TCP, rank 0 hosts the rendezvous (:mod:`ringlet.comm.tcp`)
+socket     direct TCP links, no encryption (:mod:`ringlet.comm.mesh`)
+tls        direct links in TLS 1.3 with mutual certificate authentication (:mod:`ringlet.comm.mesh`)
+=========  =====================================================================================
+
+All count the same payload bytes and rounds; framing and TLS records are counted apart.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ringlet.comm.base import Communicator, PeerTimeoutError
+from ringlet.comm.mesh import Listener, MeshCommunicator, dial
+
+TRANSPORTS = ("local", "tcp", "socket", "tls")
+
+
+def party_name(world, rank: int) -> str:
+    """A party's name in a world: ``server-I``, ``dealer`` or ``client`` (certificate names)."""
+    role = world.role(rank)
+    return f"server-{rank}" if role == "server" else role
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The CA certificate and, per party name, its certificate and key (PEM files)."""
+
+    ca: Path
+    certs: dict  # party name -> (cert path, key path)
+
+    @classmethod
+    def in_folder(cls, folder, names) -> "TlsFiles":
+        folder = Path(folder)
+        return cls(folder / "ca.pem", {n: (folder / f"{n}.pem", folder / f"{n}.key") for n in names})
+
+    def contexts(self, name: str):
+        """(server context, client context) of party ``name``."""
+        from ringlet.comm.certs import client_context, server_context
+        if name not in self.certs:
+            raise ValueError(f"no certificate for party {name!r} (have: {', '.join(sorted(self.certs))})")
+        cert, key = self.certs[name]
+        return server_context(self.ca, cert, key), client_context(self.ca, cert, key)
+
+
+@dataclass(frozen=True)
+class TransportSpec:
+    """How the parties of one world reach each other."""
+
+    kind: str = "tcp"
+    master: tuple[str, int] | None = None  # tcp: rank 0's rendezvous
+    addresses: dict = field(default_factory=dict)  # socket/tls: rank -> (host, port) it listens on
+    tls: TlsFiles | None = None
+    deployment: str = ""  # an id every hello carries (parties of other deployments are refused)
+
+    def __post_init__(self):
+        if self.kind not in TRANSPORTS:
+            raise ValueError(f"unknown transport {self.kind!r} (one of {', '.join(TRANSPORTS)})")
+        if self.kind == "tls" and self.tls is None:
+            raise ValueError("transport 'tls' needs certificates (a CA and one per party)")
+        if self.kind == "tcp" and self.master is None:
+            raise ValueError("transport 'tcp' needs the rendezvous address ADDR:PORT")
+
+
+def world_links(world) -> set[tuple[int, int]]:
+    """Pairs of ranks that exchange messages: all but dealer↔client."""
+    pairs = {(a, b) for a in range(world.size) for b in range(a + 1, world.size)}
+    if world.client is not None:
+        pairs.discard((world.dealer, world.client))
+    return pairs
+
+
+def open_communicator(spec: TransportSpec, rank: int, world, timeout: float = 60.0,
+                      connect_timeout: float | None = None) -> Communicator:
+    """This party's communicator; every link is up (or the error names who is missing)."""
+    names = world.names()
+    if spec.kind == "tcp":
+        from ringlet.comm.tcp import TcpCommunicator
+        host, port = spec.master
+        return TcpCommunicator(rank, world.size, host, int(port), timeout, names,
+                               connect_timeout=connect_timeout)
+    if spec.kind == "local":
+        raise ValueError("transport 'local' is built by the launcher (ringlet.launch.run_local)")
+    channels = connect_mesh(spec, rank, world, connect_timeout or timeout)
+    return MeshCommunicator(rank, world.size, channels, timeout, names)
+
+
+def connect_mesh(spec: TransportSpec, rank: int, world, connect_timeout: float) -> dict:
+    """Join every link of ``rank`` in ``world`` (see :mod:`ringlet.comm.mesh`); {peer: Channel}."""
+    me = party_name(world, rank)
+    listening = set(spec.addresses)
+    mine = [b if a == rank else a for a, b in world_links(world) if rank in (a, b)]
+    accept = {p for p in mine if rank in listening and (p not in listening or p > rank)}
+    dials = sorted(p for p in mine if p not in accept)
+    for p in dials:
+        if p not in listening:
+            raise ValueError(f"{me} and {party_name(world, p)} must talk, but neither has an address")
+    server_ctx = client_ctx = None
+    if spec.kind == "tls":
+        server_ctx, client_ctx = spec.tls.contexts(me)
+    deadline = time.monotonic() + connect_timeout
+    channels: dict = {}
+    joined = threading.Condition()
+    rejected: list[str] = []
+    hello = {"rank": rank, "name": me, "world": world.size, "deployment": spec.deployment}
+
+    def check(h: dict, cert_name):
+        p = h.get("rank")
+        if h.get("deployment") != spec.deployment:
+            return f"another deployment ({h.get('deployment')!r}, this is {spec.deployment!r})"
+        if h.get("world") != world.size:
+            return f"world of {h.get('world')} parties, {me} is in a world of {world.size}"
+        if p not in accept:
+            return f"rank {p!r} does not connect to {me}"
+        if h.get("name") != party_name(world, p):
+            return f"rank {p} is {party_name(world, p)}, not {h.get('name')!r}"
+        if spec.kind == "tls" and cert_name != h.get("name"):
+            return f"certificate is for {cert_name!r}, the hello says {h.get('name')!r}"
+        with joined:
+            if p in channels:
+                return f"{party_name(world, p)} has already joined"
+        return None
+
+    def on_peer(h: dict, ch) -> None:
+        with joined:
+            channels[h["rank"]] = ch
+            joined.notify_all()
+
+    listener = None
+    if accept:
+        listener = Listener(spec.addresses[rank], server_ctx, on_peer, check,
+                            timeout=min(10.0, connect_timeout), name=me,
+                            on_reject=lambda where, why: rejected.append(f"{where}: {why}"))
+    try:
+        for p in dials:
+            host, port = spec.addresses[p]
+            channels[p] = dial((host, int(port)), client_ctx, party_name(world, p), hello, deadline)
+        with joined:
+            while not accept <= set(channels):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    missing = ", ".join(party_name(world, p) for p in sorted(accept - set(channels)))
+                    extra = f"; refused: {'; '.join(rejected[-3:])}" if rejected else ""
+                    where = "%s:%d" % tuple(spec.addresses[rank])
+                    raise PeerTimeoutError(f"{me}: {missing} did not connect to {where} within "
+                                           f"{connect_timeout:g} s{extra}")
+                joined.wait(min(left, 0.5))
+    except BaseException:
+        for ch in channels.values():
+            ch.close()
+        raise
+    finally:
+        if listener is not None:
+            listener.close()
+    return channels

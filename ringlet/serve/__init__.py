@@ -1,0 +1,1 @@
+"""Serving a private model: long-running party processes answering client queries."""

@@ -19,6 +19,9 @@ _EXPORTS = {
     "ReluConfig": ("ringlet.nn.config", "ReluConfig"),
     "InputRangeError": ("ringlet.nn.ranges", "InputRangeError"),
     "ModelMismatchError": ("ringlet.nn.inference", "ModelMismatchError"),
+    "Client": ("ringlet.serve.client", "Client"),
+    "AsyncClient": ("ringlet.serve.client", "AsyncClient"),
+    "QueryError": ("ringlet.serve.wire", "QueryError"),
 }
 
 __all__ = list(_EXPORTS)

@@ -393,15 +393,19 @@ class Dealer:
             pos = 0
             while pos < len(values):  # each request's corrections leave as soon as they exist:
                 req, pos = Request.decode(values, pos)  # the holder expands them meanwhile
-                kind = kinds()[req.kind]
-                sent = self.produce(req)
-                self.comm.flush()  # the previous request's material has left: free it
-                for dst, corr in sent:
-                    keys = kind.receives(req, req.holders.index(dst))
-                    items = [("offline", corr[k] if k in kind.raw else self.ring.wire(corr[k]))
-                             for k in keys]
-                    for start in range(0, len(items), 8):  # messages carry at most 8 tensors
-                        self.comm.send(dst, items[start:start + 8], "offline")
+                self.send_material(req)
+
+    def send_material(self, req: Request) -> None:
+        """Produce ``req``'s material and send each holder what it receives (tag ``offline``)."""
+        kind = kinds()[req.kind]
+        sent = self.produce(req)
+        self.comm.flush()  # the previous request's material has left: free it
+        for dst, corr in sent:
+            keys = kind.receives(req, req.holders.index(dst))
+            items = [("offline", corr[k] if k in kind.raw else self.ring.wire(corr[k]))
+                     for k in keys]
+            for start in range(0, len(items), 8):  # messages carry at most 8 tensors
+                self.comm.send(dst, items[start:start + 8], "offline")
 
 
 class OfflineClient:
@@ -504,6 +508,10 @@ class OfflineClient:
             values = [v for req in plan for v in req.encode()]
             self.comm.send(self.dealer, [("offline", torch.tensor(values, dtype=torch.int64))],
                            "offline")
+        self.load(self.receive(plan))
+
+    def receive(self, plan: list[Request]) -> list:
+        """The dealer's answers to ``plan``, expanded: a queue for :meth:`load`."""
         # request by request: this server draws its own seeded part while the dealer computes
         # the next correction (the dealer answers in plan order, one request at a time)
         queue, pending = [], []
@@ -513,6 +521,10 @@ class OfflineClient:
                 corr, pending = self._take_corrections(req, pending)
                 material.update(corr)
             queue.append((req, material))
+        return queue
+
+    def load(self, queue: list) -> None:
+        """Answer the next requests from ``queue`` (a :meth:`receive` result), in its order."""
         self._queue = queue
         self._cursor = 0
         self.plan = []

@@ -286,3 +286,28 @@ def prepare(model: str, *, weights: str | None = None, dataset: str | None = Non
     if inputs.y is not None and pm.meta.get("num_classes") and int(inputs.y.max()) >= pm.meta["num_classes"]:
         raise ValueError(f"labels go up to {int(inputs.y.max())}, the model has {pm.meta['num_classes']} classes")
     return pm, src, inputs
+
+
+def server_model(model: str, *, weights: str | None = None, input_shape=None, relu_config=None,
+                 dataset: str | None = None, data_dir=None, frac_bits: int | None = None,
+                 ring_bits: int | None = None, smooth: str | None = None,
+                 input_bound: float | None = None, **options):
+    """A server's CompiledModel from a model spec: a server holds no data, so only public
+    calibration (the model's dataset's training split) sizes it. ``options`` go to
+    :meth:`PrivateModel.compiled` (adder, select, truncation, backend, relu_protocol, …)."""
+    from ringlet.private import as_config
+    shape = tuple(int(v) for v in input_shape) if input_shape else None
+    src = resolve_model(model, weights=weights, input_shape=shape)
+    if src.saved is None:
+        shape = shape or tuple(src.meta.get("input_shape") or ())
+        if not shape:
+            raise ValueError(f"model {model}: give its input shape C,H,W (the model records none)")
+    else:
+        shape = src.saved.input_shape
+    inputs = Inputs(torch.zeros(1, *shape), None, {}, model_normalization(src.meta))
+    calib, calib_source = public_calibration(src.meta, inputs, dataset, data_dir)
+    pm = compile_source(src, inputs, calibration=calib, calibration_source=calib_source,
+                        frac_bits=frac_bits, smooth=smooth, input_bound=input_bound,
+                        ring_bits=ring_bits)
+    config = as_config(relu_config) if relu_config else None
+    return pm.compiled(config, **{k: v for k, v in options.items() if v is not None})

@@ -120,32 +120,18 @@ def run(args):
 def _server_job(args):
     import functools
 
-    import torch
-
     from ringlet import sources
     from ringlet.nn.inference import server_program
-    from ringlet.private import as_config
     if not args.model:
         raise ValueError("a server needs --model")
     shape = tuple(int(v) for v in args.input_shape.split(",")) if args.input_shape else None
-    config = as_config(args.relu_config)
-    src = sources.resolve_model(args.model, weights=args.weights, input_shape=shape)
-    if src.saved is None:
-        shape = shape or tuple(src.meta.get("input_shape") or ())
-        if not shape:
-            raise ValueError(f"--model {args.model}: give --input-shape C,H,W (the model records none)")
-    else:
-        shape = src.saved.input_shape
-    # a server holds no data: public calibration only (the model's dataset's training split)
-    inputs = sources.Inputs(torch.zeros(1, *shape), None, {}, sources.model_normalization(src.meta))
-    calib, calib_source = sources.public_calibration(src.meta, inputs, args.dataset, args.data_dir)
-    pm = sources.compile_source(src, inputs, calibration=calib, calibration_source=calib_source,
-                                frac_bits=args.frac_bits, smooth=args.smooth,
-                                input_bound=args.input_bound, ring_bits=args.ring_bits)
-    model = pm.compiled(config if args.relu_config else None, adder=args.adder, select=args.select,
-                        truncation=args.truncation, private_weights=args.private_weights,
-                        backend=args.linear_backend, relu_protocol=args.relu_protocol,
-                        **({"auto_link": args.auto_link} if args.auto_link else {}))
+    model = sources.server_model(
+        args.model, weights=args.weights, input_shape=shape, relu_config=args.relu_config,
+        dataset=args.dataset, data_dir=args.data_dir, frac_bits=args.frac_bits,
+        ring_bits=args.ring_bits, smooth=args.smooth, input_bound=args.input_bound,
+        adder=args.adder, select=args.select, truncation=args.truncation,
+        private_weights=args.private_weights, backend=args.linear_backend,
+        relu_protocol=args.relu_protocol, auto_link=args.auto_link or None)
     job = functools.partial(server_program, model=model)
     job.frac_bits = model.fixed.frac_bits  # the session encodes as the model was compiled
     job.ring_bits = model.fixed.ring_bits

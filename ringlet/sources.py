@@ -310,4 +310,6 @@ def server_model(model: str, *, weights: str | None = None, input_shape=None, re
                         frac_bits=frac_bits, smooth=smooth, input_bound=input_bound,
                         ring_bits=ring_bits)
     config = as_config(relu_config) if relu_config else None
-    return pm.compiled(config, **{k: v for k, v in options.items() if v is not None})
+    compiled = pm.compiled(config, **{k: v for k, v in options.items() if v is not None})
+    compiled.normalization = model_normalization(pm.meta) or model_normalization(src.meta)
+    return compiled

@@ -219,6 +219,8 @@ class Channel:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+        if threading.current_thread() is not self._thread:
+            self._thread.join(2.0)  # no thread of ours outlives the link (nor the interpreter)
         self.sock.close()
 
 

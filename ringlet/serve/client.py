@@ -43,6 +43,7 @@ class Client:
         self._lock = threading.Lock()
         self._links: dict[int, object] = {}
         self._pending: dict[str, _Pending] = {}
+        self._readers: list[threading.Thread] = []
         self.info: dict | None = None
 
     # links --------------------------------------------------------------------------------------
@@ -60,8 +61,10 @@ class Client:
         header, _ = wire.recv(ch, self.d.connect_timeout, "the model's facts")
         self._check_info(r, header)
         self._links[r] = ch
-        threading.Thread(target=self._reader, args=(r, ch), daemon=True,
-                         name=f"ringlet-client-server-{r}").start()
+        reader = threading.Thread(target=self._reader, args=(r, ch), daemon=True,
+                                  name=f"ringlet-client-server-{r}")
+        self._readers.append(reader)
+        reader.start()
         return ch
 
     def _check_info(self, r: int, info: dict) -> None:
@@ -220,6 +223,9 @@ class Client:
             links, self._links = dict(self._links), {}
         for ch in links.values():
             ch.close()
+        for t in self._readers:
+            t.join(2.0)
+        self._readers = []
 
     def __enter__(self):
         return self

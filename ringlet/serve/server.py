@@ -51,6 +51,10 @@ class Query:
     deadline: float
 
 
+def _norm(norm):
+    return {"mean": list(norm[0]), "std": list(norm[1])} if norm else None
+
+
 def load_model(deploy):
     from ringlet import sources
     m = deploy.model
@@ -157,6 +161,7 @@ class ServerNode:
                 "input_frac": self.model.fixed.frac_bits, "ring_bits": self.ring.bits,
                 "input_range": self.model.input_range.to_dict(),
                 "postprocess": self.model.graph.postprocess, "max_batch": self.d.max_batch,
+                "normalization": _norm(getattr(self.model, "normalization", None)),
                 "serving": self.session_up and not self.draining,
                 "pool": {str(b): n for b, n in self.pool.depths().items()}}
 

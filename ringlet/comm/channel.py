@@ -174,25 +174,35 @@ class Channel:
                 got = self._recv_plain(out[pos:n], deadline, what)
                 pos += got
                 continue
+            if self._decrypt(what):  # records left in the buffer (e.g. beside the handshake)
+                continue
             data = _recv_some(self.sock, deadline, self.peer, what)
             self.wire_received += len(data)
             with self._tls_lock:
                 self._in.write(data)
-                while True:
-                    try:
-                        chunk = self.tls.read(_RECV)
-                    except ssl.SSLWantReadError:
-                        break
-                    except ssl.SSLZeroReturnError:
-                        raise PeerFailedError(f"{self.peer} closed the connection ({what})") from None
-                    except ssl.SSLError as exc:
-                        raise PeerFailedError(f"TLS error from {self.peer} ({what}): {exc}") from None
-                    if not chunk:
-                        break
-                    self._plain += chunk
-                reply = self._out.read()  # post-handshake messages (tickets, key updates)
-            self._put_wire(reply)
+            self._decrypt(what)
         self.received += n
+
+    def _decrypt(self, what: str) -> bool:
+        """Decrypt whatever whole records are buffered; True if plaintext came out."""
+        got = False
+        with self._tls_lock:
+            while True:
+                try:
+                    chunk = self.tls.read(_RECV)
+                except ssl.SSLWantReadError:
+                    break
+                except ssl.SSLZeroReturnError:
+                    raise PeerFailedError(f"{self.peer} closed the connection ({what})") from None
+                except ssl.SSLError as exc:
+                    raise PeerFailedError(f"TLS error from {self.peer} ({what}): {exc}") from None
+                if not chunk:
+                    break
+                self._plain += chunk
+                got = True
+            reply = self._out.read()  # post-handshake messages (tickets, key updates)
+        self._put_wire(reply)
+        return got
 
     def _recv_plain(self, view: memoryview, deadline: float, what: str) -> int:
         while True:
@@ -242,7 +252,10 @@ def _recv_some(sock: socket.socket, deadline: float, peer: str, what: str) -> by
 
 def _readable(sock: socket.socket, left: float) -> bool:
     # the socket stays blocking (the sender thread writes on it); select bounds the read's wait
-    ready, _, _ = select.select([sock], [], [], min(left, 1.0))
+    try:
+        ready, _, _ = select.select([sock], [], [], min(left, 1.0))
+    except ValueError:  # closed here, meanwhile
+        raise OSError("the link was closed") from None
     return bool(ready)
 
 

@@ -35,6 +35,7 @@ import torch
 from ringlet import prng
 from ringlet.comm.base import CommError
 from ringlet.comm.mesh import Listener, MeshCommunicator, dial
+from ringlet.nn.inference import ModelMismatchError, agree_on_model
 from ringlet.serve import wire
 from ringlet.serve.metrics import HealthServer, ServeMetrics
 from ringlet.serve.pool import MaterialPool, json_tensor, receive_entries, tensor_json
@@ -295,12 +296,16 @@ class ServerNode:
             except CommError as exc:
                 self.log(f"lost the other servers: {exc}")
                 self._fail_all("peer_failed", str(exc))
-            except Exception as exc:  # noqa: BLE001 - a refused model or a bug ends the server
-                from ringlet.nn.inference import ModelMismatchError
+            except ModelMismatchError as exc:
+                # refused: the joining server stops; server 0 waits for a server with its model
+                self.log(f"refused to serve with that server: {exc}")
+                if self.rank > 0:
+                    self.refused = f"ModelMismatchError: {exc}"
+                    self.stopped.set()
+            except Exception as exc:  # noqa: BLE001 - a bug ends the server, loudly
+                import traceback
+                traceback.print_exc()
                 self.refused = f"{type(exc).__name__}: {exc}"
-                if not isinstance(exc, ModelMismatchError):
-                    import traceback
-                    traceback.print_exc()
                 self._fail_all("internal", self.refused)
                 self.stopped.set()
             finally:
@@ -353,7 +358,6 @@ class ServerNode:
                 pairs[r] = bytes(t.tolist())
         sess = Session(comm, self.world, Seeds(prng.new_seed(), pairs, {self.rank: prng.new_seed()}),
                        self.model.fixed)
-        from ringlet.nn.inference import agree_on_model
         agree_on_model(sess, self.model)
         if self.plans is None:
             self.plans = {b: self.model.record_plan(sess, (b, *self.shape)) for b in self.d.sizes}

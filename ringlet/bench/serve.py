@@ -1,0 +1,373 @@
+"""``ringlet bench serve``: a whole ``ringlet serve`` deployment on loopback under concurrent clients.
+
+What is measured, in one command:
+
+* a deployment (server 0, server 1, the dealer: three ``ringlet serve`` processes, TLS 1.3 unless
+  ``tls=False``, one torch thread per server) is written into a temporary folder and started;
+* ``clients`` threads, each with its own :class:`~ringlet.serve.client.Client`, send ``queries``
+  queries of ``rows`` inputs each, at most ``window`` in flight per client. Per query: the latency
+  from ``submit`` to the reconstructed result, or the error kind, or *lost* (neither within the
+  deployment's query timeout + 5 s, the client's own wait);
+* every answer is compared with the plaintext logits of the same compiled model (compiled again
+  in this process with the servers' arguments and checked against their fingerprint; float64):
+  *wrong* = another argmax or a logit off by more than :data:`LOGIT_TOLERANCE`;
+* server pool depths are sampled every 0.5 s, and server 0's ``ringlet_batch_size`` histogram
+  (its /metrics) gives the mean rows per evaluated batch;
+* after the deployment is stopped (never two heavy jobs at once), the one-shot online throughput of
+  the same compiled model at batch ``max_batch`` over the same transport
+  (:func:`ringlet.nn.api.private_inference`): ``throughput_ratio`` is serving over one-shot.
+
+Inputs: the first ``clients × queries × rows`` test images of the model's dataset, else N(0, 1)
+inputs clipped to ±input_bound (public benchmark inputs, never secrets).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+LOGIT_TOLERANCE = 0.05
+READY_TIMEOUT = 600.0  # seconds for the servers to compile, link up and fill their pools
+ROLES = ("server-0", "server-1", "dealer")
+
+
+def _absolute(path):
+    return str(Path(path).resolve()) if path else None
+
+
+def _source(model: str) -> str:
+    """A model spec that names a file or a checkpoint stem becomes absolute (the servers' view)."""
+    if Path(model).exists() or Path(model + ".safetensors").exists():
+        return str(Path(model).resolve())
+    return model
+
+
+def write_deployment(folder: Path, model: str, *, weights=None, input_shape=None, relu_config=None,
+                     relu_protocol=None, dataset=None, data_dir=None, input_bound=None,
+                     max_batch: int = 32, max_wait_ms: float = 10.0, sizes=(1, 8, 32),
+                     pool_depth: int = 2, tls: bool = True) -> Path:
+    """A deployment file on free loopback ports (server 0 also serves /metrics), with dev certs."""
+    from ringlet import deploy
+    from ringlet.launch import free_port
+    section = {"source": _source(model)}
+    for key, value in (("weights", _absolute(weights)), ("relu_config", _absolute(relu_config)),
+                       ("input_shape", [int(v) for v in input_shape] if input_shape else None),
+                       ("relu_protocol", relu_protocol), ("dataset", dataset),
+                       ("data_dir", _absolute(data_dir)),
+                       ("input_bound", float(input_bound) if input_bound is not None else None)):
+        if value is not None:
+            section[key] = value
+    raw = {"version": 1, "name": f"bench-serve-{os.getpid()}",
+           "tls": {"enabled": bool(tls), "folder": "certs"},
+           "parties": {"server-0": {"address": f"127.0.0.1:{free_port()}",
+                                    "metrics": f"127.0.0.1:{free_port()}"},
+                       "server-1": {"address": f"127.0.0.1:{free_port()}"},
+                       "dealer": {}, "client": {}},
+           "model": section,
+           "batching": {"max_batch": max_batch, "max_wait_ms": max_wait_ms, "sizes": list(sizes)},
+           "pool": {"depth": pool_depth}}
+    path = deploy.write(Path(folder) / "deploy.json", raw)
+    if tls:
+        from ringlet.comm.certs import make_dev_certs
+        make_dev_certs(Path(folder) / "certs", list(raw["parties"]))
+    return path
+
+
+def bench_inputs(compiled, model: str, n: int, *, weights=None, dataset=None, data_dir=None,
+                 input_bound=None, seed: int = 0) -> torch.Tensor:
+    """``n`` model inputs: the dataset's first test images, else clipped N(0, 1) inputs."""
+    from ringlet import sources
+    shape = tuple(compiled.graph.input_shape)
+    meta = sources.resolve_model(model, weights=weights, input_shape=shape).meta
+    name = dataset or meta.get("dataset")
+    if name:
+        x = sources.load_inputs(meta, dataset=name, samples=n, data_dir=data_dir).x
+        if x.shape[0] < n:
+            raise ValueError(f"dataset {name} has {x.shape[0]} test images; the benchmark needs "
+                             f"{n} (clients × queries × rows)")
+        if tuple(x.shape[1:]) != shape:
+            raise ValueError(f"dataset {name} has inputs of shape {tuple(x.shape[1:])}, the model "
+                             f"takes {shape}")
+        return x[:n]
+    bound = float(input_bound if input_bound is not None else compiled.input_range.bound)
+    rng = np.random.default_rng(seed)  # not secret: public benchmark inputs, not a client's data
+    return torch.from_numpy(rng.standard_normal((n, *shape)).clip(-bound, bound)).float()
+
+
+def _tails(folder: Path, lines: int = 25) -> str:
+    out = []
+    for name in ROLES:
+        log = folder / f"{name}.log"
+        text = log.read_text(errors="replace").splitlines()[-lines:] if log.exists() else []
+        out.append(f"--- {name} ({log})\n" + "\n".join(text))
+    return "\n".join(out)
+
+
+def start_deployment(path: Path, folder: Path) -> dict:
+    """Server 0, server 1 and the dealer as ``ringlet serve`` processes (logs in ``folder``)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p or os.getcwd() for p in sys.path))
+    procs = {}
+    for name in ROLES:
+        cmd = [sys.executable, "-m", "ringlet.cli.main", "serve", "--deploy", str(path),
+               "--role", "dealer" if name == "dealer" else "server", "--threads", "1"]
+        if name != "dealer":
+            cmd += ["--rank", name.split("-")[1]]
+        with open(folder / f"{name}.log", "ab") as log:
+            procs[name] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return procs
+
+
+def wait_ready(d, procs: dict, folder: Path, timeout: float = READY_TIMEOUT) -> None:
+    """Until every server serves with a full pool; a party that exits, or the timeout, is an error
+    showing the tail of every log. ``d``: a deployment with a short connect timeout (each status
+    call then returns soon enough to notice a party that exited)."""
+    from ringlet.serve.client import Client
+    deadline = time.monotonic() + timeout
+
+    def check():
+        for name, proc in procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with code {proc.returncode} before the deployment "
+                                   f"was ready\n{_tails(folder)}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the deployment is not ready after {timeout:g} s\n{_tails(folder)}")
+
+    client = Client(d)
+    while True:
+        check()
+        try:
+            return client.wait_ready(min(2.0, max(0.1, deadline - time.monotonic())))
+        except TimeoutError:
+            continue
+
+
+def stop_deployment(procs: dict, grace: float = 10.0) -> None:
+    """SIGTERM (the servers drain), then SIGKILL whatever still runs after ``grace`` seconds."""
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in procs.values():
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _stamp(rec: dict, _future) -> None:
+    rec["t1"] = time.perf_counter()
+
+
+def run_client(d, xs: list, window: int, timeout: float, records: list, on_answer) -> None:
+    """One client: submit its queries (at most ``window`` in flight); one record per query."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    from ringlet.serve.client import Client
+    client = Client(d)
+    inflight = {}
+    try:
+        nxt = 0
+        while nxt < len(xs) or inflight:
+            while nxt < len(xs) and len(inflight) < window:
+                index, x = xs[nxt]
+                nxt += 1
+                rec = {"index": index, "t0": time.perf_counter(), "t1": None, "result": None,
+                       "error": None}
+                records.append(rec)
+                try:
+                    fut = client.submit(x)
+                except (RuntimeError, ValueError) as exc:  # QueryError (unavailable), input range
+                    rec["error"] = getattr(exc, "kind", None) or type(exc).__name__
+                    continue
+                fut.add_done_callback(functools.partial(_stamp, rec))
+                inflight[fut] = rec
+            if not inflight:
+                continue
+            first = min(r["t0"] for r in inflight.values()) + timeout
+            done, _ = wait(list(inflight), max(0.0, first - time.perf_counter()), FIRST_COMPLETED)
+            for fut in done:
+                rec = inflight.pop(fut)
+                exc = fut.exception()
+                if exc is None:
+                    rec["result"] = fut.result()
+                    on_answer()
+                else:
+                    rec["error"] = getattr(exc, "kind", None) or type(exc).__name__
+            now = time.perf_counter()
+            for fut in [f for f, r in inflight.items() if now >= r["t0"] + timeout]:
+                inflight.pop(fut)  # lost: neither a result nor an error in time
+    finally:
+        client.close()
+
+
+def sample_pools(d, t_start: float, stop: threading.Event, out: list, every: float = 0.5) -> None:
+    from ringlet.comm.base import CommError
+    from ringlet.serve.client import Client
+    client = Client(d)
+    while True:
+        try:
+            st = client.status()
+            out.append({"t": round(time.perf_counter() - t_start, 3),
+                        **{f"server-{s['server']}": s.get("pool", {}) for s in st}})
+        except (CommError, OSError):
+            pass  # a sample missed; the next one may work
+        if stop.wait(every):
+            return
+
+
+def mean_batch(d) -> float | None:
+    """Rows per evaluated batch from server 0's ``ringlet_batch_size`` histogram (sum / count)."""
+    import urllib.request
+    host, port = d.server(0).metrics
+    try:
+        text = urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10).read().decode()
+    except OSError:
+        return None  # no metrics endpoint answered: the mean batch is unknown
+    values = {}
+    for line in text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in ("ringlet_batch_size_sum", "ringlet_batch_size_count"):
+            values[name] = float(line.rsplit(" ", 1)[1])
+    count = values.get("ringlet_batch_size_count", 0.0)
+    return values["ringlet_batch_size_sum"] / count if count else None
+
+
+def score(records: list, reference: torch.Tensor, rows: int) -> dict:
+    """answered / wrong / lost / errors / latencies of the query records."""
+    answered, wrong, lost, errors, latencies, worst = 0, 0, 0, {}, [], 0.0
+    for rec in records:
+        if rec["result"] is not None:
+            answered += 1
+            latencies.append((rec["t1"] - rec["t0"]) * 1000.0)
+            ref = reference[rec["index"] * rows:(rec["index"] + 1) * rows]
+            got = rec["result"].to(torch.float64).reshape(ref.shape)
+            err = float((got - ref).abs().max())
+            worst = max(worst, err)
+            if err > LOGIT_TOLERANCE or not torch.equal(got.argmax(-1), ref.argmax(-1)):
+                wrong += 1
+        elif rec["error"] is not None:
+            errors[rec["error"]] = errors.get(rec["error"], 0) + 1
+        else:
+            lost += 1
+    ends = [r["t1"] for r in records if r["result"] is not None]
+    wall = max(ends) - min(r["t0"] for r in records) if ends else 0.0
+    p50, p99 = np.percentile(latencies, [50, 99]).tolist() if latencies else (None, None)
+    return {"answered": answered, "wrong": wrong, "lost": lost, "errors": errors,
+            "throughput": answered * rows / wall if wall > 0 else None,
+            "p50_ms": p50, "p99_ms": p99, "max_abs_logit_error": worst if answered else None}
+
+
+def _check_args(clients, queries, rows, max_batch, sizes, pool_depth, window) -> None:
+    for flag, value in (("--clients", clients), ("--queries", queries), ("--rows", rows),
+                        ("--max-batch", max_batch), ("--pool-depth", pool_depth), ("--window", window)):
+        if value < 1:
+            raise ValueError(f"{flag} must be at least 1, got {value}")
+    if rows > max_batch:
+        raise ValueError(f"--rows {rows}: a query holds at most --max-batch {max_batch} rows")
+    if any(not 1 <= s <= max_batch for s in sizes):
+        raise ValueError(f"--sizes {','.join(map(str, sizes))}: batch shapes lie in "
+                         f"1..--max-batch {max_batch}")
+
+
+def run_serve_bench(model: str, *, clients: int, queries: int, weights=None, input_shape=None,
+                    relu_config=None, relu_protocol=None, rows: int = 1, max_batch: int = 32,
+                    max_wait_ms: float = 10.0, sizes=None, pool_depth: int = 2, tls: bool = True,
+                    dataset=None, data_dir=None, input_bound=None, window=None, progress=None,
+                    command: str = "") -> dict:
+    """The report of ``ringlet bench serve`` (see the module docstring)."""
+    from tqdm import tqdm
+
+    from ringlet import deploy
+    from ringlet.nn.api import private_inference
+    from ringlet.serve.client import Client
+    from ringlet.serve.server import load_model
+    t_command = time.perf_counter()
+    sizes = [s for s in (1, 8, 32) if s <= max_batch] if sizes is None else list(sizes)
+    window = queries if window is None else window
+    _check_args(clients, queries, rows, max_batch, sizes, pool_depth, window)
+    transport = "tls" if tls else "socket"
+    with tempfile.TemporaryDirectory(prefix="ringlet-bench-serve-") as tmp:
+        folder = Path(tmp)
+        path = write_deployment(folder, model, weights=weights, input_shape=input_shape,
+                                relu_config=relu_config, relu_protocol=relu_protocol, dataset=dataset,
+                                data_dir=data_dir, input_bound=input_bound, max_batch=max_batch,
+                                max_wait_ms=max_wait_ms, sizes=sizes, pool_depth=pool_depth, tls=tls)
+        d = deploy.load(path)
+        quick = dataclasses.replace(d, connect_timeout=2.0)  # the bench's own status calls
+        compiled = load_model(d)  # exactly the servers' compilation: the plaintext reference
+        n = clients * queries * rows
+        x = bench_inputs(compiled, model, n, weights=weights, dataset=dataset, data_dir=data_dir,
+                         input_bound=input_bound)
+        with torch.no_grad():
+            reference = compiled.graph.finish(compiled.run_plain(x.double())).double()
+        procs = start_deployment(path, folder)
+        try:
+            wait_ready(quick, procs, folder)
+            theirs = Client(quick).status()[0]["fingerprint"]
+            if theirs != json.loads(json.dumps(compiled.fingerprint())):
+                raise RuntimeError("the servers compiled another model than this process's "
+                                   "reference (fingerprints differ: random weights? give --weights)")
+            per_client = [[(q, x[q * rows:(q + 1) * rows])
+                           for q in range(c * queries, (c + 1) * queries)] for c in range(clients)]
+            records = [[] for _ in range(clients)]
+            bar = tqdm(total=clients * queries, desc="queries", unit="query", file=sys.stderr,
+                       disable=not (sys.stderr.isatty() if progress is None else progress))
+            lock = threading.Lock()
+
+            def on_answer():
+                with lock:
+                    bar.update(1)
+            failures = []
+
+            def client_thread(c):
+                try:
+                    run_client(d, per_client[c], window, d.query_timeout + 5.0, records[c], on_answer)
+                except Exception as exc:  # noqa: BLE001 - reported after the join
+                    failures.append(f"client {c}: {type(exc).__name__}: {exc}")
+            stop, pools = threading.Event(), []
+            t_start = time.perf_counter()
+            sampler = threading.Thread(target=sample_pools, args=(quick, t_start, stop, pools), daemon=True)
+            sampler.start()
+            threads = [threading.Thread(target=client_thread, args=(c,), name=f"bench-client-{c}")
+                       for c in range(clients)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            bar.close()
+            stop.set()
+            sampler.join(10.0)
+            if failures:
+                raise RuntimeError("; ".join(failures) + f"\n{_tails(folder)}")
+            batch = mean_batch(d)
+        finally:
+            stop_deployment(procs)
+    result = score([r for rs in records for r in rs], reference, rows)
+    k = min(n, 2 * max_batch)  # the one-shot baseline, after the deployment is gone
+    report, _ = private_inference(compiled, x[:k], transport=transport, batch=max_batch,
+                                  progress=False, threads=1)
+    infer = report["images_per_second"]
+    return {"command": command, "model": model, "clients": clients, "queries": clients * queries,
+            "rows_per_query": rows, "answered": result["answered"], "wrong": result["wrong"],
+            "lost": result["lost"], "errors": result["errors"], "throughput": result["throughput"],
+            "p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"], "mean_batch": batch,
+            "pool_depth": pools, "infer_throughput": infer,
+            "infer_seconds_online": report["seconds_online"],
+            "throughput_ratio": result["throughput"] / infer if result["throughput"] and infer else None,
+            "transport": transport, "max_batch": max_batch, "sizes": list(d.sizes),
+            "pool_depth_setting": pool_depth,
+            "max_abs_logit_error": result["max_abs_logit_error"],
+            "seconds": time.perf_counter() - t_command}

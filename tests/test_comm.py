@@ -79,10 +79,11 @@ def _exits(sess):
 
 
 @pytest.mark.slow
-def test_killed_process_makes_others_fail_fast_tcp():
+@pytest.mark.parametrize("transport", ["tcp", "socket", "tls"])
+def test_killed_process_makes_others_fail_fast(transport):
     t0 = time.monotonic()
     with pytest.raises(PartyError) as err:
-        run(_exits, 2, transport="tcp", timeout=30)
+        run(_exits, 2, transport=transport, timeout=30)
     elapsed = time.monotonic() - t0
     msg = str(err.value)
     assert "exited with code 3" in msg or "is gone" in msg, msg

@@ -17,7 +17,9 @@ MODEL = str(ROOT / "models" / "fmnist-net-fmnist")
 
 
 def _launch(master, netns_for_server1=None, samples=8, model=(MODEL,), dataset="fashion-mnist"):
-    common = ["--world-size", "2", "--master", master, "--timeout", "60"]
+    """``master``: ADDR:PORT (gloo), or a deployment file (direct links, TLS if it says so)."""
+    link = ["--deploy", str(master)] if str(master).endswith(".toml") else ["--master", master]
+    common = ["--world-size", "2", *link, "--timeout", "60"]
     procs = []
     model = ["--model", *model]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]))
@@ -39,9 +41,25 @@ def _launch(master, netns_for_server1=None, samples=8, model=(MODEL,), dataset="
     return json.loads(client.stdout), json.loads(outs[0][0])
 
 
+def _deployment(folder: Path, tls: bool) -> Path:
+    """A deployment file (with certificates) for one-shot ``ringlet party`` runs."""
+    from ringlet import deploy
+    from ringlet.comm.certs import make_dev_certs
+    raw = {"version": 1, "name": "party-test", "tls": {"enabled": tls, "folder": "certs"},
+           "parties": {"server-0": {"address": f"127.0.0.1:{free_port()}"},
+                       "server-1": {"address": f"127.0.0.1:{free_port()}"}, "dealer": {}, "client": {}},
+           "model": {"source": MODEL}}
+    path = deploy.write(folder / "deploy.toml", raw)
+    if tls:
+        make_dev_certs(folder / "certs", list(raw["parties"]))
+    return path
+
+
 @pytest.mark.slow
-def test_party_processes_on_localhost():
-    client, server0 = _launch(f"127.0.0.1:{free_port()}")
+@pytest.mark.parametrize("link", ["tcp", "tls"])
+def test_party_processes_on_localhost(link, tmp_path):
+    where = f"127.0.0.1:{free_port()}" if link == "tcp" else _deployment(tmp_path, tls=True)
+    client, server0 = _launch(where)
     assert client["samples"] == 8 and len(client["predictions"]) == 8
     assert client["accuracy"] >= 0.5  # the shipped model on real Fashion-MNIST images
     assert client["input_bytes"] == 8 * 28 * 28 * 8  # one 64-bit share per pixel to one server

@@ -197,13 +197,16 @@ def _core_program(sess):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("n", [2, 3])
-def test_tcp_transport_matches_local(n):
+@pytest.mark.parametrize("transport,n", [("tcp", 2), ("tcp", 3), ("socket", 2), ("tls", 2), ("tls", 3)])
+def test_process_transports_match_local(transport, n):
     local = run(_core_program, n, pregenerate=True)
-    tcp = run(_core_program, n, transport="tcp", pregenerate=True)
+    tcp = run(_core_program, n, transport=transport, pregenerate=True)
     assert torch.equal(local.results[0][0], tcp.results[0][0])
     assert [r[1:] for r in local.results] == [r[1:] for r in tcp.results]
     assert local.max_sent() == tcp.max_sent() and local.rounds() == tcp.rounds()
+    for rank, rep in tcp.reports.items():  # payload bytes are exact on every transport
+        assert rep.total.bytes_sent() == local.reports[rank].total.bytes_sent()
+        assert (rep.tls_overhead_bytes > 0) == (transport == "tls")  # TLS records, counted apart
     # and the values are right: plaintext torch is the oracle
     x, w = _data((2, 3, 6, 6), 7), _data((4, 3, 3, 3), 8, 1.0)
     z = torch.relu(torch.nn.functional.conv2d(x, w, padding=1)) ** 2

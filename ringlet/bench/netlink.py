@@ -70,11 +70,20 @@ def _exchange(comm, peer: int, megabytes: float, rounds: int) -> float:
     return time.perf_counter() - t0
 
 
+class _Pair:
+    """The world of the link test: two parties and nobody else."""
+
+    size = 2
+
+    def names(self):
+        return {0: "server-0", 1: "server-1"}
+
+
 def _transfer_main(rank: int, master: str, megabytes: float, rounds: int) -> None:
     """Entry point of one process of the real-link transfer (``python -m ringlet.bench.netlink``)."""
-    from ringlet.comm.tcp import TcpCommunicator
+    from ringlet.comm.transport import TransportSpec, open_communicator
     host, port = master.rsplit(":", 1)
-    comm = TcpCommunicator(rank, 2, host, int(port), timeout=120)
+    comm = open_communicator(TransportSpec("tcp", master=(host, int(port))), rank, _Pair(), 120)
     seconds = _exchange(comm, 1 - rank, megabytes, rounds)
     comm.close()
     print(f"{seconds:.6f}")

@@ -24,9 +24,9 @@ inputs clipped to ±input_bound (public benchmark inputs, never secrets).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -47,13 +47,6 @@ def _absolute(path):
     return str(Path(path).resolve()) if path else None
 
 
-def _source(model: str) -> str:
-    """A model spec that names a file or a checkpoint stem becomes absolute (the servers' view)."""
-    if Path(model).exists() or Path(model + ".safetensors").exists():
-        return str(Path(model).resolve())
-    return model
-
-
 def write_deployment(folder: Path, model: str, *, weights=None, input_shape=None, relu_config=None,
                      relu_protocol=None, dataset=None, data_dir=None, input_bound=None,
                      max_batch: int = 32, max_wait_ms: float = 10.0, sizes=(1, 8, 32),
@@ -61,21 +54,19 @@ def write_deployment(folder: Path, model: str, *, weights=None, input_shape=None
     """A deployment file on free loopback ports (server 0 also serves /metrics), with dev certs."""
     from ringlet import deploy
     from ringlet.launch import free_port
-    section = {"source": _source(model)}
-    for key, value in (("weights", _absolute(weights)), ("relu_config", _absolute(relu_config)),
-                       ("input_shape", [int(v) for v in input_shape] if input_shape else None),
-                       ("relu_protocol", relu_protocol), ("dataset", dataset),
-                       ("data_dir", _absolute(data_dir)),
-                       ("input_bound", float(input_bound) if input_bound is not None else None)):
-        if value is not None:
-            section[key] = value
+    is_file = Path(model).exists() or Path(model + ".safetensors").exists()  # a path or a stem
+    section = {"source": _absolute(model) if is_file else model, "weights": _absolute(weights),
+               "input_shape": [int(v) for v in input_shape] if input_shape else None,
+               "relu_config": _absolute(relu_config), "relu_protocol": relu_protocol,
+               "dataset": dataset, "data_dir": _absolute(data_dir),
+               "input_bound": float(input_bound) if input_bound is not None else None}
     raw = {"version": 1, "name": f"bench-serve-{os.getpid()}",
            "tls": {"enabled": bool(tls), "folder": "certs"},
            "parties": {"server-0": {"address": f"127.0.0.1:{free_port()}",
                                     "metrics": f"127.0.0.1:{free_port()}"},
                        "server-1": {"address": f"127.0.0.1:{free_port()}"},
                        "dealer": {}, "client": {}},
-           "model": section,
+           "model": {k: v for k, v in section.items() if v is not None},
            "batching": {"max_batch": max_batch, "max_wait_ms": max_wait_ms, "sizes": list(sizes)},
            "pool": {"depth": pool_depth}}
     path = deploy.write(Path(folder) / "deploy.json", raw)
@@ -108,10 +99,9 @@ def bench_inputs(compiled, model: str, n: int, *, weights=None, dataset=None, da
 
 def _tails(folder: Path, lines: int = 25) -> str:
     out = []
-    for name in ROLES:
-        log = folder / f"{name}.log"
-        text = log.read_text(errors="replace").splitlines()[-lines:] if log.exists() else []
-        out.append(f"--- {name} ({log})\n" + "\n".join(text))
+    for log in (folder / f"{name}.log" for name in ROLES):
+        if log.exists():
+            out += [f"--- {log.stem} log", *log.read_text(errors="replace").splitlines()[-lines:]]
     return "\n".join(out)
 
 
@@ -120,10 +110,9 @@ def start_deployment(path: Path, folder: Path) -> dict:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p or os.getcwd() for p in sys.path))
     procs = {}
     for name in ROLES:
+        role = ["dealer"] if name == "dealer" else ["server", "--rank", name.split("-")[1]]
         cmd = [sys.executable, "-m", "ringlet.cli.main", "serve", "--deploy", str(path),
-               "--role", "dealer" if name == "dealer" else "server", "--threads", "1"]
-        if name != "dealer":
-            cmd += ["--rank", name.split("-")[1]]
+               "--threads", "1", "--role", *role]
         with open(folder / f"{name}.log", "ab") as log:
             procs[name] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     return procs
@@ -134,23 +123,18 @@ def wait_ready(d, procs: dict, folder: Path, timeout: float = READY_TIMEOUT) -> 
     showing the tail of every log. ``d``: a deployment with a short connect timeout (each status
     call then returns soon enough to notice a party that exited)."""
     from ringlet.serve.client import Client
-    deadline = time.monotonic() + timeout
-
-    def check():
+    deadline, client = time.monotonic() + timeout, Client(d)
+    while True:
         for name, proc in procs.items():
             if proc.poll() is not None:
                 raise RuntimeError(f"{name} exited with code {proc.returncode} before the deployment "
                                    f"was ready\n{_tails(folder)}")
         if time.monotonic() > deadline:
             raise TimeoutError(f"the deployment is not ready after {timeout:g} s\n{_tails(folder)}")
-
-    client = Client(d)
-    while True:
-        check()
         try:
             return client.wait_ready(min(2.0, max(0.1, deadline - time.monotonic())))
         except TimeoutError:
-            continue
+            pass  # not yet: check the processes again
 
 
 def stop_deployment(procs: dict, grace: float = 10.0) -> None:
@@ -167,10 +151,6 @@ def stop_deployment(procs: dict, grace: float = 10.0) -> None:
             proc.wait()
 
 
-def _stamp(rec: dict, _future) -> None:
-    rec["t1"] = time.perf_counter()
-
-
 def run_client(d, xs: list, window: int, timeout: float, records: list, on_answer) -> None:
     """One client: submit its queries (at most ``window`` in flight); one record per query."""
     from concurrent.futures import FIRST_COMPLETED, wait
@@ -184,15 +164,14 @@ def run_client(d, xs: list, window: int, timeout: float, records: list, on_answe
             while nxt < len(xs) and len(inflight) < window:
                 index, x = xs[nxt]
                 nxt += 1
-                rec = {"index": index, "t0": time.perf_counter(), "t1": None, "result": None,
-                       "error": None}
+                rec = dict(index=index, t0=time.perf_counter(), t1=None, result=None, error=None)
                 records.append(rec)
                 try:
                     fut = client.submit(x)
                 except (RuntimeError, ValueError) as exc:  # QueryError (unavailable), input range
                     rec["error"] = getattr(exc, "kind", None) or type(exc).__name__
                     continue
-                fut.add_done_callback(functools.partial(_stamp, rec))
+                fut.add_done_callback(lambda _, rec=rec: rec.update(t1=time.perf_counter()))
                 inflight[fut] = rec
             if not inflight:
                 continue
@@ -214,6 +193,7 @@ def run_client(d, xs: list, window: int, timeout: float, records: list, on_answe
 
 
 def sample_pools(d, t_start: float, stop: threading.Event, out: list, every: float = 0.5) -> None:
+    """Every ``every`` s until ``stop``: {"t", "server-0": {shape: depth}, "server-1": …} to ``out``."""
     from ringlet.comm.base import CommError
     from ringlet.serve.client import Client
     client = Client(d)
@@ -236,13 +216,9 @@ def mean_batch(d) -> float | None:
         text = urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10).read().decode()
     except OSError:
         return None  # no metrics endpoint answered: the mean batch is unknown
-    values = {}
-    for line in text.splitlines():
-        name = line.split("{", 1)[0].split(" ", 1)[0]
-        if name in ("ringlet_batch_size_sum", "ringlet_batch_size_count"):
-            values[name] = float(line.rsplit(" ", 1)[1])
-    count = values.get("ringlet_batch_size_count", 0.0)
-    return values["ringlet_batch_size_sum"] / count if count else None
+    found = dict(re.findall(r"^ringlet_batch_size_(sum|count)(?:\{[^}]*\})? (\S+)$", text, re.M))
+    count = float(found.get("count", 0))
+    return float(found["sum"]) / count if count else None
 
 
 def score(records: list, reference: torch.Tensor, rows: int) -> dict:
@@ -271,15 +247,49 @@ def score(records: list, reference: torch.Tensor, rows: int) -> dict:
 
 
 def _check_args(clients, queries, rows, max_batch, sizes, pool_depth, window) -> None:
-    for flag, value in (("--clients", clients), ("--queries", queries), ("--rows", rows),
-                        ("--max-batch", max_batch), ("--pool-depth", pool_depth), ("--window", window)):
-        if value < 1:
-            raise ValueError(f"{flag} must be at least 1, got {value}")
+    flags = {"--clients": clients, "--queries": queries, "--rows": rows, "--max-batch": max_batch,
+             "--pool-depth": pool_depth, "--window": window}
+    bad = [f"{flag} must be at least 1, got {v}" for flag, v in flags.items() if v < 1]
+    if bad:
+        raise ValueError("; ".join(bad))
     if rows > max_batch:
         raise ValueError(f"--rows {rows}: a query holds at most --max-batch {max_batch} rows")
     if any(not 1 <= s <= max_batch for s in sizes):
         raise ValueError(f"--sizes {','.join(map(str, sizes))}: batch shapes lie in "
                          f"1..--max-batch {max_batch}")
+
+
+def run_load(d, quick, per_client: list, window: int, folder: Path, progress=None) -> tuple[list, list]:
+    """Every client in its own thread, and the pool sampler; (query records, pool samples)."""
+    from tqdm import tqdm
+    records, failures, pools, stop = [[] for _ in per_client], [], [], threading.Event()
+    bar = tqdm(total=sum(map(len, per_client)), desc="queries", unit="query", file=sys.stderr,
+               disable=not (sys.stderr.isatty() if progress is None else progress))
+    lock = threading.Lock()
+
+    def on_answer():
+        with lock:
+            bar.update(1)
+
+    def client_thread(c):
+        try:
+            run_client(d, per_client[c], window, d.query_timeout + 5.0, records[c], on_answer)
+        except Exception as exc:  # noqa: BLE001 - reported after the join
+            failures.append(f"client {c}: {type(exc).__name__}: {exc}")
+    sampler = threading.Thread(target=sample_pools, args=(quick, time.perf_counter(), stop, pools),
+                               daemon=True)
+    threads = [threading.Thread(target=client_thread, args=(c,), name=f"bench-client-{c}")
+               for c in range(len(per_client))]
+    for t in (sampler, *threads):
+        t.start()
+    for t in threads:
+        t.join()
+    bar.close()
+    stop.set()
+    sampler.join(10.0)
+    if failures:
+        raise RuntimeError("; ".join(failures) + f"\n{_tails(folder)}")
+    return [r for rs in records for r in rs], pools
 
 
 def run_serve_bench(model: str, *, clients: int, queries: int, weights=None, input_shape=None,
@@ -288,8 +298,6 @@ def run_serve_bench(model: str, *, clients: int, queries: int, weights=None, inp
                     dataset=None, data_dir=None, input_bound=None, window=None, progress=None,
                     command: str = "") -> dict:
     """The report of ``ringlet bench serve`` (see the module docstring)."""
-    from tqdm import tqdm
-
     from ringlet import deploy
     from ringlet.nn.api import private_inference
     from ringlet.serve.client import Client
@@ -313,61 +321,29 @@ def run_serve_bench(model: str, *, clients: int, queries: int, weights=None, inp
                          input_bound=input_bound)
         with torch.no_grad():
             reference = compiled.graph.finish(compiled.run_plain(x.double())).double()
+        per_client = [[(q, x[q * rows:(q + 1) * rows]) for q in range(c * queries, (c + 1) * queries)]
+                      for c in range(clients)]
         procs = start_deployment(path, folder)
         try:
             wait_ready(quick, procs, folder)
-            theirs = Client(quick).status()[0]["fingerprint"]
-            if theirs != json.loads(json.dumps(compiled.fingerprint())):
+            ours = json.loads(json.dumps(compiled.fingerprint()))
+            if any(s["fingerprint"] != ours for s in Client(quick).status()):
                 raise RuntimeError("the servers compiled another model than this process's "
                                    "reference (fingerprints differ: random weights? give --weights)")
-            per_client = [[(q, x[q * rows:(q + 1) * rows])
-                           for q in range(c * queries, (c + 1) * queries)] for c in range(clients)]
-            records = [[] for _ in range(clients)]
-            bar = tqdm(total=clients * queries, desc="queries", unit="query", file=sys.stderr,
-                       disable=not (sys.stderr.isatty() if progress is None else progress))
-            lock = threading.Lock()
-
-            def on_answer():
-                with lock:
-                    bar.update(1)
-            failures = []
-
-            def client_thread(c):
-                try:
-                    run_client(d, per_client[c], window, d.query_timeout + 5.0, records[c], on_answer)
-                except Exception as exc:  # noqa: BLE001 - reported after the join
-                    failures.append(f"client {c}: {type(exc).__name__}: {exc}")
-            stop, pools = threading.Event(), []
-            t_start = time.perf_counter()
-            sampler = threading.Thread(target=sample_pools, args=(quick, t_start, stop, pools), daemon=True)
-            sampler.start()
-            threads = [threading.Thread(target=client_thread, args=(c,), name=f"bench-client-{c}")
-                       for c in range(clients)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            bar.close()
-            stop.set()
-            sampler.join(10.0)
-            if failures:
-                raise RuntimeError("; ".join(failures) + f"\n{_tails(folder)}")
+            records, pools = run_load(d, quick, per_client, window, folder, progress)
             batch = mean_batch(d)
         finally:
             stop_deployment(procs)
-    result = score([r for rs in records for r in rs], reference, rows)
+    result = score(records, reference, rows)
     k = min(n, 2 * max_batch)  # the one-shot baseline, after the deployment is gone
     report, _ = private_inference(compiled, x[:k], transport=transport, batch=max_batch,
                                   progress=False, threads=1)
-    infer = report["images_per_second"]
+    infer, served = report["images_per_second"], result["throughput"]
+    worst = result.pop("max_abs_logit_error")
     return {"command": command, "model": model, "clients": clients, "queries": clients * queries,
-            "rows_per_query": rows, "answered": result["answered"], "wrong": result["wrong"],
-            "lost": result["lost"], "errors": result["errors"], "throughput": result["throughput"],
-            "p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"], "mean_batch": batch,
-            "pool_depth": pools, "infer_throughput": infer,
-            "infer_seconds_online": report["seconds_online"],
-            "throughput_ratio": result["throughput"] / infer if result["throughput"] and infer else None,
+            "rows_per_query": rows, **result, "mean_batch": batch, "pool_depth": pools,
+            "infer_throughput": infer, "infer_seconds_online": report["seconds_online"],
+            "throughput_ratio": served / infer if served and infer else None,
             "transport": transport, "max_batch": max_batch, "sizes": list(d.sizes),
-            "pool_depth_setting": pool_depth,
-            "max_abs_logit_error": result["max_abs_logit_error"],
+            "pool_depth_setting": pool_depth, "max_abs_logit_error": worst,
             "seconds": time.perf_counter() - t_command}

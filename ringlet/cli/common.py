@@ -137,3 +137,7 @@ def command_line() -> str:
     if prog in ("__main__.py", "-c"):
         prog = "ringlet"
     return " ".join([prog] + [shlex.quote(a) for a in sys.argv[1:]])
+
+
+# ringlet.comm.transport.TRANSPORTS, spelled out so that building the parser imports no torch
+TRANSPORT_CHOICES = ("local", "tcp", "socket", "tls")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ringlet.cli.common import (
+    TRANSPORT_CHOICES,
     add_compile,
     add_data,
     add_debug,
@@ -25,7 +26,7 @@ def add_parser(sub, name):
     p.add_argument("--samples", type=int, help="first N test inputs (default: all)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--parties", type=int, default=2, help="number of servers")
-    p.add_argument("--transport", choices=["local", "tcp"], default="local")
+    p.add_argument("--transport", choices=TRANSPORT_CHOICES, default="local")
     p.add_argument("--private-weights", action="store_true",
                    help="secret-share the weights from server 0 (the model owner)")
     add_relu_protocol(p)

@@ -1,8 +1,10 @@
 """``ringlet party``: run one party of a private inference, for deployments across hosts.
 
 Ranks: servers 0 … P−1 (P = --world-size, the number of servers), the dealer is rank P and the
-client rank P+1. Rank 0 hosts the rendezvous at --master ADDR:PORT; everyone connects to it, then
-gloo connects every pair directly (each host must reach the others' addresses).
+client rank P+1. Either rank 0 hosts a rendezvous at --master ADDR:PORT, everyone connects to it, and
+gloo connects every pair (plain TCP); or --deploy names a deployment file: the servers listen at its
+addresses, the dealer and the client dial them, every link in TLS 1.3 with mutual certificate
+authentication (``ringlet certs``), and a party that does not join within --connect-timeout is named.
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ def add_parser(sub, name):
     p.add_argument("--role", choices=["server", "dealer", "client"], required=True)
     p.add_argument("--rank", type=int, help="this party's rank (servers 0..P-1; dealer P; client P+1)")
     p.add_argument("--world-size", type=int, required=True, help="number of servers P")
-    p.add_argument("--master", required=True, help="ADDR:PORT of rank 0's rendezvous")
+    p.add_argument("--master", help="ADDR:PORT of rank 0's rendezvous (gloo over TCP)")
+    p.add_argument("--deploy", help="instead of --master: a deployment file; the parties link "
+                                    "directly at its addresses, in TLS 1.3 with its certificates "
+                                    "unless it turns TLS off (servers listen, the dealer and the "
+                                    "client dial them)")
+    p.add_argument("--connect-timeout", type=float, default=None,
+                   help="seconds for every party to join (default: --timeout)")
     p.add_argument("--model", help="server: a saved model folder, a checkpoint, package.module:factory "
                                    "(with --weights) or a zoo name (with --input-shape: random "
                                    "weights); client (optional): the model whose normalisation to use")
@@ -76,7 +84,7 @@ def _rank(args) -> int:
 def run(args):
     import torch
 
-    from ringlet.comm.tcp import TcpCommunicator
+    from ringlet.comm.transport import open_communicator
     from ringlet.launch import run_party
     from ringlet.session import World
     if args.world_size < 2:
@@ -84,9 +92,7 @@ def run(args):
     rank = _rank(args)
     if args.timeout <= 0:
         raise ValueError(f"--timeout must be positive, got {args.timeout}")
-    host, _, port = args.master.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"--master {args.master!r}: expected ADDR:PORT")
+    spec = _transport(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     world = World(args.world_size, has_client=True)
@@ -95,7 +101,7 @@ def run(args):
         server = _server_job(args)
     elif args.role == "client":
         client = _client_job(args)
-    comm = TcpCommunicator(rank, world.size, host, int(port), args.timeout, world.names())
+    comm = open_communicator(spec, rank, world, args.timeout, args.connect_timeout)
     try:
         frac = server.frac_bits if server is not None else args.frac_bits or 16
         ring_bits = server.ring_bits if server is not None else args.ring_bits or 64
@@ -115,6 +121,26 @@ def run(args):
                        rounds=max(res["batch_rounds"]))
         print_json(out)
     return 0
+
+
+def _transport(args):
+    """The transport of the run: gloo at --master, or direct (TLS) links of --deploy."""
+    from ringlet.comm.transport import TlsFiles, TransportSpec
+    if (args.master is None) == (args.deploy is None):
+        raise ValueError("give --master ADDR:PORT (gloo) or --deploy FILE (direct links, TLS)")
+    if args.master is not None:
+        host, _, port = args.master.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"--master {args.master!r}: expected ADDR:PORT")
+        return TransportSpec("tcp", master=(host, int(port)))
+    from ringlet import deploy
+    d = deploy.load(args.deploy)
+    if len(d.servers) != args.world_size:
+        raise ValueError(f"--world-size {args.world_size}: {args.deploy} has {len(d.servers)} servers")
+    addresses = {r: d.server(r).address for r in range(args.world_size)}
+    tls = TlsFiles(d.ca, {n: (p.cert, p.key) for n, p in d.parties.items()}) if d.tls else None
+    return TransportSpec("tls" if d.tls else "socket", addresses=addresses, tls=tls,
+                         deployment=d.name)
 
 
 def _server_job(args):

@@ -149,6 +149,8 @@ class Listener:
 
     def close(self) -> None:
         self._stop.set()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(2.0)  # the port is really closed when this returns
         self.sock.close()
 
 

@@ -1,0 +1,43 @@
+"""``ringlet bench serve`` on the tiny serving model: every query answered, right, with every key."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ringlet.cli import bench_serve
+from serving import save_weights
+
+HERE = Path(__file__).parent
+KEYS = ("command", "model", "clients", "queries", "rows_per_query", "answered", "wrong", "lost",
+        "errors", "throughput", "p50_ms", "p99_ms", "mean_batch", "pool_depth", "infer_throughput",
+        "infer_seconds_online", "throughput_ratio", "transport", "max_batch", "sizes",
+        "pool_depth_setting", "max_abs_logit_error", "seconds")
+
+
+def test_bench_serve_tiny(tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(HERE))  # servezoo, for this process and (via sys.path) the servers
+    weights = save_weights(tmp_path / "tiny.safetensors")
+    parser = argparse.ArgumentParser()
+    bench_serve.add_parser(parser.add_subparsers(), "serve")
+    out = tmp_path / "serve.json"
+    argv = ["serve", "--model", "servezoo:tiny_net", "--weights", str(weights), "--input-shape", "1,8,8",
+            "--input-bound", "4", "--clients", "2", "--queries", "3", "--max-batch", "4",
+            "--sizes", "1,4", "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", ["ringlet", "bench", *argv])
+    args = parser.parse_args(argv)
+    assert args.run(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert json.loads(out.read_text()) == result
+    assert [k for k in KEYS if k not in result] == []
+    assert (result["answered"], result["wrong"], result["lost"]) == (6, 0, 0), result
+    assert result["queries"] == 6 and result["errors"] == {}
+    assert result["transport"] == "tls" and result["sizes"] == [1, 4]
+    assert result["max_abs_logit_error"] <= 0.05
+    assert result["throughput"] > 0 and result["infer_throughput"] > 0
+    assert result["p50_ms"] <= result["p99_ms"]
+    assert 1 <= result["mean_batch"] <= 4
+    assert result["pool_depth"] and {"t", "server-0", "server-1"} <= set(result["pool_depth"][0])
+    assert result["command"].startswith("ringlet bench serve")

@@ -35,11 +35,21 @@ def run(args):
         from ringlet.serve.dealer import DealerNode
         node = DealerNode(d)
         node.install_signals()
-        return node.run()
+        return _exit(node.run())
     if args.rank is None:
         raise ValueError("--role server needs --rank I")
     from ringlet.serve.server import ServerNode
     node = ServerNode(d, args.rank)
     node.install_signals()
     node.start()
-    return node.wait()
+    return _exit(node.wait())
+
+
+def _exit(code: int):
+    """End the process now: every link is closed and every answer sent, and daemon threads that
+    used torch must not meet its C++ destructors at interpreter exit (that aborts the process)."""
+    import os
+    import sys
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

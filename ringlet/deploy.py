@@ -31,6 +31,7 @@
 
     [pool]
     depth = 2                           # dealer material ready ahead, per batch shape
+    low_water = 1                       # below it the dealer refills at once; above, when idle
 
     [timeouts]                          # seconds
     connect = 30                        # a link's TCP connect + TLS handshake + hello
@@ -54,7 +55,7 @@ _SECTIONS = {
     "model": {"source", "weights", "input_shape", "relu_config", "relu_protocol", "dataset",
               "frac_bits", "ring_bits", "smooth", "input_bound", "linear_backend", "data_dir"},
     "batching": {"max_batch", "max_wait_ms", "sizes"},
-    "pool": {"depth"},
+    "pool": {"depth", "low_water"},
     "timeouts": {"connect", "message", "query"},
     "tls": {"enabled", "folder", "ca"},
 }
@@ -93,6 +94,7 @@ class Deployment:
     max_wait_ms: float = 10.0
     sizes: tuple[int, ...] = ()
     pool_depth: int = 2
+    pool_low_water: int = 1
     connect_timeout: float = 30.0
     message_timeout: float = 60.0
     query_timeout: float = 60.0
@@ -200,6 +202,7 @@ def from_dict(raw: dict, path: Path) -> Deployment:
         max_batch=max_batch, sizes=sizes,
         max_wait_ms=_positive(batching.get("max_wait_ms", 10), f"{where} [batching] max_wait_ms", float, zero=True),
         pool_depth=_positive(pool.get("depth", 2), f"{where} [pool] depth", int),
+        pool_low_water=_positive(pool.get("low_water", 1), f"{where} [pool] low_water", int),
         connect_timeout=_positive(timeouts.get("connect", 30), f"{where} [timeouts] connect", float),
         message_timeout=_positive(timeouts.get("message", 60), f"{where} [timeouts] message", float),
         query_timeout=_positive(timeouts.get("query", 60), f"{where} [timeouts] query", float),

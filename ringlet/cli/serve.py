@@ -16,6 +16,9 @@ def add_parser(sub, name):
     p.add_argument("--role", choices=["server", "dealer"], required=True)
     p.add_argument("--rank", type=int, help="server: its rank 0..P-1")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: cores / servers)")
+    p.add_argument("--nice", type=int, default=0,
+                   help="lower this process's CPU priority by N (a dealer beside the servers on one "
+                        "host: it fills the pools with the cycles the online phase leaves)")
     add_debug(p)
     p.set_defaults(run=run)
 
@@ -29,6 +32,8 @@ def run(args):
     d = deploy.load(args.deploy)
     threads = args.threads or max(1, (os.cpu_count() or 1) // len(d.servers))
     torch.set_num_threads(threads)
+    if args.nice:
+        os.nice(args.nice)
     if args.role == "dealer":
         if args.rank is not None and args.rank != len(d.servers):
             raise ValueError(f"--rank {args.rank}: the dealer takes no rank (it is rank {len(d.servers)})")

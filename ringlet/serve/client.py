@@ -150,14 +150,17 @@ class Client:
                 ch.close()
         return out
 
-    def wait_ready(self, timeout: float = 60.0, pool: bool = True) -> None:
-        """Wait until every server serves (and, with ``pool``, holds material for every shape)."""
+    def wait_ready(self, timeout: float = 60.0, pool: int | bool = True) -> None:
+        """Wait until every server serves and holds ``pool`` ready entries of every batch shape
+        (True: one; False: none needed)."""
+        need = int(pool)
         deadline = time.monotonic() + timeout
         last = "no answer"
         while time.monotonic() < deadline:
             try:
                 st = self.status()
-                if all(s.get("serving") and (not pool or all(s.get("pool", {}).values())) for s in st):
+                if all(s.get("serving") and all(n >= need for n in s.get("pool", {}).values())
+                       for s in st):
                     return
                 last = "; ".join(f"server-{s['server']}: serving={s.get('serving')} pool={s.get('pool')}"
                                  for s in st)

@@ -60,7 +60,8 @@ class DealerNode:
                                     {r: f"server-{r}" for r in range(self.p)})
             epoch = secrets.token_hex(4)
             self.epochs += 1
-            pool = DealerPool(comm, list(range(self.p)), self.d.pool_depth, epoch, self.log)
+            pool = DealerPool(comm, list(range(self.p)), self.d.pool_depth, epoch, self.log,
+                              self.d.pool_low_water)
             try:
                 dealer, plans = pool.start(self.d.message_timeout)
                 self.log(f"linked to {self.p} servers (epoch {epoch}); batch shapes {sorted(plans)}, "

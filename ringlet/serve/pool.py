@@ -7,8 +7,10 @@ Link protocol (dealer ↔ server *s*, after the hello):
    recorded by the server), the ring, and how many entries it still holds per shape;
 3. the dealer produces *entries*: a header (shape, key) then, request by request, what *s*
    receives (tag ``offline``); *s* expands each into a complete queue of material in arrival order;
-4. after each batch every server sends ``{"consumed": [shape, key]}``; the dealer keeps each
-   server's count of ready entries per shape at the pool depth.
+4. after each batch every server sends ``{"consumed": [shape, key], "backlog": rows}`` (rows
+   still waiting); the dealer keeps each server's count of ready entries per shape at the pool
+   depth: at once for a shape below the low-water mark, else only while no server has a backlog —
+   offline work takes the cycles the online phase leaves, and a burst is served from the pool.
 
 Entries are self-contained (every stream value drawn at arrival), so a pool outlives its dealer:
 the servers serve from it when the dealer dies, and then answer "busy". Keys are (epoch, sequence):
@@ -57,12 +59,22 @@ def tensor_json(t: torch.Tensor):
     return json.loads(bytes(t.tolist()).decode())
 
 
+def _yield_cpu(nice: int = 10) -> None:
+    """Lower the calling thread's CPU priority (Linux: a thread is a schedulable task)."""
+    import os
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except (AttributeError, OSError):
+        pass  # elsewhere the thread keeps the process's priority
+
+
 class MaterialPool:
     """A server's ready entries: {shape: OrderedDict[key, queue]} (thread-safe)."""
 
     def __init__(self, sizes, on_change=None):
         self._cond = threading.Condition()
         self._entries = {b: OrderedDict() for b in sizes}
+        self._sizes: dict[tuple, int] = {}  # (shape, key) -> bytes held
         self.on_change = on_change or (lambda size, depth: None)
 
     def depth(self, size: int) -> int:
@@ -73,8 +85,16 @@ class MaterialPool:
         with self._cond:
             return {b: len(e) for b, e in self._entries.items()}
 
-    def put(self, size: int, key: tuple, queue: list) -> None:
+    def nbytes(self) -> int:
+        """Memory held by the ready entries (their tensors)."""
         with self._cond:
+            return sum(self._sizes.values())
+
+    def put(self, size: int, key: tuple, queue: list) -> None:
+        held = sum(t.numel() * t.element_size() for _, material in queue for t in material.values()
+                   if hasattr(t, "numel"))
+        with self._cond:
+            self._sizes[(size, tuple(key))] = held
             self._entries[size][tuple(key)] = queue
             self._cond.notify_all()
         self.on_change(size, self.depth(size))
@@ -88,6 +108,7 @@ class MaterialPool:
                     return None
                 self._cond.wait(min(left, 0.5))
             key, queue = self._entries[size].popitem(last=False)
+            self._sizes.pop((size, key), None)
         self.on_change(size, self.depth(size))
         return key, queue
 
@@ -101,6 +122,7 @@ class MaterialPool:
                     return None
                 self._cond.wait(min(left, 0.5))
             queue = self._entries[size].pop(key)
+            self._sizes.pop((size, key), None)
         self.on_change(size, self.depth(size))
         return queue
 
@@ -108,6 +130,7 @@ class MaterialPool:
         with self._cond:
             for e in self._entries.values():
                 e.clear()
+            self._sizes.clear()
         for b in self._entries:
             self.on_change(b, 0)
 
@@ -116,6 +139,7 @@ def receive_entries(comm, dealer: int, rank: int, ring, plans: dict[int, list[Re
                     pool: MaterialPool, log, stop: threading.Event) -> None:
     """A server's side of the dealer link (steps 1–3 above) until the link ends."""
     from ringlet.prng import AesCtrStream
+    _yield_cpu()  # this thread expands material; the server's online phase comes first
     (seed,) = comm.recv(dealer, "pool-seed")
     comm.channels[dealer].send(json.dumps({
         "plans": encode_plans(plans), "ring_bits": ring.bits,
@@ -136,8 +160,10 @@ def receive_entries(comm, dealer: int, rank: int, ring, plans: dict[int, list[Re
 class DealerPool:
     """The dealer's side for one set of server links (one epoch): fill every pool to ``depth``."""
 
-    def __init__(self, comm, servers: list[int], depth: int, epoch: str, log):
+    def __init__(self, comm, servers: list[int], depth: int, epoch: str, log, low_water: int = 1):
         self.comm, self.servers, self.depth, self.epoch, self.log = comm, servers, depth, epoch, log
+        self.low_water = max(1, min(low_water, depth))
+        self.backlog = {s: 0 for s in servers}  # rows waiting at each server (its last word)
         self._cond = threading.Condition()
         self.ready: dict[int, dict[int, int]] = {}  # server -> shape -> entries it holds
         self.failed: str | None = None
@@ -180,6 +206,7 @@ class DealerPool:
                 size = int(msg["consumed"][0])
                 with self._cond:
                     self.ready[s][size] = max(0, self.ready[s].get(size, 0) - 1)
+                    self.backlog[s] = int(msg.get("backlog", 0))
                     self._cond.notify_all()
         except (CommError, ValueError, KeyError) as exc:
             with self._cond:
@@ -187,8 +214,11 @@ class DealerPool:
                 self._cond.notify_all()
 
     def _next_size(self, sizes) -> int | None:
-        lacking = [(max(self.ready[s].get(b, 0) for s in self.servers), -b) for b in sizes]
-        lacking = [(n, nb) for n, nb in lacking if n < self.depth]
+        """The shape to produce next (fewest ready, the larger on ties), or None to wait."""
+        ready = [(max(self.ready[s].get(b, 0) for s in self.servers), -b) for b in sizes]
+        urgent = [(n, nb) for n, nb in ready if n < self.low_water]
+        idle = not any(self.backlog.values())
+        lacking = urgent or [(n, nb) for n, nb in ready if n < self.depth and idle]
         return -min(lacking)[1] if lacking else None
 
     def run(self, dealer, plans: dict[int, list[Request]], stop: threading.Event) -> None:

@@ -164,7 +164,8 @@ class ServerNode:
                 "postprocess": self.model.graph.postprocess, "max_batch": self.d.max_batch,
                 "normalization": _norm(getattr(self.model, "normalization", None)),
                 "serving": self.session_up and not self.draining,
-                "pool": {str(b): n for b, n in self.pool.depths().items()}}
+                "pool": {str(b): n for b, n in self.pool.depths().items()},
+                "pool_bytes": self.pool.nbytes()}
 
     # -- who may join ---------------------------------------------------------------------------
     def _check(self, hello: dict, cert_name):
@@ -223,7 +224,9 @@ class ServerNode:
     def _consumed(self, size: int, key) -> None:
         if self.dealer is not None:
             try:
-                self.dealer[0].send(json.dumps({"consumed": [size, list(key)]}).encode())
+                backlog = sum(q.rows for q in list(self.waiting.values()))
+                self.dealer[0].send(json.dumps({"consumed": [size, list(key)],
+                                                "backlog": backlog}).encode())
             except CommError:
                 pass
 
@@ -466,11 +469,11 @@ class ServerNode:
         used = sess.stats.minus(before)
         self.metrics.add_bytes("sent", "servers", used.bytes_sent())
         self.metrics.add_bytes("received", "servers", used.bytes_received())
-        self._consumed(size, key)
         with self.cond:
             for q, _, _ in spans:
                 if isinstance(q, Query):
                     self.waiting.pop(q.id, None)
+        self._consumed(size, key)  # with the rows still waiting: the dealer refills when idle
         for q, start, rows in spans:
             if not isinstance(q, Query):
                 continue

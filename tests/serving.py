@@ -81,7 +81,7 @@ class LocalDeployment:
     def wait_ready(self, timeout: float = 90.0, pool: bool = True) -> None:
         from ringlet.serve.client import Client
         try:
-            Client(self.d).wait_ready(timeout, pool=pool)
+            Client(self.d).wait_ready(timeout, pool=self.d.pool_depth if pool else False)
         except TimeoutError as exc:
             raise TimeoutError(f"{exc}\n{self.logs()}") from None
 

@@ -58,9 +58,9 @@ def test_concurrent_clients_get_their_own_logits(dep):
     for (a, b), out in results.items():
         assert _close(out, ref[a:b]), (a, b, out, ref[a:b])
     after = dep.metrics()
-    queries = after['ringlet_queries_total{party="server-0"}'] - before['ringlet_queries_total{party="server-0"}']
-    assert queries == len(results)
-    rows = after['ringlet_batch_size_sum{party="server-0"}'] - before['ringlet_batch_size_sum{party="server-0"}']
+    q, b = 'ringlet_queries_total{party="server-0"}', 'ringlet_batch_size_sum{party="server-0"}'
+    assert after[q] - before[q] == len(results)
+    rows = after[b] - before[b]
     assert rows == 36  # every row was computed once, in batches of at most max_batch
     assert after['ringlet_up{party="server-0"}'] == 1
 

@@ -46,7 +46,8 @@ def test_a_party_that_never_starts_is_named_within_the_connect_timeout(tmp_path,
     world = World(2)
     spec = _spec(tmp_path, world, kind)
     t0 = time.monotonic()
-    with pytest.raises(PeerTimeoutError, match=r"server-1, dealer did not connect to 127\.0\.0\.1:\d+ within 2 s"):
+    named = r"server-1, dealer did not connect to 127\.0\.0\.1:\d+ within 2 s"
+    with pytest.raises(PeerTimeoutError, match=named):
         connect_mesh(spec, 0, world, 2.0)
     assert time.monotonic() - t0 < 4
     with pytest.raises(PeerTimeoutError, match="server-0 at 127.0.0.1"):  # the dialer names it too

@@ -25,7 +25,7 @@ import time
 from ringlet.comm.base import PeerFailedError, PeerTimeoutError
 
 _CHUNK = 1 << 20  # plaintext handed to OpenSSL at a time (it cuts 16 KiB records)
-_RECV = 1 << 18
+_RECV = 1 << 20
 
 
 class Channel:
@@ -39,7 +39,6 @@ class Channel:
         self.tls, self._in, self._out = tls, incoming, outgoing
         self._tls_lock = threading.Lock()  # the SSL object is shared by the sender and receiver
         self._wire_lock = threading.Lock()  # one writer of raw bytes at a time
-        self._plain = bytearray()  # decrypted bytes not yet consumed
         self.sent = self.received = 0  # plaintext bytes (frames and their length prefixes)
         self.wire_sent = self.wire_received = 0  # bytes on the socket (TLS records included)
         self._queue: queue.Queue = queue.Queue()
@@ -164,42 +163,30 @@ class Channel:
         pos = 0
         out = out.cast("B")
         while pos < n:
-            if self._plain:
-                take = min(n - pos, len(self._plain))
-                out[pos:pos + take] = self._plain[:take]
-                del self._plain[:take]
-                pos += take
-                continue
             if self.tls is None:
-                got = self._recv_plain(out[pos:n], deadline, what)
-                pos += got
+                pos += self._recv_plain(out[pos:n], deadline, what)
                 continue
-            if self._decrypt(what):  # records left in the buffer (e.g. beside the handshake)
+            got = self._decrypt_into(out[pos:n], what)  # records already buffered first
+            if got:
+                pos += got
                 continue
             data = _recv_some(self.sock, deadline, self.peer, what)
             self.wire_received += len(data)
             with self._tls_lock:
                 self._in.write(data)
-            self._decrypt(what)
         self.received += n
 
-    def _decrypt(self, what: str) -> bool:
-        """Decrypt whatever whole records are buffered; True if plaintext came out."""
-        got = False
+    def _decrypt_into(self, view: memoryview, what: str) -> int:
+        """Decrypt buffered records straight into ``view``; the number of bytes written."""
         with self._tls_lock:
-            while True:
-                try:
-                    chunk = self.tls.read(_RECV)
-                except ssl.SSLWantReadError:
-                    break
-                except ssl.SSLZeroReturnError:
-                    raise PeerFailedError(f"{self.peer} closed the connection ({what})") from None
-                except ssl.SSLError as exc:
-                    raise PeerFailedError(f"TLS error from {self.peer} ({what}): {exc}") from None
-                if not chunk:
-                    break
-                self._plain += chunk
-                got = True
+            try:
+                got = self.tls.read(view.nbytes, view)
+            except ssl.SSLWantReadError:
+                got = 0
+            except ssl.SSLZeroReturnError:
+                raise PeerFailedError(f"{self.peer} closed the connection ({what})") from None
+            except ssl.SSLError as exc:
+                raise PeerFailedError(f"TLS error from {self.peer} ({what}): {exc}") from None
             reply = self._out.read()  # post-handshake messages (tickets, key updates)
         self._put_wire(reply)
         return got

@@ -217,3 +217,38 @@ def test_a_deployment_that_is_not_up_is_an_error_naming_the_server(tmp_path):
     with pytest.raises(QueryError, match="server-0: cannot connect"):
         Client(d).query(inputs(1))
     assert time.monotonic() - t0 < 6
+
+
+def test_ringlet_query_and_certs_on_the_command_line(dep, tmp_path):
+    import json
+
+    import numpy as np
+    from PIL import Image
+    env = {"PYTHONPATH": ":".join([str(HERE), *sys.path])}
+    x = inputs(2, seed=17)
+    np.save(tmp_path / "x.npy", x.numpy())
+    out = subprocess.run([sys.executable, "-m", "ringlet.cli.main", "query", "--deploy", str(dep.path),
+                          "--input", str(tmp_path / "x.npy"), "--json"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert _close(torch.tensor(got["logits"], dtype=torch.float64), dep.plain(x))
+    pixels = (np.arange(64, dtype=np.uint8) * 4).reshape(8, 8)
+    Image.fromarray(pixels).save(tmp_path / "img.png")
+    out = subprocess.run([sys.executable, "-m", "ringlet.cli.main", "query", "--deploy", str(dep.path),
+                          "--input", str(tmp_path / "img.png"), "--json"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr
+    img = torch.tensor(pixels, dtype=torch.float64).reshape(1, 1, 8, 8) / 255  # no normalisation stored
+    assert _close(torch.tensor(json.loads(out.stdout)["logits"], dtype=torch.float64), dep.plain(img))
+    # certs for one more client, signed by the deployment's CA; existing ones kept
+    out = subprocess.run([sys.executable, "-m", "ringlet.cli.main", "certs", "--deploy", str(dep.path),
+                          "--clients", "client-c", "--json"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    made = json.loads(out.stdout)
+    assert made["made"] == ["client-c"] and "server-0" in made["kept"]
+    from ringlet import deploy
+    from ringlet.serve.client import Client
+    raw = {**dep.raw, "parties": {**dep.raw["parties"], "client-c": {}}}
+    with Client(deploy.from_dict(raw, dep.path), "client-c") as c:  # the new client is served
+        assert _close(c.query(x[:1]), dep.plain(x[:1]))

@@ -252,3 +252,25 @@ def test_ringlet_query_and_certs_on_the_command_line(dep, tmp_path):
     raw = {**dep.raw, "parties": {**dep.raw["parties"], "client-c": {}}}
     with Client(deploy.from_dict(raw, dep.path), "client-c") as c:  # the new client is served
         assert _close(c.query(x[:1]), dep.plain(x[:1]))
+
+
+def test_the_async_client_and_the_bytes_metrics(dep):
+    import asyncio
+
+    from ringlet.serve.client import AsyncClient
+    x = inputs(6, seed=19)
+
+    async def main():
+        client = AsyncClient(dep.d)
+        try:
+            return await asyncio.gather(*(client.query(x[i:i + 2]) for i in range(0, 6, 2)))
+        finally:
+            client.close()
+    before = dep.metrics()
+    outs = asyncio.run(main())
+    assert all(_close(o, dep.plain(x[i:i + 2])) for o, i in zip(outs, range(0, 6, 2)))
+    after = dep.metrics()
+    key = 'ringlet_bytes_total{direction="received",link="clients",party="server-0"}'
+    assert after[key] - before.get(key, 0) == 6 * 64 * 8  # each server: one 64-bit share per pixel
+    sent = 'ringlet_bytes_total{direction="sent",link="clients",party="server-0"}'
+    assert after[sent] - before.get(sent, 0) == 6 * 10 * 8  # its share of 10 logits per row

@@ -136,10 +136,11 @@ class MaterialPool:
 
 
 def receive_entries(comm, dealer: int, rank: int, ring, plans: dict[int, list[Request]],
-                    pool: MaterialPool, log, stop: threading.Event) -> None:
+                    pool: MaterialPool, stop: threading.Event, on_bytes=None) -> None:
     """A server's side of the dealer link (steps 1–3 above) until the link ends."""
     from ringlet.prng import AesCtrStream
     _yield_cpu()  # this thread expands material; the server's online phase comes first
+    on_bytes = on_bytes or (lambda n: None)
     (seed,) = comm.recv(dealer, "pool-seed")
     comm.channels[dealer].send(json.dumps({
         "plans": encode_plans(plans), "ring_bits": ring.bits,
@@ -152,9 +153,9 @@ def receive_entries(comm, dealer: int, rank: int, ring, plans: dict[int, list[Re
         comm.timeout = wait
         entry = tensor_json(head)
         size = int(entry["size"])
+        before = comm.stats.bytes_received()
         pool.put(size, tuple(entry["key"]), client.receive(plans[size]))
-        log(f"pool entry {tuple(entry['key'])} for batch shape {size} ready "
-            f"({pool.depth(size)} ready)")
+        on_bytes(comm.stats.bytes_received() - before)
 
 
 class DealerPool:

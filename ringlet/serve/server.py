@@ -212,8 +212,8 @@ class ServerNode:
             while not self.plans_ready.wait(0.5):
                 if self.stopped.is_set() or stop.is_set():
                     return
-            receive_entries(comm, self.p, self.rank, self.ring, self.plans, self.pool,
-                            lambda msg: None, stop)
+            receive_entries(comm, self.p, self.rank, self.ring, self.plans, self.pool, stop,
+                            on_bytes=lambda n: self.metrics.add_bytes("received", "dealer", n))
         except CommError as exc:
             self.log(f"dealer link ended: {exc}")
         finally:
@@ -276,6 +276,7 @@ class ServerNode:
         except ValueError as exc:
             return self._refuse(ch, qid, "bad_input", f"the share does not fit {rows} inputs of shape "
                                                       f"{self.shape}: {exc}")
+        self.metrics.add_bytes("received", "clients", len(payload))
         now = time.monotonic()
         with self.cond:
             if qid in self.waiting:
@@ -436,7 +437,8 @@ class ServerNode:
                 while qid not in self.waiting and time.monotonic() < deadline:
                     self.cond.wait(0.05)
                 batch.append(self.waiting.get(qid) or (qid, rows))  # missing: zero shares, no answer
-        queue = self.pool.take(order["size"], tuple(order["key"]), time.monotonic() + self.d.message_timeout)
+        queue = self.pool.take(order["size"], tuple(order["key"]),
+                               time.monotonic() + self.d.message_timeout)
         ok = queue is not None
         sess.comm.send(0, [("setup", json_tensor({"ok": ok, "why": None if ok else
                                                    f"pool entry {order['key']} never arrived"}))],
@@ -481,5 +483,6 @@ class ServerNode:
             try:
                 wire.send(q.ch, {"op": "result", "id": q.id, "rows": rows}, out.numpy())
                 self.metrics.answered(time.monotonic() - q.t0)
+                self.metrics.add_bytes("sent", "clients", out.numel() * out.element_size())
             except CommError:
                 pass

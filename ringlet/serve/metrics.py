@@ -35,7 +35,7 @@ class ServeMetrics:
                                  registry=r).labels(party)
         self._errors = Counter("ringlet_errors_total", "Queries failed, by kind", p + ("kind",),
                                registry=r)
-        self._batch = Histogram("ringlet_batch_size", "Queries per evaluated batch", p,
+        self._batch = Histogram("ringlet_batch_size", "Input rows per evaluated batch (before padding to its shape)", p,
                                 buckets=BATCH_BUCKETS, registry=r).labels(party)
         self._latency = Histogram("ringlet_latency_seconds", "Query accepted to answer sent", p,
                                   buckets=LATENCY_BUCKETS, registry=r).labels(party)

@@ -241,7 +241,7 @@ def _process_body(rank: int, spec, timeout: float, args) -> PartyReport:
     try:
         comm = open_communicator(spec, rank, world, timeout)
         report = run_party(comm, *args)
-        report.tls_overhead_bytes = getattr(comm, "tls_overhead_bytes", lambda: 0)()
+        report.tls_overhead_bytes = comm.tls_overhead_bytes()
     except BaseException as exc:  # noqa: BLE001
         report = PartyReport(rank, world.role(rank), error=_format(exc), error_type=type(exc).__name__)
     if comm is not None:

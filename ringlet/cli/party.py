@@ -125,7 +125,7 @@ def run(args):
 
 def _transport(args):
     """The transport of the run: gloo at --master, or direct (TLS) links of --deploy."""
-    from ringlet.comm.transport import TlsFiles, TransportSpec
+    from ringlet.comm.transport import TransportSpec
     if (args.master is None) == (args.deploy is None):
         raise ValueError("give --master ADDR:PORT (gloo) or --deploy FILE (direct links, TLS)")
     if args.master is not None:
@@ -138,8 +138,7 @@ def _transport(args):
     if len(d.servers) != args.world_size:
         raise ValueError(f"--world-size {args.world_size}: {args.deploy} has {len(d.servers)} servers")
     addresses = {r: d.server(r).address for r in range(args.world_size)}
-    tls = TlsFiles(d.ca, {n: (p.cert, p.key) for n, p in d.parties.items()}) if d.tls else None
-    return TransportSpec("tls" if d.tls else "socket", addresses=addresses, tls=tls,
+    return TransportSpec("tls" if d.tls else "socket", addresses=addresses, tls=d.tls_files(),
                          deployment=d.name)
 
 

@@ -120,6 +120,24 @@ def payload_bytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
+def split_items(buf: torch.Tensor, spec: list[tuple[str, torch.dtype, tuple]]) -> tuple[list[Item], int]:
+    """Items as views of a freshly received byte buffer (a copy only where an item is
+    misaligned), and the number of bytes they take."""
+    out, pos = [], 0
+    for tag, dtype, shape in spec:
+        n = 1
+        for d in shape:
+            n *= d
+        size = torch.empty(0, dtype=dtype).element_size()
+        nbytes = n * size
+        piece = buf[pos:pos + nbytes]
+        if pos % size:
+            piece = piece.clone()
+        out.append((tag, piece.view(dtype).reshape(shape)))
+        pos += nbytes
+    return out, pos
+
+
 class Communicator(ABC):
     """Point-to-point messages between ranks 0..world_size−1 with exact accounting."""
 
@@ -156,6 +174,10 @@ class Communicator(ABC):
 
     def close(self) -> None:
         """Release transport resources."""
+
+    def tls_overhead_bytes(self) -> int:
+        """Bytes on this party's links beyond the frames (TLS records); 0 without TLS."""
+        return 0
 
     # public API ------------------------------------------------------------------------------
     def send(self, dst: int, items: list[Item], step: str = "") -> None:

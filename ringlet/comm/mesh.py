@@ -18,6 +18,7 @@ as ``framing_bytes``, TLS records as ``tls_overhead_bytes``; payload bytes are c
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import socket
@@ -30,7 +31,7 @@ from collections.abc import Callable
 import torch
 
 from ringlet.comm.base import (TAGS, CommError, Communicator, Item, PeerFailedError,
-                               PeerTimeoutError, ProtocolMismatchError)
+                               PeerTimeoutError, ProtocolMismatchError, split_items)
 from ringlet.comm.channel import Channel
 
 _DTYPES = [torch.int64, torch.uint8, torch.float32, torch.float64, torch.int32, torch.bool,
@@ -205,60 +206,46 @@ class MeshCommunicator(Communicator):
         self.stats.framing_bytes += len(header) + 4
         views = [t.detach().contiguous().reshape(-1).view(torch.uint8).numpy() for _, t in items
                  if t.numel()]
-        try:
+        with self._naming(dst, f"step '{step}'", f"sending to {self.peer_name(dst)} stalled"):
             self._channel(dst).send(header, *views)
+
+    @contextlib.contextmanager
+    def _naming(self, peer: int, what: str, late: str):
+        """Errors of a link to ``peer`` as this party's, naming both (``late``: the timeout's)."""
+        try:
+            yield
+        except PeerTimeoutError:
+            raise PeerTimeoutError(f"{self.peer_name(self.rank)}: {late} within {self.timeout:g} s") from None
         except PeerFailedError as exc:
-            raise PeerFailedError(f"{self.peer_name(self.rank)}: {self.peer_name(dst)} is gone "
-                                  f"(step '{step}': {exc})") from None
+            raise PeerFailedError(f"{self.peer_name(self.rank)}: {self.peer_name(peer)} is gone "
+                                  f"({what}: {exc})") from None
 
     def _recv(self, src: int, step: str, deadline: float) -> list[Item]:
         ch = self._channel(src)
         what = f"step '{step}'"
-        try:
+        with self._naming(src, what, f"no message from {self.peer_name(src)} in {what}"):
             n = ch.recv_length(deadline, what)
             (hlen,) = struct.unpack("<H", bytes(ch.read(2, deadline, what)))
             step_hash, spec = decode_header(bytes(ch.read(hlen, deadline, what)))
             buf = torch.empty(n - 2 - hlen, dtype=torch.uint8)
             if buf.numel():
                 ch.recv_into(memoryview(buf.numpy()), deadline, what)
-        except PeerTimeoutError:
-            raise PeerTimeoutError(f"{self.peer_name(self.rank)}: no message from "
-                                   f"{self.peer_name(src)} in {what} within {self.timeout:g} s") from None
-        except PeerFailedError as exc:
-            raise PeerFailedError(f"{self.peer_name(self.rank)}: {self.peer_name(src)} is gone "
-                                  f"({what}: {exc})") from None
         self.stats.framing_bytes += 4 + 2 + hlen
         if step and step_hash != _step_hash(step):
             raise ProtocolMismatchError(f"{self.peer_name(self.rank)}: {self.peer_name(src)} is in a "
                                         f"different step than '{step}'")
-        items, pos = [], 0
-        for tag, dtype, shape in spec:
-            size = torch.empty(0, dtype=dtype).element_size()
-            count = 1
-            for d in shape:
-                count *= d
-            piece = buf[pos:pos + count * size]
-            if pos % size:
-                piece = piece.clone()
-            items.append((tag, piece.view(dtype).reshape(shape)))
-            pos += count * size
-        if pos != buf.numel():
+        items, used = split_items(buf, spec)
+        if used != buf.numel():
             raise ProtocolMismatchError(f"{self.peer_name(self.rank)}: a message from "
-                                        f"{self.peer_name(src)} has {buf.numel() - pos} stray bytes")
+                                        f"{self.peer_name(src)} has {buf.numel() - used} stray bytes")
         if self.on_receive is not None:
             self.on_receive(src, items)
         return items
 
     def _flush(self) -> None:
         for peer, ch in self.channels.items():
-            try:
+            with self._naming(peer, "sending", f"sending to {self.peer_name(peer)} did not finish"):
                 ch.flush(self.timeout)
-            except PeerTimeoutError:
-                raise PeerTimeoutError(f"{self.peer_name(self.rank)}: sending to {self.peer_name(peer)} "
-                                       f"did not finish within {self.timeout:g} s") from None
-            except PeerFailedError as exc:
-                raise PeerFailedError(f"{self.peer_name(self.rank)}: {self.peer_name(peer)} is gone "
-                                      f"({exc})") from None
 
     def tls_overhead_bytes(self) -> int:
         """Bytes on the wire beyond the frames (TLS records, handshake), both ways, all links."""

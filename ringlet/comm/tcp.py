@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from ringlet.comm.base import (TAGS, Communicator, Item, PeerFailedError, PeerTimeoutError,
-                               ProtocolMismatchError)
+                               ProtocolMismatchError, split_items)
 
 _MAGIC = 0x52494E474C4554  # "RINGLET"
 _MAX_ITEMS = 8
@@ -54,23 +54,6 @@ def _flatten(items: list[Item]) -> torch.Tensor:
     parts = [t.detach().contiguous().reshape(-1).view(torch.uint8) if t.numel() else
              torch.empty(0, dtype=torch.uint8) for _, t in items]
     return torch.cat(parts) if len(parts) != 1 else parts[0]
-
-
-def _split(buf: torch.Tensor, spec: list[tuple[str, torch.dtype, tuple]]) -> list[Item]:
-    """Items as views of a freshly received buffer (a copy only where an item is misaligned)."""
-    out, pos = [], 0
-    for tag, dtype, shape in spec:
-        n = 1
-        for d in shape:
-            n *= d
-        size = torch.empty(0, dtype=dtype).element_size()
-        nbytes = n * size
-        piece = buf[pos:pos + nbytes]
-        if pos % size:
-            piece = piece.clone()
-        out.append((tag, piece.view(dtype).reshape(shape)))
-        pos += nbytes
-    return out
 
 
 def local_address(master_addr: str, master_port: int) -> str:
@@ -197,7 +180,7 @@ class TcpCommunicator(Communicator):
                 pos += size
         elif total:
             self._recv_into(src, buf, step, deadline)
-        return _split(buf, spec)
+        return split_items(buf, spec)[0]
 
     def round(self, tag, sends, recv_from=(), step=None):
         self._mirror_peers = {p for p in recv_from if sends.get(p)}

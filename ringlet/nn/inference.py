@@ -268,7 +268,7 @@ def summarize(run, plain_logits: torch.Tensor, labels: torch.Tensor | None, n: i
         "by_tag": by_tag,
         "peak_rss_mb": {run.world.role(r) + str(r): rep.peak_rss_mb for r, rep in run.reports.items()},
         # TLS records and handshakes on each party's links, apart from the payload counts above
-        "tls_overhead_bytes": {run.world.role(r) + str(r): getattr(rep, "tls_overhead_bytes", 0)
+        "tls_overhead_bytes": {run.world.role(r) + str(r): rep.tls_overhead_bytes
                                for r, rep in run.reports.items()},
         "per_layer": per_layer,
     }

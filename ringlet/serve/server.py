@@ -90,6 +90,7 @@ class ServerNode:
         self.waiting: collections.OrderedDict[str, Query] = collections.OrderedDict()
         self.peers: dict[int, object] = {}
         self.clients: set = set()
+        self.missed: dict[str, float] = {}  # ids a batch ran without this server's share -> when
         self.dealer = None  # (channel, stop event)
         self.draining = False
         self.stopped = threading.Event()
@@ -279,6 +280,10 @@ class ServerNode:
         self.metrics.add_bytes("received", "clients", len(payload))
         now = time.monotonic()
         with self.cond:
+            if qid in self.missed:  # server 0 ran its batch without this share: answer, never keep it
+                self.missed.pop(qid)
+                return self._refuse(ch, qid, "timeout", "the share arrived after server 0 ran the "
+                                                        "query's batch without it")
             if qid in self.waiting:
                 return self._refuse(ch, qid, "bad_input", f"query id {qid} is already pending")
             self.waiting[qid] = Query(qid, rows, share, ch, now, now + self.d.query_timeout)
@@ -436,7 +441,12 @@ class ServerNode:
             for qid, rows in zip(order["ids"], order["rows"]):
                 while qid not in self.waiting and time.monotonic() < deadline:
                     self.cond.wait(0.05)
-                batch.append(self.waiting.get(qid) or (qid, rows))  # missing: zero shares, no answer
+                if qid not in self.waiting:  # zero shares in its place; a late share is refused
+                    self.missed[qid] = time.monotonic()
+                batch.append(self.waiting.get(qid) or (qid, rows))
+            cutoff = time.monotonic() - self.d.query_timeout
+            for old in [k for k, t in self.missed.items() if t < cutoff]:
+                del self.missed[old]  # a share this late is refused by its client's deadline anyway
         queue = self.pool.take(order["size"], tuple(order["key"]),
                                time.monotonic() + self.d.message_timeout)
         ok = queue is not None

@@ -37,8 +37,18 @@
     connect = 30                        # a link's TCP connect + TLS handshake + hello
     message = 60                        # any protocol message
     query = 60                          # a query's deadline (then "busy" or "timeout")
+    idle = 600                          # a client link with no frame this long is closed
+    frame = 30                          # a client frame, once announced, must arrive in this
+
+    [limits]                            # per client certificate, at each server
+    in_flight = 64                      # queries accepted and not yet answered
+    links = 16                          # open links
 
 Paths are relative to the file's folder. Unknown keys are errors, named with their section.
+
+A deployment file is code as much as configuration: ``source = "package.module:factory"`` makes
+``ringlet serve`` import that module and run it, and its folders (certificates and keys, weights)
+are read as they are. Keep it, and everything it names, writable only by whoever runs the servers.
 """
 
 from __future__ import annotations
@@ -56,7 +66,8 @@ _SECTIONS = {
               "frac_bits", "ring_bits", "smooth", "input_bound", "linear_backend", "data_dir"},
     "batching": {"max_batch", "max_wait_ms", "sizes"},
     "pool": {"depth", "low_water"},
-    "timeouts": {"connect", "message", "query"},
+    "timeouts": {"connect", "message", "query", "idle", "frame"},
+    "limits": {"in_flight", "links"},
     "tls": {"enabled", "folder", "ca"},
 }
 _PARTY_KEYS = {"address", "metrics", "cert", "key"}
@@ -98,6 +109,10 @@ class Deployment:
     connect_timeout: float = 30.0
     message_timeout: float = 60.0
     query_timeout: float = 60.0
+    idle_timeout: float = 600.0
+    frame_timeout: float = 30.0
+    max_in_flight: int = 64
+    max_links: int = 16
     raw: dict = field(default_factory=dict)
 
     @property
@@ -114,11 +129,19 @@ class Deployment:
         return self.parties[name]
 
     def tls_files(self):
-        """The :class:`~ringlet.comm.transport.TlsFiles` of every party (None without TLS)."""
+        """The :class:`~ringlet.comm.transport.TlsFiles` of every party (None without TLS), and of
+        every client whose certificate lies in the folder (``ringlet certs --clients NAME``)."""
         if not self.tls:
             return None
         from ringlet.comm.transport import TlsFiles
-        return TlsFiles(self.ca, {n: (p.cert, p.key) for n, p in self.parties.items()})
+        certs = {}
+        if self.ca is not None and self.ca.parent.is_dir():
+            for pem in sorted(self.ca.parent.glob("client*.pem")):
+                key = pem.with_suffix(".key")
+                if key.is_file() and _NAME.match(pem.stem):
+                    certs[pem.stem] = (pem, key)
+        certs.update({n: (p.cert, p.key) for n, p in self.parties.items()})
+        return TlsFiles(self.ca, certs)
 
     def bucket(self, rows: int) -> int:
         """The batch shape a batch of ``rows`` rows is padded to."""
@@ -192,6 +215,7 @@ def from_dict(raw: dict, path: Path) -> Deployment:
     if (base / src).exists():
         model["source"] = str(base / src)
     batching, pool, timeouts = raw.get("batching", {}), raw.get("pool", {}), raw.get("timeouts", {})
+    limits = raw.get("limits", {})
     max_batch = _positive(batching.get("max_batch", 32), f"{where} [batching] max_batch", int)
     sizes = tuple(sorted({int(v) for v in batching.get("sizes", _default_sizes(max_batch))} | {max_batch}))
     if sizes[0] < 1 or sizes[-1] > max_batch:
@@ -206,6 +230,10 @@ def from_dict(raw: dict, path: Path) -> Deployment:
         connect_timeout=_positive(timeouts.get("connect", 30), f"{where} [timeouts] connect", float),
         message_timeout=_positive(timeouts.get("message", 60), f"{where} [timeouts] message", float),
         query_timeout=_positive(timeouts.get("query", 60), f"{where} [timeouts] query", float),
+        idle_timeout=_positive(timeouts.get("idle", 600), f"{where} [timeouts] idle", float),
+        frame_timeout=_positive(timeouts.get("frame", 30), f"{where} [timeouts] frame", float),
+        max_in_flight=_positive(limits.get("in_flight", 64), f"{where} [limits] in_flight", int),
+        max_links=_positive(limits.get("links", 16), f"{where} [limits] links", int),
         raw=raw)
 
 

@@ -280,6 +280,8 @@ def _check_importable(fn, what: str) -> None:
 def _loopback_spec(world: World, transport: str, port: int | None, tmp: str):
     from ringlet.comm.transport import TlsFiles, TransportSpec, party_name
     if transport == "tcp":
+        from ringlet.comm.transport import warn_plain_tcp
+        warn_plain_tcp()
         return TransportSpec("tcp", master=("127.0.0.1", port or free_port()))
     addresses = {r: ("127.0.0.1", free_port()) for r in world.servers}
     tls = None

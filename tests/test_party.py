@@ -19,6 +19,8 @@ MODEL = str(ROOT / "models" / "fmnist-net-fmnist")
 def _launch(master, netns_for_server1=None, samples=8, model=(MODEL,), dataset="fashion-mnist"):
     """``master``: ADDR:PORT (gloo), or a deployment file (direct links, TLS if it says so)."""
     link = ["--deploy", str(master)] if str(master).endswith(".toml") else ["--master", master]
+    if not str(master).endswith(".toml") and not str(master).startswith("127."):
+        link.append("--insecure-plain-tcp")  # gloo off loopback is refused without it
     common = ["--world-size", "2", *link, "--timeout", "60"]
     procs = []
     model = ["--model", *model]
@@ -109,3 +111,40 @@ def test_party_across_network_namespaces():
     finally:
         subprocess.run(["ip", "link", "del", a], capture_output=True)
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_gloo_off_loopback_needs_the_insecure_flag_and_every_run_warns():
+    out = subprocess.run(RINGLET + ["party", "--role", "dealer", "--world-size", "2", "--master",
+                                    "10.78.0.1:29500", "--timeout", "5"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "not a loopback address" in out.stderr and "--insecure-plain-tcp" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert "no authentication" in out.stderr  # the warning comes first
+    helptext = subprocess.run(RINGLET + ["party", "--help"], capture_output=True, text=True,
+                              timeout=60).stdout
+    assert "NO authentication" in helptext.replace("\n", " ")
+
+
+def test_the_gloo_rendezvous_listens_on_the_master_address_only():
+    import threading
+
+    from ringlet.comm.tcp import TcpCommunicator
+    port = free_port()
+    comms = {}
+
+    def join(rank):
+        comms[rank] = TcpCommunicator(rank, 2, "127.0.0.1", port, 30)
+    threads = [threading.Thread(target=join, args=(r,)) for r in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    try:
+        listening = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True,
+                                   text=True).stdout.split()
+        assert f"127.0.0.1:{port}" in listening and f"0.0.0.0:{port}" not in listening
+        assert f"*:{port}" not in listening and f"[::]:{port}" not in listening
+    finally:
+        for c in comms.values():
+            c.close()

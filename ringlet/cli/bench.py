@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ringlet.cli.common import TRANSPORT_CHOICES, add_debug, command_line, print_json
+from ringlet.cli.common import TRANSPORT_CHOICES, TRANSPORT_HELP, add_debug, command_line, print_json
 
 
 def add_parser(sub, name):
@@ -10,7 +10,8 @@ def add_parser(sub, name):
     bsub = p.add_subparsers(dest="bench", metavar="BENCH")
     core = bsub.add_parser("core", help="CSPRNG throughput, secure conv vs plaintext, per-op costs")
     core.add_argument("--parties", type=int, default=2)
-    core.add_argument("--transport", choices=TRANSPORT_CHOICES, default="local")
+    core.add_argument("--transport", choices=TRANSPORT_CHOICES, default="local",
+                   help=TRANSPORT_HELP)
     core.add_argument("--batch", type=int, default=8)
     core.add_argument("--json", action="store_true", help="print JSON (the default output)")
     add_debug(core)

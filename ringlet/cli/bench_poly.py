@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ringlet.cli.common import TRANSPORT_CHOICES, add_debug, command_line, print_json
+from ringlet.cli.common import TRANSPORT_CHOICES, TRANSPORT_HELP, add_debug, command_line, print_json
 
 
 def add_parser(sub, name):
@@ -15,7 +15,8 @@ def add_parser(sub, name):
     p.add_argument("--frac", type=int, help="input fractional bits of the one-round methods")
     p.add_argument("--out-truncation", choices=["dealer", "local"], default="dealer",
                    help="the final truncation: exact (+1 round) or local (1 round, rare failures)")
-    p.add_argument("--transport", choices=TRANSPORT_CHOICES, default="local")
+    p.add_argument("--transport", choices=TRANSPORT_CHOICES, default="local",
+                   help=TRANSPORT_HELP)
     p.add_argument("--json", action="store_true")
     add_debug(p)
     p.set_defaults(run=run)

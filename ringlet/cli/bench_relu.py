@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ringlet.cli.common import TRANSPORT_CHOICES, add_debug, add_relu_protocol, command_line, print_json
+from ringlet.cli.common import (TRANSPORT_CHOICES, TRANSPORT_HELP, add_debug, add_relu_protocol,
+                                 command_line, print_json)
 
 
 def add_parser(sub, name):
@@ -15,7 +16,8 @@ def add_parser(sub, name):
                    help="the input carries SHIFT more fractional bits (a conv output) and the ReLU "
                         "truncates them (fused: still one select / one FSS round)")
     p.add_argument("--parties", type=int, default=2)
-    p.add_argument("--transport", choices=TRANSPORT_CHOICES, default="local")
+    p.add_argument("--transport", choices=TRANSPORT_CHOICES, default="local",
+                   help=TRANSPORT_HELP)
     p.add_argument("--input", help="float32/float64 .npy of any shape (default: uniform on [-8, 8))")
     p.add_argument("--output", help="write the revealed result (decoded) as .npy of the same shape")
     p.add_argument("--baseline", action="store_true",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ringlet.cli.common import TRANSPORT_CHOICES, add_debug, command_line, print_json
+from ringlet.cli.common import TRANSPORT_CHOICES, TRANSPORT_HELP, add_debug, command_line, print_json
 
 
 def add_parser(sub, name):
@@ -11,7 +11,8 @@ def add_parser(sub, name):
     p.add_argument("--batches", default="1,2,4,8,16,32,64")
     p.add_argument("--servers", default="2,3,4")
     p.add_argument("--fixed-batch", type=int, default=8, help="batch of the servers sweep")
-    p.add_argument("--transport", choices=TRANSPORT_CHOICES, default="tcp")
+    p.add_argument("--transport", choices=TRANSPORT_CHOICES, default="tcp",
+                   help=TRANSPORT_HELP)
     p.add_argument("--out", help="also write the JSON here")
     p.add_argument("--json", action="store_true")
     add_debug(p)

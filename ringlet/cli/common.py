@@ -141,3 +141,6 @@ def command_line() -> str:
 
 # ringlet.comm.transport.TRANSPORTS, spelled out so that building the parser imports no torch
 TRANSPORT_CHOICES = ("local", "tcp", "socket", "tls")
+TRANSPORT_HELP = ("local: threads of one process; tcp: gloo over plain TCP on loopback (NO "
+                  "authentication or encryption: any local process can join the rendezvous); "
+                  "socket: direct links, plain; tls: direct links in TLS 1.3 with certificates")

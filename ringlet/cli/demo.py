@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from ringlet.cli.common import TRANSPORT_CHOICES, add_debug, print_json
+from ringlet.cli.common import TRANSPORT_CHOICES, TRANSPORT_HELP, add_debug, print_json
 
 
 def add_parser(sub, name):
     p = sub.add_parser(name, help="run the bundled demonstration")
     p.add_argument("--parties", type=int, default=2)
-    p.add_argument("--transport", choices=TRANSPORT_CHOICES, default="local")
+    p.add_argument("--transport", choices=TRANSPORT_CHOICES, default="local",
+                   help=TRANSPORT_HELP)
     p.add_argument("--samples", type=int, default=256, help="test images for the inference demo")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--model", help="checkpoint (default: the shipped resnet20-fmnist)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ringlet.cli.common import (
     TRANSPORT_CHOICES,
+    TRANSPORT_HELP,
     add_compile,
     add_data,
     add_debug,
@@ -26,7 +27,8 @@ def add_parser(sub, name):
     p.add_argument("--samples", type=int, help="first N test inputs (default: all)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--parties", type=int, default=2, help="number of servers")
-    p.add_argument("--transport", choices=TRANSPORT_CHOICES, default="local")
+    p.add_argument("--transport", choices=TRANSPORT_CHOICES, default="local",
+                   help=TRANSPORT_HELP)
     p.add_argument("--private-weights", action="store_true",
                    help="secret-share the weights from server 0 (the model owner)")
     add_relu_protocol(p)

@@ -26,7 +26,12 @@ def add_parser(sub, name):
     p.add_argument("--role", choices=["server", "dealer", "client"], required=True)
     p.add_argument("--rank", type=int, help="this party's rank (servers 0..P-1; dealer P; client P+1)")
     p.add_argument("--world-size", type=int, required=True, help="number of servers P")
-    p.add_argument("--master", help="ADDR:PORT of rank 0's rendezvous (gloo over TCP)")
+    p.add_argument("--master", help="ADDR:PORT of rank 0's rendezvous (gloo over plain TCP: NO "
+                                    "authentication or encryption, any process that reaches it "
+                                    "can join; a loopback address unless --insecure-plain-tcp)")
+    p.add_argument("--insecure-plain-tcp", action="store_true",
+                   help="allow --master on an address other than loopback (a private network "
+                        "you trust; prefer --deploy, which links parties in TLS 1.3)")
     p.add_argument("--deploy", help="instead of --master: a deployment file; the parties link "
                                     "directly at its addresses, in TLS 1.3 with its certificates "
                                     "unless it turns TLS off (servers listen, the dealer and the "
@@ -132,7 +137,10 @@ def _transport(args):
         host, _, port = args.master.rpartition(":")
         if not host or not port.isdigit():
             raise ValueError(f"--master {args.master!r}: expected ADDR:PORT")
-        return TransportSpec("tcp", master=(host, int(port)))
+        from ringlet.comm.transport import warn_plain_tcp
+        warn_plain_tcp()
+        return TransportSpec("tcp", master=(host, int(port)),
+                             insecure_plain_tcp=args.insecure_plain_tcp)
     from ringlet import deploy
     d = deploy.load(args.deploy)
     if len(d.servers) != args.world_size:

@@ -6,7 +6,9 @@ send while another receives on the same link without sharing an SSL object unloc
 the bytes on the wire are counted exactly (``wire_sent``/``wire_received``; the TLS overhead is
 those minus the plaintext ``sent``/``received``).
 
-A *frame* is a 4-byte little-endian length and that many bytes. :meth:`Channel.send` returns at
+A *frame* is a 4-byte little-endian length and that many bytes. Every read of a frame states the
+largest length it accepts (the caller knows what may come: a hello, a query header, a payload of a
+known size); a longer announcement fails at once, and buffers grow with the bytes that arrive. :meth:`Channel.send` returns at
 once: a sender thread per channel writes frames in order, so two parties that both send large
 messages before reading never deadlock. Every wait has a deadline; a closed or reset connection
 raises :class:`~ringlet.comm.base.PeerFailedError` naming the peer.
@@ -22,10 +24,14 @@ import struct
 import threading
 import time
 
-from ringlet.comm.base import PeerFailedError, PeerTimeoutError
+from ringlet.comm.base import PeerFailedError, PeerTimeoutError, ProtocolMismatchError
 
 _CHUNK = 1 << 20  # plaintext handed to OpenSSL at a time (it cuts 16 KiB records)
 _RECV = 1 << 20
+
+
+class FrameTooLargeError(ProtocolMismatchError):
+    """A peer announced a frame longer than the limit of what it may send at that point."""
 
 
 class Channel:
@@ -141,22 +147,39 @@ class Channel:
             self.wire_sent += len(data)
 
     # receiving -------------------------------------------------------------------------------
-    def recv_frame(self, deadline: float, what: str) -> bytearray:
-        """The next frame's bytes (waits until ``deadline``, time.monotonic())."""
-        (n,) = struct.unpack("<I", bytes(self.read(4, deadline, what)))
+    def recv_frame(self, deadline: float, what: str, *, limit: int,
+                   frame_timeout: float | None = None) -> bytearray:
+        """The next frame's bytes: its length must arrive by ``deadline`` (time.monotonic()); a
+        length over ``limit`` raises :class:`FrameTooLargeError` before anything is allocated, and
+        with ``frame_timeout`` the rest of the frame must follow within that many seconds."""
+        n = self.recv_length(deadline, what, limit=limit)
+        if frame_timeout is not None:
+            deadline = time.monotonic() + frame_timeout
         return self.read(n, deadline, what)
 
     def recv_into(self, buf: memoryview, deadline: float, what: str) -> None:
         """Read exactly ``buf.nbytes`` bytes of the current frame into ``buf``."""
         self._fill(buf.nbytes, deadline, what, buf)
 
-    def recv_length(self, deadline: float, what: str) -> int:
+    def recv_length(self, deadline: float, what: str, *, limit: int) -> int:
+        """The next frame's announced length (at most ``limit``, else FrameTooLargeError)."""
         (n,) = struct.unpack("<I", bytes(self.read(4, deadline, what)))
+        if n > limit:
+            raise FrameTooLargeError(f"{self.peer} announced a frame of {n} bytes ({what}); the "
+                                     f"limit for it is {limit} bytes")
         return n
 
     def read(self, n: int, deadline: float, what: str) -> bytearray:
-        out = bytearray(n)
-        self._fill(n, deadline, what, memoryview(out))
+        """Exactly ``n`` bytes; the buffer grows with the data received, never ahead of it."""
+        if n <= _CHUNK:
+            out = bytearray(n)
+            self._fill(n, deadline, what, memoryview(out))
+            return out
+        out = bytearray()
+        while len(out) < n:
+            piece = bytearray(min(n - len(out), max(_CHUNK, len(out))))
+            self._fill(len(piece), deadline, what, memoryview(piece))
+            out += piece
         return out
 
     def _fill(self, n: int, deadline: float, what: str, out: memoryview) -> None:

@@ -57,27 +57,58 @@ def encode_header(step: str, items: list[Item]) -> bytes:
     return struct.pack("<H", len(body)) + body
 
 
-def decode_header(data: bytes) -> tuple[int, list[tuple[str, torch.dtype, tuple]]]:
-    step, n = struct.unpack_from("<QB", data, 0)
-    pos, spec = 9, []
-    for _ in range(n):
-        tag, dt, ndim = struct.unpack_from("<BBB", data, pos)
-        shape = struct.unpack_from(f"<{ndim}q", data, pos + 3)
-        pos += 3 + 8 * ndim
-        spec.append((TAGS[tag], _DTYPES[dt], tuple(shape)))
+def decode_header(data: bytes, peer: str = "the peer") -> tuple[int, list[tuple[str, torch.dtype, tuple]]]:
+    try:
+        step, n = struct.unpack_from("<QB", data, 0)
+        pos, spec = 9, []
+        for _ in range(n):
+            tag, dt, ndim = struct.unpack_from("<BBB", data, pos)
+            shape = struct.unpack_from(f"<{ndim}q", data, pos + 3)
+            pos += 3 + 8 * ndim
+            if min(shape, default=0) < 0:
+                raise ValueError("a negative dimension")
+            spec.append((TAGS[tag], _DTYPES[dt], tuple(shape)))
+    except (struct.error, IndexError, ValueError) as exc:
+        raise ProtocolMismatchError(f"{peer} sent a garbled message header ({exc})") from None
     return step, spec
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _itemsize(dtype: torch.dtype) -> int:
+    return torch.empty(0, dtype=dtype).element_size()
+
+
+HELLO_LIMIT = 64 << 10  # bytes of a hello or its answer (a few hundred in practice)
 
 
 def send_json(ch: Channel, obj) -> None:
     ch.send(json.dumps(obj).encode())
 
 
-def recv_json(ch: Channel, timeout: float, what: str):
-    data = ch.recv_frame(time.monotonic() + timeout, what)
+def parse_json(data, peer: str, what: str):
+    """A JSON object from a peer's frame; anything else (not UTF-8, not JSON, too deeply nested,
+    not an object) is a :class:`ProtocolMismatchError` naming the peer."""
     try:
-        return json.loads(bytes(data).decode())
+        obj = json.loads(bytes(data).decode())
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ProtocolMismatchError(f"{ch.peer} sent a garbled {what} message") from None
+        raise ProtocolMismatchError(f"{peer} sent a garbled {what} message") from None
+    except RecursionError:
+        raise ProtocolMismatchError(f"{peer} sent a {what} message nested too deeply") from None
+    if not isinstance(obj, dict):
+        raise ProtocolMismatchError(f"{peer} sent a JSON {type(obj).__name__} as its {what} "
+                                    f"message, not an object")
+    return obj
+
+
+def recv_json(ch: Channel, timeout: float, what: str, limit: int = HELLO_LIMIT):
+    data = ch.recv_frame(time.monotonic() + timeout, what, limit=limit)
+    return parse_json(data, ch.peer, what)
 
 
 def common_name(cert: dict | None) -> str | None:
@@ -91,7 +122,8 @@ def common_name(cert: dict | None) -> str | None:
 class Listener:
     """Accepts links on ``address``; each verified peer is handed to ``on_peer(hello, channel)``.
 
-    ``check(hello, cert_name) -> str | None`` returns why a hello is refused (None: accepted).
+    ``check(hello, cert_name, where) -> str | None`` returns why a hello is refused (None:
+    accepted); ``where`` is the peer's address.
     Connections that fail the TLS handshake or the check are closed and reported to ``on_reject``.
     """
 
@@ -121,31 +153,24 @@ class Listener:
 
     def _join(self, conn: socket.socket, addr) -> None:
         where = f"{addr[0]}:{addr[1]}"
+        ch = None
         try:
             ch = Channel.open(conn, f"the party at {where}", self.context, True, self.timeout)
-        except CommError as exc:
-            conn.close()
-            self.on_reject(where, str(exc))
-            return
-        try:
             hello = recv_json(ch, self.timeout, "hello")
             cert_name = common_name(ch.peer_certificate()) if self.context is not None else None
-            why = self.check(hello, cert_name)
-        except (CommError, AttributeError, TypeError) as exc:
-            ch.close()
-            self.on_reject(where, str(exc))
+            why = self.check(hello, cert_name, where)
+            if why:
+                with contextlib.suppress(CommError):
+                    send_json(ch, {"ok": False, "error": why})
+                    ch.flush(self.timeout)
+                raise HandshakeError(why)
+            ch.peer = str(hello.get("name"))
+            send_json(ch, {"ok": True})
+        except Exception as exc:  # noqa: BLE001 - whatever a joining peer sends ends its link only
+            (ch or conn).close()
+            self.on_reject(where, str(exc) if isinstance(exc, CommError) else
+                           f"{type(exc).__name__} while joining: {exc}")
             return
-        if why:
-            try:
-                send_json(ch, {"ok": False, "error": why})
-                ch.flush(self.timeout)
-            except CommError:
-                pass
-            ch.close()
-            self.on_reject(where, why)
-            return
-        ch.peer = str(hello.get("name"))
-        send_json(ch, {"ok": True})
         self.on_peer(hello, ch)
 
     def close(self) -> None:
@@ -194,6 +219,12 @@ class MeshCommunicator(Communicator):
         super().__init__(rank, world_size, timeout, names)
         self.channels = channels
         self.on_receive: Callable | None = None  # on_receive(src, items): a test's recorder
+        self._interject: dict[int, tuple[str, Callable]] = {}
+
+    def interject(self, step: str, handler: Callable) -> None:
+        """Messages of ``step`` may arrive between any others: whichever step a receive waits
+        for, they are handed to ``handler(src, tensors)`` (and counted) as they come."""
+        self._interject[_step_hash(step)] = (step, handler)
 
     def _channel(self, peer: int) -> Channel:
         ch = self.channels.get(peer)
@@ -221,26 +252,39 @@ class MeshCommunicator(Communicator):
                                   f"({what}: {exc})") from None
 
     def _recv(self, src: int, step: str, deadline: float) -> list[Item]:
-        ch = self._channel(src)
-        what = f"step '{step}'"
-        with self._naming(src, what, f"no message from {self.peer_name(src)} in {what}"):
-            n = ch.recv_length(deadline, what)
-            (hlen,) = struct.unpack("<H", bytes(ch.read(2, deadline, what)))
-            step_hash, spec = decode_header(bytes(ch.read(hlen, deadline, what)))
-            buf = torch.empty(n - 2 - hlen, dtype=torch.uint8)
-            if buf.numel():
-                ch.recv_into(memoryview(buf.numpy()), deadline, what)
-        self.stats.framing_bytes += 4 + 2 + hlen
+        while True:
+            step_hash, items = self._recv_one(src, step, deadline)
+            if step_hash == _step_hash(step) or step_hash not in self._interject:
+                break
+            for tag, t in items:
+                self.stats.received[(src, tag)] += t.numel() * t.element_size()
+            self._interject[step_hash][1](src, [t for _, t in items])
         if step and step_hash != _step_hash(step):
             raise ProtocolMismatchError(f"{self.peer_name(self.rank)}: {self.peer_name(src)} is in a "
                                         f"different step than '{step}'")
+        if self.on_receive is not None:
+            self.on_receive(src, items)
+        return items
+
+    def _recv_one(self, src: int, step: str, deadline: float):
+        ch = self._channel(src)
+        what = f"step '{step}'"
+        with self._naming(src, what, f"no message from {self.peer_name(src)} in {what}"):
+            n = ch.recv_length(deadline, what, limit=0xFFFFFFFF)
+            (hlen,) = struct.unpack("<H", bytes(ch.read(2, deadline, what)))
+            step_hash, spec = decode_header(bytes(ch.read(hlen, deadline, what)), ch.peer)
+            size = sum(_numel(shape) * _itemsize(dt) for _, dt, shape in spec)
+            if n != 2 + hlen + size:  # checked before anything of that size is allocated
+                raise ProtocolMismatchError(f"{ch.peer} announced {n} bytes for items of {size}")
+            buf = torch.empty(size, dtype=torch.uint8)
+            if buf.numel():
+                ch.recv_into(memoryview(buf.numpy()), deadline, what)
+        self.stats.framing_bytes += 4 + 2 + hlen
         items, used = split_items(buf, spec)
         if used != buf.numel():
             raise ProtocolMismatchError(f"{self.peer_name(self.rank)}: a message from "
                                         f"{self.peer_name(src)} has {buf.numel() - used} stray bytes")
-        if self.on_receive is not None:
-            self.on_receive(src, items)
-        return items
+        return step_hash, items
 
     def _flush(self) -> None:
         for peer, ch in self.channels.items():

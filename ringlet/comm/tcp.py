@@ -1,6 +1,7 @@
 """TCP transport on torch.distributed (a gloo process group), for multi-process and multi-host runs.
 
-Rendezvous: rank 0 hosts a ``TCPStore`` at ``master_addr:master_port``; every party connects to it
+Rendezvous: rank 0 hosts a ``TCPStore`` at ``master_addr:master_port`` (listening on that address
+only, never on all interfaces); every party connects to it
 and gloo builds a full mesh of TCP connections, each party listening on the address of its interface
 towards the master (or ``bind_addr``, or ``$GLOO_SOCKET_IFNAME``). No global process group is created.
 
@@ -8,6 +9,10 @@ Wire format. In a round where two parties both send to and wait for each other (
 symmetric case), each message is one flat byte buffer whose layout the receiver already knows: it
 mirrors what the receiver itself sends to that peer. Otherwise a fixed-size header (step, items,
 dtypes, shapes) goes first, then the payload. Header bytes are counted as framing, never as payload.
+
+Security: gloo links are plain TCP with no authentication: whoever reaches the rendezvous first as
+a rank is that rank. The launcher and ``ringlet party --master`` warn on every run and refuse a
+rendezvous off loopback without ``--insecure-plain-tcp``; serving uses TLS links only.
 """
 
 from __future__ import annotations
@@ -80,13 +85,17 @@ class TcpCommunicator(Communicator):
         super().__init__(rank, world_size, timeout, names)
         wait = datetime.timedelta(seconds=connect_timeout or timeout)
         try:
+            fd = None
+            if rank == 0:  # the rendezvous listens on the master address only, not on every one;
+                # the store owns the socket from here (it closes it)
+                fd = socket.create_server((master_addr, int(master_port)), backlog=128).detach()
             self.store = dist.TCPStore(master_addr, int(master_port), world_size, rank == 0,
-                                       timeout=wait)
+                                       timeout=wait, use_libuv=True, master_listen_fd=fd)
             opts = dist.ProcessGroupGloo._Options()
             opts._timeout = datetime.timedelta(seconds=timeout)
             opts._devices = [_device(master_addr, int(master_port), bind_addr)]
             self.pg = dist.ProcessGroupGloo(self.store, rank, world_size, opts)
-        except (RuntimeError, dist.DistStoreError) as exc:
+        except (RuntimeError, dist.DistStoreError, OSError) as exc:
             raise PeerFailedError(f"{self.peer_name(rank)}: could not join the party mesh at "
                                   f"{master_addr}:{master_port} within {wait.total_seconds():g} s "
                                   f"({str(exc).splitlines()[0]})") from exc

@@ -12,6 +12,7 @@ All count the same payload bytes and rounds; framing and TLS records are counted
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -60,13 +61,49 @@ class TransportSpec:
     tls: TlsFiles | None = None
     deployment: str = ""  # an id every hello carries (parties of other deployments are refused)
 
+    insecure_plain_tcp: bool = False  # tcp: allow a rendezvous that is not on loopback
+
     def __post_init__(self):
+        if self.kind == "tcp" and self.master is not None:
+            host = self.master[0]
+            if not self.insecure_plain_tcp and not is_loopback(host):
+                raise ValueError(f"--master {host}:{self.master[1]} is not a loopback address: the "
+                                 f"gloo transport has no authentication or encryption, and any "
+                                 f"process that reaches the rendezvous first can take a party's "
+                                 f"place. Use --deploy (TLS 1.3, certificates), or accept that "
+                                 f"risk with --insecure-plain-tcp")
         if self.kind not in TRANSPORTS:
             raise ValueError(f"unknown transport {self.kind!r} (one of {', '.join(TRANSPORTS)})")
         if self.kind == "tls" and self.tls is None:
             raise ValueError("transport 'tls' needs certificates (a CA and one per party)")
         if self.kind == "tcp" and self.master is None:
             raise ValueError("transport 'tcp' needs the rendezvous address ADDR:PORT")
+
+
+GLOO_WARNING = ("transport 'tcp' is gloo over plain TCP: no authentication and no encryption; "
+                "any process that reaches the rendezvous first can join as a party and read "
+                "what the parties send. Use it on one host or a private network only; "
+                "--deploy / transport 'tls' links parties with TLS 1.3 and certificates.")
+
+
+class PlainTcpWarning(UserWarning):
+    """The gloo transport is in use (see GLOO_WARNING)."""
+
+
+def warn_plain_tcp() -> None:
+    """Say GLOO_WARNING once per run, on stderr."""
+    import warnings
+    warnings.warn(GLOO_WARNING, PlainTcpWarning, stacklevel=3)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) resolves to loopback addresses only."""
+    import ipaddress
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback for i in infos)
 
 
 def world_links(world) -> set[tuple[int, int]]:
@@ -111,7 +148,7 @@ def connect_mesh(spec: TransportSpec, rank: int, world, connect_timeout: float) 
     rejected: list[str] = []
     hello = {"rank": rank, "name": me, "world": world.size, "deployment": spec.deployment}
 
-    def check(h: dict, cert_name):
+    def check(h: dict, cert_name, where=None):
         p = h.get("rank")
         if h.get("deployment") != spec.deployment:
             return f"another deployment ({h.get('deployment')!r}, this is {spec.deployment!r})"

@@ -20,7 +20,7 @@ import torch
 from ringlet.comm.base import CommError
 from ringlet.comm.mesh import dial
 from ringlet.serve import wire
-from ringlet.serve.wire import QueryError
+from ringlet.serve.wire import QueryError, QueryTimeout
 
 
 class _Pending:
@@ -57,9 +57,13 @@ class Client:
                       time.monotonic() + self.d.connect_timeout)
         except CommError as exc:
             raise QueryError("unavailable", f"server-{r}: cannot connect ({exc})") from None
-        wire.send(ch, {"op": "info"})
-        header, _ = wire.recv(ch, self.d.connect_timeout, "the model's facts")
-        self._check_info(r, header)
+        try:
+            wire.send(ch, {"op": "info"})
+            header, _ = wire.recv(ch, self.d.connect_timeout, "the model's facts")
+            self._check_info(r, header)
+        except BaseException:
+            ch.close()
+            raise
         self._links[r] = ch
         reader = threading.Thread(target=self._reader, args=(r, ch), daemon=True,
                                   name=f"ringlet-client-server-{r}")
@@ -68,6 +72,8 @@ class Client:
         return ch
 
     def _check_info(self, r: int, info: dict) -> None:
+        if info.get("op") == "error":
+            raise QueryError(str(info.get("kind", "internal")), str(info.get("message", "")))
         if info.get("op") != "info":
             raise QueryError("internal", f"server-{r} answered {info.get('op')!r} to info")
         if self.info is None:
@@ -82,7 +88,9 @@ class Client:
     def _reader(self, r: int, ch) -> None:
         try:
             while True:
-                header, payload = wire.recv(ch, 24 * 3600.0, "answers")
+                header, payload = wire.recv(ch, 24 * 3600.0, "answers",
+                                            payload_limit=self._answer_limit,
+                                            frame_timeout=self.d.message_timeout)
                 with self._lock:
                     pend = self._pending.get(header.get("id"))
                 if pend is None:
@@ -103,6 +111,10 @@ class Client:
                 ids = list(self._pending)
             for qid in ids:
                 self._finish(qid, error=QueryError("peer_failed", f"server-{r} is gone ({exc})", qid))
+
+    def _answer_limit(self, header: dict) -> int:
+        rows = wire.rows_of(header, self.info["max_batch"]) or self.info["max_batch"]
+        return self._ring().wire_bytes(rows * int(torch.Size(self.info["output_shape"]).numel()))
 
     def _part(self, qid: str, r: int, payload) -> None:
         ring = self._ring()
@@ -178,7 +190,11 @@ class Client:
         with self._lock:
             for r in range(self.p):
                 self._link(r)
-        x = torch.as_tensor(x, dtype=torch.float64)
+        x = torch.as_tensor(x)
+        if x.is_complex() or not (x.is_floating_point() or x.dtype in (
+                torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)):
+            raise ValueError(f"query of dtype {x.dtype}: the model takes real numbers")
+        x = x.to(torch.float64)
         shape = tuple(self.info["input_shape"])
         if tuple(x.shape) == shape:
             x = x.unsqueeze(0)
@@ -215,7 +231,21 @@ class Client:
         try:
             return fut.result(wait)
         except TimeoutError:
-            raise TimeoutError(f"no answer from the servers within {wait:g} s") from None
+            raise self._late(fut, wait) from None
+
+    def _late(self, fut: Future, wait: float) -> QueryTimeout:
+        """The error of a query with no complete answer: which servers did not answer."""
+        with self._lock:
+            qid, pend = next(((i, p) for i, p in self._pending.items() if p.future is fut),
+                             (None, None))
+        if pend is None:
+            return QueryTimeout(f"no answer from the servers within {wait:g} s")
+        silent = [f"server-{r}" for r in range(self.p) if r not in pend.parts]
+        done = [f"server-{r}" for r in sorted(pend.parts)]
+        self._finish(qid, error=QueryTimeout("", qid))  # its future is given up on
+        said = f" ({', '.join(done)} did)" if done else ""
+        return QueryTimeout(f"query {qid}: {', '.join(silent)} did not answer within "
+                            f"{wait:g} s{said}", qid)
 
     def query_many(self, xs, timeout: float | None = None) -> list[torch.Tensor]:
         futures = [self.submit(x) for x in xs]
@@ -246,7 +276,11 @@ class AsyncClient:
     async def query(self, x: torch.Tensor) -> torch.Tensor:
         loop = asyncio.get_running_loop()
         fut = await loop.run_in_executor(None, self.client.submit, x)
-        return await asyncio.wait_for(asyncio.wrap_future(fut), self.client.timeout + 5.0)
+        wait = self.client.timeout + 5.0
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(fut), wait)
+        except TimeoutError:
+            raise self.client._late(fut, wait) from None
 
     def close(self) -> None:
         self.client.close()

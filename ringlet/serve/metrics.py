@@ -13,12 +13,15 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from ringlet.serve.wire import ERROR_KINDS
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
                                generate_latest)
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
-ERROR_KINDS = ("busy", "peer_failed", "bad_input", "draining", "timeout", "internal")
+# what ends a link early: an oversized or garbled frame, a timeout (idle, or slow inside a frame),
+# a link over its certificate's limit, a refused join, anything unexpected
+LINK_ERROR_KINDS = ("oversized", "garbled", "timeout", "limit", "refused", "internal")
 DIRECTIONS = ("sent", "received")
 
 
@@ -47,8 +50,12 @@ class ServeMetrics:
                          registry=r).labels(party)
         self._draining = Gauge("ringlet_draining", "1 while draining before shutdown", p,
                                registry=r).labels(party)
+        self._link_errors = Counter("ringlet_link_errors_total", "Links ended early, by cause",
+                                    p + ("kind",), registry=r)
         for kind in ERROR_KINDS:  # export zeros so rate() works before the first error
             self._errors.labels(party, kind)
+        for kind in LINK_ERROR_KINDS:
+            self._link_errors.labels(party, kind)
 
     def query(self) -> None:
         self._queries.inc()
@@ -59,6 +66,11 @@ class ServeMetrics:
 
     def error(self, kind: str) -> None:
         self._errors.labels(self.party, kind).inc()
+
+    def link_error(self, kind: str) -> None:
+        if kind not in LINK_ERROR_KINDS:
+            raise ValueError(f"link error kind must be one of {LINK_ERROR_KINDS}, not {kind!r}")
+        self._link_errors.labels(self.party, kind).inc()
 
     def batch(self, n: int) -> None:
         self._batch.observe(n)

@@ -8,48 +8,46 @@ range; a mismatch is refused, naming what differs) and agree on fresh pairwise s
 * clients send each server its share of a query (:mod:`ringlet.serve.wire`); a server never sees
   an input, only its share;
 * server 0 leads batching: it waits for queries (up to ``max_batch`` rows, at most ``max_wait_ms``
-  after the first), picks the batch shape (padding rows are zero shares) and a ready pool entry,
-  and tells the other servers which query ids, in which order, with which entry (tag ``setup``,
-  one message and one acknowledgement per batch); with no entry until a query's deadline, that
-  query gets "busy";
+  after the first), picks the batch shape (padding rows are zero shares) and a pool entry that
+  every server holds, and agrees on the batch with the others (:mod:`ringlet.serve.batches`: the
+  followers check every query's rows and bytes and say at once what they lack); a query that
+  cannot run by its deadline gets "busy" (no material, with the cause) or "timeout" (naming the
+  server that never had its share);
 * the servers run the compiled model on the batch (the online phase, exactly ``ringlet infer``'s
   rounds and bytes for that batch shape) and each sends every query its share of its output rows.
 
 A server that loses another server answers every pending query with an error naming it, drops its
 pool, and waits for the peer to link up again (no manual step). SIGTERM drains: accepted queries are
-answered, new ones refused with "draining".
+answered (for at most the query timeout), new ones refused with "draining".
+
+Links: every frame has a limit known before it is read; a client link idle for ``timeouts.idle``
+or slow inside a frame for ``timeouts.frame`` is closed; each client certificate may hold
+``limits.links`` links and ``limits.in_flight`` queries; whatever a link sends ends at most that
+link (its thread catches everything, closes the channel and counts the error by kind).
 """
 
 from __future__ import annotations
 
-import collections
+import contextlib
 import json
 import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+import traceback
 
 import torch
 
 from ringlet import prng
-from ringlet.comm.base import CommError
+from ringlet.comm.base import CommError, PeerTimeoutError, ProtocolMismatchError
+from ringlet.comm.channel import FrameTooLargeError
 from ringlet.comm.mesh import Listener, MeshCommunicator, dial
 from ringlet.nn.inference import ModelMismatchError, agree_on_model
-from ringlet.serve import wire
+from ringlet.serve import batches, wire
+from ringlet.serve.book import Query, QueryBook
 from ringlet.serve.metrics import HealthServer, ServeMetrics
-from ringlet.serve.pool import MaterialPool, json_tensor, receive_entries, tensor_json
+from ringlet.serve.pool import MaterialPool, receive_entries
 from ringlet.session import Seeds, Session, World
-
-
-@dataclass
-class Query:
-    id: str
-    rows: int
-    share: torch.Tensor  # this server's share, (rows, *input shape), int64 ring elements
-    ch: object  # the client's channel
-    t0: float
-    deadline: float
 
 
 def _norm(norm):
@@ -67,6 +65,11 @@ def load_model(deploy):
         backend=m.get("linear_backend"), relu_protocol=m.get("relu_protocol"))
 
 
+class _DealerLink:
+    def __init__(self, ch, where: str):
+        self.ch, self.where, self.stop, self.since = ch, where, threading.Event(), time.time()
+
+
 class ServerNode:
     """One server of a deployment (see the module docstring)."""
 
@@ -81,21 +84,22 @@ class ServerNode:
         self.model = model if model is not None else load_model(deploy)
         self.ring = self.model.fixed.ring
         self.shape = tuple(self.model.graph.input_shape)
+        self.numel = int(torch.Size(self.shape).numel())
         self.out_shape = tuple(self.model.graph.nodes[-1].out_shape)  # per input row
         self.metrics = ServeMetrics(self.name)
-        self.pool = MaterialPool(deploy.sizes, on_change=self.metrics.pool)
+        self.pool = MaterialPool(deploy.sizes, on_change=self.metrics.pool,
+                                 needs_confirmation=rank == 0)
+        self.book = QueryBook(deploy.max_in_flight)
         self.plans: dict | None = None
         self.plans_ready = threading.Event()
-        self.cond = threading.Condition()
-        self.waiting: collections.OrderedDict[str, Query] = collections.OrderedDict()
+        self.cond = threading.Condition()  # guards peers, dealer and the client links
         self.peers: dict[int, object] = {}
-        self.clients: set = set()
-        self.missed: dict[str, float] = {}  # ids a batch ran without this server's share -> when
-        self.dealer = None  # (channel, stop event)
-        self.draining = False
+        self.clients: dict = {}  # channel -> certificate name
+        self.dealer: _DealerLink | None = None
+        self.draining: float | None = None  # when SIGTERM came
         self.stopped = threading.Event()
         self.session_up = False
-        self.refused: str | None = None  # why this server stopped (another model)
+        self.refused: str | None = None  # why this server stopped (another model, a bug)
         ctx = deploy.tls_files().contexts(self.name) if deploy.tls else (None, None)
         self.server_ctx, self.client_ctx = ctx
         self.listener = self.health = None
@@ -105,30 +109,36 @@ class ServerNode:
         me = self.d.server(self.rank)
         self.listener = Listener(me.address, self.server_ctx, self._on_peer, self._check,
                                  timeout=self.d.connect_timeout, name=self.name,
-                                 on_reject=lambda where, why: self.log(f"refused {where}: {why}"))
+                                 on_reject=self._rejected)
         if me.metrics is not None:
             self.health = HealthServer(me.metrics[0], me.metrics[1], self.metrics,
                                        health=self._health).start()
-        threading.Thread(target=self._main, name=f"ringlet-{self.name}", daemon=True).start()
+        for target, what in ((self._main, "main"), (self._reap, "reaper")):
+            threading.Thread(target=target, name=f"ringlet-{self.name}-{what}", daemon=True).start()
         self.log(f"listening on {me.address[0]}:{self.listener.address[1]} "
                  f"({'TLS 1.3' if self.server_ctx else 'plain TCP'})")
         return self
 
+    def _rejected(self, where: str, why: str) -> None:
+        self.metrics.link_error("refused")
+        self.log(f"refused {where}: {why}")
+
     def drain(self, *_):
         self.log("draining: answering accepted queries, refusing new ones")
-        self.draining = True
+        self.draining = self.draining or time.monotonic()
         self.metrics.set_draining(True)
-        with self.cond:
-            self.cond.notify_all()
+        with self.book.cond:
+            self.book.cond.notify_all()
 
     def install_signals(self) -> None:
         signal.signal(signal.SIGTERM, self.drain)
         signal.signal(signal.SIGINT, self.drain)
 
     def wait(self) -> int:
-        while not self.stopped.wait(0.5):
-            if self.draining and not self.waiting:
-                self.stopped.set()
+        while not self.stopped.wait(0.2):
+            if self.draining and (not len(self.book) or
+                                  time.monotonic() - self.draining > self.d.query_timeout + 1):
+                self.stopped.set()  # drained, or every accepted query's deadline has passed
         self.close()
         if self.refused:
             self.log(f"error: {self.refused}")
@@ -137,6 +147,8 @@ class ServerNode:
 
     def close(self) -> None:
         self.stopped.set()
+        for q in self.book.take_all():
+            self.refuse(q.ch, q.id, "draining", f"{self.name} stopped before query {q.id} ran")
         for ch in list(self.clients):  # answers already queued leave before the process ends
             try:
                 ch.flush(5.0)
@@ -148,13 +160,13 @@ class ServerNode:
         for ch in list(self.peers.values()):
             ch.close()
         if self.dealer is not None:
-            self.dealer[0].close()
+            self.dealer.ch.close()
 
     def _health(self) -> dict:
         return {"ok": self.session_up and not self.draining, "party": self.name,
                 "peers": sorted(self.peers), "dealer": self.dealer is not None,
                 "pool": {str(b): n for b, n in self.pool.depths().items()},
-                "waiting": len(self.waiting)}
+                "waiting": len(self.book)}
 
     def info(self) -> dict:
         return {"op": "info", "server": self.rank, "servers": self.p,
@@ -169,18 +181,26 @@ class ServerNode:
                 "pool_bytes": self.pool.nbytes()}
 
     # -- who may join ---------------------------------------------------------------------------
-    def _check(self, hello: dict, cert_name):
-        name = str(hello.get("name"))
+    def _check(self, hello: dict, cert_name, where=None):
+        name = hello.get("name")
+        if type(name) is not str:
+            return "the hello has no party name"
         if hello.get("deployment") != self.d.name:
             return f"another deployment ({hello.get('deployment')!r}, this is {self.d.name!r})"
         if self.server_ctx is not None and cert_name != name:
             return f"certificate is for {cert_name!r}, the hello says {name!r}"
         if name.startswith("server-"):
             r = hello.get("rank")
-            if name != f"server-{r}" or not isinstance(r, int) or not self.rank < r < self.p:
+            if name != f"server-{r}" or type(r) is not int or not self.rank < r < self.p:
                 return f"{name} does not connect to {self.name}"
             return None
-        if name == "dealer" or name.startswith("client"):
+        if name == "dealer":
+            held = self.dealer
+            if held is not None:
+                return (f"a dealer is already linked to {self.name} (from {held.where}); the "
+                        f"dealer at {where} is refused: a deployment has one dealer")
+            return None
+        if name.startswith("client"):
             return None
         return f"{name!r} is not a party of this deployment"
 
@@ -194,101 +214,164 @@ class ServerNode:
                 self.peers[hello["rank"]] = ch
                 self.cond.notify_all()
             self.log(f"{name} linked")
-        elif name == "dealer":
-            threading.Thread(target=self._dealer_link, args=(ch,), daemon=True,
-                             name=f"ringlet-{self.name}-dealer").start()
-        else:
-            threading.Thread(target=self._client_link, args=(ch,), daemon=True,
-                             name=f"ringlet-{self.name}-{name}").start()
+            return
+        target = self._dealer_link if name == "dealer" else self._client_link
+        threading.Thread(target=target, args=(ch, name), daemon=True,
+                         name=f"ringlet-{self.name}-{name}").start()
 
     # -- the dealer link ------------------------------------------------------------------------
-    def _dealer_link(self, ch) -> None:
-        if self.dealer is not None:
-            self.dealer[0].close()
-        stop = threading.Event()
-        self.dealer = (ch, stop)
+    def _dealer_link(self, ch, _name) -> None:
+        try:
+            where = "%s:%s" % ch.sock.getpeername()[:2]
+        except OSError:
+            where = "an address that is gone"
+        link = _DealerLink(ch, where)
+        with self.cond:
+            if self.dealer is not None:  # two dealers passed the check at once: the first stays
+                ch.close()
+                self.log("refused a second dealer (one is linked)")
+                return
+            self.dealer = link
         self.log("dealer linked")
-        comm = MeshCommunicator(self.rank, self.p + 1, {self.p: ch}, self.d.message_timeout)
+        comm = MeshCommunicator(self.rank, self.p + 1, {self.p: ch}, self.d.message_timeout,
+                                {self.p: "dealer", self.rank: self.name})
         try:
             while not self.plans_ready.wait(0.5):
-                if self.stopped.is_set() or stop.is_set():
+                if self.stopped.is_set() or link.stop.is_set():
                     return
-            receive_entries(comm, self.p, self.rank, self.ring, self.plans, self.pool, stop,
-                            on_bytes=lambda n: self.metrics.add_bytes("received", "dealer", n))
+            receive_entries(comm, self.p, self.rank, self.ring, self.plans, self.pool, link.stop,
+                            on_bytes=lambda n: self.metrics.add_bytes("received", "dealer", n),
+                            silence=self.d.message_timeout, log=self.log)
+        except PeerTimeoutError:
+            self.log("the dealer went silent; its link is closed (a new dealer may link)")
         except CommError as exc:
             self.log(f"dealer link ended: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a malformed dealer message ends its link only
+            self.metrics.link_error("internal")
+            self.log(f"dealer link ended: {type(exc).__name__}: {exc}")
         finally:
-            if self.dealer is not None and self.dealer[0] is ch:
-                self.dealer = None
+            with self.cond:
+                if self.dealer is link:
+                    self.dealer = None
             ch.close()
 
-    def _consumed(self, size: int, key) -> None:
-        if self.dealer is not None:
+    def consumed(self, size: int, key) -> None:
+        """Tell the dealer an entry left this server's pool (used or dropped)."""
+        link = self.dealer
+        if link is not None:
             try:
-                backlog = sum(q.rows for q in list(self.waiting.values()))
-                self.dealer[0].send(json.dumps({"consumed": [size, list(key)],
-                                                "backlog": backlog}).encode())
+                link.ch.send(json.dumps({"consumed": [size, list(key)],
+                                         "backlog": self.book.rows_waiting()}).encode())
             except CommError:
                 pass
 
     # -- clients --------------------------------------------------------------------------------
-    def _client_link(self, ch) -> None:
-        self.clients.add(ch)
+    def _client_link(self, ch, name: str) -> None:
+        with self.cond:
+            count = sum(1 for n in self.clients.values() if n == name)
+            if count < self.d.max_links:
+                self.clients[ch] = name
+        if ch not in self.clients:
+            self.metrics.link_error("limit")
+            self.refuse(ch, None, "limit", f"{name} already holds {count} links to {self.name} "
+                                           f"(the deployment's limit per client)")
+            with contextlib.suppress(CommError):
+                ch.flush(1.0)
+            ch.close()
+            return
+        kind = None
         try:
             while not self.stopped.is_set():
-                header, payload = wire.recv(ch, 24 * 3600.0, "a query")
-                if header.get("op") == "info":
-                    wire.send(ch, self.info())
-                elif header.get("op") == "query":
-                    self._accept(header, payload, ch)
-                else:
-                    wire.send(ch, {"op": "error", "id": header.get("id"), "kind": "bad_input",
-                                   "message": f"{self.name}: unknown op {header.get('op')!r}"})
+                header, payload = wire.recv(ch, self.d.idle_timeout, "a query",
+                                            payload_limit=self._payload_limit,
+                                            frame_timeout=self.d.frame_timeout)
+                self._on_message(header, payload, ch, name)
+        except FrameTooLargeError as exc:
+            kind = "oversized"
+            self.refuse(ch, None, "bad_input", str(exc))
+        except ProtocolMismatchError as exc:
+            kind = "garbled"
+            self.refuse(ch, None, "bad_input", str(exc))
+        except PeerTimeoutError:
+            kind = "timeout"  # idle, or too slow inside a frame
         except CommError:
-            self.clients.discard(ch)
-            ch.close()  # the client left; its queries still run, their answers go nowhere
+            pass  # the client left; its queries still run, their answers go nowhere
+        except Exception as exc:  # noqa: BLE001 - one client's link never takes the server down
+            kind = "internal"
+            self.log(f"{name}'s link ended by {type(exc).__name__}: {exc}")
+        finally:
+            if kind is not None:
+                self.metrics.link_error(kind)
+            with contextlib.suppress(CommError):
+                ch.flush(1.0)
+            with self.cond:
+                self.clients.pop(ch, None)
+            ch.close()
 
-    def _refuse(self, ch, qid, kind: str, message: str) -> None:
+    def _payload_limit(self, header: dict) -> int:
+        rows = wire.rows_of(header, self.d.max_batch) or self.d.max_batch
+        return self.ring.wire_bytes(rows * self.numel)
+
+    def _on_message(self, header: dict, payload, ch, name: str) -> None:
+        op = header.get("op")
+        if op == "info":
+            wire.send(ch, self.info())
+        elif op == "query":
+            self._accept(header, payload, ch, name)
+        else:
+            self.refuse(ch, wire.query_id(header), "bad_input", f"unknown op {op!r}")
+
+    def refuse(self, ch, qid, kind: str, message: str) -> None:
         self.metrics.error(kind)
         try:
             wire.send(ch, {"op": "error", "id": qid, "kind": kind, "message": f"{self.name}: {message}"})
         except CommError:
             pass
 
-    def _accept(self, header: dict, payload, ch) -> None:
-        qid, rows = header.get("id"), header.get("rows")
-        if not isinstance(qid, str) or not 0 < len(qid) <= 64:
-            return self._refuse(ch, None, "bad_input", "a query needs an id (a string of 1–64 chars)")
-        if not isinstance(rows, int) or not 1 <= rows <= self.d.max_batch:
-            return self._refuse(ch, qid, "bad_input", f"rows {rows!r}: 1..{self.d.max_batch} per query")
+    def refuse_queries(self, queries, kind: str, message) -> None:
+        """Remove ``queries`` and answer each with an error (``message(q)``)."""
+        self.book.remove(queries)
+        for q in queries:
+            self.refuse(q.ch, q.id, kind, message(q))
+
+    def _accept(self, header: dict, payload, ch, client: str) -> None:
+        qid, rows = wire.query_id(header), wire.rows_of(header, self.d.max_batch)
+        if qid is None:
+            return self.refuse(ch, None, "bad_input", "a query needs an id (a string of 1–64 chars)")
+        if rows is None:
+            return self.refuse(ch, qid, "bad_input", f"rows {header.get('rows')!r}: an integer "
+                                                     f"1..{self.d.max_batch} per query")
         if self.draining:
-            return self._refuse(ch, qid, "draining", "draining (shutting down); not accepting queries")
+            return self.refuse(ch, qid, "draining", "draining (shutting down); not accepting queries")
         if not self.session_up:
             others = ", ".join(f"server-{r}" for r in range(self.p) if r != self.rank)
-            return self._refuse(ch, qid, "unavailable", f"not serving: not linked to {others}")
-        shape = (rows, *self.shape)
-        try:
-            t = torch.frombuffer(bytearray(payload), dtype=torch.uint8) if payload else torch.empty(0, dtype=torch.uint8)
-            if self.ring.bits == 64:
-                if t.numel() % 8:
-                    raise ValueError(f"{t.numel()} bytes is not a whole number of 64-bit elements")
-                t = t.view(torch.int64)
-            share = self.ring.unwire(t, shape)
-        except ValueError as exc:
-            return self._refuse(ch, qid, "bad_input", f"the share does not fit {rows} inputs of shape "
-                                                      f"{self.shape}: {exc}")
+            return self.refuse(ch, qid, "unavailable", f"not serving: not linked to {others}")
+        want = self.ring.wire_bytes(rows * self.numel)
+        if len(payload) != want:
+            return self.refuse(ch, qid, "bad_input", f"the share of {rows} inputs of shape "
+                                                     f"{self.shape} is {want} bytes, got {len(payload)}")
+        t = torch.frombuffer(payload, dtype=torch.uint8) if payload else torch.empty(0, dtype=torch.uint8)
+        share = self.ring.unwire(t.view(torch.int64) if self.ring.bits == 64 else t, (rows, *self.shape))
         self.metrics.add_bytes("received", "clients", len(payload))
         now = time.monotonic()
-        with self.cond:
-            if qid in self.missed:  # server 0 ran its batch without this share: answer, never keep it
-                self.missed.pop(qid)
-                return self._refuse(ch, qid, "timeout", "the share arrived after server 0 ran the "
-                                                        "query's batch without it")
-            if qid in self.waiting:
-                return self._refuse(ch, qid, "bad_input", f"query id {qid} is already pending")
-            self.waiting[qid] = Query(qid, rows, share, ch, now, now + self.d.query_timeout)
-            self.cond.notify_all()
+        why = self.book.add(Query(qid, rows, len(payload), share, ch, client, now,
+                                  now + self.d.query_timeout))
+        if why is not None:
+            return self.refuse(ch, qid, *why)
         self.metrics.query()
+
+    def _reap(self) -> None:
+        """Answer every query that reached its deadline without running, with the reason."""
+        lead = self.rank == 0
+        default = ("timeout", "not run before its deadline" if lead else
+                   "server-0 never ordered it before its deadline (its share did not reach "
+                   "server-0, or server-0 was overloaded)")
+        while not self.stopped.is_set():
+            for q in self.book.expired():
+                kind, msg = q.why or default
+                self.refuse(q.ch, q.id, kind, f"query {q.id}: {msg} "
+                                              f"(deadline {self.d.query_timeout:g} s)")
+            self.stopped.wait(0.05)
 
     # -- the server pair ------------------------------------------------------------------------
     def _main(self) -> None:
@@ -300,8 +383,9 @@ class ServerNode:
                 self.session_up = True
                 self.metrics.set_up(True)
                 self.log("serving")
+                step = batches.lead if self.rank == 0 else batches.follow
                 while not self.stopped.is_set():
-                    self._lead(sess) if self.rank == 0 else self._follow(sess)
+                    step(self, sess)
             except CommError as exc:
                 self.log(f"lost the other servers: {exc}")
                 self._fail_all("peer_failed", str(exc))
@@ -311,11 +395,11 @@ class ServerNode:
                 if self.rank > 0:
                     self.refused = f"ModelMismatchError: {exc}"
                     self.stopped.set()
-            except Exception as exc:  # noqa: BLE001 - a bug ends the server, loudly
-                import traceback
+            except Exception as exc:  # noqa: BLE001 - a bug ends the server, loudly, in its log
                 traceback.print_exc()
                 self.refused = f"{type(exc).__name__}: {exc}"
-                self._fail_all("internal", self.refused)
+                self._fail_all("internal", f"internal error at {self.name} (see its log); the "
+                                           f"query was not computed")
                 self.stopped.set()
             finally:
                 self.session_up = False
@@ -328,9 +412,10 @@ class ServerNode:
                 ch.close()
             self.peers.clear()
         self.pool.clear()  # the other servers' halves of these entries are gone
-        if self.dealer is not None:
-            self.dealer[1].set()
-            self.dealer[0].close()
+        link = self.dealer
+        if link is not None:
+            link.stop.set()
+            link.ch.close()
 
     def _link_up(self) -> Session | None:
         others = [r for r in range(self.p) if r != self.rank]
@@ -355,7 +440,7 @@ class ServerNode:
                 self.cond.wait(0.5)
             channels = {r: self.peers[r] for r in others}
         comm = MeshCommunicator(self.rank, self.p + 1, channels, self.d.message_timeout,
-                                {r: f"server-{r}" for r in others})
+                                {r: f"server-{r}" for r in range(self.p)} | {self.p: "dealer"})
         pairs = {}
         for r in others:  # fresh pairwise seeds: the lower rank draws
             if self.rank < r:
@@ -375,124 +460,5 @@ class ServerNode:
         return sess
 
     def _fail_all(self, kind: str, message: str) -> None:
-        with self.cond:
-            pending, self.waiting = list(self.waiting.values()), collections.OrderedDict()
-        for q in pending:
-            self._refuse(q.ch, q.id, kind, message)
-
-    # -- batches --------------------------------------------------------------------------------
-    def _lead(self, sess: Session) -> None:
-        """Server 0: form a batch, find its entry, tell the others, run it."""
-        with self.cond:
-            while not self.waiting:
-                if self.stopped.is_set() or (self.draining and not self.waiting):
-                    return
-                self.cond.wait(0.2)
-            first = next(iter(self.waiting.values())).t0
-            until = first + self.d.max_wait_ms / 1000
-            while sum(q.rows for q in self.waiting.values()) < self.d.max_batch:
-                left = until - time.monotonic()
-                if left <= 0:
-                    break
-                self.cond.wait(left)
-            batch, rows = [], 0
-            for q in self.waiting.values():
-                if rows + q.rows > self.d.max_batch:
-                    break
-                batch.append(q)
-                rows += q.rows
-        size = self.d.bucket(rows)
-        got = self.pool.take_oldest(size, min(q.deadline for q in batch))
-        others = [r for r in range(self.p) if r != self.rank]
-        if got is None:  # no material before the first deadline: those queries are busy
-            now = time.monotonic()
-            late = [q for q in batch if q.deadline <= now + 0.001]
-            for r in others:
-                sess.comm.send(r, [("setup", json_tensor({"refuse": [q.id for q in late]}))], "order")
-            self._drop(late, "busy", "busy: no offline material ready (the dealer is behind or gone)")
-            return
-        key, queue = got
-        order = {"ids": [q.id for q in batch], "rows": [q.rows for q in batch], "size": size,
-                 "key": list(key)}
-        for r in others:
-            sess.comm.send(r, [("setup", json_tensor(order))], "order")
-        for r in others:
-            (ack,) = sess.comm.recv(r, "order-ack")
-            ack = tensor_json(ack)
-            if not ack.get("ok"):
-                raise CommError(f"server-{r} cannot run the batch: {ack.get('why')}")
-        self._run(sess, batch, size, key, queue)
-
-    def _follow(self, sess: Session) -> None:
-        """Servers 1…: run what server 0 orders."""
-        sess.comm.timeout = 24 * 3600.0  # server 0 orders when clients query: idle is fine
-        try:
-            (t,) = sess.comm.recv(0, "order")
-        finally:
-            sess.comm.timeout = self.d.message_timeout
-        order = tensor_json(t)
-        if "refuse" in order:
-            with self.cond:
-                late = [self.waiting[i] for i in order["refuse"] if i in self.waiting]
-            return self._drop(late, "busy", "busy: no offline material ready (the dealer is behind or gone)")
-        deadline = time.monotonic() + min(5.0, self.d.query_timeout)
-        batch = []
-        with self.cond:  # a client may reach this server a moment after server 0
-            for qid, rows in zip(order["ids"], order["rows"]):
-                while qid not in self.waiting and time.monotonic() < deadline:
-                    self.cond.wait(0.05)
-                if qid not in self.waiting:  # zero shares in its place; a late share is refused
-                    self.missed[qid] = time.monotonic()
-                batch.append(self.waiting.get(qid) or (qid, rows))
-            cutoff = time.monotonic() - self.d.query_timeout
-            for old in [k for k, t in self.missed.items() if t < cutoff]:
-                del self.missed[old]  # a share this late is refused by its client's deadline anyway
-        queue = self.pool.take(order["size"], tuple(order["key"]),
-                               time.monotonic() + self.d.message_timeout)
-        ok = queue is not None
-        sess.comm.send(0, [("setup", json_tensor({"ok": ok, "why": None if ok else
-                                                   f"pool entry {order['key']} never arrived"}))],
-                       "order-ack")
-        if not ok:
-            raise CommError(f"pool entry {order['key']} of server 0's batch never arrived")
-        self._run(sess, batch, order["size"], tuple(order["key"]), queue)
-
-    def _drop(self, queries, kind, message) -> None:
-        with self.cond:
-            for q in queries:
-                self.waiting.pop(q.id, None)
-        for q in queries:
-            self._refuse(q.ch, q.id, kind, message)
-
-    def _run(self, sess: Session, batch: list, size: int, key, queue) -> None:
-        x = torch.zeros((size, *self.shape), dtype=torch.int64)
-        pos, spans = 0, []
-        for q in batch:
-            rows = q.rows if isinstance(q, Query) else q[1]
-            if isinstance(q, Query):
-                x[pos:pos + rows] = q.share
-            spans.append((q, pos, rows))
-            pos += rows
-        self.metrics.batch(pos)
-        sess.offline.load(queue)
-        before = sess.stats.copy()
-        y = self.model.run(sess, sess.share(x)).data
-        sess.offline.plan = []
-        used = sess.stats.minus(before)
-        self.metrics.add_bytes("sent", "servers", used.bytes_sent())
-        self.metrics.add_bytes("received", "servers", used.bytes_received())
-        with self.cond:
-            for q, _, _ in spans:
-                if isinstance(q, Query):
-                    self.waiting.pop(q.id, None)
-        self._consumed(size, key)  # with the rows still waiting: the dealer refills when idle
-        for q, start, rows in spans:
-            if not isinstance(q, Query):
-                continue
-            out = self.ring.wire(y[start:start + rows].contiguous())
-            try:
-                wire.send(q.ch, {"op": "result", "id": q.id, "rows": rows}, out.numpy())
-                self.metrics.answered(time.monotonic() - q.t0)
-                self.metrics.add_bytes("sent", "clients", out.numel() * out.element_size())
-            except CommError:
-                pass
+        for q in self.book.take_all():
+            self.refuse(q.ch, q.id, kind, message)

@@ -307,8 +307,6 @@ def is_saved_model(path) -> bool:
 
 def load(folder, module: nn.Module | None = None) -> PrivateModel:
     """A saved PrivateModel; ``module`` (the same architecture) gets the saved module weights."""
-    from safetensors.torch import load_file
-
     from ringlet.nn.storage import load_graph
     folder = Path(folder)
     path = folder / MODEL_FILE
@@ -326,8 +324,9 @@ def load(folder, module: nn.Module | None = None) -> PrivateModel:
     if module is not None:
         if not record.get("module"):
             raise ValueError(f"{folder}: saved without module weights; compile the module again")
-        from ringlet.train.checkpoint import load_state_into
-        load_state_into(module, load_file(str(folder / record["module"]["weights"])), str(folder),
+        from ringlet.train.checkpoint import file_inside, load_state_into, read_safetensors
+        weights = file_inside(folder, record["module"].get("weights"), str(path))
+        load_state_into(module, read_safetensors(weights, str(folder)), str(folder),
                         type(module).__name__)
         module.eval()
     return PrivateModel(graph, frac_bits=int(record["frac_bits"]),

@@ -172,6 +172,9 @@ class FixedPoint:
     def encode(self, x, what: str = "input") -> torch.Tensor:
         """Encode reals to ring elements; ``what`` names the value in error messages."""
         t = torch.as_tensor(x)
+        if t.is_complex() or t.dtype == torch.bool:
+            raise FixedPointError(f"{what}: {t.dtype} values; the model takes real numbers (a "
+                                  f"complex value would lose its imaginary part)")
         t = t.to(torch.float64)
         bad = ~torch.isfinite(t)
         if bad.any():

@@ -61,7 +61,7 @@ def _factory(spec: str):
 
 def _load_weights(module: nn.Module, weights: str, spec: str) -> dict:
     """Load a safetensors state dict into ``module`` (strict); returns the JSON beside it, if any."""
-    from ringlet.train.checkpoint import is_checkpoint, load_state, load_state_into
+    from ringlet.train.checkpoint import is_checkpoint, load_state, load_state_into, read_safetensors
     path = Path(weights)
     if path.suffix not in (".safetensors", ""):
         raise ValueError(f"--weights {weights}: expected a .safetensors file (no pickle is read)")
@@ -71,8 +71,7 @@ def _load_weights(module: nn.Module, weights: str, spec: str) -> dict:
     if is_checkpoint(path):
         state, meta = load_state(path)
     else:
-        from safetensors.torch import load_file
-        state, meta = load_file(str(tensors_path)), {}
+        state, meta = read_safetensors(tensors_path, f"--weights {weights}"), {}
     load_state_into(module, state, f"--weights {weights}", spec)
     return {**meta, "weights": str(tensors_path)}
 

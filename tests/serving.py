@@ -31,7 +31,8 @@ class LocalDeployment:
 
     def __init__(self, folder: Path, *, tls: bool = True, max_batch: int = 4, sizes=(1, 4),
                  depth: int = 2, query_timeout: float = 10.0, max_wait_ms: float = 5.0,
-                 metrics: bool = True):
+                 metrics: bool = True, timeouts: dict | None = None, limits: dict | None = None,
+                 metrics_all: bool = False):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         save_weights(self.folder / "tiny.safetensors")
@@ -44,10 +45,12 @@ class LocalDeployment:
                       "input_shape": [1, 8, 8], "input_bound": 4.0},
             "batching": {"max_batch": max_batch, "max_wait_ms": max_wait_ms, "sizes": list(sizes)},
             "pool": {"depth": depth},
-            "timeouts": {"connect": 10, "message": 20, "query": query_timeout},
+            "timeouts": {"connect": 10, "message": 20, "query": query_timeout, **(timeouts or {})},
         }
-        if metrics:
-            self.raw["parties"]["server-0"]["metrics"] = f"127.0.0.1:{free_port()}"
+        if limits:
+            self.raw["limits"] = dict(limits)
+        for name in ("server-0", "server-1") if metrics_all else ("server-0",) if metrics else ():
+            self.raw["parties"][name]["metrics"] = f"127.0.0.1:{free_port()}"
         self.path = deployment.write(self.folder / "deploy.toml", self.raw)
         self.d = deployment.load(self.path)
         if tls:
@@ -101,9 +104,9 @@ class LocalDeployment:
         if sig in (signal.SIGKILL, signal.SIGTERM):
             proc.wait(30)
 
-    def metrics(self) -> dict[str, float]:
+    def metrics(self, server: int = 0) -> dict[str, float]:
         import urllib.request
-        host, port = self.d.server(0).metrics
+        host, port = self.d.server(server).metrics
         text = urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5).read().decode()
         out = {}
         for line in text.splitlines():

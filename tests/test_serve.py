@@ -274,25 +274,3 @@ def test_the_async_client_and_the_bytes_metrics(dep):
     assert after[key] - before.get(key, 0) == 6 * 64 * 8  # each server: one 64-bit share per pixel
     sent = 'ringlet_bytes_total{direction="sent",link="clients",party="server-0"}'
     assert after[sent] - before.get(sent, 0) == 6 * 10 * 8  # its share of 10 logits per row
-
-
-def test_a_share_that_reaches_server_1_after_its_batch_is_answered_with_an_error(dep):
-    from ringlet.comm.mesh import dial
-    from ringlet.ring import Ring
-    from ringlet.serve import wire
-    ctx = dep.d.tls_files().contexts("client")[1]
-    hello = {"rank": -1, "name": "client", "deployment": dep.d.name}
-    links = [dial(dep.d.server(r).address, ctx, f"server-{r}", hello, time.monotonic() + 10)
-             for r in range(2)]
-    share = Ring(64).wire(torch.zeros(1, 1, 8, 8, dtype=torch.int64)).numpy()
-    wire.send(links[0], {"op": "query", "id": "late-1", "rows": 1}, share)
-    header, _ = wire.recv(links[0], 30, "server 0's answer")  # server 0 ran the batch without it
-    assert header["op"] == "result" and header["id"] == "late-1"
-    wire.send(links[1], {"op": "query", "id": "late-1", "rows": 1}, share)
-    header, _ = wire.recv(links[1], 30, "server 1's answer")
-    assert header["op"] == "error" and header["kind"] == "timeout" and "server-1" in header["message"]
-    for ch in links:
-        ch.close()
-    x = inputs(1, seed=21)
-    with dep.client() as c:  # and the pair serves on
-        assert _close(c.query(x), dep.plain(x))

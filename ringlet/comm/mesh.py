@@ -133,7 +133,11 @@ class Listener:
         self.context, self.on_peer, self.check = context, on_peer, check
         self.on_reject = on_reject or (lambda addr, why: None)
         self.timeout, self.name = timeout, name
-        self.sock = socket.create_server(address, reuse_port=False)
+        try:
+            self.sock = socket.create_server(address, reuse_port=False)
+        except OSError as exc:
+            raise ConnectionError(f"{name} cannot listen on {address[0]}:{address[1]}: "
+                                  f"{exc.strerror or exc} (is another process using it?)") from None
         self.address = self.sock.getsockname()[:2]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._accept, name=f"ringlet-{name}", daemon=True)

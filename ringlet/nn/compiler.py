@@ -175,8 +175,10 @@ class _Propagate(ShapeProp):
         except Exception as exc:  # noqa: BLE001 - the user's code raised on the example input
             if isinstance(exc, CompileError):
                 raise
-            raise _fail(n, f"running the model on the example input failed ({type(exc).__name__}: "
-                           f"{exc}); is the example input of the shape the model takes?") from exc
+            cause = exc.__cause__ or exc  # ShapeProp wraps the model's own error
+            first = (str(cause).strip().splitlines() or [""])[0]
+            raise _fail(n, f"running the model on the example input failed ({type(cause).__name__}: "
+                           f"{first}); is the example input of the shape the model takes?") from None
         if n.name in self.public:
             n.meta["value"] = result.detach() if isinstance(result, torch.Tensor) else result
         return result
@@ -320,6 +322,22 @@ def example_batch(example) -> torch.Tensor:
     return torch.zeros(2, *shape)
 
 
+def _runs_on(model: nn.Module, x: torch.Tensor) -> None:
+    """Run ``model`` on the example as plain torch: an input it does not take is refused with
+    the model's own error and the user's line that raised it, before any tracing."""
+    import traceback
+    try:
+        with torch.no_grad():
+            model(x)
+    except Exception as exc:  # noqa: BLE001 - the user's code raised on the example input
+        frames = [f for f in traceback.extract_tb(exc.__traceback__)
+                  if "/torch/" not in f.filename and "/ringlet/nn/" not in f.filename]
+        at = f"; at {frames[-1].filename}:{frames[-1].lineno}: {frames[-1].line}" if frames else ""
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CompileError(f"the model does not run on an input of shape {tuple(x.shape[1:])} per "
+                           f"sample ({type(exc).__name__}: {first}){at}") from None
+
+
 def compile_model(model: nn.Module, example, **options) -> SecureGraph:
     """Trace ``model`` (in eval mode) into a secure graph.
 
@@ -330,6 +348,7 @@ def compile_model(model: nn.Module, example, **options) -> SecureGraph:
     was_training = model.training
     model.eval()
     try:
+        _runs_on(model, x)
         gm = trace(model)
         data, shape = _classify(gm)
         _check_supported(gm, data)

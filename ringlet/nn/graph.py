@@ -79,8 +79,10 @@ def apply_postprocess(post: dict | None, logits):
     if not post:
         return logits
     import torch
-    fn = torch.log_softmax if post["op"] == "log_softmax" else torch.softmax
-    return fn(logits, post["dim"])
+    fns = {"softmax": torch.softmax, "log_softmax": torch.log_softmax}
+    if post.get("op") not in fns or type(post.get("dim")) is not int:
+        raise ValueError(f"postprocess {post!r}: op must be one of {sorted(fns)} and dim an integer")
+    return fns[post["op"]](logits, post["dim"])
 
 
 __all__ = ["Node", "SecureGraph", "apply_postprocess"]

@@ -160,6 +160,9 @@ def check_headroom(report: dict, graph: SecureGraph) -> None:
 
 def check_input(x: torch.Tensor, rng: InputRange, what: str = "input") -> None:
     """Raise :class:`InputRangeError` naming the first element outside ±bound (or not finite)."""
+    if x.is_complex():
+        raise InputRangeError(f"{what}: {x.dtype} values; the model takes real numbers (a complex "
+                              f"value would lose its imaginary part)")
     bad = ~torch.isfinite(x) | (x.abs() > rng.bound)
     if bool(bad.any()):
         idx = tuple(bad.nonzero()[0].tolist())

@@ -271,8 +271,10 @@ def load_graph(folder, stem: str = "graph") -> SecureGraph:
     dec = _Decoder(str(json_path), str(weights_path), tensors)
     input_shape = _check_shape(doc["input_shape"], "input_shape", dec.source)
     postprocess = _Decoder(dec.source, dec.tensors_file, None).value(doc["postprocess"], "postprocess")
-    if postprocess is not None and not isinstance(postprocess, dict):
-        raise dec.fail(f"postprocess must be null or an object, got {postprocess!r}")
+    if postprocess is not None and (not isinstance(postprocess, dict) or postprocess.get("op") not in
+                                    ("softmax", "log_softmax") or type(postprocess.get("dim")) is not int):
+        raise dec.fail(f"postprocess must be null or {{'op': 'softmax' | 'log_softmax', 'dim': int}}, "
+                       f"got {postprocess!r}")
     if not isinstance(doc["nodes"], list) or not doc["nodes"]:
         raise dec.fail("nodes must be a non-empty list")
     kinds, earlier, nodes = registry().ops, set(), []

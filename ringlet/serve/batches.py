@@ -1,6 +1,7 @@
 """How the servers of a deployment agree on a batch and run it (``ringlet serve``).
 
-Server 0 leads. Per batch (tag ``setup``, 3 small messages between server 0 and each other server):
+Server 0 leads. Per batch (tag ``setup``, 3 small messages between server 0 and each other server;
+while idle, a ping and its answer every :func:`ping_every` seconds):
 
 1. **order** (0 → s): the queries of the batch in order, each as (id, rows, share bytes), the
    batch shape and the pool entry (a key that every server confirmed it holds);
@@ -48,9 +49,23 @@ def busy_cause(node, size: int) -> str:
             f"but behind (queries arrive faster than it makes material)")
 
 
+def ping_every(d) -> float:
+    """Seconds between server 0's signs of life to an idle follower (a quarter of the message
+    timeout, at most 2 s): each side notices a dead or frozen peer within the message timeout."""
+    return min(2.0, d.message_timeout / 4)
+
+
 def lead(node, sess) -> None:
     """Server 0: form a batch of queries, pick a confirmed entry, agree with the others, run."""
     d, book = node.d, node.book
+    node.check_session(sess)
+    others = [r for r in range(node.p) if r != node.rank]
+    if time.monotonic() - getattr(sess, "last_exchange", 0.0) > ping_every(d):
+        for r in others:
+            _send(sess, r, {"ping": 1}, "order")
+        for r in others:
+            _recv(sess, r, "verdict")
+        sess.last_exchange = time.monotonic()
     batch = book.gather(d.max_batch, d.max_wait_ms / 1000, lambda: node.stopped.is_set())
     if not batch:
         return
@@ -61,7 +76,7 @@ def lead(node, sess) -> None:
         node.pool.wait_change(0.05)
         return
     key, queue = got
-    others = [r for r in range(node.p) if r != node.rank]
+    sess.last_exchange = time.monotonic()
     order = {"queries": [[q.id, q.rows, q.nbytes] for q in batch], "size": size, "key": list(key)}
     for r in others:
         _send(sess, r, order, "order")
@@ -71,7 +86,7 @@ def lead(node, sess) -> None:
         for qid in verdict.get("missing", []):
             missing.setdefault(qid, r)
         for qid, why in verdict.get("bad", {}).items():
-            bad.setdefault(qid, f"{why} (at server-{r})")
+            bad.setdefault(qid, why)
         if not verdict.get("entry"):
             lacks.append(r)
     run = [q for q in batch if q.id not in missing and q.id not in bad]
@@ -98,24 +113,24 @@ def lead(node, sess) -> None:
 
 def follow(node, sess) -> None:
     """Servers 1…: check server 0's order against the queries held here, answer, run."""
-    sess.comm.timeout = 24 * 3600.0  # server 0 orders when clients query: idle is fine
-    try:
-        order = _recv(sess, 0, "order")
-    finally:
-        sess.comm.timeout = node.d.message_timeout
+    node.check_session(sess)
+    order = _recv(sess, 0, "order")  # an idle server 0 pings well within the message timeout
+    if "ping" in order:
+        _send(sess, 0, {"pong": 1}, "verdict")
+        return
     try:
         queries = [(str(i), int(r), int(n)) for i, r, n in order["queries"]]
         size, key = int(order["size"]), tuple(order["key"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ProtocolMismatchError(f"server-0 sent a malformed order ({exc})") from None
-    mine, missing, bad = node.book.claim(queries)
+    mine, missing, bad = node.book.claim(queries, node.name)
     queue = node.pool.take(size, key)  # at once: a lacking entry is said, never waited for
     _send(sess, 0, {"missing": missing, "bad": bad, "entry": queue is not None}, "verdict")
     go = _recv(sess, 0, "go")
     run_ids = set(go.get("run", []))
     node.refuse_queries([q for q in mine if q.id in bad], "bad_input",
                         lambda q: f"the two halves of query {q.id} differ: {bad[q.id]}")
-    run = [q for q in mine if q.id in run_ids]
+    run = [q for q in mine if q.id in run_ids and q.id not in bad]
     node.book.release([q for q in mine if q.id not in run_ids and q.id not in bad])
     if len(run) != len(run_ids):
         raise ProtocolMismatchError("server-0 ordered queries this server did not agree to run")

@@ -135,22 +135,23 @@ class QueryBook:
                     q.not_before = now + min(0.2, 0.005 * 2 ** q.tries)
             self.cond.notify_all()
 
-    def claim(self, ids_rows: list) -> tuple[list, list, dict]:
-        """A follower checks server 0's order [(id, rows, nbytes)]: (its queries, now ordered;
-        ids it lacks; {id: what differs}) — a query whose halves differ is never laid out."""
+    def claim(self, ids_rows: list, me: str) -> tuple[list, list, dict]:
+        """A follower (``me``) checks server 0's order [(id, rows, nbytes)]: (the queries of it
+        held here, now ordered; ids it lacks; {id: what differs}) — a query whose halves differ
+        is in the first and the last, and is never laid out."""
         mine, missing, bad = [], [], {}
         with self.cond:
             for qid, rows, nbytes in ids_rows:
                 q = self._queries.get(qid)
                 if q is None or q.ordered:
                     missing.append(qid)
-                elif q.rows != rows:
-                    bad[qid] = f"rows: {q.rows} at this server, {rows} at server-0"
+                    continue
+                if q.rows != rows:
+                    bad[qid] = f"rows: {rows} at server-0, {q.rows} at {me}"
                 elif q.nbytes != nbytes:
-                    bad[qid] = f"share bytes: {q.nbytes} at this server, {nbytes} at server-0"
-                else:
-                    q.ordered = True
-                    mine.append(q)
+                    bad[qid] = f"share bytes: {nbytes} at server-0, {q.nbytes} at {me}"
+                q.ordered = True
+                mine.append(q)
         return mine, missing, bad
 
     def expired(self) -> list[Query]:

@@ -178,7 +178,8 @@ class ServerNode:
                 "normalization": _norm(getattr(self.model, "normalization", None)),
                 "serving": self.session_up and not self.draining,
                 "pool": {str(b): n for b, n in self.pool.depths().items()},
-                "pool_bytes": self.pool.nbytes()}
+                "pool_bytes": self.pool.nbytes(), "waiting": len(self.book),
+                "dealer": self.dealer is not None}
 
     # -- who may join ---------------------------------------------------------------------------
     def _check(self, hello: dict, cert_name, where=None):
@@ -354,8 +355,11 @@ class ServerNode:
         share = self.ring.unwire(t.view(torch.int64) if self.ring.bits == 64 else t, (rows, *self.shape))
         self.metrics.add_bytes("received", "clients", len(payload))
         now = time.monotonic()
+        # a follower keeps a query a little past its deadline: server 0, which knows why a query
+        # did not run (no material, a share it lacks), answers first
+        grace = 0.0 if self.rank == 0 else min(2.0, 0.25 * self.d.query_timeout)
         why = self.book.add(Query(qid, rows, len(payload), share, ch, client, now,
-                                  now + self.d.query_timeout))
+                                  now + self.d.query_timeout + grace))
         if why is not None:
             return self.refuse(ch, qid, *why)
         self.metrics.query()
@@ -376,6 +380,7 @@ class ServerNode:
     # -- the server pair ------------------------------------------------------------------------
     def _main(self) -> None:
         while not self.stopped.is_set():
+            sess = None
             try:
                 sess = self._link_up()
                 if sess is None:
@@ -404,13 +409,18 @@ class ServerNode:
             finally:
                 self.session_up = False
                 self.metrics.set_up(False)
-                self._drop_links()
+                self._drop_links(sess)
 
-    def _drop_links(self) -> None:
+    def _drop_links(self, sess) -> None:
+        """Close the session's peer links (a peer that already linked again keeps its new link),
+        the pool and the dealer link (its entries pair with the lost session's)."""
         with self.cond:
-            for ch in self.peers.values():
+            old = set(sess.comm.channels.values()) if sess is not None else set(self.peers.values())
+            for r, ch in list(self.peers.items()):
+                if ch in old:
+                    del self.peers[r]
+            for ch in old:
                 ch.close()
-            self.peers.clear()
         self.pool.clear()  # the other servers' halves of these entries are gone
         link = self.dealer
         if link is not None:
@@ -458,6 +468,13 @@ class ServerNode:
             self.plans_ready.set()
             self.log(f"plans recorded for batch shapes {list(self.d.sizes)}")
         return sess
+
+    def check_session(self, sess) -> None:
+        """A peer that linked again (it restarted) ends the session that used its old link."""
+        with self.cond:
+            stale = [r for r, ch in sess.comm.channels.items() if self.peers.get(r) is not ch]
+        if stale:
+            raise CommError(f"{', '.join(f'server-{r}' for r in stale)} linked again (restarted)")
 
     def _fail_all(self, kind: str, message: str) -> None:
         for q in self.book.take_all():

@@ -84,6 +84,28 @@ def read_meta(path: str | os.PathLike) -> dict:
     return meta
 
 
+def read_safetensors(path: str | os.PathLike, what: str) -> dict[str, torch.Tensor]:
+    """The tensors of a .safetensors file; anything else (a pickle renamed, a truncated file) is a
+    :class:`CheckpointError` naming ``what`` and the file — never unpickled."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{what}: {path} is not a readable safetensors file ({exc})") from None
+
+
+def file_inside(folder: str | os.PathLike, name, what: str) -> Path:
+    """``folder / name`` for a file name read from a saved file; a name that leads outside
+    ``folder`` (an absolute path, ``..``, a link out) is refused."""
+    base = Path(folder).resolve()
+    if not isinstance(name, str) or not name:
+        raise CheckpointError(f"{what}: the file name {name!r} is not a string")
+    path = (base / name).resolve()
+    if not path.is_relative_to(base):
+        raise CheckpointError(f"{what}: the file {name!r} lies outside {folder}; a saved model "
+                              f"names files in its own folder only")
+    return path
+
+
 def load_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
     """The verified state dict and metadata of a checkpoint (no model built)."""
     weights, _ = _paths(path)
@@ -92,11 +114,7 @@ def load_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
     if meta.get("sha256") and meta["sha256"] != digest:
         raise CheckpointError(f"{weights}: sha256 {digest[:12]}… does not match the JSON's "
                               f"{meta['sha256'][:12]}… (corrupted or replaced file)")
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{weights}: not a readable safetensors file ({exc})") from exc
-    return state, meta
+    return read_safetensors(weights, f"checkpoint {path}"), meta
 
 
 def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None) -> tuple[nn.Module, dict]:

@@ -41,3 +41,31 @@ def test_bench_serve_tiny(tmp_path, monkeypatch, capsys):
     assert 1 <= result["mean_batch"] <= 4
     assert result["pool_depth"] and {"t", "server-0", "server-1"} <= set(result["pool_depth"][0])
     assert result["command"].startswith("ringlet bench serve")
+
+
+def test_bench_serve_hostile_tiny(tmp_path, monkeypatch, capsys):
+    """Honest clients beside a hostile client and a kill-and-restart of every party: no wrong or
+    lost answer; every error names a party; both phases and every kill are in the report."""
+    monkeypatch.syspath_prepend(str(HERE))
+    weights = save_weights(tmp_path / "tiny.safetensors")
+    parser = argparse.ArgumentParser()
+    bench_serve.add_parser(parser.add_subparsers(), "serve")
+    argv = ["serve", "--model", "servezoo:tiny_net", "--weights", str(weights), "--input-shape",
+            "1,8,8", "--input-bound", "4", "--clients", "2", "--queries", "4", "--max-batch", "4",
+            "--sizes", "1,4", "--window", "2", "--hostile", "10"]
+    monkeypatch.setattr(sys, "argv", ["ringlet", "bench", *argv])
+    args = parser.parse_args(argv)
+    assert args.run(args) == 0
+    h = json.loads(capsys.readouterr().out)["hostile"]
+    for phase in ("clean", "attacked"):
+        assert h[phase]["wrong"] == 0 and h[phase]["lost"] == 0, h[phase]
+        assert h[phase]["answered"] > 0
+    assert h["clean"]["errors"] == {}
+    errors = sum(h["attacked"]["errors"].values())
+    assert h["attacked"]["errors_naming_a_party"] == errors, h["attacked"]
+    assert set(h["attacked"]["errors"]) <= {"peer_failed", "unavailable", "busy"}, h["attacked"]
+    assert [k["party"] for k in h["kills"]] == ["server-1", "dealer", "server-0"]
+    assert all(k["serving_again_after_s"] is not None for k in h["kills"]), h["kills"]
+    assert all(h["attacks"].get(a, 0) >= 1 for a in ("rows_mismatch", "lone_share_0",
+                                                      "lone_share_1", "oversized", "nested_hello"))
+    assert h["honest_ratio"] > 0

@@ -50,7 +50,7 @@ def _absolute(path):
 def write_deployment(folder: Path, model: str, *, weights=None, input_shape=None, relu_config=None,
                      relu_protocol=None, dataset=None, data_dir=None, input_bound=None,
                      max_batch: int = 32, max_wait_ms: float = 10.0, sizes=(1, 8, 32),
-                     pool_depth: int = 2, tls: bool = True) -> Path:
+                     pool_depth: int = 2, tls: bool = True, clients=("client",)) -> Path:
     """A deployment file on free loopback ports (server 0 also serves /metrics), with dev certs."""
     from ringlet import deploy
     from ringlet.launch import free_port
@@ -65,7 +65,7 @@ def write_deployment(folder: Path, model: str, *, weights=None, input_shape=None
            "parties": {"server-0": {"address": f"127.0.0.1:{free_port()}",
                                     "metrics": f"127.0.0.1:{free_port()}"},
                        "server-1": {"address": f"127.0.0.1:{free_port()}"},
-                       "dealer": {}, "client": {}},
+                       "dealer": {}, **{name: {} for name in clients}},
            "model": {k: v for k, v in section.items() if v is not None},
            "batching": {"max_batch": max_batch, "max_wait_ms": max_wait_ms, "sizes": list(sizes)},
            "pool": {"depth": pool_depth}}
@@ -105,22 +105,24 @@ def _tails(folder: Path, lines: int = 25) -> str:
     return "\n".join(out)
 
 
+def start_party(path: Path, folder: Path, name: str, dealer_nice: int = 10) -> subprocess.Popen:
+    """One party of the deployment as a ``ringlet serve`` process (its log in ``folder``)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p or os.getcwd() for p in sys.path))
+    # on one host the dealer yields the cores to the online phase (it fills pools meanwhile)
+    role = (["dealer", "--nice", str(dealer_nice)] if name == "dealer"
+            else ["server", "--rank", name.split("-")[1]])
+    cmd = [sys.executable, "-m", "ringlet.cli.main", "serve", "--deploy", str(path),
+           "--threads", "1", "--role", *role]
+    with open(folder / f"{name}.log", "ab") as log:
+        return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
 def start_deployment(path: Path, folder: Path, dealer_nice: int = 10) -> dict:
     """Server 0, server 1 and the dealer as ``ringlet serve`` processes (logs in ``folder``)."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p or os.getcwd() for p in sys.path))
-    procs = {}
-    for name in ROLES:
-        # on one host the dealer yields the cores to the online phase (it fills pools meanwhile)
-        role = (["dealer", "--nice", str(dealer_nice)] if name == "dealer"
-                else ["server", "--rank", name.split("-")[1]])
-        cmd = [sys.executable, "-m", "ringlet.cli.main", "serve", "--deploy", str(path),
-               "--threads", "1", "--role", *role]
-        with open(folder / f"{name}.log", "ab") as log:
-            procs[name] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    return procs
+    return {name: start_party(path, folder, name, dealer_nice) for name in ROLES}
 
 
-def wait_ready(d, procs: dict, folder: Path, timeout: float = READY_TIMEOUT) -> None:
+def wait_ready(d, procs: dict, folder: Path, timeout: float = READY_TIMEOUT, pool: bool = True) -> None:
     """Until every server serves with a full pool; a party that exits, or the timeout, is an error
     showing the tail of every log. ``d``: a deployment with a short connect timeout (each status
     call then returns soon enough to notice a party that exited)."""
@@ -134,7 +136,8 @@ def wait_ready(d, procs: dict, folder: Path, timeout: float = READY_TIMEOUT) -> 
         if time.monotonic() > deadline:
             raise TimeoutError(f"the deployment is not ready after {timeout:g} s\n{_tails(folder)}")
         try:
-            return client.wait_ready(min(2.0, max(0.1, deadline - time.monotonic())), pool=d.pool_depth)
+            return client.wait_ready(min(2.0, max(0.1, deadline - time.monotonic())),
+                                     pool=d.pool_depth if pool else False)
         except TimeoutError:
             pass  # not yet: check the processes again
 
@@ -300,8 +303,9 @@ def run_serve_bench(model: str, *, clients: int, queries: int, weights=None, inp
                     relu_config=None, relu_protocol=None, rows: int = 1, max_batch: int = 32,
                     max_wait_ms: float = 10.0, sizes=None, pool_depth: int = 2, tls: bool = True,
                     dataset=None, data_dir=None, input_bound=None, window=None, progress=None,
-                    command: str = "") -> dict:
-    """The report of ``ringlet bench serve`` (see the module docstring)."""
+                    hostile_seconds: float | None = None, command: str = "") -> dict:
+    """The report of ``ringlet bench serve`` (see the module docstring); with ``hostile_seconds``
+    also the ``hostile`` report of :mod:`ringlet.bench.hostile`."""
     from ringlet import deploy
     from ringlet.nn.api import private_inference
     from ringlet.serve.client import Client
@@ -316,7 +320,8 @@ def run_serve_bench(model: str, *, clients: int, queries: int, weights=None, inp
         path = write_deployment(folder, model, weights=weights, input_shape=input_shape,
                                 relu_config=relu_config, relu_protocol=relu_protocol, dataset=dataset,
                                 data_dir=data_dir, input_bound=input_bound, max_batch=max_batch,
-                                max_wait_ms=max_wait_ms, sizes=sizes, pool_depth=pool_depth, tls=tls)
+                                max_wait_ms=max_wait_ms, sizes=sizes, pool_depth=pool_depth, tls=tls,
+                                clients=("client", "client-b") if hostile_seconds else ("client",))
         d = deploy.load(path)
         quick = dataclasses.replace(d, connect_timeout=2.0)  # the bench's own status calls
         compiled = load_model(d)  # exactly the servers' compilation: the plaintext reference
@@ -336,6 +341,14 @@ def run_serve_bench(model: str, *, clients: int, queries: int, weights=None, inp
                                    "reference (fingerprints differ: random weights? give --weights)")
             records, pools = run_load(d, quick, per_client, window, folder, progress)
             batch = mean_batch(d)
+            hostile = None
+            if hostile_seconds:
+                from ringlet.bench.hostile import run_hostile
+                hostile = run_hostile(
+                    d, quick, procs, lambda name: start_party(path, folder, name),
+                    lambda ps, t: wait_ready(quick, ps, folder, t, pool=False), per_client, window,
+                    hostile_seconds, reference, rows, tuple(compiled.graph.input_shape),
+                    lambda msg: print(f"[bench serve] {msg}", file=sys.stderr, flush=True))
         finally:
             stop_deployment(procs)
     result = score(records, reference, rows)
@@ -356,4 +369,5 @@ def run_serve_bench(model: str, *, clients: int, queries: int, weights=None, inp
             "throughput_ratio": served / infer if served and infer else None,
             "transport": transport, "max_batch": max_batch, "sizes": list(d.sizes),
             "pool_depth_setting": pool_depth, "max_abs_logit_error": worst,
+            **({"hostile": hostile} if hostile else {}),
             "seconds": time.perf_counter() - t_command}

@@ -50,6 +50,10 @@ def add_parser(sub, name):
     p.add_argument("--input-bound", type=float, help="the largest |input| the model must accept")
     p.add_argument("--window", type=int, default=None,
                    help="queries in flight per client (default: all of them at once)")
+    p.add_argument("--hostile", type=float, nargs="?", const=60.0, default=None, metavar="SECONDS",
+                   help="then two phases of SECONDS each (default 60): the honest clients alone, "
+                        "and beside a hostile client cycling attacks while each party is killed "
+                        "and restarted once (key 'hostile')")
     p.add_argument("--json", action="store_true", help="print JSON (the default output)")
     p.add_argument("--out", help="also write the JSON here")
     add_debug(p)
@@ -67,7 +71,7 @@ def run(args):
         relu_protocol=args.relu_protocol, rows=args.rows, max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms, sizes=args.sizes, pool_depth=args.pool_depth, tls=args.tls,
         dataset=args.dataset, data_dir=args.data_dir, input_bound=args.input_bound,
-        window=args.window, command=command_line())
+        window=args.window, hostile_seconds=args.hostile, command=command_line())
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print_json(result)

@@ -140,8 +140,11 @@ class Listener:
                                   f"{exc.strerror or exc} (is another process using it?)") from None
         self.address = self.sock.getsockname()[:2]
         self._stop = threading.Event()
+        self._joining, self._joining_lock = 0, threading.Lock()
         self._thread = threading.Thread(target=self._accept, name=f"ringlet-{name}", daemon=True)
         self._thread.start()
+
+    MAX_JOINING = 64  # connections in their handshake at once; more are closed at once
 
     def _accept(self) -> None:
         self.sock.settimeout(0.2)
@@ -152,10 +155,25 @@ class Listener:
                 continue
             except OSError:
                 return
+            with self._joining_lock:
+                full = self._joining >= self.MAX_JOINING
+                self._joining += not full
+            if full:
+                conn.close()
+                self.on_reject(f"{addr[0]}:{addr[1]}", f"{self.MAX_JOINING} links are joining "
+                                                       f"already; closed")
+                continue
             threading.Thread(target=self._join, args=(conn, addr), daemon=True,
                              name=f"ringlet-{self.name}-join").start()
 
     def _join(self, conn: socket.socket, addr) -> None:
+        try:
+            self._join_one(conn, addr)
+        finally:
+            with self._joining_lock:
+                self._joining -= 1
+
+    def _join_one(self, conn: socket.socket, addr) -> None:
         where = f"{addr[0]}:{addr[1]}"
         ch = None
         try:

@@ -348,10 +348,10 @@ def compile_model(model: nn.Module, example, **options) -> SecureGraph:
     was_training = model.training
     model.eval()
     try:
-        _runs_on(model, x)
         gm = trace(model)
         data, shape = _classify(gm)
         _check_supported(gm, data)
+        _runs_on(model, x)
         public = {n.name for n in gm.graph.nodes if n.name not in data}
         with torch.no_grad():
             _Propagate(gm, public).propagate(x)

@@ -57,7 +57,7 @@ class DealerNode:
             if channels is None:
                 break
             comm = MeshCommunicator(self.p, self.p + 1, channels, self.d.message_timeout,
-                                    {r: f"server-{r}" for r in range(self.p)})
+                                    {r: f"server-{r}" for r in range(self.p)} | {self.p: "dealer"})
             epoch = secrets.token_hex(4)
             self.epochs += 1
             pool = DealerPool(comm, list(range(self.p)), self.d.pool_depth, epoch, self.log,

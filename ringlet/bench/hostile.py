@@ -73,20 +73,22 @@ def oversized(d, name, shape, k):
     return [ch]
 
 
-def oversized_hello(d, name, shape, k):
+def _raw_link(d, name, k):
+    """A TLS link with no hello yet (the hello is the attack)."""
     from ringlet.comm.channel import Channel
     ctx = d.tls_files().contexts(name)[1] if d.tls else None
     sock = socket.create_connection(d.server(k % 2).address, timeout=5)
-    ch = Channel.open(sock, "server", ctx, False, 5)
+    return Channel.open(sock, "server", ctx, False, 5)
+
+
+def oversized_hello(d, name, shape, k):
+    ch = _raw_link(d, name, k)
     ch._write(struct.pack("<I", 0xFFFFFFFF))
     return [ch]
 
 
 def nested_hello(d, name, shape, k):
-    from ringlet.comm.channel import Channel
-    ctx = d.tls_files().contexts(name)[1] if d.tls else None
-    sock = socket.create_connection(d.server(k % 2).address, timeout=5)
-    ch = Channel.open(sock, "server", ctx, False, 5)
+    ch = _raw_link(d, name, k)
     ch.send(b"[" * 60000)
     return [ch]
 
@@ -135,56 +137,15 @@ def hostile_client(d, name: str, shape, stop: threading.Event, counts: dict, pau
             ch.close()
 
 
-def honest_client(d, xs: list, window: int, until: float, records: list) -> None:
-    """Queries from ``xs`` (cycled) until ``until``, ``window`` in flight; one record per query."""
-    from concurrent.futures import FIRST_COMPLETED, wait
-
-    from ringlet.serve.client import Client
-    client = Client(d)
-    timeout = d.query_timeout + 5.0
-    inflight, nxt = {}, 0
-    try:
-        while time.perf_counter() < until or inflight:
-            while time.perf_counter() < until and len(inflight) < window:
-                index, x = xs[nxt % len(xs)]
-                nxt += 1
-                rec = dict(index=index, t0=time.perf_counter(), t1=None, result=None, error=None,
-                           message=None)
-                records.append(rec)
-                try:
-                    fut = client.submit(x)
-                except (RuntimeError, ValueError) as exc:
-                    rec.update(error=getattr(exc, "kind", type(exc).__name__), message=str(exc))
-                    time.sleep(0.1)
-                    continue
-                fut.add_done_callback(lambda _, rec=rec: rec.update(t1=time.perf_counter()))
-                inflight[fut] = rec
-            if not inflight:
-                continue
-            first = min(r["t0"] for r in inflight.values()) + timeout
-            done, _ = wait(list(inflight), max(0.0, min(first, until) - time.perf_counter()) + 0.01,
-                           FIRST_COMPLETED)
-            for fut in done:
-                rec = inflight.pop(fut)
-                exc = fut.exception()
-                if exc is None:
-                    rec["result"] = fut.result()
-                else:
-                    rec.update(error=getattr(exc, "kind", type(exc).__name__), message=str(exc))
-                    time.sleep(0.1)
-            now = time.perf_counter()
-            for fut in [f for f, r in inflight.items() if now >= r["t0"] + timeout]:
-                inflight.pop(fut)  # lost: neither a result nor an error in time
-    finally:
-        client.close()
-
-
 def _phase(d, per_client, window: int, seconds: float, during=None) -> tuple[list, float]:
     records = [[] for _ in per_client]
     t0 = time.perf_counter()
     until = t0 + seconds
-    threads = [threading.Thread(target=honest_client, args=(d, xs, window, until, records[c]),
-                                name=f"bench-honest-{c}") for c, xs in enumerate(per_client)]
+    from ringlet.bench.serve import run_client
+    threads = [threading.Thread(target=run_client, name=f"bench-honest-{c}",
+                                args=(d, xs, window, d.query_timeout + 5.0, records[c], lambda: None),
+                                kwargs={"until": until, "backoff": 0.1})
+               for c, xs in enumerate(per_client)]
     for t in threads:
         t.start()
     if during is not None:

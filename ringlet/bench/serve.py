@@ -156,32 +156,46 @@ def stop_deployment(procs: dict, grace: float = 10.0) -> None:
             proc.wait()
 
 
-def run_client(d, xs: list, window: int, timeout: float, records: list, on_answer) -> None:
-    """One client: submit its queries (at most ``window`` in flight); one record per query."""
+def run_client(d, xs: list, window: int, timeout: float, records: list, on_answer,
+               until: float | None = None, backoff: float = 0.0) -> None:
+    """One client: submit its queries (at most ``window`` in flight); one record per query. With
+    ``until`` (a time.perf_counter() value) it cycles through ``xs`` until then; after an error it
+    waits ``backoff`` seconds (a client's back-off, not a flood while a party restarts)."""
     from concurrent.futures import FIRST_COMPLETED, wait
 
     from ringlet.serve.client import Client
     client = Client(d)
     inflight = {}
+
+    def more() -> bool:
+        return nxt < len(xs) if until is None else time.perf_counter() < until
+
+    def failed(rec, exc) -> None:
+        rec.update(error=getattr(exc, "kind", None) or type(exc).__name__, message=str(exc))
+        time.sleep(backoff)
     try:
         nxt = 0
-        while nxt < len(xs) or inflight:
-            while nxt < len(xs) and len(inflight) < window:
-                index, x = xs[nxt]
+        while more() or inflight:
+            while more() and len(inflight) < window:
+                index, x = xs[nxt % len(xs)]
                 nxt += 1
-                rec = dict(index=index, t0=time.perf_counter(), t1=None, result=None, error=None)
+                rec = dict(index=index, t0=time.perf_counter(), t1=None, result=None, error=None,
+                           message=None)
                 records.append(rec)
                 try:
                     fut = client.submit(x)
                 except (RuntimeError, ValueError) as exc:  # QueryError (unavailable), input range
-                    rec["error"] = getattr(exc, "kind", None) or type(exc).__name__
+                    failed(rec, exc)
                     continue
                 fut.add_done_callback(lambda _, rec=rec: rec.update(t1=time.perf_counter()))
                 inflight[fut] = rec
             if not inflight:
                 continue
             first = min(r["t0"] for r in inflight.values()) + timeout
-            done, _ = wait(list(inflight), max(0.0, first - time.perf_counter()), FIRST_COMPLETED)
+            if until is not None and more():
+                first = min(first, until)
+            done, _ = wait(list(inflight), max(0.0, first - time.perf_counter()) + 0.001,
+                           FIRST_COMPLETED)
             for fut in done:
                 rec = inflight.pop(fut)
                 exc = fut.exception()
@@ -189,7 +203,7 @@ def run_client(d, xs: list, window: int, timeout: float, records: list, on_answe
                     rec["result"] = fut.result()
                     on_answer()
                 else:
-                    rec["error"] = getattr(exc, "kind", None) or type(exc).__name__
+                    failed(rec, exc)
             now = time.perf_counter()
             for fut in [f for f, r in inflight.items() if now >= r["t0"] + timeout]:
                 inflight.pop(fut)  # lost: neither a result nor an error in time

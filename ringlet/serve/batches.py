@@ -72,6 +72,9 @@ def lead(node, sess) -> None:
     size = d.bucket(sum(q.rows for q in batch))
     got = node.pool.take_ready(size)
     if got is None:
+        node.need(size)
+        got, size, batch = _other_shape(node, batch, size)
+    if got is None:
         book.release(batch, ("busy", busy_cause(node, size)), retry=True)
         node.pool.wait_change(0.05)
         return
@@ -109,6 +112,27 @@ def lead(node, sess) -> None:
         node.pool.put(size, key, queue, first=True)
         return
     run_batch(node, sess, run, size, key, queue)
+
+
+def _other_shape(node, batch: list[Query], size: int):
+    """No entry of the batch's shape: a larger shape's entry (more padding), else the largest
+    smaller one that the first queries fit (the others wait for the next batch); (got, size, batch)."""
+    for b in (b for b in node.d.sizes if b > size):
+        got = node.pool.take_ready(b)
+        if got is not None:
+            return got, b, batch
+    for b in sorted((b for b in node.d.sizes if b < size), reverse=True):
+        fit, rows = [], 0
+        for q in batch:
+            if rows + q.rows > b:
+                break
+            fit.append(q)
+            rows += q.rows
+        got = node.pool.take_ready(b) if fit else None
+        if got is not None:
+            node.book.release(batch[len(fit):])
+            return got, b, fit
+    return None, size, batch
 
 
 def follow(node, sess) -> None:

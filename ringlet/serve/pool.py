@@ -16,9 +16,11 @@ Link protocol (dealer ↔ server *s*, after the hello):
    orders a batch only with a confirmed entry, so a follower never lacks the entry of an order
    unless it lost it (then it says so at once and both drop it);
 5. after each batch every server sends ``{"consumed": [shape, key], "backlog": rows}`` (rows
-   still waiting); the dealer keeps each server's count of ready entries per shape at the pool
-   depth: at once for a shape below the low-water mark, else only while no server has a backlog —
-   offline work takes the cycles the online phase leaves, and a burst is served from the pool;
+   still waiting), and server 0 sends ``{"need": shape}`` when it has queries but no entry of their
+   shape; the dealer keeps each server's count of ready entries per shape at the pool depth: first
+   a shape server 0 needs, then at once a shape below the low-water mark, else only while no
+   server has a backlog — offline work takes the cycles the online phase leaves, and a burst is
+   served from the pool;
 6. while it has nothing to send the dealer sends ``{"alive": 1}`` every :data:`BEAT` seconds (a
    quarter of the message timeout if that is shorter); a server that hears nothing for the
    message timeout between entries drops the link (a frozen dealer frees the place of the next
@@ -260,6 +262,7 @@ class DealerPool:
         self._cond = threading.Condition()
         self.ready: dict[int, dict[int, int]] = {}  # server -> shape -> entries it holds
         self.stored: dict[tuple, set[int]] = {}  # (shape, key) -> followers that stored it
+        self.needed: set[int] = set()  # shapes server 0 lacked an entry for since the last pick
         self.failed: str | None = None
         self.seq = 0
 
@@ -319,6 +322,8 @@ class DealerPool:
                             del self.stored[(size, key)]
                             self.comm.send(self.servers[0], [("setup", json_tensor(
                                 {"confirmed": [[size, list(key)]]}))], "pool-confirm")
+                    elif "need" in msg:  # server 0 has queries and no entry of this shape
+                        self.needed.add(int(msg["need"]))
                     else:
                         size = int(msg["consumed"][0])
                         self.ready[s][size] = max(0, self.ready[s].get(size, 0) - 1)
@@ -330,8 +335,14 @@ class DealerPool:
                 self._cond.notify_all()
 
     def _next_size(self, sizes) -> int | None:
-        """The shape to produce next (fewest ready, the larger on ties), or None to wait."""
+        """The shape to produce next, or None to wait: a shape server 0 needs now (it has queries
+        and no entry), else the fewest ready below the low-water mark (the larger on ties), else
+        while no server has a backlog the fewest below the depth."""
         ready = [(max(self.ready[s].get(b, 0) for s in self.servers), -b) for b in sizes]
+        needed = [(n, nb) for n, nb in ready if -nb in self.needed and n < self.depth]
+        self.needed.clear()
+        if needed:
+            return -min(needed)[1]
         urgent = [(n, nb) for n, nb in ready if n < self.low_water]
         idle = not any(self.backlog.values())
         lacking = urgent or [(n, nb) for n, nb in ready if n < self.depth and idle]

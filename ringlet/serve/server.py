@@ -96,6 +96,7 @@ class ServerNode:
         self.peers: dict[int, object] = {}
         self.clients: dict = {}  # channel -> certificate name
         self.dealer: _DealerLink | None = None
+        self._needs: dict[int, float] = {}  # shape -> when the dealer was last told
         self.draining: float | None = None  # when SIGTERM came
         self.stopped = threading.Event()
         self.session_up = False
@@ -265,6 +266,15 @@ class ServerNode:
                                          "backlog": self.book.rows_waiting()}).encode())
             except CommError:
                 pass
+
+    def need(self, size: int) -> None:
+        """Server 0: tell the dealer queries wait for an entry of ``size`` (at most 4 times a s)."""
+        link, now = self.dealer, time.monotonic()
+        if link is None or now - self._needs.get(size, 0.0) < 0.25:
+            return
+        self._needs[size] = now
+        with contextlib.suppress(CommError):
+            link.ch.send(json.dumps({"need": size}).encode())
 
     # -- clients --------------------------------------------------------------------------------
     def _client_link(self, ch, name: str) -> None:

@@ -115,12 +115,9 @@ def lead(node, sess) -> None:
 
 
 def _other_shape(node, batch: list[Query], size: int):
-    """No entry of the batch's shape: a larger shape's entry (more padding), else the largest
-    smaller one that the first queries fit (the others wait for the next batch); (got, size, batch)."""
-    for b in (b for b in node.d.sizes if b > size):
-        got = node.pool.take_ready(b)
-        if got is not None:
-            return got, b, batch
+    """No entry of the batch's shape: the largest smaller shape with an entry that the first
+    queries fit (the others wait for the next batch); (got, size, batch). Never a larger shape:
+    under steady load that would spend the dealer's slowest entries on padding."""
     for b in sorted((b for b in node.d.sizes if b < size), reverse=True):
         fit, rows = [], 0
         for q in batch:

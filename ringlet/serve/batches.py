@@ -3,12 +3,16 @@
 Server 0 leads. Per batch (tag ``setup``, 3 small messages between server 0 and each other server;
 while idle, a ping and its answer every :func:`ping_every` seconds):
 
-1. **order** (0 → s): the queries of the batch in order, each as (id, rows, share bytes), the
-   batch shape and the pool entry (a key that every server confirmed it holds);
+1. **order** (0 → s): the queries of the batch in order, each as (id, rows, share bytes), and the
+   candidate entries: the oldest confirmed entry of the batch's shape and of each smaller shape;
 2. **verdict** (s → 0), at once, never waiting: the ids *s* lacks, the ids whose two halves differ
-   (naming the field: rows or bytes), and whether *s* holds the entry;
-3. **go** (0 → s): the ids that run (every server has them and they agree) and what becomes of
-   the entry: ``use`` it, ``keep`` it (nothing to run) or ``drop`` it (a server lacked it).
+   (naming the field: rows or bytes), and the candidates it lacks;
+3. **go** (0 → s): the ids that run (every server has them and they agree), the shape whose
+   entry they use (the smallest that holds them, else the largest that holds the first ones), and
+   the candidates to drop (some server lacked them); the other candidates go back to the pools.
+
+The shape is chosen after the verdict, so queries that only server 0 holds never make a batch
+use a larger (slower) entry than the queries that run need.
 
 A query whose halves differ is refused as ``bad_input`` by every server and never laid out, so no
 client can shift another's rows or make a server fail. A query a server lacks is offered again a
@@ -56,7 +60,7 @@ def ping_every(d) -> float:
 
 
 def lead(node, sess) -> None:
-    """Server 0: form a batch of queries, pick a confirmed entry, agree with the others, run."""
+    """Server 0: form a batch of queries, agree with the others on the queries and the entry, run."""
     d, book = node.d, node.book
     node.check_session(sess)
     others = [r for r in range(node.p) if r != node.rank]
@@ -69,71 +73,73 @@ def lead(node, sess) -> None:
     batch = book.gather(d.max_batch, d.max_wait_ms / 1000, lambda: node.stopped.is_set())
     if not batch:
         return
-    size = d.bucket(sum(q.rows for q in batch))
-    got = node.pool.take_ready(size)
-    if got is None:
-        node.need(size)
-        got, size, batch = _other_shape(node, batch, size)
-    if got is None:
-        book.release(batch, ("busy", busy_cause(node, size)), retry=True)
+    want = d.bucket(sum(q.rows for q in batch))
+    # candidates: the oldest confirmed entry of the batch's shape and of every smaller one
+    held = {b: got for b in d.sizes if b <= want for got in [node.pool.take_ready(b)] if got}
+    if want not in held:
+        node.need(want)
+    if not held:
+        book.release(batch, ("busy", busy_cause(node, want)), retry=True)
         node.pool.wait_change(0.05)
         return
-    key, queue = got
     sess.last_exchange = time.monotonic()
-    order = {"queries": [[q.id, q.rows, q.nbytes] for q in batch], "size": size, "key": list(key)}
+    order = {"queries": [[q.id, q.rows, q.nbytes] for q in batch],
+             "entries": {str(b): list(key) for b, (key, _) in held.items()}}
     for r in others:
         _send(sess, r, order, "order")
-    missing, bad, lacks = {}, {}, []
+    missing, bad, lacked = {}, {}, set()
     for r in others:
         verdict = _recv(sess, r, "verdict")
         for qid in verdict.get("missing", []):
             missing.setdefault(qid, r)
         for qid, why in verdict.get("bad", {}).items():
             bad.setdefault(qid, why)
-        if not verdict.get("entry"):
-            lacks.append(r)
-    run = [q for q in batch if q.id not in missing and q.id not in bad]
-    fate = "drop" if lacks else ("use" if run else "keep")
+        lacked.update(int(b) for b in verdict.get("lacks", []))
+    agreed = [q for q in batch if q.id not in missing and q.id not in bad]
+    run, size = _fit(agreed, {b for b in held if b not in lacked})
+    go = {"run": [q.id for q in run], "size": size,
+          "drop": sorted(lacked)}  # an entry some server lacks is dropped everywhere
     for r in others:
-        _send(sess, r, {"run": [q.id for q in run], "entry": fate}, "go")
+        _send(sess, r, go, "go")
     node.refuse_queries([q for q in batch if q.id in bad], "bad_input",
                         lambda q: f"the two halves of query {q.id} differ: {bad[q.id]}")
     for q in batch:
         if q.id in missing:
             book.release([q], ("timeout", f"server-{missing[q.id]} never received its share of "
                                           f"query {q.id}"), retry=True)
-    if fate == "drop":
-        node.log(f"pool entry {list(key)} is missing at {', '.join(f'server-{r}' for r in lacks)}: "
-                 f"dropped, the next one is taken")
-        node.consumed(size, key)
-        book.release(run)
-        return
-    if fate == "keep":
-        node.pool.put(size, key, queue, first=True)
-        return
-    run_batch(node, sess, run, size, key, queue)
+    book.release([q for q in agreed if q not in run],
+                 None if run or not agreed else ("busy", busy_cause(node, want)), retry=not run)
+    for b, (key, queue) in held.items():
+        if b in lacked:
+            node.log(f"pool entry {list(key)} is missing at another server: dropped")
+            node.consumed(b, key)
+        elif b != size:
+            node.pool.put(b, key, queue, first=True)
+    if run:
+        run_batch(node, sess, run, size, held[size][0], held[size][1])
 
 
-def _other_shape(node, batch: list[Query], size: int):
-    """No entry of the batch's shape: the largest smaller shape with an entry that the first
-    queries fit (the others wait for the next batch); (got, size, batch). Never a larger shape:
-    under steady load that would spend the dealer's slowest entries on padding."""
-    for b in sorted((b for b in node.d.sizes if b < size), reverse=True):
-        fit, rows = [], 0
-        for q in batch:
-            if rows + q.rows > b:
+def _fit(queries: list[Query], sizes: set[int]) -> tuple[list[Query], int | None]:
+    """The queries to run and the shape of their entry: the smallest shape that holds them all,
+    else the largest that holds the first ones (the others wait for the next batch)."""
+    rows = sum(q.rows for q in queries)
+    fits = sorted(b for b in sizes if b >= rows)
+    if queries and fits:
+        return queries, fits[0]
+    for b in sorted(sizes, reverse=True):
+        run, total = [], 0
+        for q in queries:
+            if total + q.rows > b:
                 break
-            fit.append(q)
-            rows += q.rows
-        got = node.pool.take_ready(b) if fit else None
-        if got is not None:
-            node.book.release(batch[len(fit):])
-            return got, b, fit
-    return None, size, batch
+            run.append(q)
+            total += q.rows
+        if run:
+            return run, b
+    return [], None
 
 
 def follow(node, sess) -> None:
-    """Servers 1…: check server 0's order against the queries held here, answer, run."""
+    """Servers 1…: check server 0's order against the queries and entries held here, answer, run."""
     node.check_session(sess)
     order = _recv(sess, 0, "order")  # an idle server 0 pings well within the message timeout
     if "ping" in order:
@@ -141,32 +147,30 @@ def follow(node, sess) -> None:
         return
     try:
         queries = [(str(i), int(r), int(n)) for i, r, n in order["queries"]]
-        size, key = int(order["size"]), tuple(order["key"])
-    except (KeyError, TypeError, ValueError) as exc:
+        entries = {int(b): tuple(k) for b, k in order["entries"].items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ProtocolMismatchError(f"server-0 sent a malformed order ({exc})") from None
     mine, missing, bad = node.book.claim(queries, node.name)
-    queue = node.pool.take(size, key)  # at once: a lacking entry is said, never waited for
-    _send(sess, 0, {"missing": missing, "bad": bad, "entry": queue is not None}, "verdict")
+    # at once: the entries held here are set aside for this batch, a lacking one is said
+    held = {b: queue for b, key in entries.items() for queue in [node.pool.take(b, key)] if queue}
+    _send(sess, 0, {"missing": missing, "bad": bad,
+                    "lacks": sorted(b for b in entries if b not in held)}, "verdict")
     go = _recv(sess, 0, "go")
-    run_ids = set(go.get("run", []))
+    run_ids, size = set(go.get("run", [])), go.get("size")
     node.refuse_queries([q for q in mine if q.id in bad], "bad_input",
                         lambda q: f"the two halves of query {q.id} differ: {bad[q.id]}")
     run = [q for q in mine if q.id in run_ids and q.id not in bad]
     node.book.release([q for q in mine if q.id not in run_ids and q.id not in bad])
-    if len(run) != len(run_ids):
-        raise ProtocolMismatchError("server-0 ordered queries this server did not agree to run")
-    if go.get("entry") != "use":
-        node.book.release(run)
-        if queue is not None:
-            if go.get("entry") == "keep":
-                node.pool.put(size, key, queue, first=True)
-            else:
-                node.consumed(size, key)
-        return
-    if queue is None:
-        raise ProtocolMismatchError(f"server-0 runs a batch with pool entry {list(key)} that this "
-                                    f"server said it lacks")
-    run_batch(node, sess, run, size, key, queue)
+    if len(run) != len(run_ids) or (run and size not in held):
+        raise ProtocolMismatchError("server-0 ordered a batch this server did not agree to run")
+    drop = set(go.get("drop", []))
+    for b, queue in held.items():
+        if b in drop:
+            node.consumed(b, entries[b])
+        elif b != size or not run:
+            node.pool.put(b, entries[b], queue, first=True)
+    if run:
+        run_batch(node, sess, run, size, entries[size], held[size])
 
 
 def run_batch(node, sess, batch: list[Query], size: int, key, queue) -> None:

@@ -61,7 +61,8 @@ def test_gather_takes_rows_in_arrival_order_and_skips_a_backed_off_query():
     book = QueryBook(8)
     for q in (_q("a", rows=2), _q("b", rows=2), _q("c", rows=1)):
         book.add(q)
-    book.release([book.get("a")], retry=True)  # a follower lacked it: offered again later
+    book.release([book.get("a")], lacked=True)  # a follower lacked it: offered again later
+    assert book.rows_waiting() == 3  # and it is no backlog for the dealer
     got = book.gather(3, 0.0, lambda: False)
     assert [q.id for q in got] == ["b", "c"]
     time.sleep(0.02)

@@ -6,7 +6,9 @@ while idle, a ping and its answer every :func:`ping_every` seconds):
 1. **order** (0 → s): the queries of the batch in order, each as (id, rows, share bytes), and the
    candidate entries: the oldest confirmed entry of the batch's shape and of each smaller shape;
 2. **verdict** (s → 0), at once, never waiting: the ids *s* lacks, the ids whose two halves differ
-   (naming the field: rows or bytes), and the candidates it lacks;
+   (naming the field: rows or bytes), the candidates it lacks, and the ids of queries that reached
+   *s* since its last verdict (server 0 offers a query *s* lacked again as soon as *s* has it, else
+   after a back-off growing to 2 s; fresh queries always come first);
 3. **go** (0 → s): the ids that run (every server has them and they agree), the shape whose
    entry they use (the smallest that holds them, else the largest that holds the first ones), and
    the candidates to drop (some server lacked them); the other candidates go back to the pools.
@@ -68,18 +70,20 @@ def lead(node, sess) -> None:
         for r in others:
             _send(sess, r, {"ping": 1}, "order")
         for r in others:
-            _recv(sess, r, "verdict")
+            book.wake(_recv(sess, r, "verdict").get("have", []))
         sess.last_exchange = time.monotonic()
     batch = book.gather(d.max_batch, d.max_wait_ms / 1000, lambda: node.stopped.is_set())
     if not batch:
         return
-    want = d.bucket(sum(q.rows for q in batch))
-    # candidates: the oldest confirmed entry of the batch's shape and of every smaller one
+    # the shape of the rows no other server was found to lack (a share sent to server 0 alone
+    # must not make an honest batch take a larger, slower entry); candidates: the oldest
+    # confirmed entry of that shape and of every smaller one
+    fresh = sum(q.rows for q in batch if not q.tries)
+    want = d.bucket(fresh or sum(q.rows for q in batch))
     held = {b: got for b in d.sizes if b <= want for got in [node.pool.take_ready(b)] if got}
-    if want not in held:
-        node.need(want)
     if not held:
-        book.release(batch, ("busy", busy_cause(node, want)), retry=True)
+        node.need(want)
+        book.release(batch, ("busy", busy_cause(node, want)))
         node.pool.wait_change(0.05)
         return
     sess.last_exchange = time.monotonic()
@@ -95,8 +99,12 @@ def lead(node, sess) -> None:
         for qid, why in verdict.get("bad", {}).items():
             bad.setdefault(qid, why)
         lacked.update(int(b) for b in verdict.get("lacks", []))
+        book.wake(verdict.get("have", []))
     agreed = [q for q in batch if q.id not in missing and q.id not in bad]
-    run, size = _fit(agreed, {b for b in held if b not in lacked})
+    need = d.bucket(sum(q.rows for q in agreed)) if agreed else 0
+    run, size = _fit(agreed, {b for b in held if b not in lacked and b <= need})
+    if agreed and (size is None or len(run) < len(agreed)):
+        node.need(need)  # the shape the agreed queries need
     go = {"run": [q.id for q in run], "size": size,
           "drop": sorted(lacked)}  # an entry some server lacks is dropped everywhere
     for r in others:
@@ -106,9 +114,9 @@ def lead(node, sess) -> None:
     for q in batch:
         if q.id in missing:
             book.release([q], ("timeout", f"server-{missing[q.id]} never received its share of "
-                                          f"query {q.id}"), retry=True)
+                                          f"query {q.id}"), lacked=True)
     book.release([q for q in agreed if q not in run],
-                 None if run or not agreed else ("busy", busy_cause(node, want)), retry=not run)
+                 None if run or not agreed else ("busy", busy_cause(node, want)))
     for b, (key, queue) in held.items():
         if b in lacked:
             node.log(f"pool entry {list(key)} is missing at another server: dropped")
@@ -143,7 +151,7 @@ def follow(node, sess) -> None:
     node.check_session(sess)
     order = _recv(sess, 0, "order")  # an idle server 0 pings well within the message timeout
     if "ping" in order:
-        _send(sess, 0, {"pong": 1}, "verdict")
+        _send(sess, 0, {"pong": 1, "have": node.book.news()}, "verdict")
         return
     try:
         queries = [(str(i), int(r), int(n)) for i, r, n in order["queries"]]
@@ -153,7 +161,7 @@ def follow(node, sess) -> None:
     mine, missing, bad = node.book.claim(queries, node.name)
     # at once: the entries held here are set aside for this batch, a lacking one is said
     held = {b: queue for b, key in entries.items() for queue in [node.pool.take(b, key)] if queue}
-    _send(sess, 0, {"missing": missing, "bad": bad,
+    _send(sess, 0, {"missing": missing, "bad": bad, "have": node.book.news(),
                     "lacks": sorted(b for b in entries if b not in held)}, "verdict")
     go = _recv(sess, 0, "go")
     run_ids, size = set(go.get("run", [])), go.get("size")

@@ -30,6 +30,7 @@ class Query:
     ordered: bool = False
     not_before: float = 0.0  # server 0: offer it again after this (another server lacked it)
     tries: int = 0
+    reported: bool = False  # a follower told server 0 it holds this query
     why: tuple[str, str] | None = None  # (kind, message) if it expires now
 
 
@@ -47,8 +48,11 @@ class QueryBook:
             return len(self._queries)
 
     def rows_waiting(self) -> int:
+        """Rows that could run now (the backlog the dealer hears of): waiting queries that no
+        other server was found to lack — shares sent to one server alone never hold off the
+        dealer's refills."""
         with self.cond:
-            return sum(q.rows for q in self._queries.values() if not q.ordered)
+            return sum(q.rows for q in self._queries.values() if not q.ordered and not q.tries)
 
     def get(self, qid: str) -> Query | None:
         with self.cond:
@@ -106,9 +110,12 @@ class QueryBook:
             return batch
 
     def _offerable(self):
+        """Waiting queries server 0 may order now: fresh ones first, then those another server
+        lacked before (so that shares sent to server 0 alone never crowd out the others)."""
         now = time.monotonic()
-        return (q for q in self._queries.values() if not q.ordered and q.not_before <= now
-                and q.deadline > now)
+        ready = [q for q in self._queries.values() if not q.ordered and q.not_before <= now
+                 and q.deadline > now]
+        return iter(sorted(ready, key=lambda q: q.tries > 0))
 
     def _first_offerable(self) -> Query | None:
         return next(self._offerable(), None)
@@ -122,17 +129,35 @@ class QueryBook:
                  if not q.ordered and q.not_before > now]
         return max(0.001, min([0.2, *later]))
 
-    def release(self, queries, why: tuple[str, str] | None = None, retry: bool = False) -> None:
-        """Back to waiting (not run this time); ``retry``: offer again after a short back-off."""
+    def release(self, queries, why: tuple[str, str] | None = None, lacked: bool = False) -> None:
+        """Back to waiting (not run this time); ``lacked``: another server lacks it, offer it
+        again after a back-off (5 ms, doubling to 2 s) or when that server has it."""
         now = time.monotonic()
         with self.cond:
             for q in queries:
                 q.ordered = False
                 if why is not None:
                     q.why = why
-                if retry:
+                if lacked:
                     q.tries += 1
-                    q.not_before = now + min(0.2, 0.005 * 2 ** q.tries)
+                    q.not_before = now + min(2.0, 0.005 * 2 ** q.tries)
+            self.cond.notify_all()
+
+    def news(self) -> list[str]:
+        """A follower: ids of waiting queries not reported to server 0 yet (each once)."""
+        with self.cond:
+            out = [q.id for q in self._queries.values() if not q.ordered and not q.reported]
+            for qid in out:
+                self._queries[qid].reported = True
+        return out
+
+    def wake(self, ids) -> None:
+        """Server 0: another server now holds these; offer them again at once."""
+        with self.cond:
+            for qid in ids:
+                q = self._queries.get(qid)
+                if q is not None and not q.ordered:
+                    q.not_before, q.tries = 0.0, 0
             self.cond.notify_all()
 
     def claim(self, ids_rows: list, me: str) -> tuple[list, list, dict]:

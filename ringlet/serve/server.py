@@ -263,7 +263,9 @@ class ServerNode:
         if link is not None:
             try:
                 link.ch.send(json.dumps({"consumed": [size, list(key)],
-                                         "backlog": self.book.rows_waiting()}).encode())
+                                         # server 0 alone knows which queries can run
+                                         "backlog": self.book.rows_waiting() if self.rank == 0
+                                         else 0}).encode())
             except CommError:
                 pass
 

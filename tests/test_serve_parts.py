@@ -166,3 +166,24 @@ def test_the_entry_shape_is_chosen_from_the_queries_that_run():
     assert _fit(qs[2:], {4}) == (qs[2:], 4)
     assert _fit(qs, {1}) == ([], None)  # the first query does not fit any: nothing runs
     assert _fit([], {1, 4}) == ([], None)
+
+
+def test_small_refusals_name_what_is_wrong(tmp_path):
+    from ringlet.comm.mesh import Listener
+    from ringlet.nn.graph import apply_postprocess
+    from ringlet.ring import FixedPoint, FixedPointError
+    from ringlet.train.checkpoint import CheckpointError, file_inside, read_safetensors
+    with pytest.raises(ValueError, match="op must be one of"):
+        apply_postprocess({"op": "sotfmax", "dim": 1}, torch.zeros(1, 3))
+    with pytest.raises(FixedPointError, match="imaginary part"):
+        FixedPoint(16, 64).encode(torch.zeros(2, dtype=torch.complex64))
+    (tmp_path / "m").mkdir()
+    with pytest.raises(CheckpointError, match="outside"):
+        file_inside(tmp_path / "m", "../secret.safetensors", "model.json")
+    assert file_inside(tmp_path / "m", "w.safetensors", "model.json").parent == (tmp_path / "m").resolve()
+    torch.save({"w": torch.zeros(1)}, tmp_path / "pickle.safetensors")  # a pickle, renamed
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        read_safetensors(tmp_path / "pickle.safetensors", "--weights")
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        with pytest.raises(ConnectionError, match="cannot listen on 127.0.0.1"):
+            Listener(taken.getsockname()[:2], None, lambda *a: None, lambda *a: None, name="server-0")

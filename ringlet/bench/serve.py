@@ -50,7 +50,8 @@ def _absolute(path):
 def write_deployment(folder: Path, model: str, *, weights=None, input_shape=None, relu_config=None,
                      relu_protocol=None, dataset=None, data_dir=None, input_bound=None,
                      max_batch: int = 32, max_wait_ms: float = 10.0, sizes=(1, 8, 32),
-                     pool_depth: int = 2, tls: bool = True, clients=("client",)) -> Path:
+                     pool_depth: int = 2, tls: bool = True, clients=("client",),
+                     in_flight: int = 64, links: int = 16) -> Path:
     """A deployment file on free loopback ports (server 0 also serves /metrics), with dev certs."""
     from ringlet import deploy
     from ringlet.launch import free_port
@@ -68,7 +69,9 @@ def write_deployment(folder: Path, model: str, *, weights=None, input_shape=None
                        "dealer": {}, **{name: {} for name in clients}},
            "model": {k: v for k, v in section.items() if v is not None},
            "batching": {"max_batch": max_batch, "max_wait_ms": max_wait_ms, "sizes": list(sizes)},
-           "pool": {"depth": pool_depth}}
+           "pool": {"depth": pool_depth},
+           # every bench client thread holds the one certificate "client"
+           "limits": {"in_flight": in_flight, "links": links}}
     path = deploy.write(Path(folder) / "deploy.json", raw)
     if tls:
         from ringlet.comm.certs import make_dev_certs
@@ -335,7 +338,8 @@ def run_serve_bench(model: str, *, clients: int, queries: int, weights=None, inp
                                 relu_config=relu_config, relu_protocol=relu_protocol, dataset=dataset,
                                 data_dir=data_dir, input_bound=input_bound, max_batch=max_batch,
                                 max_wait_ms=max_wait_ms, sizes=sizes, pool_depth=pool_depth, tls=tls,
-                                clients=("client", "client-b") if hostile_seconds else ("client",))
+                                clients=("client", "client-b") if hostile_seconds else ("client",),
+                                in_flight=clients * window + 64, links=2 * clients + 16)
         d = deploy.load(path)
         quick = dataclasses.replace(d, connect_timeout=2.0)  # the bench's own status calls
         compiled = load_model(d)  # exactly the servers' compilation: the plaintext reference

@@ -4,13 +4,17 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.ringlet-installed
 
-.PHONY: demo test setup data clean report
+.PHONY: demo test lint setup data clean report
 
 demo: setup data
 	$(BIN)/ringlet demo
 
-test: setup data
+test: setup data lint
 	$(BIN)/python -m pytest -q -x --durations=15
+
+# style and errors (ruff); the layering contracts and the type checker join it below
+lint: setup
+	$(BIN)/ruff check ringlet tests scripts
 
 setup: $(STAMP)
 

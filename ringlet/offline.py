@@ -4,9 +4,10 @@ Every server shares a seed with the dealer. For each piece of material, every *h
 share from that seeded stream; the dealer draws the same values (it knows every seed), computes the
 correlation, and sends what the material's :class:`Kind` says each holder receives: for most kinds
 only the *correction* — the last holder's share of the correlated part — to the last holder; for a
-function-secret-sharing key the correction words to both holders (:mod:`ringlet.protocols.fss_material`). Offline bytes are therefore one tensor per correlation, e.g. ℓ bits per element of
-a Beaver product (arithmetic corrections travel in the ring's ℓ-bit wire format, bit planes as
-words), all counted under the ``offline`` tag and never as online traffic.
+function-secret-sharing key the correction words to both holders
+(:mod:`ringlet.protocols.fss_material`). Offline bytes are therefore one tensor per correlation,
+e.g. ℓ bits per element of a Beaver product (arithmetic corrections travel in the ring's ℓ-bit
+wire format, bit planes as words), all counted under the ``offline`` tag and never as online traffic.
 
 Requests: server 0 sends each request (a small descriptor) to the dealer; the dealer answers the
 last holder. With a *plan* (the list of every request of a computation, recorded on an earlier run of
@@ -57,7 +58,7 @@ class Request:
         return [_kind_ids()[self.kind], len(self.params), *self.params, len(self.holders), *self.holders]
 
     @staticmethod
-    def decode(values: list[int], pos: int) -> tuple["Request", int]:
+    def decode(values: list[int], pos: int) -> tuple[Request, int]:
         kind = list(kinds())[values[pos]]
         n = values[pos + 1]
         params = tuple(values[pos + 2:pos + 2 + n])
@@ -305,7 +306,7 @@ class Kind:
     raw: frozenset = frozenset()
     shapes: Callable | None = None
 
-    def received_shapes(self, req: "Request", index: int) -> dict[str, tuple]:
+    def received_shapes(self, req: Request, index: int) -> dict[str, tuple]:
         if self.shapes is not None:
             return self.shapes(req, index)
         drawn = self.draw(_Shapes(), req, index, False)

@@ -18,7 +18,7 @@ def kept_bits_plot(bits_per_group: dict, path: str, title: str = "") -> None:
         for i, (k, m) in enumerate(settings):
             rows.append((group if len(settings) == 1 else f"{group}[{i}]", k, m))
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.2))
-    for y, (name, k, m) in enumerate(rows):
+    for y, (_name, k, m) in enumerate(rows):
         ax.barh(y, 64, left=0, color="#eeeeee", edgecolor="none")
         if k > m:
             ax.barh(y, k - m, left=m, color="#2a7ab9", edgecolor="none")

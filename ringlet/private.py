@@ -196,7 +196,7 @@ class PrivateModel:
 
     def finetune(self, train_data, relu_config, epochs: int = 2, *, lr: float = 1e-3,
                  batch: int = 128, parties: int = 2, seed: int = 0, augment: bool = True,
-                 progress: bool = False) -> "PrivateModel":
+                 progress: bool = False) -> PrivateModel:
         """Retrain a copy of the module with the approximate ReLUs in place; returns it compiled.
 
         ``train_data``: (inputs, labels) tensors or a :class:`ringlet.data.Dataset`.

@@ -153,7 +153,7 @@ class FixedPoint:
     def ring(self) -> Ring:
         return Ring(self.ring_bits)
 
-    def with_frac(self, frac_bits: int) -> "FixedPoint":
+    def with_frac(self, frac_bits: int) -> FixedPoint:
         """The same ring at another scale (e.g. a bias at 2f fractional bits)."""
         return FixedPoint(frac_bits, self.ring_bits)
 

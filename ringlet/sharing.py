@@ -30,7 +30,7 @@ class Share:
             raise ShareError(f"party must be a non-negative int, got {party!r}")
         self.party = party
 
-    def _check_same(self, other: "Share", op: str) -> None:
+    def _check_same(self, other: Share, op: str) -> None:
         if type(other) is not type(self):
             raise ShareError(f"{op}: cannot combine {type(self).__name__} with {type(other).__name__}")
         if other.party != self.party:
@@ -73,7 +73,7 @@ class ArithmeticShare(Share):
         self.data = data
         self.frac = frac
 
-    def _new(self, data: torch.Tensor, frac: int | None = None) -> "ArithmeticShare":
+    def _new(self, data: torch.Tensor, frac: int | None = None) -> ArithmeticShare:
         return ArithmeticShare(data, self.party, self.frac if frac is None else frac)
 
     # shape -----------------------------------------------------------------------------------
@@ -84,24 +84,24 @@ class ArithmeticShare(Share):
     def numel(self) -> int:
         return self.data.numel()
 
-    def reshape(self, *shape) -> "ArithmeticShare":
+    def reshape(self, *shape) -> ArithmeticShare:
         return self._new(self.data.reshape(*shape))
 
-    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> "ArithmeticShare":
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> ArithmeticShare:
         return self._new(self.data.flatten(start_dim, end_dim))
 
-    def permute(self, *dims) -> "ArithmeticShare":
+    def permute(self, *dims) -> ArithmeticShare:
         return self._new(self.data.permute(*dims))
 
-    def __getitem__(self, index) -> "ArithmeticShare":
+    def __getitem__(self, index) -> ArithmeticShare:
         return self._new(self.data[index])
 
-    def sum(self, dim=None, keepdim: bool = False) -> "ArithmeticShare":
+    def sum(self, dim=None, keepdim: bool = False) -> ArithmeticShare:
         data = self.data.sum() if dim is None else self.data.sum(dim, keepdim=keepdim)
         return self._new(data)
 
     @staticmethod
-    def cat(shares: list["ArithmeticShare"], dim: int = 0) -> "ArithmeticShare":
+    def cat(shares: list[ArithmeticShare], dim: int = 0) -> ArithmeticShare:
         first = shares[0]
         for s in shares[1:]:
             if s.party != first.party or s.frac != first.frac:
@@ -109,24 +109,24 @@ class ArithmeticShare(Share):
         return first._new(torch.cat([s.data for s in shares], dim))
 
     # arithmetic ------------------------------------------------------------------------------
-    def _check_arith(self, other: "ArithmeticShare", op: str) -> None:
+    def _check_arith(self, other: ArithmeticShare, op: str) -> None:
         self._check_same(other, op)
         if other.frac != self.frac:
             raise ShareError(f"{op}: fractional bits differ ({self.frac} vs {other.frac}); "
                              f"truncate or rescale first")
 
-    def __add__(self, other: "ArithmeticShare") -> "ArithmeticShare":
+    def __add__(self, other: ArithmeticShare) -> ArithmeticShare:
         self._check_arith(other, "add")
         return self._new(self.data + other.data)
 
-    def __sub__(self, other: "ArithmeticShare") -> "ArithmeticShare":
+    def __sub__(self, other: ArithmeticShare) -> ArithmeticShare:
         self._check_arith(other, "sub")
         return self._new(self.data - other.data)
 
-    def __neg__(self) -> "ArithmeticShare":
+    def __neg__(self) -> ArithmeticShare:
         return self._new(-self.data)
 
-    def add_public(self, value: torch.Tensor) -> "ArithmeticShare":
+    def add_public(self, value: torch.Tensor) -> ArithmeticShare:
         """Add a public ring tensor (already encoded at this share's scale); party 0 adds it."""
         if value.dtype != torch.int64:
             raise ShareError(f"add_public expects an encoded int64 tensor, got {value.dtype}")
@@ -135,7 +135,7 @@ class ArithmeticShare(Share):
         shape = torch.broadcast_shapes(self.shape, value.shape)
         return self._new(self.data if shape == self.shape else self.data.expand(shape).clone())
 
-    def mul_public(self, value: torch.Tensor | int, frac: int = 0) -> "ArithmeticShare":
+    def mul_public(self, value: torch.Tensor | int, frac: int = 0) -> ArithmeticShare:
         """Multiply by a public integer tensor carrying ``frac`` fractional bits (no truncation)."""
         if isinstance(value, torch.Tensor) and value.dtype != torch.int64:
             raise ShareError(f"mul_public expects an int64 tensor or int, got {value.dtype}")
@@ -161,7 +161,7 @@ class BinaryShare(Share):
         self.n = n
         self.elem_shape = torch.Size(elem_shape) if elem_shape is not None else torch.Size([n])
 
-    def _new(self, planes: torch.Tensor) -> "BinaryShare":
+    def _new(self, planes: torch.Tensor) -> BinaryShare:
         return BinaryShare(planes, self.n, self.party, self.elem_shape)
 
     @property
@@ -173,23 +173,23 @@ class BinaryShare(Share):
         return self.planes.shape[0]
 
     @classmethod
-    def from_private(cls, values: torch.Tensor, width: int, party: int) -> "BinaryShare":
+    def from_private(cls, values: torch.Tensor, width: int, party: int) -> BinaryShare:
         """This party's own ``width``-bit values as a share (the other parties hold zeros)."""
         return cls(ring.pack_bits(values, width), values.numel(), party, values.shape)
 
-    def __xor__(self, other: "BinaryShare") -> "BinaryShare":
+    def __xor__(self, other: BinaryShare) -> BinaryShare:
         self._check_same(other, "xor")
         return self._new(self.planes ^ other.planes)
 
-    def and_public(self, mask: torch.Tensor) -> "BinaryShare":
+    def and_public(self, mask: torch.Tensor) -> BinaryShare:
         """AND with public planes (broadcast over planes if ``mask`` is 1-D)."""
         return self._new(self.planes & mask)
 
-    def invert(self) -> "BinaryShare":
+    def invert(self) -> BinaryShare:
         """NOT of every bit: party 0 flips its planes."""
         return self._new(~self.planes) if self.party == 0 else self._new(self.planes.clone())
 
-    def select(self, index) -> "BinaryShare":
+    def select(self, index) -> BinaryShare:
         """A subset of planes (an int, slice or index tensor)."""
         planes = self.planes[index]
         return self._new(planes.unsqueeze(0) if planes.ndim == 1 else planes)

@@ -81,8 +81,8 @@ def resolve_model(spec: str, *, weights: str | None = None, input_shape=None, nu
     """The module of a ``--model`` spec (see the module docstring); nothing is compiled yet."""
     from ringlet.models import MODEL_NAMES, build_model
     from ringlet.private import is_saved_model, load
-    from ringlet.train.checkpoint import load_checkpoint, read_meta
     from ringlet.train.api import find_checkpoint
+    from ringlet.train.checkpoint import load_checkpoint, read_meta
     if is_saved_model(spec):
         if weights:
             raise ValueError("--weights applies to --model package.module:factory only")

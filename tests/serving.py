@@ -75,7 +75,7 @@ class LocalDeployment:
         self.procs[name] = proc
         return proc
 
-    def start_all(self, timeout: float = 90.0) -> "LocalDeployment":
+    def start_all(self, timeout: float = 90.0) -> LocalDeployment:
         for name in ("server-0", "server-1", "dealer"):
             self.start(name)
         self.wait_ready(timeout)

@@ -7,8 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from ringlet.cli import bench_serve
 from serving import save_weights
+
+from ringlet.cli import bench_serve
 
 HERE = Path(__file__).parent
 KEYS = ("command", "model", "clients", "queries", "rows_per_query", "answered", "wrong", "lost",

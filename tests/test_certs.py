@@ -12,8 +12,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ringlet.comm.certs import (client_context, make_dev_certs, make_self_signed, peer_name,
-                                server_context)
+from ringlet.comm.certs import client_context, make_dev_certs, make_self_signed, peer_name, server_context
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,11 @@ import time
 
 import pytest
 import torch
+from conftest import run
 
 from ringlet.comm.base import PeerTimeoutError, ProtocolMismatchError
 from ringlet.comm.local import LocalHub
 from ringlet.launch import PartyError
-
-from conftest import run
 
 
 def test_round_accounting_is_exact():
@@ -100,7 +99,7 @@ def _sender_only(sess):
             sess.comm.send(1, [("other", torch.full((1000,), i))], "s")
             most = max(most, len(sess.comm._pending))
         return most
-    for i in range(200):
+    for _ in range(200):
         sess.comm.recv(0, "s")
     return 0
 

@@ -4,8 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from ringlet.data import (Dataset, DatasetFormatError, DatasetMissingError, channel_stats, dataset_info,
-                          load_arrays, load_dataset, parse_normalize)
+from ringlet.data import (
+    Dataset,
+    DatasetFormatError,
+    DatasetMissingError,
+    channel_stats,
+    dataset_info,
+    load_arrays,
+    load_dataset,
+    parse_normalize,
+)
 
 CLASSES = ["cat", "ant", "bee"]  # sorted: ant → 0, bee → 1, cat → 2
 

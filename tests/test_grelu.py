@@ -5,16 +5,15 @@ import functools
 import numpy as np
 import pytest
 import torch
+from conftest import run
 
-from ringlet.grelu.cluster import cluster_groups, single_linkage, hamming_matrix
+from ringlet.grelu.cluster import cluster_groups, hamming_matrix, single_linkage
 from ringlet.grelu.convert import SharingConfigError, convert
 from ringlet.grelu.layers import GroupReLU, patch_groups
 from ringlet.models import build_model
 from ringlet.nn.compiler import compile_model
 from ringlet.nn.inference import client_program, server_program
 from ringlet.nn.secure import CompiledModel
-
-from conftest import run
 
 
 def test_patches_tile_with_a_smaller_last_patch():

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from serving import HERE, LocalDeployment, inputs, wait_until
 
 from ringlet.comm.base import CommError, PeerFailedError

@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import run
 from torch import nn
 
 from ringlet.models import build_model
@@ -14,8 +15,6 @@ from ringlet.nn.compiler import CompileError, compile_model
 from ringlet.nn.config import ConfigError, ReluConfig
 from ringlet.nn.inference import client_program, server_program
 from ringlet.nn.secure import CompiledModel, SecureOptions
-
-from conftest import run
 
 
 class EveryLayer(nn.Module):
@@ -136,7 +135,7 @@ def test_servers_never_see_the_input_or_the_output(protocol):
     assert torch.allclose(logits, ref, atol=2e-3)
     secret_in = compiled.fixed.encode(x).reshape(-1)
     secret_out = torch.round(ref * 2 ** compiled.output_frac).to(torch.int64).reshape(-1)
-    for rank, tensors in received.items():
+    for _rank, tensors in received.items():
         assert tensors, "the spy saw nothing"
         for t in tensors:
             flat = t.reshape(-1)

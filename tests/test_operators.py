@@ -10,12 +10,11 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import secure_logits
 from torch import nn
 
 from ringlet.nn.compiler import CompileError, compile_model
 from ringlet.nn.secure import CompiledModel
-
-from conftest import secure_logits
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from userzoo import resnet18_cifar
 
 import ringlet
-from userzoo import resnet18_cifar
 
 CLASSES = ("circle", "stripes", "top")
 

@@ -38,7 +38,7 @@ def _launch(master, netns_for_server1=None, samples=8, model=(MODEL,), dataset="
                             capture_output=True, text=True, timeout=240)
     outs = [p.communicate(timeout=60) for p in procs]
     assert client.returncode == 0, client.stderr[-2000:]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-2000:]
     return json.loads(client.stdout), json.loads(outs[0][0])
 
@@ -72,9 +72,9 @@ def test_party_processes_on_localhost(link, tmp_path):
 def test_party_servers_run_a_users_factory_with_its_weights(tmp_path):
     import torch
     from safetensors.torch import load_file, save_file
+    from userzoo import resnet18_cifar
 
     from ringlet.data import load_dataset
-    from userzoo import resnet18_cifar
     torch.manual_seed(0)  # test weights only
     weights = tmp_path / "w.safetensors"
     save_file(resnet18_cifar().state_dict(), str(weights))

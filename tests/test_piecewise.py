@@ -4,6 +4,7 @@ exact bits and rounds per element against the cost formulas."""
 import numpy as np
 import pytest
 import torch
+from conftest import run
 
 from ringlet import ring
 from ringlet.launch import PartyError
@@ -13,8 +14,6 @@ from ringlet.protocols import piecewise as pw
 from ringlet.protocols.compare import ReluSpec, relu_cost
 from ringlet.protocols.convert import select_finish, select_prepare
 from ringlet.protocols.io import reveal, share_input
-
-from conftest import run
 
 F = torch.nn.functional
 COUNTED = ("setup", "offline", "input", "output", "open")

@@ -2,13 +2,12 @@
 
 import pytest
 import torch
+from conftest import run
 
 from ringlet.poly.layers import PolyAct, convert_to_poly, fit_relu
 from ringlet.poly.pillar import Pillar, penalty
 from ringlet.protocols import poly
 from ringlet.protocols.io import reveal, share_input
-
-from conftest import run
 
 
 def test_fit_matches_the_papers_degree_four_coefficients():

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import functools
 
+import privacy_programs
 import pytest
 import torch
 
-import privacy_programs
 from ringlet.ring import Ring
 
 pytestmark = pytest.mark.slow
@@ -21,6 +21,7 @@ pytestmark = pytest.mark.slow
 
 def _compiled():
     import servezoo
+
     import ringlet
     torch.manual_seed(1)  # not secret: the test model's public weights
     net = servezoo.tiny_net().eval()

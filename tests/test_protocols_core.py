@@ -2,12 +2,11 @@
 
 import pytest
 import torch
+from conftest import run
 
 from ringlet.protocols import beaver, linear
 from ringlet.protocols.io import reveal, share_input
 from ringlet.protocols.truncation import truncate
-
-from conftest import run
 
 EXCL = ("setup", "offline")
 

@@ -3,12 +3,10 @@
 import numpy as np
 import pytest
 import torch
-
-from ringlet.protocols.compare import (ReluSpec, allowed_mismatch, drelu, max_pool2d, maximum,
-                                       relu, relu_cost)
-from ringlet.protocols.io import reveal, share_input
-
 from conftest import run
+
+from ringlet.protocols.compare import ReluSpec, allowed_mismatch, drelu, max_pool2d, maximum, relu, relu_cost
+from ringlet.protocols.io import reveal, share_input
 
 COUNTED = ("setup", "offline", "input", "output", "open")
 
@@ -187,7 +185,7 @@ def test_sign_families_are_one_registry_with_their_costs_and_dealer_requests():
             v = _edge_values(n, seed=k)
             spec = ReluSpec(k, 0, name)
 
-            def prog(sess):
+            def prog(sess, v=v, spec=spec):
                 x = share_input(sess, v if sess.rank == 0 else None, 0, (n,), encoded=True)
                 sess.offline.plan = []
                 before = sess.stats.copy()

@@ -3,7 +3,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ringlet import ring
 from ringlet.ring import FixedPoint, FixedPointError

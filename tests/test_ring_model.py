@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 import ringlet
-from ringlet.nn.ranges import InputRangeError
 from ringlet.nn.config import ConfigError, ReluConfig
+from ringlet.nn.ranges import InputRangeError
 
 
 class Block(nn.Module):

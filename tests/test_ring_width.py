@@ -4,6 +4,7 @@ bits and rounds asserted exactly from the cost formulas written in ℓ."""
 import numpy as np
 import pytest
 import torch
+from conftest import run
 
 from ringlet.launch import PartyError
 from ringlet.protocols import beaver
@@ -12,8 +13,6 @@ from ringlet.protocols.io import open_values, reveal, share_input
 from ringlet.protocols.piecewise import clamp, clamp_cost, leaky_relu, leaky_relu_cost
 from ringlet.protocols.truncation import default_method, truncate
 from ringlet.ring import FixedPoint, FixedPointError, Ring
-
-from conftest import run
 
 COUNTED = ("setup", "offline", "input", "output", "open")
 WIDTHS = [32, 40, 64]

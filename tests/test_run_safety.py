@@ -7,13 +7,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import run
 from torch import nn
 
 import ringlet
 from ringlet.launch import PartyError
 from ringlet.nn.inference import client_program, server_program
-
-from conftest import run
 
 
 class Small(nn.Module):

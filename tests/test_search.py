@@ -6,14 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import run
 
 from ringlet.nn.config import ReluConfig
 from ringlet.protocols.compare import ReluSpec, drelu, input_bits
 from ringlet.search import hummingbird as hb
 from ringlet.search.api import run_search
 from ringlet.search.simulator import decide
-
-from conftest import run
 
 
 def _mpc_decisions(shares, spec, shift):

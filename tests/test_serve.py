@@ -10,7 +10,6 @@ import time
 
 import pytest
 import torch
-
 from serving import HERE, LocalDeployment, inputs, wait_until
 
 from ringlet.serve.wire import QueryError

@@ -12,9 +12,9 @@ import torch
 
 from ringlet.comm.base import ProtocolMismatchError
 from ringlet.comm.channel import Channel, FrameTooLargeError
+from ringlet.serve import wire
 from ringlet.serve.book import Query, QueryBook
 from ringlet.serve.pool import MaterialPool
-from ringlet.serve import wire
 
 
 def _q(qid, rows=1, nbytes=512, client="client", deadline=10.0):

@@ -1,12 +1,11 @@
 import pytest
 import torch
+from conftest import run
 
 from ringlet import ring
 from ringlet.offline import Dealer, Request, beaver_request
 from ringlet.prng import AesCtrStream
 from ringlet.sharing import ArithmeticShare, BinaryShare, ShareError
-
-from conftest import run
 
 
 def test_arithmetic_share_local_ops_and_errors():
@@ -56,10 +55,11 @@ def test_dealer_material_is_correlated_and_seed_compressed():
                 m.update(corr)
             parts.append(m)
         if req.kind == "beaver":
-            a = sum(p["a"] for p in parts); b = sum(p["b"] for p in parts)
+            a = sum(p["a"] for p in parts)
+            b = sum(p["b"] for p in parts)
             assert torch.equal(sum(p["c"] for p in parts), a * b)
         elif req.kind == "and2":
-            x = lambda k: parts[0][k] ^ parts[1][k] ^ parts[2][k]  # noqa: E731
+            x = lambda k, parts=parts: parts[0][k] ^ parts[1][k] ^ parts[2][k]  # noqa: E731
             assert torch.equal(x("c1"), x("a") & x("b1")) and torch.equal(x("c2"), x("a") & x("b2"))
         elif req.kind == "pand":
             assert torch.equal(parts[0]["z"] ^ parts[1]["z"], parts[0]["u"] & parts[1]["v"])

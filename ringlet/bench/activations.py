@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from ringlet.bench.suite import config_setup, shipped_stem
-from ringlet.comm.shaper import LinkProfile, PROFILES
+from ringlet.comm.shaper import PROFILES, LinkProfile
 from ringlet.nn.api import run_inference
 from ringlet.train.api import find_checkpoint
 from ringlet.train.checkpoint import read_meta

@@ -83,7 +83,9 @@ def _transfer_main(rank: int, master: str, megabytes: float, rounds: int) -> Non
     """Entry point of one process of the real-link transfer (``python -m ringlet.bench.netlink``)."""
     from ringlet.comm.transport import TransportSpec, open_communicator
     host, port = master.rsplit(":", 1)
-    comm = open_communicator(TransportSpec("tcp", master=(host, int(port))), rank, _Pair(), 120)
+    # two network namespaces made by this bench, on this host: gloo off loopback is meant here
+    spec = TransportSpec("tcp", master=(host, int(port)), insecure_plain_tcp=True)
+    comm = open_communicator(spec, rank, _Pair(), 120)
     seconds = _exchange(comm, 1 - rank, megabytes, rounds)
     comm.close()
     print(f"{seconds:.6f}")
@@ -105,7 +107,7 @@ def measure_real(link: LinkProfile, megabytes: float = 8.0, rounds: int = 20) ->
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for r, side in ((0, "a"), (1, "b"))]
         outs = [p.communicate(timeout=300) for p in procs]
-        for p, (out, err) in zip(procs, outs):
+        for p, (_out, err) in zip(procs, outs):
             if p.returncode:
                 raise RuntimeError(f"real-link transfer failed: {err.strip()[-500:]}")
         return max(float(out.strip().splitlines()[-1]) for out, _ in outs)
@@ -136,6 +138,7 @@ def run_real_inference(model: str, link: LinkProfile, samples: int, batch: int,
     namespace A, server 1 in namespace B); returns server 0's JSON report. ``timeout`` bounds every
     message wait: the client waits for a whole batch, which on a slow link takes minutes."""
     import json
+
     from ringlet.launch import free_port
     with shaped_namespaces(link) as ns:
         master = f"{ns['ip_a']}:{free_port()}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import time
 
-
 from ringlet.poly.layers import fit_relu
 from ringlet.prng import AesCtrStream
 from ringlet.protocols import poly

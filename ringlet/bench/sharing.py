@@ -136,10 +136,11 @@ def run_sharing(epochs: int = 5, samples: int = 64, minionn_samples: int = 2, lo
 
 
 def _minionn_rows(samples: int, log) -> list[dict]:
+    import tempfile
+
     from ringlet.models import build_model
     from ringlet.nn.api import calibrate_batchnorm
     from ringlet.train.checkpoint import save_checkpoint
-    import tempfile
     rows = []
     synth = load_dataset("synthetic-cifar", "test").tensors(samples)[0]
     with tempfile.TemporaryDirectory() as tmp:

@@ -10,7 +10,8 @@ def add_parser(sub, name):
     p.add_argument("--model", default="resnet20")
     p.add_argument("--poly-model", help="polynomial checkpoint (default: MODEL-DATASET-poly4)")
     p.add_argument("--configs", default="exact,eco,8/64,poly,poly-local,poly-local@honeybadger",
-                   help="exact, eco, 8/64 (ReLU model); poly (ESPN, 2 rounds/layer), poly-local (1 round); poly[-local]@METHOD")
+                   help="exact, eco, 8/64 (ReLU model); poly (ESPN, 2 rounds/layer), poly-local "
+                        "(1 round); poly[-local]@METHOD")
     p.add_argument("--links", default="lan,wan")
     p.add_argument("--latencies", default="0,25,50,100", help="added round-trip times in ms")
     p.add_argument("--samples", type=int, default=32)

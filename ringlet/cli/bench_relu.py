@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from ringlet.cli.common import (TRANSPORT_CHOICES, TRANSPORT_HELP, add_debug, add_relu_protocol,
-                                 command_line, print_json)
+from ringlet.cli.common import (
+    TRANSPORT_CHOICES,
+    TRANSPORT_HELP,
+    add_debug,
+    add_relu_protocol,
+    command_line,
+    print_json,
+)
 
 
 def add_parser(sub, name):

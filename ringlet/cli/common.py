@@ -131,8 +131,8 @@ def _default(obj):
 
 def command_line() -> str:
     """The command as typed (for reproducibility records)."""
-    import shlex
     import os
+    import shlex
     prog = os.path.basename(sys.argv[0]) if sys.argv else "ringlet"
     if prog in ("__main__.py", "-c"):
         prog = "ringlet"

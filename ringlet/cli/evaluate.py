@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from ringlet.cli.common import (add_compile, add_data, add_debug, add_model,
-                                compile_kwargs, data_kwargs, print_json)
+from ringlet.cli.common import (
+    add_compile,
+    add_data,
+    add_debug,
+    add_model,
+    compile_kwargs,
+    data_kwargs,
+    print_json,
+)
 
 
 def add_parser(sub, name):
@@ -24,7 +31,7 @@ def add_parser(sub, name):
 def run(args):
     from ringlet.train.api import evaluate_model
     result = evaluate_model(args.model, samples=args.samples, batch=args.batch, weights=args.weights,
-                            relu_config=args.relu_config, parties=args.parties, 
+                            relu_config=args.relu_config, parties=args.parties,
         **data_kwargs(args), **compile_kwargs(args))
     if args.json:
         print_json(result)

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-from ringlet.cli.common import (add_compile, add_data, add_debug, add_model,
-                                compile_kwargs, command_line, data_kwargs, print_json)
+from ringlet.cli.common import (
+    add_compile,
+    add_data,
+    add_debug,
+    add_model,
+    command_line,
+    compile_kwargs,
+    data_kwargs,
+    print_json,
+)
 
 
 def add_parser(sub, name):
@@ -33,7 +41,7 @@ def run(args):
                           batch=args.batch, parties=args.parties, progress=not args.no_progress,
                           seed=args.seed, train_samples=args.train_samples,
                           test_samples=args.test_samples, command=command_line(),
-                          weights=args.weights, augment=not args.no_augment, 
+                          weights=args.weights, augment=not args.no_augment,
         **data_kwargs(args), **compile_kwargs(args))
     if args.json:
         print_json({"command": command_line(), **result})

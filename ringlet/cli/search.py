@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-from ringlet.cli.common import (add_compile, add_data, add_debug, add_model,
-                                compile_kwargs, command_line, data_kwargs, print_json)
+from ringlet.cli.common import (
+    add_compile,
+    add_data,
+    add_debug,
+    add_model,
+    command_line,
+    compile_kwargs,
+    data_kwargs,
+    print_json,
+)
 
 
 def add_parser(sub, name):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ringlet.cli.common import add_data_dir, add_debug, command_line, print_json
-from ringlet.cli.common import _size
+from ringlet.cli.common import _size, add_data_dir, add_debug, command_line, print_json
 
 
 def add_parser(sub, name):

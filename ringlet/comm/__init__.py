@@ -1,7 +1,14 @@
 """Communicators: in-process (threads) and TCP (torch.distributed gloo), with exact accounting."""
 
-from ringlet.comm.base import (TAGS, CommError, CommStats, Communicator, PeerFailedError,
-                               PeerTimeoutError, ProtocolMismatchError)
+from ringlet.comm.base import (
+                               TAGS,
+                               CommError,
+                               CommStats,
+                               Communicator,
+                               PeerFailedError,
+                               PeerTimeoutError,
+                               ProtocolMismatchError,
+)
 from ringlet.comm.local import LocalHub
 
 __all__ = ["TAGS", "CommError", "CommStats", "Communicator", "PeerFailedError", "PeerTimeoutError",

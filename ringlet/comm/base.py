@@ -70,15 +70,15 @@ class CommStats:
 
     def by_tag(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
-        for (peer, tag), v in self.sent.items():
+        for (_peer, tag), v in self.sent.items():
             out.setdefault(tag, {"bytes_sent": 0, "bytes_received": 0, "rounds": 0})["bytes_sent"] += v
-        for (peer, tag), v in self.received.items():
+        for (_peer, tag), v in self.received.items():
             out.setdefault(tag, {"bytes_sent": 0, "bytes_received": 0, "rounds": 0})["bytes_received"] += v
         for tag, v in self.rounds.items():
             out.setdefault(tag, {"bytes_sent": 0, "bytes_received": 0, "rounds": 0})["rounds"] += v
         return out
 
-    def copy(self) -> "CommStats":
+    def copy(self) -> CommStats:
         new = CommStats()
         new.sent.update(self.sent)
         new.received.update(self.received)
@@ -87,7 +87,7 @@ class CommStats:
         new.seconds_waiting = self.seconds_waiting
         return new
 
-    def minus(self, before: "CommStats") -> "CommStats":
+    def minus(self, before: CommStats) -> CommStats:
         """Counts accumulated since ``before`` (a :meth:`copy`)."""
         new = CommStats()
         for src, dst, old in ((self.sent, new.sent, before.sent),
@@ -169,10 +169,10 @@ class Communicator(ABC):
     def _recv(self, src: int, step: str, deadline: float) -> list[Item]:
         """Wait for one message from ``src`` until ``deadline`` (time.monotonic())."""
 
-    def _flush(self) -> None:
+    def _flush(self) -> None:  # noqa: B027 - a transport with synchronous sends has nothing to do
         """Wait until every started send has left (transports with async sends override)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a transport with nothing to release keeps this
         """Release transport resources."""
 
     def tls_overhead_bytes(self) -> int:

@@ -46,7 +46,7 @@ def _check_names(names: list[str]) -> None:
 def _not_after(cert: x509.Certificate) -> datetime.datetime:
     # not_valid_after_utc is cryptography >= 42; the naive not_valid_after is UTC
     utc = getattr(cert, "not_valid_after_utc", None)
-    return utc or cert.not_valid_after.replace(tzinfo=datetime.timezone.utc)
+    return utc or cert.not_valid_after.replace(tzinfo=datetime.UTC)
 
 
 def _write(path: Path, data: bytes, mode: int, overwrite: bool) -> None:
@@ -69,7 +69,7 @@ def _save(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey, cert_path: Pa
 
 def _new_ca(days: int, cn: str = "ringlet development CA"):
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
@@ -96,14 +96,14 @@ def _load_ca(cert_path: Path, key_path: Path):
     spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     if key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
         raise ValueError(f"the CA key {key_path} does not belong to the certificate {cert_path}")
-    if _not_after(cert) <= datetime.datetime.now(datetime.timezone.utc):
+    if _not_after(cert) <= datetime.datetime.now(datetime.UTC):
         raise ValueError(f"the CA certificate {cert_path} has expired; make a new one (overwrite)")
     return cert, key
 
 
 def _party_cert(name: str, days: int, ca_cert: x509.Certificate, ca_key: Any):
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     # a certificate outliving its issuer would only fail later; end it with the CA
     until = min(now + datetime.timedelta(days=days), _not_after(ca_cert))
     try:

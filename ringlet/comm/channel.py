@@ -8,10 +8,10 @@ those minus the plaintext ``sent``/``received``).
 
 A *frame* is a 4-byte little-endian length and that many bytes. Every read of a frame states the
 largest length it accepts (the caller knows what may come: a hello, a query header, a payload of a
-known size); a longer announcement fails at once, and buffers grow with the bytes that arrive. :meth:`Channel.send` returns at
-once: a sender thread per channel writes frames in order, so two parties that both send large
-messages before reading never deadlock. Every wait has a deadline; a closed or reset connection
-raises :class:`~ringlet.comm.base.PeerFailedError` naming the peer.
+known size); a longer announcement fails at once, and buffers grow with the bytes that arrive.
+:meth:`Channel.send` returns at once: a sender thread per channel writes frames in order, so two
+parties that both send large messages before reading never deadlock. Every wait has a deadline; a
+closed or reset connection raises :class:`~ringlet.comm.base.PeerFailedError` naming the peer.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class Channel:
     # TLS handshake ---------------------------------------------------------------------------
     @classmethod
     def open(cls, sock: socket.socket, peer: str, context: ssl.SSLContext | None, server_side: bool,
-             timeout: float) -> "Channel":
+             timeout: float) -> Channel:
         """Wrap a connected socket; with ``context``, run the TLS handshake (bounded by ``timeout``)."""
         if context is None:
             return cls(sock, peer)

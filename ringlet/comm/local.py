@@ -11,8 +11,7 @@ import queue
 import threading
 import time
 
-from ringlet.comm.base import (Communicator, Item, PeerFailedError, PeerTimeoutError,
-                               ProtocolMismatchError)
+from ringlet.comm.base import Communicator, Item, PeerFailedError, PeerTimeoutError, ProtocolMismatchError
 
 _POLL = 0.05  # seconds between checks for a failed peer while waiting
 
@@ -31,7 +30,7 @@ class LocalHub:
         with self._lock:
             self.failed.setdefault(rank, reason)
 
-    def communicator(self, rank: int, timeout: float = 60.0, names=None) -> "LocalCommunicator":
+    def communicator(self, rank: int, timeout: float = 60.0, names=None) -> LocalCommunicator:
         return LocalCommunicator(self, rank, timeout, names)
 
 

@@ -30,8 +30,16 @@ from collections.abc import Callable
 
 import torch
 
-from ringlet.comm.base import (TAGS, CommError, Communicator, Item, PeerFailedError,
-                               PeerTimeoutError, ProtocolMismatchError, split_items)
+from ringlet.comm.base import (
+    TAGS,
+    CommError,
+    Communicator,
+    Item,
+    PeerFailedError,
+    PeerTimeoutError,
+    ProtocolMismatchError,
+    split_items,
+)
 from ringlet.comm.channel import Channel
 
 _DTYPES = [torch.int64, torch.uint8, torch.float32, torch.float64, torch.int32, torch.bool,
@@ -151,7 +159,7 @@ class Listener:
         while not self._stop.is_set():
             try:
                 conn, addr = self.sock.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

@@ -26,8 +26,15 @@ import time
 import torch
 import torch.distributed as dist
 
-from ringlet.comm.base import (TAGS, Communicator, Item, PeerFailedError, PeerTimeoutError,
-                               ProtocolMismatchError, split_items)
+from ringlet.comm.base import (
+    TAGS,
+    Communicator,
+    Item,
+    PeerFailedError,
+    PeerTimeoutError,
+    ProtocolMismatchError,
+    split_items,
+)
 
 _MAGIC = 0x52494E474C4554  # "RINGLET"
 _MAX_ITEMS = 8

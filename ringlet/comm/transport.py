@@ -38,7 +38,7 @@ class TlsFiles:
     certs: dict  # party name -> (cert path, key path)
 
     @classmethod
-    def in_folder(cls, folder, names) -> "TlsFiles":
+    def in_folder(cls, folder, names) -> TlsFiles:
         folder = Path(folder)
         return cls(folder / "ca.pem", {n: (folder / f"{n}.pem", folder / f"{n}.key") for n in names})
 
@@ -185,7 +185,8 @@ def connect_mesh(spec: TransportSpec, rank: int, world, connect_timeout: float) 
                 if left <= 0:
                     missing = ", ".join(party_name(world, p) for p in sorted(accept - set(channels)))
                     extra = f"; refused: {'; '.join(rejected[-3:])}" if rejected else ""
-                    where = "%s:%d" % tuple(spec.addresses[rank])
+                    host, port = spec.addresses[rank]
+                    where = f"{host}:{port}"
                     raise PeerTimeoutError(f"{me}: {missing} did not connect to {where} within "
                                            f"{connect_timeout:g} s{extra}")
                 joined.wait(min(left, 0.5))

@@ -1,8 +1,7 @@
 """Datasets: Fashion-MNIST from the Debian package, standard formats from a user folder, synthetic data,
 the user's own ImageFolder trees and .npy arrays."""
 
-from ringlet.data.datasets import (DATASET_NAMES, Dataset, DatasetMissingError, load_dataset,
-                                   dataset_info)
+from ringlet.data.datasets import DATASET_NAMES, Dataset, DatasetMissingError, dataset_info, load_dataset
 from ringlet.data.formats import DatasetFormatError
 from ringlet.data.sources import channel_stats, load_arrays, parse_normalize
 

@@ -100,7 +100,7 @@ class Dataset:
 
     @classmethod
     def from_tensors(cls, x: torch.Tensor, y: torch.Tensor, name: str = "arrays",
-                     split: str = "train", classes=None) -> "Dataset":
+                     split: str = "train", classes=None) -> Dataset:
         """A split of the user's own float inputs (already normalised) and integer labels."""
         if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim < 2:
             raise ValueError(f"{name}: inputs must be a float tensor N×…, got "
@@ -116,7 +116,7 @@ class Dataset:
         return cls(name, split, x.float(), y.to(torch.int64), (0.0,) * channels, (1.0,) * channels,
                    num, classes=tuple(classes) if classes else None)
 
-    def with_normalization(self, mean, std) -> "Dataset":
+    def with_normalization(self, mean, std) -> Dataset:
         """Return this split with another per-channel mean/std (one value is broadcast to all channels)."""
         mean, std = per_channel(mean, std, self.input_shape[0], what=f"dataset {self.name} normalisation")
         return replace(self, mean=mean, std=std)
@@ -128,7 +128,7 @@ class Dataset:
             raise ValueError(f"--samples {n}: dataset {self.name}/{self.split} has {len(self)} images")
         return self.normalize(self.images[:n]), self.labels[:n]
 
-    def subset(self, index: torch.Tensor) -> "Dataset":
+    def subset(self, index: torch.Tensor) -> Dataset:
         """Return the images and labels at ``index``, with the same normalisation and classes."""
         return replace(self, images=self.images[index], labels=self.labels[index])
 

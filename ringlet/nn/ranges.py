@@ -99,7 +99,7 @@ class InputRange:
         return {"bound": self.bound, "method": self.method}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "InputRange":
+    def from_dict(cls, d: dict) -> InputRange:
         return cls(float(d["bound"]), str(d["method"]))
 
 

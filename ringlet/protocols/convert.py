@@ -222,7 +222,7 @@ def select_finish_many(sess: Session, groups: list[tuple], extra: list,
     es, opened = _select_round(sess, [(bit, x.numel()) for bit, x, _, _, _ in groups],
                                [m for _, _, m, _, _ in groups], to_open)
     out = []
-    for j, ((bit, x, m, item, shift), e) in enumerate(zip(groups, es)):
+    for j, ((_bit, x, m, item, shift), e) in enumerate(zip(groups, es)):
         c = item[1] + extra[j] if extra else opened[j]
         if shift:
             out.append(inject_trunc_combine(sess, e, c, m, x.shape, shift, with_value))

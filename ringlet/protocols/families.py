@@ -22,8 +22,8 @@ The select that turns a sign into a ReLU has its cost as data too (:data:`SELECT
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ringlet.offline import Request
 from ringlet.protocols import adders

@@ -45,8 +45,13 @@ import torch
 from ringlet import ring
 from ringlet.protocols import compare, poly
 from ringlet.protocols.compare import ReluSpec, drelu_two, input_bits
-from ringlet.protocols.convert import (local_bits, reshare_to_two, select_finish,
-                                       select_finish_many, select_prepare)
+from ringlet.protocols.convert import (
+    local_bits,
+    reshare_to_two,
+    select_finish,
+    select_finish_many,
+    select_prepare,
+)
 from ringlet.protocols.truncation import default_method, truncate
 from ringlet.session import Session
 from ringlet.sharing import ArithmeticShare, check_product_frac

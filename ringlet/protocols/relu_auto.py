@@ -11,9 +11,9 @@ rounds) and n · c the compute — in fact a + n·c, the line through two layer 
 ReLUs with the fused truncation, two servers in one process, material pre-generated, the median of
 3 runs each), measured here once and cached in ``$RINGLET_CACHE_DIR/relu-protocols.json`` by
 machine. The link is the run's profile
-(``--link``, else ``--auto-link``, default ``lan``). fss is chosen only where its estimate is :data:`MARGIN` (1.2)
-times smaller: on ResNet-20 at 50 ms the unmodelled costs made near-even layers slower. FSS is two-server: with more servers auto keeps
-gmw. Each choice is printed with both estimates.
+(``--link``, else ``--auto-link``, default ``lan``). fss is chosen only where its estimate is
+:data:`MARGIN` (1.2) times smaller: on ResNet-20 at 50 ms the unmodelled costs made near-even layers
+slower. FSS is two-server: with more servers auto keeps gmw. Each choice is printed with both estimates.
 
 Servers on different machines may measure differently and choose differently; the run then stops
 at the first ReLU whose protocols disagree — give them the same explicit choice (or a config).

@@ -18,8 +18,8 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ringlet.search.simulator import Simulator
 

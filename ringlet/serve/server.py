@@ -106,7 +106,7 @@ class ServerNode:
         self.listener = self.health = None
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def start(self) -> "ServerNode":
+    def start(self) -> ServerNode:
         me = self.d.server(self.rank)
         self.listener = Listener(me.address, self.server_ctx, self._on_peer, self._check,
                                  timeout=self.d.connect_timeout, name=self.name,
@@ -224,7 +224,8 @@ class ServerNode:
     # -- the dealer link ------------------------------------------------------------------------
     def _dealer_link(self, ch, _name) -> None:
         try:
-            where = "%s:%s" % ch.sock.getpeername()[:2]
+            host, port = ch.sock.getpeername()[:2]
+            where = f"{host}:{port}"
         except OSError:
             where = "an address that is gone"
         link = _DealerLink(ch, where)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ringlet.models import build_model
-from ringlet.train.checkpoint import (checkpoint_stem, is_checkpoint, save_checkpoint)
+from ringlet.train.checkpoint import checkpoint_stem, is_checkpoint, save_checkpoint
 from ringlet.train.trainer import TrainConfig, fit
 
 
@@ -56,7 +56,8 @@ def train_zoo_model(*, model: str, dataset: str, epochs: int, out: Path, batch: 
     cfg = TrainConfig(epochs=epochs, batch=batch, lr=lr, momentum=momentum,
                       weight_decay=weight_decay, warmup_epochs=warmup_epochs, augment=augment,
                       seed=seed, threads=threads)
-    from ringlet.sources import load_split, resolve_model as resolve
+    from ringlet.sources import load_split
+    from ringlet.sources import resolve_model as resolve
     torch.manual_seed(seed)
     ckpt = find_checkpoint(model)
     factory = ":" in model and ckpt is None

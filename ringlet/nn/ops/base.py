@@ -10,8 +10,8 @@ model. Lowerings (from torch.fx nodes to graph nodes) are registered beside the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ringlet.nn.graph import _numel
 

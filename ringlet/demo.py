@@ -10,9 +10,9 @@ import torch
 
 from ringlet.launch import run_local
 from ringlet.prng import AesCtrStream
-from ringlet.protocols import beaver, linear
+from ringlet.protocols.arith import beaver, linear
+from ringlet.protocols.arith.truncation import truncate
 from ringlet.protocols.io import reveal, share_input
-from ringlet.protocols.truncation import truncate
 
 _SHAPE = (4, 3, 16, 16)
 

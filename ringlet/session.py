@@ -13,7 +13,8 @@ import torch
 
 from ringlet import prng
 from ringlet.comm.base import Communicator
-from ringlet.offline import OfflineClient
+from ringlet.offline.kind import Kinds
+from ringlet.offline.link import DealerLink
 from ringlet.prng import AesCtrStream
 from ringlet.ring import FixedPoint
 from ringlet.sharing import ArithmeticShare
@@ -114,7 +115,7 @@ def _seed_tensor(seed: bytes) -> torch.Tensor:
 class Session:
     """Everything a protocol needs on one party: rank, world, communicator, randomness, dealer."""
 
-    def __init__(self, comm: Communicator, world: World, seeds: Seeds,
+    def __init__(self, comm: Communicator, world: World, seeds: Seeds, kinds: Kinds,
                  fixed: FixedPoint | None = None):
         self.comm = comm
         self.world = world
@@ -124,10 +125,10 @@ class Session:
         self.ring = self.fixed.ring
         self.own = AesCtrStream(seeds.own)
         self.pairs = {p: AesCtrStream(s) for p, s in seeds.pairs.items()}
-        self.offline: OfflineClient | None = None
+        self.offline: DealerLink | None = None
         if self.role == "server":
-            self.offline = OfflineClient(comm, self.rank, AesCtrStream(seeds.dealer[self.rank]),
-                                         world.dealer, self.ring)
+            self.offline = DealerLink(comm, self.rank, AesCtrStream(seeds.dealer[self.rank]),
+                                      world.dealer, kinds, self.ring)
 
     # convenience --------------------------------------------------------------------------------
     @property

@@ -111,21 +111,24 @@ def test_a_party_that_only_sends_holds_only_what_it_sent_since_its_last_flush_tc
 
 def test_the_dealer_flushes_before_each_requests_material():
     """The dealer sends one request's material only once the previous one has left."""
-    from ringlet.offline import Dealer, Request
+    from ringlet.offline.dealer import Dealer
+    from ringlet.offline.request import STOP, Request
     from ringlet.prng import AesCtrStream
+    from ringlet.protocols.catalog import material_kinds
     events = []
     reqs = [Request("trunc", (16, 8), (0, 1)), Request("fssrelu", (8, 64, 0, 16), (0, 1))]
 
     class Fake:
         def recv(self, src, step):
-            values = [v for r in reqs for v in r.encode()]
+            values = [v for r in reqs for v in material_kinds().encode(r)]
             events.append("recv")
-            return [torch.tensor(values if events.count("recv") == 1 else [Dealer.STOP])]
+            return [torch.tensor(values if events.count("recv") == 1 else [STOP])]
 
         def send(self, dst, items, step):
             events.append(f"send{dst}")
 
         def flush(self):
             events.append("flush")
-    Dealer(Fake(), {0: AesCtrStream(bytes(16)), 1: AesCtrStream(bytes([1] * 16))}).serve()
+    Dealer(Fake(), {0: AesCtrStream(bytes(16)), 1: AesCtrStream(bytes([1] * 16))},
+           material_kinds()).serve()
     assert events == ["recv", "flush", "send1", "flush", "send0", "send1", "send1", "recv"]

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ringlet.prng import AesCtrStream
-from ringlet.protocols import dcf
+from ringlet.protocols.fss import dcf
 
 SEED = bytes(range(16))
 
@@ -126,7 +126,7 @@ def test_chunk_boundaries_and_an_odd_count_of_keys():
 @pytest.mark.parametrize("width,payloads,n", [(1, 1, 9), (7, 3, 5000), (63, 3, 1500), (64, 2, 1030),
                                               (20, 4, 2049)])
 def test_native_evaluation_equals_numpy_bit_for_bit(width, payloads, n):
-    from ringlet.protocols import dcf_native
+    from ringlet.protocols.fss import native as dcf_native
     if dcf_native.load() is None:
         pytest.skip("no C compiler or no AES-NI here: numpy only")
     rng = np.random.default_rng(width * 7 + payloads)  # test data only
@@ -141,7 +141,7 @@ def test_native_evaluation_equals_numpy_bit_for_bit(width, payloads, n):
 
 
 def test_without_a_compiler_numpy_evaluates(monkeypatch, tmp_path):
-    from ringlet.protocols import dcf_native
+    from ringlet.protocols.fss import native as dcf_native
     if not dcf_native._cpu_has_aes():
         pytest.skip("no AES-NI here: numpy without trying a compiler")
     monkeypatch.setenv("RINGLET_CACHE_DIR", str(tmp_path))

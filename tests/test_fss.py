@@ -6,16 +6,10 @@ import torch
 from conftest import run
 
 from ringlet import ring
-from ringlet.protocols import fss
-from ringlet.protocols.compare import (
-    ReluSpec,
-    allowed_mismatch,
-    drelu,
-    max_pool2d,
-    relu,
-    relu_cost,
-)
+from ringlet.protocols.base import allowed_mismatch
+from ringlet.protocols.fss import gates as fss
 from ringlet.protocols.io import reveal, share_input
+from ringlet.protocols.relu import ReluSpec, drelu, max_pool2d, relu, relu_cost
 from ringlet.search.simulator import decide
 from ringlet.sharing import ArithmeticShare
 
@@ -153,7 +147,7 @@ def test_fss_refuses_three_servers_by_name():
 @pytest.mark.parametrize("k,m,shift,ring_bits", [(64, 0, 16, 64), (12, 4, 16, 64), (64, 0, 0, 64),
                                                  (12, 4, 12, 40), (9, 8, 16, 64)])
 def test_key_bytes_are_exact_and_within_the_targets(k, m, shift, ring_bits):
-    from ringlet.protocols.fss_material import key_bytes, relu_additive, relu_payloads
+    from ringlet.protocols.fss.keys import key_bytes, relu_additive, relu_payloads
     n = 200
     v = torch.arange(n) - 100
     res = run(_relu_prog(v, ReluSpec(k, m, protocol="fss"), shift), 2, ring_bits=ring_bits)

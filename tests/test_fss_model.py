@@ -119,8 +119,8 @@ def test_a_batch_whose_keys_do_not_fit_is_refused_naming_one_that_does(model):
     pm, _ = model
     compiled = pm.compiled(relu_protocol="fss")
     protocols = compiled.protocols_for(8, 2)
-    per_server = compiled.fss_key_bytes(8, protocols)
-    assert per_server == 2 * compiled.fss_key_bytes(4, protocols) > 0
+    per_server = compiled.key_bytes(8, protocols)
+    assert per_server == 2 * compiled.key_bytes(4, protocols) > 0
     compiled.check_key_memory(8, protocols, 2, available=4 * per_server)  # fits: no error
     with pytest.raises(KeyMemoryError, match=r"use --batch 4 ") as err:
         compiled.check_key_memory(8, protocols, 2, available=2 * per_server)

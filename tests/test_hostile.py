@@ -211,6 +211,7 @@ def test_a_dealer_that_dies_mid_entry_is_reconciled(dep):
     """Attack 6: a dealer streams an entry to server 0 only and dies; server 0 holds an entry
     server 1 lacks. It is never ordered, and the next dealer's epoch drops it everywhere."""
     from ringlet.comm.mesh import MeshCommunicator
+    from ringlet.protocols.catalog import material_kinds
     from ringlet.serve.pool import DealerPool, json_tensor
     with guarded(dep):
         dep.kill("dealer")
@@ -227,7 +228,7 @@ def test_a_dealer_that_dies_mid_entry_is_reconciled(dep):
                     assert time.monotonic() < deadline, "the servers kept the killed dealer's place"
                     time.sleep(0.2)
         comm = MeshCommunicator(2, 3, channels, 10, {0: "server-0", 1: "server-1"})
-        pool = DealerPool(comm, [0, 1], 1, "dying", lambda m: None)
+        pool = DealerPool(comm, [0, 1], 1, "dying", lambda m: None, material_kinds())
         dealer, plans = pool.start(10)
 
         class ToServer0Only:  # the dealer dies before server 1's part of the entry leaves

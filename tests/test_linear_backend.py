@@ -11,16 +11,16 @@ from torch import nn
 
 from ringlet.nn.compiler import compile_model
 from ringlet.nn.secure import CompiledModel, SecureOptions
-from ringlet.protocols import linear_auto
 from ringlet.protocols.io import share_input
-from ringlet.protocols.linear_auto import CHOICES, BackendCache, choose_backend
-from ringlet.protocols.linear_backend import (
+from ringlet.protocols.kernels.backends import (
     BACKENDS,
     exact_conv2d,
     exact_linear,
     limb_plan,
     split_limbs,
 )
+from ringlet.protocols.tuning import linear as linear_auto
+from ringlet.protocols.tuning.linear import CHOICES, BackendCache, choose_backend
 from ringlet.ring import Ring
 from ringlet.sharing import ShareError
 

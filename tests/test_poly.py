@@ -6,7 +6,7 @@ from conftest import run
 
 from ringlet.poly.layers import PolyAct, convert_to_poly, fit_relu
 from ringlet.poly.pillar import Pillar, penalty
-from ringlet.protocols import poly
+from ringlet.protocols.arith import poly
 from ringlet.protocols.io import reveal, share_input
 
 

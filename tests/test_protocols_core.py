@@ -4,9 +4,9 @@ import pytest
 import torch
 from conftest import run
 
-from ringlet.protocols import beaver, linear
+from ringlet.protocols.arith import beaver, linear
+from ringlet.protocols.arith.truncation import truncate
 from ringlet.protocols.io import reveal, share_input
-from ringlet.protocols.truncation import truncate
 
 EXCL = ("setup", "offline")
 
@@ -184,7 +184,7 @@ def test_pregenerated_material_moves_dealer_traffic_offline():
 
 def _core_program(sess):
     """Every core protocol family once: input, product, matmul, conv, truncation, ReLU, output."""
-    from ringlet.protocols.compare import relu
+    from ringlet.protocols.relu import relu
     x = share_input(sess, _data((2, 3, 6, 6), 7) if sess.rank == 0 else None, 0, (2, 3, 6, 6))
     w = share_input(sess, _data((4, 3, 3, 3), 8, 1.0) if sess.rank == 1 else None, 1, (4, 3, 3, 3))
     y = relu(sess, beaver.conv2d(sess, x, w, padding=1))

@@ -5,8 +5,9 @@ import pytest
 import torch
 from conftest import run
 
-from ringlet.protocols.compare import ReluSpec, allowed_mismatch, drelu, max_pool2d, maximum, relu, relu_cost
+from ringlet.protocols.base import allowed_mismatch
 from ringlet.protocols.io import reveal, share_input
+from ringlet.protocols.relu import ReluSpec, drelu, max_pool2d, maximum, relu, relu_cost
 
 COUNTED = ("setup", "offline", "input", "output", "open")
 
@@ -173,7 +174,7 @@ def test_relu_with_fused_truncation(parties, spec):
 
 def test_sign_families_are_one_registry_with_their_costs_and_dealer_requests():
     """Each registered family's cost formula and dealer requests are those of a real run."""
-    from ringlet.protocols.families import SELECTS, sign_families
+    from ringlet.protocols.catalog import SELECTS, sign_families
     from ringlet.ring import num_words
     fams = sign_families()
     assert fams.names() == ("carry-tree", "kogge-stone", "fss") and SELECTS == ("fused", "b2a-mult")

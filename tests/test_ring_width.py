@@ -7,11 +7,12 @@ import torch
 from conftest import run
 
 from ringlet.launch import PartyError
-from ringlet.protocols import beaver
-from ringlet.protocols.compare import ReluSpec, allowed_mismatch, drelu, max_pool2d, relu, relu_cost
+from ringlet.protocols.arith import beaver
+from ringlet.protocols.arith.truncation import default_method, truncate
+from ringlet.protocols.base import allowed_mismatch
 from ringlet.protocols.io import open_values, reveal, share_input
 from ringlet.protocols.piecewise import clamp, clamp_cost, leaky_relu, leaky_relu_cost
-from ringlet.protocols.truncation import default_method, truncate
+from ringlet.protocols.relu import ReluSpec, drelu, max_pool2d, relu, relu_cost
 from ringlet.ring import FixedPoint, FixedPointError, Ring
 
 COUNTED = ("setup", "offline", "input", "output", "open")
@@ -218,7 +219,7 @@ def test_ring_limits_are_clear_errors():
 
 
 def test_a_dealer_in_another_ring_is_named(monkeypatch):
-    from ringlet.offline import Dealer
+    from ringlet.offline.dealer import Dealer
 
     v = _values(40, 512, seed=2)
     orig = Dealer.__init__

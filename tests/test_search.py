@@ -9,7 +9,8 @@ import torch
 from conftest import run
 
 from ringlet.nn.config import ReluConfig
-from ringlet.protocols.compare import ReluSpec, drelu, input_bits
+from ringlet.protocols.base import input_bits
+from ringlet.protocols.relu import ReluSpec, drelu
 from ringlet.search import hummingbird as hb
 from ringlet.search.api import run_search
 from ringlet.search.simulator import decide

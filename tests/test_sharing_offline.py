@@ -3,7 +3,9 @@ import torch
 from conftest import run
 
 from ringlet import ring
-from ringlet.offline import Dealer, Request, beaver_request
+from ringlet.offline.core import beaver_request
+from ringlet.offline.dealer import Dealer
+from ringlet.offline.request import Request
 from ringlet.prng import AesCtrStream
 from ringlet.sharing import ArithmeticShare, BinaryShare, ShareError
 
@@ -40,9 +42,9 @@ def test_binary_share_xor_invert():
 
 def test_dealer_material_is_correlated_and_seed_compressed():
     seeds = {0: bytes([1] * 16), 1: bytes([2] * 16), 2: bytes([3] * 16)}
-    dealer = Dealer(None, {k: AesCtrStream(v) for k, v in seeds.items()})
+    from ringlet.protocols.catalog import material_kinds as kinds
+    dealer = Dealer(None, {k: AesCtrStream(v) for k, v in seeds.items()}, kinds())
     streams = {k: AesCtrStream(v) for k, v in seeds.items()}
-    from ringlet.offline import kinds
     for req in [beaver_request("mul", (5,), (5,), holders=(0, 1, 2)),
                 Request("and2", (3, 2), (0, 1, 2)), Request("pand", (2, 4), (0, 1)),
                 Request("inject", (70,), (0, 1)), Request("trunc", (16, 6), (0, 1, 2))]:
@@ -74,7 +76,7 @@ def test_dealer_material_is_correlated_and_seed_compressed():
 
 
 def _two_muls(sess):
-    from ringlet.protocols import beaver
+    from ringlet.protocols.arith import beaver
     from ringlet.protocols.io import share_input
     x = share_input(sess, torch.ones(4) if sess.rank == 0 else None, 0, (4,))
     beaver.mul(sess, x, x)

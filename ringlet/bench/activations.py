@@ -3,7 +3,7 @@ accuracy and online time on LAN and WAN with added latency (the ESPN paper's Fig
 
 Configs: ``exact``, ``eco``, ``8/64`` (the shipped ReLU model and its search results), ``poly`` (the
 polynomial model, ESPN with the exact output truncation: 2 rounds per layer) and ``poly-local`` (ESPN
-with the local output truncation: 1 round per layer, rare failures; see ringlet.protocols.poly);
+with the local output truncation: 1 round per layer, rare failures; see ringlet.protocols.arith.poly);
 ``poly@METHOD`` / ``poly-local@METHOD`` evaluate with another method (e.g. ``@honeybadger``).
 """
 

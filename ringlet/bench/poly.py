@@ -7,7 +7,7 @@ import time
 
 from ringlet.poly.layers import fit_relu
 from ringlet.prng import AesCtrStream
-from ringlet.protocols import poly
+from ringlet.protocols.arith import poly
 from ringlet.protocols.io import reveal, share_input
 from ringlet.ring import FixedPoint
 

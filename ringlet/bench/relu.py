@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from ringlet.prng import AesCtrStream
-from ringlet.protocols.compare import ReluSpec, allowed_mismatch, drelu, input_bits, relu, relu_cost
+from ringlet.protocols.base import allowed_mismatch, input_bits
 from ringlet.protocols.io import reveal, share_input
+from ringlet.protocols.relu import ReluSpec, drelu, relu, relu_cost
 from ringlet.ring import FixedPoint
 from ringlet.sharing import ArithmeticShare
 
@@ -99,8 +100,8 @@ def run_relu_bench(values: np.ndarray, spec: ReluSpec, parties: int = 2, transpo
 
 def _fss_figures(spec: ReluSpec, op: str, shift: int, n: int) -> dict:
     """Key bytes and AES blocks per element of the FSS gate (the formulas the tests assert)."""
-    from ringlet.protocols import fss
-    from ringlet.protocols.fss_material import relu_payloads
+    from ringlet.protocols.fss import gates as fss
+    from ringlet.protocols.fss.keys import relu_payloads
     k, m = input_bits(spec, shift)
     if op == "relu":
         cost = fss.relu_cost(k, m, 64, shift)

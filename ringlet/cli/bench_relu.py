@@ -40,7 +40,7 @@ def run(args):
     import numpy as np
 
     from ringlet.bench.relu import default_input, parse_bits, run_relu_bench
-    from ringlet.protocols.compare import ReluSpec
+    from ringlet.protocols.relu import ReluSpec
     if args.input:
         values = np.load(args.input, allow_pickle=False)
         if values.dtype not in (np.float32, np.float64):

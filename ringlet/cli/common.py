@@ -54,7 +54,7 @@ def add_compile(parser) -> None:
 
 def add_linear_backend(parser) -> None:
     """--linear-backend: the exact backend of public-weight conv/linear layers (a secure run)."""
-    from ringlet.protocols.linear_auto import CHOICES
+    from ringlet.protocols.tuning.linear import CHOICES
     parser.add_argument("--linear-backend", choices=CHOICES, default="auto",
                         help="exact public-weight conv/linear: int64, float64 limbs (NCHW, "
                              "channels_last, im2col), or auto: the fastest measured on this "
@@ -64,7 +64,7 @@ def add_linear_backend(parser) -> None:
 
 def add_relu_protocol(parser) -> None:
     """--adder (a registered sign family) and --select: the exact ReLU's protocols."""
-    from ringlet.protocols.families import SELECTS, sign_families
+    from ringlet.protocols.catalog import SELECTS, sign_families
     names = sign_families().names()
     parser.add_argument("--adder", choices=names, default=names[0],
                         help="the sign circuit: " + "; ".join(
@@ -75,7 +75,7 @@ def add_relu_protocol(parser) -> None:
 
 def add_relu_protocol_choice(parser) -> None:
     """--relu-protocol (a registered ReLU protocol, or auto) and --auto-link."""
-    from ringlet.protocols.families import relu_protocols
+    from ringlet.protocols.catalog import relu_protocols
     names = relu_protocols().names()
     parser.add_argument("--relu-protocol", "--protocol", dest="relu_protocol",
                         choices=(*names, "auto"), default=None,

@@ -22,9 +22,9 @@ from ringlet.nn.graph import SecureGraph
 from ringlet.nn.interpret import FracPlan, Interpreter, PlainInterpreter
 from ringlet.nn.ops import registry
 from ringlet.nn.ranges import InputRange
-from ringlet.protocols.compare import ReluSpec
+from ringlet.protocols.arith.truncation import default_method, truncate
 from ringlet.protocols.io import share_input
-from ringlet.protocols.truncation import default_method, truncate
+from ringlet.protocols.relu import ReluSpec
 from ringlet.ring import FixedPoint
 from ringlet.session import Session
 from ringlet.sharing import ArithmeticShare
@@ -47,8 +47,8 @@ class SecureOptions:
 
     def __post_init__(self):
         from ringlet.comm.shaper import parse_profile
-        from ringlet.protocols.families import relu_protocols
-        from ringlet.protocols.linear_auto import CHOICES
+        from ringlet.protocols.catalog import relu_protocols
+        from ringlet.protocols.tuning.linear import CHOICES
         if self.backend not in CHOICES:
             raise ValueError(f"backend {self.backend!r}: the exact linear backend must be one of "
                              f"{', '.join(CHOICES)}")
@@ -124,31 +124,32 @@ class CompiledModel:
         k, m = self.relu_bits[label]
         return ReluSpec(k, m, self.options.adder, self.options.select, protocol)
 
-    def fss_key_bytes(self, batch: int, protocols: dict[str, str]) -> int:
-        """Bytes of DCF material one server receives for one batch (its fss activations)."""
-        from ringlet.protocols import fss
-        from ringlet.protocols.compare import input_bits
+    def key_bytes(self, batch: int, protocols: dict[str, str]) -> int:
+        """Bytes of keyed dealer material (what each protocol and sign family declares as its
+        ``key_bytes``; fss's DCF keys) that server 1 receives for one batch."""
+        from ringlet.protocols.base import input_bits
+        from ringlet.protocols.catalog import relu_protocols, sign_families
         total = 0.0
         ell, f = self.fixed.ring_bits, self.fixed.frac_bits
         for node in self.graph.nodes:
-            if protocols.get(node.label) != "fss":
+            if node.label not in protocols:
                 continue
-            spec = self.spec(node.label, "fss")
+            spec = self.spec(node.label, protocols[node.label])
             shift = max(0, self.fracs[node.inputs[0]] - f)
             k, m = input_bits(spec, shift, ell)
             n = batch * int(torch.tensor(node.out_shape).prod())
             if node.kind == "relu":
-                total += n * fss.relu_cost(k, m, ell, shift)["key_bytes"][1]
-            else:  # the FSS sign per decision (a group of a shared ReLU, or each element)
+                total += n * relu_protocols()[spec.protocol].key_bytes(k, m, ell, shift)[1]
+            else:  # the sign per decision (a group of a shared ReLU, or each element)
                 decisions = batch * self.graph.relu_elements()[node.label]
-                total += decisions * fss.sign_key_bytes(k - m, ell)[1]
+                total += decisions * sign_families()[spec.sign].key_bytes(k - m, ell)[1]
         return int(total)
 
     def check_key_memory(self, batch: int, protocols: dict[str, str], servers_here: int,
                          available: int | None = None) -> None:
         """Refuse a batch whose pre-generated fss keys would not fit this machine's memory (with
         ``servers_here`` servers on it), naming a batch that fits."""
-        need = self.fss_key_bytes(batch, protocols)
+        need = self.key_bytes(batch, protocols)
         if not need:
             return
         available = available if available is not None else _available_memory()
@@ -164,9 +165,9 @@ class CompiledModel:
 
     def protocols_for(self, batch: int, parties: int) -> dict[str, str]:
         """{activation: gmw or fss} for a run of ``parties`` servers on batches of ``batch``:
-        ``auto`` decided by :mod:`ringlet.protocols.relu_auto` (measured once per machine, and
+        ``auto`` decided by :mod:`ringlet.protocols.tuning.relu` (measured once per machine, and
         printed); a two-server protocol with more servers is an error naming the layer."""
-        from ringlet.protocols.families import relu_protocols
+        from ringlet.protocols.catalog import relu_protocols
         key = (batch, parties)
         with self._backend_lock:
             if key in self._resolved_protocols:
@@ -174,7 +175,7 @@ class CompiledModel:
             out = dict(self.relu_protocols)
             auto = [n for n, p in out.items() if p == "auto"]
             if auto:
-                from ringlet.protocols.relu_auto import choose
+                from ringlet.protocols.tuning.relu import choose
                 out.update(choose(self, auto, batch, parties))
             for label, name in out.items():
                 if relu_protocols()[name].two_servers_only and parties != 2:
@@ -202,7 +203,7 @@ class CompiledModel:
     def linear_backends(self, batch: int) -> dict[str, str]:
         """{node name: exact backend} of every public-weight conv/linear/spatialmap node for a
         batch of ``batch`` samples; ``auto`` is measured (once per layer shape and machine, cached
-        on disk, see :mod:`ringlet.protocols.linear_auto`) and kept here per batch size."""
+        on disk, see :mod:`ringlet.protocols.tuning.linear`) and kept here per batch size."""
         from ringlet.nn.ops.linear import resolve_backends
         with self._backend_lock:  # server threads of one process share the model: time once
             if batch not in self._linear_backends:

@@ -39,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ringlet.protocols import poly
+from ringlet.protocols.arith import poly
 
 GRID = 4001
 STEP = 2.0 ** -14  # the grid of the error measurement

@@ -32,6 +32,9 @@ element.
 d = 0. ``select_finish_many`` runs several selects (each its own bit, value and shift) in one
 round: the sum of their bits, 1 round.
 
+``drelu_two``: the DReLU plane of servers 0 and 1 from their w-bit pieces, by a sign family
+(:class:`~ringlet.protocols.base.SignFamily`: its rounds and bits; none for w = 1, a local XOR).
+
 ``b2a_word`` (CrypTen's B2A of one bit, the baseline): the dealer gives r ∈ {0,1} shared both ways;
 open z = b ⊕ r as an ℓ-bit ring word per element (CrypTen reveals a whole ring word, and the
 baseline sends the same); [b] = z + [r] − 2z[r]. Cost: ℓ bits, 1 round.
@@ -42,11 +45,28 @@ from __future__ import annotations
 import torch
 
 from ringlet import ring
-from ringlet.offline import Request
+from ringlet.offline.request import Request
 from ringlet.session import Session
 from ringlet.sharing import ArithmeticShare
 
 TWO = (0, 1)
+
+
+def drelu_two(sess: Session, t: torch.Tensor, w: int, family, piggyback=None):
+    """On servers 0/1 holding w-bit pieces t: (DReLU share plane 1×nw, peer piggyback), the sign
+    computed by ``family`` (a :class:`~ringlet.protocols.base.SignFamily`).
+
+    ``piggyback`` items are ring values (ℓ bits each on the wire); the peer's come back read.
+    """
+    planes = ring.pack_bits(t, w)
+    wired = [(tag, sess.ring.wire(v)) for tag, v in piggyback] if piggyback else piggyback
+    if w == 1:
+        sign, extra = planes.clone(), []
+    else:
+        sign, extra = family.run(sess, planes, piggyback=wired)
+    if piggyback and extra:
+        extra = [sess.ring.unwire(e, v.shape) for e, (_, v) in zip(extra, piggyback)]
+    return (~sign if sess.rank == 0 else sign), extra
 
 
 def local_bits(x: torch.Tensor, k: int, m: int) -> torch.Tensor:
@@ -216,7 +236,7 @@ def select_finish_many(sess: Session, groups: list[tuple], extra: list,
     """Several fused selects in ONE round: ``groups`` are (bit plane, x, material, item, shift)
     from :func:`select_prepare`, each with its own shift; ``extra`` the peer's piggybacked items
     in the same order (or empty: then every f / c is opened in this round too; ``extra`` items are
-    already read from the wire, see :func:`~ringlet.protocols.compare.drelu_two`). Cost: the sum
+    already read from the wire, see :func:`~ringlet.protocols.relu.drelu_two`). Cost: the sum
     of the groups' selects (1 + ℓ bits per element), 1 round."""
     to_open = [] if extra else [item[1] for _, _, _, item, _ in groups]
     es, opened = _select_round(sess, [(bit, x.numel()) for bit, x, _, _, _ in groups],

@@ -3,7 +3,7 @@ smooth functions (sigmoid, tanh, SiLU, GELU, Hardswish, Hardsigmoid) as a polyno
 and their asymptotes outside.
 
 Every function takes x with ``x.frac`` fractional bits and drops ``shift`` of them (a product's
-extra scale, as :func:`ringlet.protocols.compare.relu` does), so the output has x.frac − shift bits.
+extra scale, as :func:`ringlet.protocols.relu.relu` does), so the output has x.frac − shift bits.
 The sign decisions are DReLUs on bits [k:m] (a :class:`ReluSpec`, the same rules and mismatch set
 as ReLU) and the bit × value products are fused selects (:mod:`ringlet.protocols.convert`): 1 + 64
 bits per product, one round, the value's 64-bit opening sent with the sign circuit's first round
@@ -12,7 +12,7 @@ truncation of a product anywhere here). A select also returns the value itself f
 (``with_value``). A select by a 0 bit is exactly 0 whatever the value, even garbage.
 
 Costs per server per element, 2 servers; C, R = the ReLU's bits and rounds
-(:func:`~ringlet.protocols.compare.relu_cost`), c, ρ = its sign circuit's (the DReLU):
+(:func:`~ringlet.protocols.relu.relu_cost`), c, ρ = its sign circuit's (the DReLU):
 
 =========================================  ===================================  ==============
 function                                    bits                                 rounds
@@ -43,16 +43,19 @@ import math
 import torch
 
 from ringlet import ring
-from ringlet.protocols import compare, poly
-from ringlet.protocols.compare import ReluSpec, drelu_two, input_bits
+from ringlet.protocols.arith import poly
+from ringlet.protocols.arith.truncation import default_method, truncate
+from ringlet.protocols.base import input_bits
+from ringlet.protocols.catalog import sign_families
 from ringlet.protocols.convert import (
+    drelu_two,
     local_bits,
     reshare_to_two,
     select_finish,
     select_finish_many,
     select_prepare,
 )
-from ringlet.protocols.truncation import default_method, truncate
+from ringlet.protocols.relu import ReluSpec, relu, relu_cost
 from ringlet.session import Session
 from ringlet.sharing import ArithmeticShare, check_product_frac
 
@@ -100,7 +103,7 @@ def leaky_relu(sess: Session, x: ArithmeticShare, slope: float, spec: ReluSpec =
         if not integer:
             raise ValueError("leaky_relu with a non-integer slope needs the fused select")
         t = truncate(sess, x, shift, truncation)
-        return t.mul_public(int(slope)) + compare.relu(sess, t, spec).mul_public(1 - int(slope))
+        return t.mul_public(int(slope)) + relu(sess, t, spec).mul_public(1 - int(slope))
     f = sess.fixed.frac_bits
     if not integer:  # x·2^f and A·x must leave 14 integer bits (A carries log2|a| more)
         slope_bits = max(0, math.ceil(math.log2(abs(slope))))
@@ -117,7 +120,8 @@ def leaky_relu(sess: Session, x: ArithmeticShare, slope: float, spec: ReluSpec =
     else:
         values, s = torch.cat([x2 * (1 << f), int(round(slope * 2 ** f)) * x2]), shift + f
     mat, item = select_prepare(sess, values, s)
-    bit, extra = drelu_two(sess, t2, w, spec.sign, piggyback=[item] if w >= 2 else None)
+    bit, extra = drelu_two(sess, t2, w, sign_families()[spec.sign],
+                           piggyback=[item] if w >= 2 else None)
     if not integer:
         bits = ring.unpack_plane(bit[0], n)
         bit = _plane(torch.cat([bits, bits]))
@@ -134,7 +138,7 @@ def clamp(sess: Session, x: ArithmeticShare, lo: float | None = None, hi: float 
           truncation: str | None = None) -> ArithmeticShare:
     """clamp(x, lo, hi) at x.frac − shift bits (ReLU6 = clamp(x, 0, 6), Hardtanh, torch.clamp).
 
-    Both bounds: lo + ReLU(x − lo) − ReLU(x − hi), the two ReLUs in ONE :func:`compare.relu` call
+    Both bounds: lo + ReLU(x − lo) − ReLU(x − hi), the two ReLUs in ONE :func:`ringlet.protocols.relu.relu` call
     on the concatenation (2× ReLU bits, ReLU's rounds); only lo: lo + ReLU(x − lo); only hi:
     hi − ReLU(hi − x); lo > hi is refused (torch would return hi everywhere). The bounds are
     encoded at the output scale (and shifted up for the input), so the subtraction commutes with
@@ -157,14 +161,14 @@ def clamp(sess: Session, x: ArithmeticShare, lo: float | None = None, hi: float 
 
     n = flat.numel()
     if lo is not None and hi is not None:
-        both = compare.relu(sess, ArithmeticShare.cat([minus(lo), minus(hi)]), spec, shift,
+        both = relu(sess, ArithmeticShare.cat([minus(lo), minus(hi)]), spec, shift,
                             truncation)
         out = (both[:n] - both[n:]).add_public(torch.full((n,), enc[lo], dtype=torch.int64))
     elif lo is not None:
-        out = compare.relu(sess, minus(lo), spec, shift, truncation).add_public(
+        out = relu(sess, minus(lo), spec, shift, truncation).add_public(
             torch.full((n,), enc[lo], dtype=torch.int64))
     else:
-        out = -compare.relu(sess, minus(hi, -1), spec, shift, truncation)
+        out = -relu(sess, minus(hi, -1), spec, shift, truncation)
         out = out.add_public(torch.full((n,), enc[hi], dtype=torch.int64))
     return out.reshape(x.shape)
 
@@ -270,7 +274,7 @@ def _decide_and_select(sess: Session, t2: torch.Tensor, w: int, adder: str, term
         values = torch.cat([terms[i][1] for i in idx])
         mat, item = select_prepare(sess, values, s)
         prepared.append((idx, values, mat, item, s))
-    bit, extra = drelu_two(sess, t2, w, adder,
+    bit, extra = drelu_two(sess, t2, w, sign_families()[adder],
                            piggyback=[p[3] for p in prepared] if w >= 2 else None)
     both = ring.unpack_plane(bit[0], 2 * n)
     d_lo, d_hi = both[:n], both[n:]
@@ -305,13 +309,13 @@ def leaky_relu_cost(spec: ReluSpec, slope: float, parties: int = 2, shift: int =
     """Bits sent per server per element (the maximum over servers) and rounds of leaky_relu."""
     ell = ring_bits
     eff = _effective(spec, shift, ell)
-    rc = compare.relu_cost(eff, parties, ell)
+    rc = relu_cost(eff, parties, ell)
     bits, rounds = rc["relu_bits"], rc["relu_rounds"]
     if eff.width == 0 or eff.select != "fused":
         tb, tr = _trunc_cost(parties, truncation, ell) if shift else (0, 0)
         return {"bits": bits + tb, "rounds": rounds + tr}
     if not _is_integer(slope):  # the select of the second value: 1 + ℓ bits on servers 0 and 1
-        two = compare.relu_cost(eff, 2, ell)["relu_bits"] + ell + 1
+        two = relu_cost(eff, 2, ell)["relu_bits"] + ell + 1
         bits = two if parties == 2 else max(two, eff.width + ell)
     return {"bits": bits, "rounds": rounds}
 
@@ -320,7 +324,7 @@ def clamp_cost(spec: ReluSpec, bounds: int = 2, parties: int = 2, shift: int = 0
                truncation: str | None = None, ring_bits: int = 64) -> dict:
     """Bits and rounds of clamp with one or two bounds: ``bounds`` ReLUs batched in one call."""
     eff = _effective(spec, shift, ring_bits)
-    rc = compare.relu_cost(eff, parties, ring_bits)
+    rc = relu_cost(eff, parties, ring_bits)
     bits, rounds = bounds * rc["relu_bits"], rc["relu_rounds"]
     if shift and (eff.width == 0 or eff.select != "fused"):
         tb, tr = _trunc_cost(parties, truncation, ring_bits)
@@ -362,7 +366,7 @@ def smooth_cost(spec: dict, method: str = "piecewise", parties: int = 2, poly_me
             s0, s2, rounds = s0 + 64 * (p - 1), s2 + 64 * (p - 1), rounds + 1
         return {"bits": s0 if p == 2 else max(s0, s2), "rounds": rounds}
     eff = _effective(relu_spec, shift, ell)
-    circuit = compare.relu_cost(eff, 2, ell)
+    circuit = relu_cost(eff, 2, ell)
     terms = 1 + sum(1 for a in (spec["lo"], spec["hi"]) if a == "x" or float(a) != 0.0)
     s0 += 2 * circuit["drelu_bits"] + (ell + 1) * terms
     rounds += circuit["drelu_rounds"] + 1

@@ -3,7 +3,7 @@
 Steps, for N×C×H×W activations in G groups per channel:
   1. the group's decision value z_g = v_gᵀ x_g, local: a gather for one-hot weights (the patch
      centre), else public fixed-point weights and a scatter-add (z carries f more fractional bits);
-  2. one DReLU per group — exact or on bits [k:m] (:mod:`ringlet.protocols.compare`);
+  2. one DReLU per group — exact or on bits [k:m] (:mod:`ringlet.protocols.relu`);
   3. the decision bit of each group expanded to its positions (local on XOR shares), XORed with the
      layer's public inference-noise flips if any (local: free, unlike a multiplication);
   4. one fused select per activation, with the truncation of a conv output folded in.
@@ -16,8 +16,10 @@ from __future__ import annotations
 import torch
 
 from ringlet import ring
-from ringlet.protocols.compare import ReluSpec, drelu_two, input_bits
-from ringlet.protocols.convert import local_bits, reshare_to_two, select_finish, select_prepare
+from ringlet.protocols.base import input_bits
+from ringlet.protocols.catalog import sign_families
+from ringlet.protocols.convert import drelu_two, local_bits, reshare_to_two, select_finish, select_prepare
+from ringlet.protocols.relu import ReluSpec
 from ringlet.session import Session
 from ringlet.sharing import ArithmeticShare
 
@@ -63,7 +65,7 @@ def grelu(sess: Session, x: ArithmeticShare, groups: torch.Tensor, weight_enc: t
     x2 = shared[-1].view(x.shape)
     mat, item = select_prepare(sess, x2, shift)
     if spec.width:
-        bit, extra = drelu_two(sess, shared[0], k - m, spec.sign,
+        bit, extra = drelu_two(sess, shared[0], k - m, sign_families()[spec.sign],
                                piggyback=[item] if k - m >= 2 else None)
         decisions = ring.unpack_plane(bit[0], z.numel()).view(n, c, num_groups)
     else:  # identity: every decision is 1

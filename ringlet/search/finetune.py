@@ -22,7 +22,8 @@ from ringlet.nn.compiler import trace
 from ringlet.nn.graph import SecureGraph
 from ringlet.nn.interpret import FracPlan
 from ringlet.nn.ops import registry
-from ringlet.protocols.compare import ReluSpec, input_bits
+from ringlet.protocols.base import input_bits
+from ringlet.protocols.relu import ReluSpec
 from ringlet.search.simulator import EXACT, fused_keep
 from ringlet.train.trainer import TrainConfig, fit
 

@@ -4,7 +4,7 @@ Every layer runs as plain PyTorch (float32) on the compiled, BatchNorm-folded gr
 with kept bits [k:m] the simulator builds real random 64-bit shares of the fixed-point input and
 applies exactly the online rule: t_i = s_i[k':m'], sign = msb of (Σ t_i mod 2^(k'−m')), output =
 x·(1 − sign). As online, the input carries the scale the secure run gives it (2f bits after a conv,
-with bits [k+f : m+f] read, see :func:`ringlet.protocols.compare.input_bits`), or f bits in the
+with bits [k+f : m+f] read, see :func:`ringlet.protocols.relu.input_bits`), or f bits in the
 baseline that truncates first. Width 0 is the identity; exact ReLUs are plain ReLUs.
 
 These shares protect nothing, so they come from a seeded torch generator (reproducible; one fixed
@@ -22,7 +22,8 @@ import torch
 from ringlet import ring
 from ringlet.nn.interpret import PlainInterpreter
 from ringlet.nn.secure import CompiledModel
-from ringlet.protocols.compare import ReluSpec, input_bits
+from ringlet.protocols.base import input_bits
+from ringlet.protocols.relu import ReluSpec
 
 EXACT = (64, 0)
 

@@ -16,6 +16,7 @@ import time
 
 from ringlet.comm.base import CommError
 from ringlet.comm.mesh import MeshCommunicator, dial
+from ringlet.protocols.catalog import material_kinds
 from ringlet.serve.pool import DealerPool
 
 
@@ -61,6 +62,7 @@ class DealerNode:
             epoch = secrets.token_hex(4)
             self.epochs += 1
             pool = DealerPool(comm, list(range(self.p)), self.d.pool_depth, epoch, self.log,
+                              material_kinds(),
                               self.d.pool_low_water)
             try:
                 dealer, plans = pool.start(self.d.message_timeout)

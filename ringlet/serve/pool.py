@@ -42,28 +42,34 @@ from collections import OrderedDict
 
 import torch
 
+from ringlet import prng
 from ringlet.comm.base import CommError, ProtocolMismatchError
 from ringlet.comm.mesh import parse_json
-from ringlet.offline import OfflineClient, Request
+from ringlet.offline.dealer import Dealer
+from ringlet.offline.kind import Kinds
+from ringlet.offline.link import DealerLink
+from ringlet.offline.request import Request
+from ringlet.prng import AesCtrStream
+from ringlet.ring import Ring
 
 
-def encode_plans(plans: dict[int, list[Request]]) -> dict[str, list[int]]:
-    return {str(b): [v for req in plan for v in req.encode()] for b, plan in plans.items()}
+def encode_plans(plans: dict[int, list[Request]], kinds: Kinds) -> dict[str, list[int]]:
+    return {str(b): [v for req in plan for v in kinds.encode(req)] for b, plan in plans.items()}
 
 
-def decode_plans(data: dict[str, list[int]]) -> dict[int, list[Request]]:
+def decode_plans(data: dict[str, list[int]], kinds: Kinds) -> dict[int, list[Request]]:
     out = {}
     for b, values in data.items():
         plan, pos = [], 0
         while pos < len(values):
-            req, pos = Request.decode(values, pos)
+            req, pos = kinds.decode(values, pos)
             plan.append(req)
         out[int(b)] = plan
     return out
 
 
-def plans_digest(plans: dict[int, list[Request]]) -> str:
-    return hashlib.sha256(json.dumps(encode_plans(plans), sort_keys=True).encode()).hexdigest()[:16]
+def plans_digest(plans: dict[int, list[Request]], kinds: Kinds) -> str:
+    return hashlib.sha256(json.dumps(encode_plans(plans, kinds), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def json_tensor(obj) -> torch.Tensor:
@@ -216,22 +222,21 @@ PLANS_LIMIT = 256 << 20  # bytes of a server's plans (a request is a few integer
 
 
 def receive_entries(comm, dealer: int, rank: int, ring, plans: dict[int, list[Request]],
-                    pool: MaterialPool, stop: threading.Event, on_bytes=None,
+                    pool: MaterialPool, stop: threading.Event, kinds: Kinds, on_bytes=None,
                     silence: float = 60.0, log=None) -> None:
     """A server's side of the dealer link (steps 1–4 and 6 above) until the link ends."""
-    from ringlet.prng import AesCtrStream
     _yield_cpu()  # this thread expands material; the server's online phase comes first
     on_bytes = on_bytes or (lambda n: None)
     ch = comm.channels[dealer]
     comm.interject("pool-confirm", lambda src, items: pool.confirm(tensor_json(items[0])["confirmed"]))
     (seed,) = comm.recv(dealer, "pool-seed")
-    ch.send(json.dumps({"plans": encode_plans(plans), "ring_bits": ring.bits,
+    ch.send(json.dumps({"plans": encode_plans(plans, kinds), "ring_bits": ring.bits,
                         "held": {str(b): keys for b, keys in pool.held().items()}}).encode())
     (keep,) = comm.recv(dealer, "pool-keep")
     dropped = pool.keep_only(tensor_json(keep)["keep"])
     if dropped and log is not None:
         log(f"dropped {dropped} pool entries that another server lacks")
-    client = OfflineClient(comm, rank, AesCtrStream(bytes(seed.tolist())), dealer, ring)
+    client = DealerLink(comm, rank, AesCtrStream(bytes(seed.tolist())), dealer, kinds, ring)
     wait = comm.timeout
     while not stop.is_set():
         comm.timeout = silence  # between entries the dealer says it is alive every few seconds
@@ -254,8 +259,10 @@ def receive_entries(comm, dealer: int, rank: int, ring, plans: dict[int, list[Re
 class DealerPool:
     """The dealer's side for one set of server links (one epoch): fill every pool to ``depth``."""
 
-    def __init__(self, comm, servers: list[int], depth: int, epoch: str, log, low_water: int = 1):
+    def __init__(self, comm, servers: list[int], depth: int, epoch: str, log, kinds: Kinds,
+                 low_water: int = 1):
         self.comm, self.servers, self.depth, self.epoch, self.log = comm, servers, depth, epoch, log
+        self.kinds = kinds
         self.low_water = max(1, min(low_water, depth))
         self.beat = min(BEAT, comm.timeout / 4)
         self.backlog = {s: 0 for s in servers}  # rows waiting at each server (its last word)
@@ -268,10 +275,6 @@ class DealerPool:
 
     def start(self, timeout: float):
         """Steps 1–3: seeds out, plans and held keys in, the common keys out; (Dealer, plans)."""
-        from ringlet import prng
-        from ringlet.offline import Dealer
-        from ringlet.prng import AesCtrStream
-        from ringlet.ring import Ring
         seeds = {s: prng.new_seed() for s in self.servers}
         for s, seed in seeds.items():
             self.comm.send(s, [("setup", torch.tensor(list(seed), dtype=torch.uint8))], "pool-seed")
@@ -280,8 +283,8 @@ class DealerPool:
             ch = self.comm.channels[s]
             data = ch.recv_frame(time.monotonic() + timeout, "the server's plans", limit=PLANS_LIMIT)
             hellos[s] = parse_json(data, ch.peer, "plans")
-        plans = {s: decode_plans(h["plans"]) for s, h in hellos.items()}
-        digests = {s: plans_digest(p) for s, p in plans.items()}
+        plans = {s: decode_plans(h["plans"], self.kinds) for s, h in hellos.items()}
+        digests = {s: plans_digest(p, self.kinds) for s, p in plans.items()}
         if len(set(digests.values())) != 1:
             raise CommError(f"dealer: the servers' batch plans differ ({digests}): they do not run "
                             f"the same model")
@@ -300,7 +303,7 @@ class DealerPool:
             self.comm.send(s, [("setup", json_tensor({"keep": keep}))], "pool-keep")
         self.ready = {s: {int(b): len(k) for b, k in keep.items()} for s in self.servers}
         dealer = Dealer(self.comm, {s: AesCtrStream(seed) for s, seed in seeds.items()},
-                        ring=Ring(rings.pop()))
+                        self.kinds, ring=Ring(rings.pop()))
         for s in self.servers:
             threading.Thread(target=self._acks, args=(s,), daemon=True,
                              name=f"ringlet-dealer-acks-{s}").start()

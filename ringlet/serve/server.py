@@ -43,6 +43,7 @@ from ringlet.comm.base import CommError, PeerTimeoutError, ProtocolMismatchError
 from ringlet.comm.channel import FrameTooLargeError
 from ringlet.comm.mesh import Listener, MeshCommunicator, dial
 from ringlet.nn.inference import ModelMismatchError, agree_on_model
+from ringlet.protocols.catalog import material_kinds
 from ringlet.serve import batches, wire
 from ringlet.serve.book import Query, QueryBook
 from ringlet.serve.metrics import HealthServer, ServeMetrics
@@ -243,6 +244,7 @@ class ServerNode:
                 if self.stopped.is_set() or link.stop.is_set():
                     return
             receive_entries(comm, self.p, self.rank, self.ring, self.plans, self.pool, link.stop,
+                            material_kinds(),
                             on_bytes=lambda n: self.metrics.add_bytes("received", "dealer", n),
                             silence=self.d.message_timeout, log=self.log)
         except PeerTimeoutError:
@@ -474,7 +476,7 @@ class ServerNode:
                 (t,) = comm.recv(r, "seed")
                 pairs[r] = bytes(t.tolist())
         sess = Session(comm, self.world, Seeds(prng.new_seed(), pairs, {self.rank: prng.new_seed()}),
-                       self.model.fixed)
+                       material_kinds(), self.model.fixed)
         agree_on_model(sess, self.model)
         if self.plans is None:
             self.plans = {b: self.model.record_plan(sess, (b, *self.shape)) for b in self.d.sizes}

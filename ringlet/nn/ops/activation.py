@@ -3,9 +3,9 @@ functions (sigmoid, tanh, SiLU, GELU, Hardswish, Hardsigmoid), shared ReLU (gReL
 (ESPN/PILLAR).
 
 Costs per element (2 servers, exact bits, carry tree + fused select): ReLU 308 bits, 8 rounds
-(4w − 7 − L + 65 bits, L + 2 rounds on w = k − m bits; see :mod:`ringlet.protocols.compare`);
+(4w − 7 − L + 65 bits, L + 2 rounds on w = k − m bits; see :mod:`ringlet.protocols.relu`);
 gReLU one DReLU per group plus a 65-bit select per activation (:mod:`ringlet.protocols.shared_relu`);
-polynomial: one round of ESPN, see :mod:`ringlet.protocols.poly`.
+polynomial: one round of ESPN, see :mod:`ringlet.protocols.arith.poly`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ringlet.nn.ops.base import Op, Registry
-from ringlet.protocols import piecewise, poly, shared_relu
-from ringlet.protocols.compare import maximum, relu
+from ringlet.protocols import piecewise, shared_relu
+from ringlet.protocols.arith import poly
+from ringlet.protocols.relu import maximum, relu
 from ringlet.sharing import ArithmeticShare
 
 

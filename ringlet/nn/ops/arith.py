@@ -16,7 +16,7 @@ import torch
 
 from ringlet.nn.ops.base import Op, Registry
 from ringlet.nn.ops.shape import lift
-from ringlet.protocols import beaver
+from ringlet.protocols.arith import beaver
 from ringlet.sharing import ArithmeticShare
 
 

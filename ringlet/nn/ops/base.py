@@ -64,7 +64,7 @@ class Op:
 
     def linear_layer(self, node, in_shape: tuple, batch: int, encoded) -> dict | None:
         """A public-weight linear layer's arguments of
-        :func:`ringlet.protocols.linear_auto.choose_backend` (kind, x_shape, w, ...) for an input
+        :func:`ringlet.protocols.tuning.linear.choose_backend` (kind, x_shape, w, ...) for an input
         of ``batch`` samples of ``in_shape``; None for a node that runs no such layer."""
         return None
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from ringlet.nn.ops.base import Op, Registry
 from ringlet.nn.ops.base import pair as _pair
-from ringlet.protocols import beaver, linear
+from ringlet.protocols.arith import beaver, linear
 from ringlet.ring import FixedPoint
 from ringlet.sharing import ArithmeticShare
 
@@ -111,9 +111,9 @@ class Linear(_Weighted):
 def resolve_backends(model, batch: int, cache=True) -> dict[str, str]:
     """The exact backend of every node that runs a public-weight linear layer (conv, linear,
     spatialmap) for ``batch`` samples: the forced ``model.options.backend``, or with ``auto`` the
-    measured fastest (:func:`ringlet.protocols.linear_auto.choose_backend`, cached on disk)."""
+    measured fastest (:func:`ringlet.protocols.tuning.linear.choose_backend`, cached on disk)."""
     from ringlet.nn.ops import registry
-    from ringlet.protocols.linear_auto import BackendCache, choose_backend
+    from ringlet.protocols.tuning.linear import BackendCache, choose_backend
     forced, ops = model.options.backend, registry()
     shapes = {n.name: tuple(n.out_shape) for n in model.graph.nodes}
     store = BackendCache() if cache is True else cache

@@ -23,8 +23,8 @@ from ringlet.nn.graph import _numel
 from ringlet.nn.ops.base import Op, Registry
 from ringlet.nn.ops.base import pair as _pair
 from ringlet.nn.ops.shape import _call as call
-from ringlet.protocols import linear
-from ringlet.protocols.compare import ReluSpec, maximum
+from ringlet.protocols.arith import linear
+from ringlet.protocols.relu import ReluSpec, maximum
 from ringlet.sharing import ArithmeticShare
 
 

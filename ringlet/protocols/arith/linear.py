@@ -3,8 +3,8 @@
 conv(Σ x_i, w) = Σ conv(x_i, w) mod 2^ℓ, so each server applies the layer to its own share. The
 only difficulty is speed: torch has no fast exact int64 convolution on CPU. The exact backends
 (``int64``, and the float64 limb backends ``limbs``, ``limbs-cl``, ``limbs-unfold``) are in
-:mod:`ringlet.protocols.linear_backend`; all give the same result modulo 2^ℓ, bit for bit, and
-:mod:`ringlet.protocols.linear_auto` picks the fastest per layer shape by measurement.
+:mod:`ringlet.protocols.kernels.backends`; all give the same result modulo 2^ℓ, bit for bit, and
+:mod:`ringlet.protocols.tuning.linear` picks the fastest per layer shape by measurement.
 
 The product carries x.frac + w_frac fractional bits; the caller truncates.
 """
@@ -16,7 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ringlet.protocols.linear_backend import (
+from ringlet.protocols.kernels.backends import (
     BACKENDS,
     exact_conv2d,
     exact_linear,
@@ -84,8 +84,8 @@ def scale_public(sess, x: ArithmeticShare, factor: float) -> ArithmeticShare:
     """Multiply by a public real in (0, 1]: an exact shift when ``factor`` is 2^−k, otherwise a
     multiplication by the ``f``-bit integer round(factor·2^(k+f−1)) ∈ [2^(f−1), 2^f] followed by one
     truncation of k+f−1 bits (relative precision 2^−f, product below |x|·2^f). Cost: one
-    truncation (see :mod:`ringlet.protocols.truncation`)."""
-    from ringlet.protocols.truncation import truncate
+    truncation (see :mod:`ringlet.protocols.arith.truncation`)."""
+    from ringlet.protocols.arith.truncation import truncate
     if not 0 < factor <= 1:
         raise ValueError(f"scale_public: factor must be in (0, 1], got {factor}")
     if factor == 1:

@@ -1,7 +1,7 @@
 """One-round ReLU by function secret sharing: a DCF key per element from the dealer (2 servers).
 
 The servers open x̂ = x + r once (r the dealer's uniform mask in Z_2^ℓ) and evaluate their keys of a
-distributed comparison function (:mod:`ringlet.protocols.dcf`) on the public x̂, with no further
+distributed comparison function (:mod:`ringlet.protocols.fss.dcf`) on the public x̂, with no further
 talk. HummingBird's reduced ring applies inside: the sign is read from bits [k:m] only, so the DCF
 domain is w − 1 bits (w = k − m) instead of ℓ − 1, and key size and AES work fall by about ℓ/w.
 
@@ -44,11 +44,12 @@ from __future__ import annotations
 import torch
 
 from ringlet import ring
-from ringlet.offline import Request
-from ringlet.protocols import dcf
-from ringlet.protocols.fss_material import key_from, relu_additive, relu_payloads
+from ringlet.offline.request import Request
+from ringlet.protocols.arith.truncation import truncate
+from ringlet.protocols.base import SELECT_COSTS, input_bits, spec_in_ring
+from ringlet.protocols.fss import dcf
+from ringlet.protocols.fss.keys import key_from, relu_additive, relu_payloads
 from ringlet.protocols.io import open_values
-from ringlet.protocols.truncation import truncate
 from ringlet.session import Session
 from ringlet.sharing import ArithmeticShare
 
@@ -100,9 +101,9 @@ def sign(sess: Session, planes: torch.Tensor, piggyback=None):
 
 
 def relu(sess: Session, x: ArithmeticShare, spec, shift: int = 0,
-         truncation: str | None = None) -> ArithmeticShare:
-    """ReLU(⌊x/2^shift⌋) on bits [k:m] in one round (see the module docstring for the costs)."""
-    from ringlet.protocols.compare import input_bits
+         truncation: str | None = None, sign=None) -> ArithmeticShare:
+    """ReLU(⌊x/2^shift⌋) on bits [k:m] in one round (see the module docstring for the costs;
+    ``sign`` is unused: the gate decides the sign itself)."""
     sess.require_server("relu")
     require_two(sess, "relu")
     if spec.width == 0:  # the identity: only the truncation remains
@@ -165,4 +166,27 @@ def sign_key_bytes(w: int, ring_bits: int) -> list:
     levels = w - 1
     cw = 16 * levels + (levels + 1) * ring_bits / 8 + 2 * levels / 8
     return [cw, cw + ring_bits / 8 + 1 / 8]
+
+
+def key_bytes(k: int, m: int, ring_bits: int, shift: int = 1) -> list:
+    """Dealer bytes per element of one ReLU on the input bits [k:m] (servers 0 and 1)."""
+    return relu_cost(k, m, ring_bits, shift)["key_bytes"]
+
+
+def cost(spec, parties: int = 2, ring_bits: int = 64, sign=None) -> dict:
+    """fss: DReLU w bits (1 round; none for w ≤ 1; + the B2A of b2a-mult), ReLU ℓ bits (1 round),
+    2 servers only; the key bytes and AES blocks of the ReLU gate."""
+    if parties != 2:
+        raise ValueError(f"fss is a two-server protocol; {parties} servers need gmw")
+    k, m = spec_in_ring(spec, ring_bits) if spec.width else (spec.k, spec.m)
+    w = k - m
+    drelu_bits, drelu_rounds = sign_cost(w) if w >= 2 else (0, 0)
+    if w:  # an arithmetic DReLU (b2a-mult) adds its B2A, as under gmw
+        extra_bits, extra_rounds = SELECT_COSTS[spec.select]["drelu"](ring_bits)
+        drelu_bits, drelu_rounds = drelu_bits + extra_bits, drelu_rounds + extra_rounds
+    out = {"drelu_bits": drelu_bits, "drelu_rounds": drelu_rounds,
+           "relu_bits": ring_bits if w else 0, "relu_rounds": 1 if w else 0}
+    gate = relu_cost(k, m, ring_bits)
+    out["key_bytes"], out["aes_eval"] = gate["key_bytes"], gate["aes_eval"]
+    return out
 

@@ -5,7 +5,7 @@ round-trip time R, each protocol's online time is modelled as
 
     T = n · c(protocol, w, ℓ) + n · bits / B + rounds · R
 
-with ``bits`` and ``rounds`` the protocol's exact costs (:func:`ringlet.protocols.compare.relu_cost`;
+with ``bits`` and ``rounds`` the protocol's exact costs (:func:`ringlet.protocols.relu.relu_cost`;
 a shared ReLU or LeakyReLU under fss uses the FSS sign and the fused select: w + ℓ + 1 bits, 2
 rounds) and n · c the compute — in fact a + n·c, the line through two layer sizes (2^12 and 2^16
 ReLUs with the fused truncation, two servers in one process, material pre-generated, the median of
@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from ringlet.protocols.linear_auto import BackendCache, cache_dir, machine_key
+from ringlet.protocols.tuning.linear import BackendCache, cache_dir, machine_key
 
 CACHE_FILE = "relu-protocols.json"
 MARGIN = 1.2  # fss must be estimated this much faster: near break-even the model errs towards fss
@@ -35,9 +35,9 @@ SIZES = (1 << 12, 1 << 16)  # a layer costs fixed + n · per element: measured a
 
 def _measure(protocol: str, k: int, m: int, ring_bits: int, size: int) -> float:
     """Seconds of one fused ReLU layer of ``size`` elements (material pre-generated), median of 3."""
-    from ringlet.launch import run_local
-    from ringlet.protocols.compare import ReluSpec, relu
+    from ringlet.protocols.harness import run_threads
     from ringlet.protocols.io import share_input
+    from ringlet.protocols.relu import ReluSpec, relu
     from ringlet.sharing import ArithmeticShare
     spec = ReluSpec(k, m, protocol=protocol)
     values = torch.arange(size, dtype=torch.int64) * 977 - (size * 977 // 2)
@@ -57,7 +57,7 @@ def _measure(protocol: str, k: int, m: int, ring_bits: int, size: int) -> float:
             relu(sess, x, spec, shift=sess.fixed.frac_bits)
             times.append(time.perf_counter() - t0)
         return sorted(times)[1]
-    res = run_local(prog, 2, ring_bits=ring_bits, timeout=300.0)
+    res = run_threads(prog, 2, ring_bits=ring_bits, timeout=300.0)
     return max(res.results)
 
 
@@ -83,11 +83,14 @@ def compute_cost(protocol: str, k: int, m: int, ring_bits: int,
 def estimate(kind: str, n: int, k: int, m: int, ring_bits: int, protocol: str,
              bandwidth_bps: float, rtt_s: float, cache: BackendCache | None = None) -> dict:
     """The modelled online seconds of one layer (see the module docstring)."""
-    from ringlet.protocols.compare import ReluSpec, relu_cost, spec_in_ring
+    from ringlet.protocols.base import spec_in_ring
+    from ringlet.protocols.catalog import relu_protocols
+    from ringlet.protocols.relu import ReluSpec, relu_cost
     spec = ReluSpec(k, m, protocol=protocol)
     cost = relu_cost(spec, 2, ring_bits)
     bits, rounds = cost["relu_bits"], cost["relu_rounds"]
-    if protocol == "fss" and kind != "relu":  # the FSS sign, then the fused select
+    if relu_protocols()[protocol].sign is not None and kind != "relu":
+        # a protocol with a sign family of its own: that sign, then the fused select
         kk, mm = spec_in_ring(spec, ring_bits) if spec.width else (k, m)
         bits, rounds = (kk - mm) + ring_bits + 1, 2
     if spec.width == 0:
@@ -101,12 +104,18 @@ def estimate(kind: str, n: int, k: int, m: int, ring_bits: int, protocol: str,
 
 def choose(model, labels: list[str], batch: int, parties: int, log=None,
            cache: BackendCache | None = None) -> dict[str, str]:
-    """gmw or fss for every activation in ``labels`` of a compiled model (and print why)."""
+    """A registered ReLU protocol for every activation in ``labels`` of a compiled model (and print
+    why): the default (the first registered, gmw) unless another is estimated :data:`MARGIN`
+    times faster."""
     from ringlet.comm.shaper import parse_profile
+    from ringlet.protocols.catalog import relu_protocols
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
-    if parties != 2:
-        log(f"relu-protocol auto: {parties} servers: gmw everywhere (fss is two-server)")
-        return {label: "gmw" for label in labels}
+    default = relu_protocols().names()[0]
+    names = [p.name for p in relu_protocols() if parties == 2 or not p.two_servers_only]
+    if names == [default]:
+        others = ", ".join(p for p in relu_protocols().names() if p != default)
+        log(f"relu-protocol auto: {parties} servers: {default} everywhere ({others}: two servers only)")
+        return {label: default for label in labels}
     link = parse_profile(model.options.auto_link)
     kinds = {n.label: n for n in model.graph.nodes if n.label in labels}
     out = {}
@@ -116,11 +125,12 @@ def choose(model, labels: list[str], batch: int, parties: int, log=None,
         k, m = model.relu_bits[label]
         ell = model.fixed.ring_bits
         est = {p: estimate(node.kind, n, k, m, ell, p, link.bandwidth_bps, link.rtt_s, cache)
-               for p in ("gmw", "fss")}
-        pick = "fss" if est["fss"]["seconds"] * MARGIN < est["gmw"]["seconds"] else "gmw"
+               for p in names}
+        pick = min(names, key=lambda p: est[p]["seconds"] * (1 if p == default else MARGIN))
         out[label] = pick
         bits = "exact" if (k, m) == (64, 0) else f"[{k}:{m}]"
         log(f"relu-protocol auto: {label} {bits} {n} per batch on {link.name}: " + "; ".join(
             f"{p} {e['seconds'] * 1e3:.1f} ms ({e['compute'] * 1e3:.1f} compute, {e['bits']} bits, "
-            f"{e['rounds']} rounds)" for p, e in est.items()) + f" → {pick} (fss needs {MARGIN}× less)")
+            f"{e['rounds']} rounds)" for p, e in est.items()) + f" → {pick} (others than {default} need "
+            f"{MARGIN}× less)")
     return out

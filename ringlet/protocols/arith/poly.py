@@ -33,11 +33,11 @@ import math
 
 import torch
 
-from ringlet.offline import Request
-from ringlet.protocols import beaver
+from ringlet.offline.request import Request
+from ringlet.protocols.arith import beaver
+from ringlet.protocols.arith.truncation import truncate, truncate_local
 from ringlet.protocols.convert import reshare_to_two
 from ringlet.protocols.io import open_values
-from ringlet.protocols.truncation import truncate, truncate_local
 from ringlet.session import Session
 from ringlet.sharing import ArithmeticShare
 

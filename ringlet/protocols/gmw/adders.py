@@ -26,7 +26,7 @@ import math
 
 import torch
 
-from ringlet.offline import Request
+from ringlet.offline.request import Request
 from ringlet.session import Session
 
 TWO = (0, 1)

@@ -1,6 +1,6 @@
 """Which exact backend computes a public-weight layer fastest here: measured once, cached on disk.
 
-Every backend of :mod:`ringlet.protocols.linear_backend` gives the same result modulo 2^ℓ, so the
+Every backend of :mod:`ringlet.protocols.kernels.backends` gives the same result modulo 2^ℓ, so the
 choice is a per-machine performance hint and can never change a result. :func:`choose_backend`
 times each candidate on random int64 data of exactly the layer's shape (one warm-up, then the
 median of 3 runs; a candidate is dropped as soon as one run is more than 3× the best median so
@@ -15,53 +15,25 @@ ignored with a warning and rewritten by the next choice, never an error.
 
 from __future__ import annotations
 
-import functools
-import json
 import math
-import os
-import platform
 import statistics
-import threading
 import time
-import warnings
-from pathlib import Path
 
 import torch
 
-from ringlet.protocols.linear_backend import (
+from ringlet.protocols.kernels.backends import (
     BACKENDS,
     exact_conv2d,
     exact_linear,
     limb_plan,
 )
+from ringlet.protocols.kernels.cache import MachineCache, cache_dir, machine_key
 from ringlet.sharing import ShareError
 
 CACHE_FILE = "linear-backends.json"
-CACHE_VERSION = 1
 REPEATS = 3
 SLOWER = 3.0  # a candidate one run of which is this many times the best median is dropped
 CHOICES = BACKENDS + ("auto",)  # what SecureOptions.backend and --linear-backend accept
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("RINGLET_CACHE_DIR") or Path.home() / ".cache" / "ringlet")
-
-
-@functools.lru_cache(maxsize=1)
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown cpu"
-
-
-def machine_key() -> str:
-    """What the timings depend on besides the layer: CPU model, torch version, torch threads."""
-    return f"{_cpu_model()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
 
 
 def shape_key(kind: str, x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1,
@@ -74,62 +46,9 @@ def shape_key(kind: str, x_shape, w_shape, stride=1, padding=0, dilation=1, grou
             f"padding={norm(padding)} dilation={norm(dilation)} groups={groups} limbs={limbs}")
 
 
-class BackendCache:
-    """The on-disk cache of measured choices (one JSON file; see the module docstring)."""
-
-    _lock = threading.Lock()  # threads of one process write one at a time
-
-    def __init__(self, path=None):
-        self.path = Path(path) if path is not None else cache_dir() / CACHE_FILE
-        self._data: dict | None = None
-
-    def _read(self, quiet: bool = False) -> dict:
-        empty = {"version": CACHE_VERSION, "machines": {}}
-        try:
-            text = self.path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return empty
-        except OSError as exc:
-            if not quiet:
-                warnings.warn(f"cannot read the linear-backend cache {self.path}: {exc}; "
-                              f"ignoring it", stacklevel=3)
-            return empty
-        try:
-            data = json.loads(text)
-            if (not isinstance(data, dict) or data.get("version") != CACHE_VERSION
-                    or not isinstance(data.get("machines"), dict)
-                    or not all(isinstance(v, dict) for v in data["machines"].values())):
-                raise ValueError("not a version-1 cache of machines")
-        except ValueError as exc:
-            if not quiet:
-                warnings.warn(f"ignoring the corrupt linear-backend cache {self.path} ({exc}); "
-                              f"it will be rewritten", stacklevel=3)
-            return empty
-        return data
-
-    def get(self, machine: str, key: str) -> dict | None:
-        if self._data is None:
-            self._data = self._read()
-        entry = self._data["machines"].get(machine, {}).get(key)
-        return entry if isinstance(entry, dict) else None
-
-    def put(self, machine: str, key: str, entry: dict) -> None:
-        with self._lock:
-            data = self._read(quiet=self._data is not None)  # merge with what other processes wrote meanwhile
-            data["machines"].setdefault(machine, {})[key] = entry
-            self._data = data
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-                os.replace(tmp, self.path)
-            except OSError as exc:
-                warnings.warn(f"cannot write the linear-backend cache {self.path}: {exc}",
-                              stacklevel=3)
-                try:
-                    tmp.unlink()
-                except OSError:
-                    pass
+def BackendCache(path=None) -> MachineCache:  # noqa: N802 - the cache of this module's choices
+    """The cache of measured linear-backend choices (``path``: another file)."""
+    return MachineCache(path if path is not None else cache_dir() / CACHE_FILE, "linear-backend")
 
 
 def measure(fn, repeats: int = REPEATS, limit: float = math.inf) -> float:

@@ -27,7 +27,7 @@ Costs per element, for a domain of n bits and P payload words (B = ⌈P/2⌉):
   no communication.
 
 Speed (this 2-core machine, one thread, scaled to 10^6 keys): n = 63, P = 3: evaluation 1.5–2.2 s
-in numpy, 1.0–1.3 s compiled (:mod:`ringlet.protocols.dcf_native`, AES-NI, used where a C compiler
+in numpy, 1.0–1.3 s compiled (:mod:`ringlet.protocols.fss.native`, AES-NI, used where a C compiler
 is found), keygen 13 s; n = 7, P = 3: evaluation 0.26 s / 0.17 s. Chunks of :data:`CHUNK` elements keep every
 level's arrays in the cache, and every array is block-major (numpy is slow on a trailing axis of 2).
 
@@ -43,7 +43,7 @@ import torch
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from ringlet.prng import AesCtrStream
-from ringlet.protocols import dcf_native
+from ringlet.protocols.fss import native as dcf_native
 
 # the public fixed key of the PRG and the three tweaks of its blocks (public constants)
 _FIXED_KEY = bytes(range(0x52, 0x62))
@@ -240,7 +240,7 @@ def evaluate(key: KeyBatch, x: torch.Tensor, prg: Prg | None = None,
     """This party's share (int64, Z_2^64) of β·1{x < α} at public x, element by element: N
     values for one payload, N×P for P.
 
-    Compiled for this machine where it can be (:mod:`ringlet.protocols.dcf_native`; ``native``
+    Compiled for this machine where it can be (:mod:`ringlet.protocols.fss.native`; ``native``
     False, or a ``prg`` to count blocks, forces numpy), else numpy chunk by chunk (:data:`CHUNK`
     elements); both give the same outputs."""
     xs = _check(x, key.bits, "x")

@@ -1,4 +1,4 @@
-"""Dealer material of the function-secret-sharing gates (:mod:`ringlet.protocols.fss`).
+"""Dealer material of the function-secret-sharing gates (:mod:`ringlet.protocols.fss.gates`).
 
 Both servers receive the DCF correction words (common to both keys); each draws its own root seeds
 and its additive shares of the mask from the stream it shares with the dealer, so roots never
@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from ringlet import ring
-from ringlet.protocols import dcf
+from ringlet.offline.kind import Kind
+from ringlet.protocols.fss import dcf
 
 CW_KEYS = ("cw_last", "cw_seed", "cw_t", "cw_v")
 _RAW = frozenset({"cw_seed", "cw_t", "mq_bits"})
@@ -64,7 +65,7 @@ def _draw_relu(s, req, index, corrected):
 
 
 def _keys_to_wire(k0: dcf.KeyBatch) -> dict:
-    """The correction words as they travel (and as :class:`~ringlet.protocols.dcf.KeyBatch`
+    """The correction words as they travel (and as :class:`~ringlet.protocols.fss.dcf.KeyBatch`
     keeps them): no conversion on either side."""
     return {"cw_seed": torch.from_numpy(k0.cw_seed.view(np.int64)), "cw_t": torch.from_numpy(k0.cw_t),
             "cw_v": torch.from_numpy(k0.cw_v), "cw_last": torch.from_numpy(k0.cw_last)}
@@ -152,11 +153,11 @@ def _shapes_relu(req, index):
     return out
 
 
-def kinds(kind_type) -> dict:
-    """The FSS kinds of material, built with :class:`ringlet.offline.Kind`."""
+def kinds() -> dict[str, Kind]:
+    """The FSS kinds of material by name."""
     return {
-        "fsssign": kind_type(_draw_sign, _correct_sign, _receives_sign, _RAW, _shapes_sign),
-        "fssrelu": kind_type(_draw_relu, _correct_relu, _receives_relu, _RAW, _shapes_relu),
+        "fsssign": Kind(_draw_sign, _correct_sign, _receives_sign, _RAW, _shapes_sign),
+        "fssrelu": Kind(_draw_relu, _correct_relu, _receives_relu, _RAW, _shapes_relu),
     }
 
 

@@ -13,7 +13,7 @@ is applied to it locally and only has to be right modulo 2^ℓ. Backends (:data:
 For :func:`exact_linear` every ``limbs*`` backend is the same single float64 matmul. All limbs of a
 share are stacked on the batch axis and go through ONE float64 call. Every backend gives the same
 result modulo 2^ℓ, bit for bit; which is fastest depends on the machine and the layer's shape
-(:mod:`ringlet.protocols.linear_auto` measures it).
+(:mod:`ringlet.protocols.tuning.linear` measures it).
 
 Limbs. Let r be the centered residue of x modulo 2^ℓ, r ∈ [−2^(ℓ−1), 2^(ℓ−1)) (the low ℓ bits,
 sign-extended), and n = ⌈ℓ/b⌉. For j < n−1 the balanced limb is

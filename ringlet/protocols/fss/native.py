@@ -3,7 +3,7 @@
 :func:`load` compiles ``dcf_native.c`` once per machine with the system C compiler (``$CC``, else
 ``cc``) into ``$RINGLET_CACHE_DIR/native/`` (keyed by the source's digest) and loads it with ctypes.
 Without a compiler, without AES-NI, or with ``RINGLET_NATIVE=0``, it returns None and
-:func:`ringlet.protocols.dcf.evaluate` runs in numpy: the same keys, the same outputs bit for bit
+:func:`ringlet.protocols.fss.dcf.evaluate` runs in numpy: the same keys, the same outputs bit for bit
 (tested), about 3× slower. Nothing is downloaded; the source ships with the package.
 """
 
@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ringlet.protocols.kernels.cache import cache_dir
+
 SOURCE = Path(__file__).with_name("dcf_native.c")
 
 
@@ -36,7 +38,6 @@ def load():
     """The compiled library (a ctypes handle), or None where it cannot be had (see the module)."""
     if os.environ.get("RINGLET_NATIVE", "1") == "0" or not _cpu_has_aes():
         return None
-    from ringlet.protocols.linear_auto import cache_dir
     src = SOURCE.read_bytes()
     digest = hashlib.sha256(src + platform.machine().encode()).hexdigest()[:16]
     lib = cache_dir() / "native" / f"dcf-{platform.machine()}-{digest}.so"

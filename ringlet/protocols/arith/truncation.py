@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from ringlet.offline import Request
+from ringlet.offline.request import Request
 from ringlet.protocols.io import open_values
 from ringlet.session import Session
 from ringlet.sharing import ArithmeticShare

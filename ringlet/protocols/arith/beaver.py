@@ -11,9 +11,9 @@ or ``conv2d``; with public weights use :mod:`ringlet.protocols.linear` instead (
 
 from __future__ import annotations
 
-from ringlet.offline import beaver_op, beaver_request
+from ringlet.offline.core import beaver_op, beaver_request
+from ringlet.protocols.arith.truncation import truncate
 from ringlet.protocols.io import open_values
-from ringlet.protocols.truncation import truncate
 from ringlet.session import Session
 from ringlet.sharing import ArithmeticShare, ShareError, check_product_frac
 

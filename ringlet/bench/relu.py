@@ -16,14 +16,23 @@ import torch
 
 from ringlet.prng import AesCtrStream
 from ringlet.protocols.base import allowed_mismatch, input_bits
+from ringlet.protocols.catalog import relu_protocols, sign_families
 from ringlet.protocols.io import reveal, share_input
 from ringlet.protocols.relu import ReluSpec, drelu, relu, relu_cost
 from ringlet.ring import FixedPoint
 from ringlet.sharing import ArithmeticShare
 
 # accounting tags → the paper's breakdown (Figure 3): the fused select replaces B2A + Mult
-BREAKDOWN = {"circuit": "circuit", "b2a": "b2a", "mult": "mult", "select": "mult",
-             "reshare": "other", "trunc": "other", "open": "other", "fss": "circuit"}
+_BREAKDOWN = {"circuit": "circuit", "b2a": "b2a", "mult": "mult", "select": "mult",
+              "reshare": "other", "trunc": "other", "open": "other"}
+
+
+def breakdown() -> dict[str, str]:
+    """Accounting tag → the paper's breakdown; every registered family's tag is its circuit."""
+    out = dict(_BREAKDOWN)
+    for item in (*sign_families(), *relu_protocols()):
+        out.setdefault(item.tag, "circuit")
+    return out
 
 
 def default_input(n: int, scale: float = 8.0) -> np.ndarray:
@@ -67,7 +76,7 @@ def run_relu_bench(values: np.ndarray, spec: ReluSpec, parties: int = 2, transpo
     by_tag: dict[str, float] = {}
     for tag in {t for s in stats for (_, t) in s.sent}:
         bits = max(8 * s.bytes_sent(tags=(tag,)) for s in stats) / n
-        key = BREAKDOWN.get(tag, "other")
+        key = breakdown().get(tag, "other")
         by_tag[key] = by_tag.get(key, 0.0) + bits
     out = results[0]["out"]
     want = (x >> shift).clamp(min=0) if op == "relu" else (x >= 0).to(torch.int64)
@@ -90,31 +99,13 @@ def run_relu_bench(values: np.ndarray, spec: ReluSpec, parties: int = 2, transpo
         "mismatches": int(mism.sum()),
         "expected_cost": relu_cost(spec, parties),
     }
-    if spec.protocol == "fss":
-        report.update(_fss_figures(spec, op, shift, n))
+    details = relu_protocols()[spec.protocol].details
+    if details is not None:  # a keyed protocol's key bytes and AES blocks, under its name
+        report[spec.protocol] = details(spec, op, shift, 64)
     if (spec.k, spec.m) != (64, 0):
         k, m = input_bits(spec, shift)
         report["unexplained_mismatches"] = int((mism & ~allowed_mismatch(x, k, m, parties)).sum())
     return report, out
-
-
-def _fss_figures(spec: ReluSpec, op: str, shift: int, n: int) -> dict:
-    """Key bytes and AES blocks per element of the FSS gate (the formulas the tests assert)."""
-    from ringlet.protocols.fss import gates as fss
-    from ringlet.protocols.fss.keys import relu_payloads
-    k, m = input_bits(spec, shift)
-    if op == "relu":
-        cost = fss.relu_cost(k, m, 64, shift)
-        keys, blocks = cost["key_bytes"], {"eval": cost["aes_eval"], "keygen": cost["aes_keygen"]}
-        payloads = relu_payloads(shift)
-    else:
-        keys = fss.sign_key_bytes(k - m, 64)
-        b, levels = 1, max(0, k - m - 1)
-        blocks = {"eval": levels * 2 + b if levels else 0,
-                  "keygen": 2 * (levels * 4 + b) if levels else 0}
-        payloads = 1
-    return {"fss": {"dcf_domain_bits": max(0, k - m - 1), "payload_words": payloads,
-                    "key_bytes_per_element": keys, "aes_blocks_per_element": blocks}}
 
 
 def parse_bits(text: str) -> tuple[int, int]:

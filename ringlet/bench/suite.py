@@ -24,6 +24,7 @@ import json
 import time
 from pathlib import Path
 
+from ringlet.bench.relu import breakdown
 from ringlet.comm.shaper import profile
 from ringlet.nn.api import run_inference
 from ringlet.nn.secure import KeyMemoryError
@@ -31,12 +32,22 @@ from ringlet.train.api import find_checkpoint, shipped_models_dir
 
 CONFIGS = ("exact-crypten", "exact", "eco", "8/64", "6/64", "exact-fss", "eco-fss", "8/64-fss")
 BASE_CONFIGS = ("exact-crypten", "exact", "eco", "8/64", "6/64", "eco-ring")
-PROTOCOL_SUFFIXES = {"-fss": "fss", "-auto": "auto"}  # NAME-fss: NAME with every ReLU by fss
-KNOWN_CONFIGS = BASE_CONFIGS + tuple(b + sfx for sfx in PROTOCOL_SUFFIXES for b in BASE_CONFIGS
-                                     if b != "exact-crypten")
+
+
+def protocol_suffixes() -> dict[str, str]:
+    """NAME-P: configuration NAME with every ReLU by protocol P (every registered ReLU protocol
+    but the default, and auto)."""
+    from ringlet.protocols.catalog import relu_protocols
+    names = relu_protocols().names()
+    return {f"-{p}": p for p in (*names[1:], "auto")}
+
+
+def known_configs() -> tuple[str, ...]:
+    return BASE_CONFIGS + tuple(b + sfx for sfx in protocol_suffixes() for b in BASE_CONFIGS
+                                if b != "exact-crypten")
+
+
 TIMEOUT = 900.0  # seconds a party waits for a message: the dealer's keys of a big fss batch take minutes
-BREAKDOWN = {"circuit": "circuit", "b2a": "b2a", "mult": "mult", "select": "mult",
-             "reshare": "other", "trunc": "other", "open": "other", "fss": "circuit"}
 
 
 def shipped_stem(model: str) -> str:
@@ -53,7 +64,7 @@ def shipped_stem(model: str) -> str:
 
 def config_setup(stem: str, name: str) -> dict:
     """Keyword arguments of :func:`run_inference` for a configuration name."""
-    for suffix, protocol in PROTOCOL_SUFFIXES.items():
+    for suffix, protocol in protocol_suffixes().items():
         base = name[:-len(suffix)]
         if name.endswith(suffix) and base in BASE_CONFIGS and base != "exact-crypten":
             return {**config_setup(stem, base), "relu_protocol": protocol}
@@ -61,8 +72,8 @@ def config_setup(stem: str, name: str) -> dict:
         return {"adder": "kogge-stone", "select": "b2a-mult", "truncation": "local"}
     if name == "exact":
         return {}
-    if name not in KNOWN_CONFIGS:
-        raise ValueError(f"unknown configuration {name!r}; known: {', '.join(KNOWN_CONFIGS)}")
+    if name not in known_configs():
+        raise ValueError(f"unknown configuration {name!r}; known: {', '.join(known_configs())}")
     path = shipped_models_dir() / f"{stem}.{name.replace('/', '-')}.json"
     if not path.is_file():
         raise ValueError(f"configuration {name} of {stem}: {path} not found (run ringlet search)")
@@ -75,10 +86,11 @@ def config_setup(stem: str, name: str) -> dict:
 
 def _breakdown(by_tag: dict, samples: int) -> dict:
     out = {"circuit": 0, "mult": 0, "b2a": 0, "other": 0}
+    tags = breakdown()
     for tag, row in by_tag.items():
         if tag in ("input", "output", "offline", "setup"):
             continue
-        out[BREAKDOWN.get(tag, "other")] += row["bytes_sent"]
+        out[tags.get(tag, "other")] += row["bytes_sent"]
     return out
 
 

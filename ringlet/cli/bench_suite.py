@@ -9,9 +9,9 @@ def add_parser(sub, name):
     from ringlet.cli.common import add_linear_backend
     p = sub.add_parser(name, help="the evaluation suite (HummingBird's Section 5)")
     p.add_argument("--models", default="resnet20", help="comma-separated shipped models")
-    from ringlet.bench.suite import CONFIGS, KNOWN_CONFIGS
+    from ringlet.bench.suite import CONFIGS, known_configs
     p.add_argument("--configs", default=",".join(CONFIGS),
-                   help=f"comma-separated, of: {', '.join(KNOWN_CONFIGS)}")
+                   help=f"comma-separated, of: {', '.join(known_configs())}")
     p.add_argument("--links", default="lan,wan", help="lan, highbw, wan, wan-rtt")
     p.add_argument("--rtt-ms", type=float, help="round-trip time of wan-rtt (default 50)")
     p.add_argument("--samples", type=int, default=64, help="test images per run")

@@ -73,12 +73,18 @@ def add_relu_protocol(parser) -> None:
     add_relu_protocol_choice(parser)
 
 
+def relu_protocol_choices() -> tuple[str, ...]:
+    """Every registered ReLU protocol, and auto."""
+    from ringlet.protocols.catalog import relu_protocols
+    return (*relu_protocols().names(), "auto")
+
+
 def add_relu_protocol_choice(parser) -> None:
     """--relu-protocol (a registered ReLU protocol, or auto) and --auto-link."""
     from ringlet.protocols.catalog import relu_protocols
     names = relu_protocols().names()
     parser.add_argument("--relu-protocol", "--protocol", dest="relu_protocol",
-                        choices=(*names, "auto"), default=None,
+                        choices=relu_protocol_choices(), default=None,
                         help="every ReLU layer's protocol (default: the config's, else gmw): "
                              + "; ".join(f"{n}: {relu_protocols()[n].summary}" for n in names)
                              + "; auto: per layer, the faster by a cost model measured on this "

@@ -11,8 +11,8 @@ File format (JSON; the search writes it, the compiler reads it)::
 
 SETTING is ``"exact"`` (all 64 bits), ``"identity"`` (no bits: the ReLU becomes the identity),
 ``{"k": K, "m": M}`` (keep bits [k:m], 0 ≤ m ≤ k ≤ 64) or ``{"bits": "exact" | "identity"}``; a
-dict may add ``"protocol": P`` (one of :data:`PROTOCOLS`), and ``{"protocol": P}`` alone sets only
-the protocol, keeping the bits the level below gives. ``layers[name]`` overrides ``layers[GROUP]``,
+dict may add ``"protocol": P`` (a registered ReLU protocol, :mod:`ringlet.protocols.catalog`),
+and ``{"protocol": P}`` alone sets only the protocol, keeping the bits the level below gives. ``layers[name]`` overrides ``layers[GROUP]``,
 which overrides ``default`` (for the protocol: the top-level ``"protocol"``, or the default
 SETTING's own, not both); the bits and the protocol resolve independently, and a ReLU no level
 gives a protocol has none (the command line's default applies). ReLU names are module paths
@@ -33,7 +33,6 @@ from pathlib import Path
 
 VERSION = 2  # the version this ringlet writes
 READ_VERSIONS = (1, 2)  # the versions it reads
-PROTOCOLS = ("gmw", "fss")
 Setting = str | dict
 Bits = tuple[int, int]
 _RESERVED = ("version", "default", "protocol", "groups", "layers")
@@ -45,9 +44,12 @@ class ConfigError(ValueError):
 
 
 def check_protocol(protocol, where: str) -> str:
-    """``protocol`` if it is one of :data:`PROTOCOLS`, else a ConfigError naming ``where``."""
-    if not isinstance(protocol, str) or protocol not in PROTOCOLS:
-        raise ConfigError(f"{where}: unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
+    """``protocol`` if it names a registered ReLU protocol, else a ConfigError naming ``where``."""
+    # the registry imports torch; reading a config file does not need it until here
+    from ringlet.protocols.catalog import relu_protocols
+    names = relu_protocols().names()
+    if not isinstance(protocol, str) or protocol not in names:
+        raise ConfigError(f"{where}: unknown protocol {protocol!r}; use one of {', '.join(names)}")
     return protocol
 
 

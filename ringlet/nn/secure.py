@@ -299,10 +299,14 @@ class SecureInterpreter(Interpreter):
 
     def exact_spec(self) -> ReluSpec:
         """The spec of the exact sign decisions of layers without searched bits (|x|, clamp,
-        max-pool, smooth functions): fss when the run asks for fss everywhere, else gmw."""
-        o = self.options
-        fss = o.relu_protocol == "fss" and self.sess.num_parties == 2
-        return ReluSpec(64, 0, o.adder, o.select, "fss" if fss else "gmw")
+        max-pool, smooth functions): the protocol the run asks for everywhere where it can run
+        with this many servers, else the default one (gmw)."""
+        from ringlet.protocols.catalog import relu_protocols
+        o, reg = self.options, relu_protocols()
+        name = o.relu_protocol if o.relu_protocol in reg else reg.names()[0]
+        if reg[name].two_servers_only and self.sess.num_parties != 2:
+            name = reg.names()[0]
+        return ReluSpec(64, 0, o.adder, o.select, name)
 
     def backend_for(self, node, x: ArithmeticShare) -> str:
         """The exact linear backend of ``node`` for the batch of its input share ``x``."""

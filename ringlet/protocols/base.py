@@ -75,6 +75,7 @@ class ReluProtocol:
     kinds: tuple[str, ...] = ()
     tag: str = "circuit"
     ring_bits: tuple[int, int] = (32, 64)  # the ring widths it runs in
+    details: Callable | None = None  # details(spec, op, shift, ring_bits) -> dict for bench relu
 
 
 @dataclass

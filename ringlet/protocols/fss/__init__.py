@@ -15,7 +15,7 @@ SIGN = SignFamily(
 RELU = ReluProtocol(
     "fss", "open x + r once, one DCF key per element from the dealer: 1 round, ℓ bits",
     gates.relu, gates.cost, key_bytes=gates.key_bytes, sign="fss", two_servers_only=True,
-    kinds=("fssrelu", "fsssign"), tag="fss")
+    kinds=("fssrelu", "fsssign"), tag="fss", details=gates.figures)
 
 
 def material_kinds() -> dict:

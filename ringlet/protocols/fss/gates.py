@@ -190,3 +190,20 @@ def cost(spec, parties: int = 2, ring_bits: int = 64, sign=None) -> dict:
     out["key_bytes"], out["aes_eval"] = gate["key_bytes"], gate["aes_eval"]
     return out
 
+
+def figures(spec, op: str, shift: int, ring_bits: int = 64) -> dict:
+    """Key bytes and AES blocks per element of the gate of ``op`` (relu, else the sign), and the
+    DCF's domain and payloads: what ``bench relu`` reports (the formulas the tests assert)."""
+    k, m = input_bits(spec, shift)
+    if op == "relu":
+        gate = relu_cost(k, m, ring_bits, shift)
+        keys, blocks = gate["key_bytes"], {"eval": gate["aes_eval"], "keygen": gate["aes_keygen"]}
+        payloads = relu_payloads(shift)
+    else:
+        keys = sign_key_bytes(k - m, ring_bits)
+        b, levels = 1, max(0, k - m - 1)
+        blocks = {"eval": levels * 2 + b if levels else 0,
+                  "keygen": 2 * (levels * 4 + b) if levels else 0}
+        payloads = 1
+    return {"dcf_domain_bits": max(0, k - m - 1), "payload_words": payloads,
+            "key_bytes_per_element": keys, "aes_blocks_per_element": blocks}

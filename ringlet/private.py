@@ -19,19 +19,19 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ringlet.nn import ranges
-from ringlet.nn.compiler import CompileError, compile_model
-from ringlet.nn.config import ConfigError, ReluConfig
-from ringlet.nn.graph import SecureGraph
-from ringlet.nn.interpret import PlainInterpreter
-from ringlet.nn.secure import CompiledModel, SecureOptions
+from ringlet.compiler import ranges
+from ringlet.compiler.capture import CompileError, compile_model
+from ringlet.compiler.config import ReluConfig, as_config
+from ringlet.compiler.graph import LoweredGraph
+from ringlet.compiler.interpret import PlainInterpreter
+from ringlet.compiler.model import CompiledModel, SecureOptions
+from ringlet.data.sources import model_normalization
 from ringlet.ring import FixedPoint
 
 FORMAT = "ringlet-model"
@@ -47,19 +47,6 @@ class InferenceResult:
     report: dict
 
 
-def as_config(relu_config) -> ReluConfig:
-    """A ReluConfig from a ReluConfig, its JSON dict, a file path or None (every ReLU exact)."""
-    if relu_config is None:
-        return ReluConfig()
-    if isinstance(relu_config, ReluConfig):
-        return relu_config
-    if isinstance(relu_config, dict):
-        return ReluConfig.from_dict(relu_config, "relu_config")
-    if isinstance(relu_config, (str, os.PathLike)):
-        return ReluConfig.load(relu_config)
-    raise ConfigError(f"relu_config: expected a ReluConfig, a dict or a path, got {type(relu_config).__name__}")
-
-
 def _labelled(x, y, what: str) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.as_tensor(x)
     y = torch.as_tensor(y)
@@ -73,7 +60,7 @@ def _labelled(x, y, what: str) -> tuple[torch.Tensor, torch.Tensor]:
 class PrivateModel:
     """A compiled model ready for search, simulation, finetuning and private inference."""
 
-    def __init__(self, graph: SecureGraph, *, frac_bits: int = 16, ring_bits: int = 64,
+    def __init__(self, graph: LoweredGraph, *, frac_bits: int = 16, ring_bits: int = 64,
                  input_range: ranges.InputRange, calibration: dict | None = None,
                  meta: dict | None = None, module: nn.Module | None = None):
         self.graph = graph
@@ -225,7 +212,6 @@ class PrivateModel:
 
     @property
     def normalization(self):
-        from ringlet.sources import model_normalization
         return model_normalization(self.meta)
 
     # -- private inference -------------------------------------------------------------------------
@@ -238,7 +224,7 @@ class PrivateModel:
         ``options``: protocol choices (adder, select, truncation, private_weights, poly_method,
         poly_frac, poly_out_truncation, backend, relu_protocol, auto_link). The report is the JSON of ``ringlet infer``.
         """
-        from ringlet.nn.api import private_inference
+        from ringlet.runtime.inference import private_inference
         x = torch.as_tensor(x).float()
         self.check_input(x)
         if link is not None and options.get("auto_link") is None:
@@ -285,7 +271,7 @@ class PrivateModel:
         """Write FOLDER/ringlet-model.json, graph.{json,safetensors} and module.safetensors."""
         from safetensors.torch import save_file
 
-        from ringlet.nn.storage import save_graph
+        from ringlet.compiler.storage import save_graph
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         save_graph(self.graph, folder)
@@ -307,7 +293,7 @@ def is_saved_model(path) -> bool:
 
 def load(folder, module: nn.Module | None = None) -> PrivateModel:
     """A saved PrivateModel; ``module`` (the same architecture) gets the saved module weights."""
-    from ringlet.nn.storage import load_graph
+    from ringlet.compiler.storage import load_graph
     folder = Path(folder)
     path = folder / MODEL_FILE
     if not path.is_file():
@@ -344,7 +330,7 @@ def compile(module: nn.Module, example_input, *, frac_bits: int = 16, ring_bits:
     ``example_input``: a batch of inputs (or the per-sample shape). ``calibration``: public inputs
     whose activations size the fixed-point headroom (default: the example, if it is a tensor).
     ``input_bound``, ``normalization`` ((mean, std) of pixels in [0, 1]): the input range (see
-    :mod:`ringlet.nn.ranges`). ``smooth``: how sigmoid, GELU and the like are computed —
+    :mod:`ringlet.compiler.ranges`). ``smooth``: how sigmoid, GELU and the like are computed —
     ``"piecewise"`` (default) or ``"poly"``.
     """
     if not isinstance(module, nn.Module):

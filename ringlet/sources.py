@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ringlet.data import DatasetMissingError, load_dataset
-from ringlet.data.sources import load_arrays, parse_normalize
+from ringlet.data.sources import load_arrays, model_normalization, parse_normalize
 
 CALIBRATION_SAMPLES = 256
 
@@ -81,8 +81,7 @@ def resolve_model(spec: str, *, weights: str | None = None, input_shape=None, nu
     """The module of a ``--model`` spec (see the module docstring); nothing is compiled yet."""
     from ringlet.models import MODEL_NAMES, build_model
     from ringlet.private import is_saved_model, load
-    from ringlet.train.api import find_checkpoint
-    from ringlet.train.checkpoint import load_checkpoint, read_meta
+    from ringlet.train.checkpoint import find_checkpoint, load_checkpoint, read_meta
     if is_saved_model(spec):
         if weights:
             raise ValueError("--weights applies to --model package.module:factory only")
@@ -120,11 +119,6 @@ def resolve_model(spec: str, *, weights: str | None = None, input_shape=None, nu
                          f"checkpoint (NAME.safetensors + NAME.json)")
     raise ValueError(f"--model {spec!r}: not a saved model folder, a checkpoint, a "
                      f"package.module:factory or a zoo model ({', '.join(MODEL_NAMES)})")
-
-
-def model_normalization(meta: dict):
-    norm = meta.get("normalization")
-    return (tuple(norm["mean"]), tuple(norm["std"])) if norm else None
 
 
 @dataclass
@@ -210,7 +204,7 @@ def compile_source(src: ModelSource, inputs: Inputs, *, calibration: torch.Tenso
     ``ring_bits`` (default 64, or the saved model's) may differ from a saved model's: the ring is
     chosen at run time, and a ring too small for the model's headroom is refused.
     """
-    from ringlet.nn.api import calibrate_batchnorm
+    from ringlet.compiler.calibrate import calibrate_batchnorm
     from ringlet.private import compile
     if src.saved is not None:
         pm = src.saved
@@ -264,7 +258,7 @@ def prepare(model: str, *, weights: str | None = None, dataset: str | None = Non
     data the command's own inputs size the fixed point; a private inference never does that.
     """
     from ringlet.models import MODEL_NAMES
-    from ringlet.train.api import find_checkpoint
+    from ringlet.train.checkpoint import find_checkpoint
     zoo = model in MODEL_NAMES and find_checkpoint(model) is None
     src = None if zoo else resolve_model(model, weights=weights)
     inputs = load_inputs(src.meta if src else {}, dataset=dataset, split=split, samples=samples,
@@ -294,7 +288,7 @@ def server_model(model: str, *, weights: str | None = None, input_shape=None, re
     """A server's CompiledModel from a model spec: a server holds no data, so only public
     calibration (the model's dataset's training split) sizes it. ``options`` go to
     :meth:`PrivateModel.compiled` (adder, select, truncation, backend, relu_protocol, …)."""
-    from ringlet.private import as_config
+    from ringlet.compiler.config import as_config
     shape = tuple(int(v) for v in input_shape) if input_shape else None
     src = resolve_model(model, weights=weights, input_shape=shape)
     if src.saved is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ringlet.launch import run_local
+from ringlet.runtime.launch import run_local
 
 MASTER = bytes(range(16))
 
@@ -48,7 +48,7 @@ def secure_logits(compiled, x, parties=2, transport="local", batch=None):
     """A private inference of ``compiled`` on ``x``: (logits, per-layer rows of server 0)."""
     import functools
 
-    from ringlet.nn.inference import client_program, server_program
+    from ringlet.runtime.programs import client_program, server_program
     server = functools.partial(server_program, model=compiled)
     client = functools.partial(client_program, images=x, batch=batch or x.shape[0], progress=False)
     res = run(server, parties, client=client, transport=transport)

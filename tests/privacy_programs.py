@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ringlet.nn.secure import SecureInterpreter
+from ringlet.compiler.model import SecureInterpreter
 from ringlet.protocols.io import reveal, share_input
 
 BATCH = 2

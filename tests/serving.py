@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ringlet import deploy as deployment
-from ringlet.launch import free_port
+from ringlet.comm.transport import free_port
 
 HERE = Path(__file__).parent
 

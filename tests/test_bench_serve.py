@@ -64,7 +64,8 @@ def test_bench_serve_hostile_tiny(tmp_path, monkeypatch, capsys):
     assert h["clean"]["errors"] == {}
     errors = sum(h["attacked"]["errors"].values())
     assert h["attacked"]["errors_naming_a_party"] == errors, h["attacked"]
-    assert set(h["attacked"]["errors"]) <= {"peer_failed", "unavailable", "busy"}, h["attacked"]
+    # a share that reached one server just before the other was killed times out, naming it
+    assert set(h["attacked"]["errors"]) <= {"peer_failed", "unavailable", "busy", "timeout"}, h["attacked"]
     assert [k["party"] for k in h["kills"]] == ["server-1", "dealer", "server-0"]
     assert all(k["serving_again_after_s"] is not None for k in h["kills"]), h["kills"]
     assert all(h["attacks"].get(a, 0) >= 1 for a in ("rows_mismatch", "lone_share_0",

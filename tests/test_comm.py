@@ -6,7 +6,7 @@ from conftest import run
 
 from ringlet.comm.base import PeerTimeoutError, ProtocolMismatchError
 from ringlet.comm.local import LocalHub
-from ringlet.launch import PartyError
+from ringlet.runtime.launch import PartyError
 
 
 def test_round_accounting_is_exact():

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ringlet.nn.config import (
+from ringlet.compiler.config import (
     VERSION,
     ConfigError,
     ReluConfig,

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import ringlet
-from ringlet.nn.config import ReluConfig
+from ringlet.compiler.config import ReluConfig
 
 
 class SmallNet(nn.Module):
@@ -88,7 +88,7 @@ def test_resnet20_fss_over_tcp(config):
     """The shipped ResNet-20 with its shipped configurations, every ReLU by fss, two servers and
     a dealer as processes over TCP: the same argmax as plaintext, one round per ReLU layer."""
     from ringlet.bench.suite import config_setup
-    from ringlet.nn.api import run_inference
+    from ringlet.jobs.infer import run_inference
     setup = config_setup("resnet20-fmnist", f"{config}-fss")
     model = setup.pop("model", "resnet20-fmnist")
     report, _ = run_inference(model, dataset="fashion-mnist", samples=2, batch=2, transport="tcp",
@@ -105,7 +105,7 @@ def test_resnet20_fss_over_tcp(config):
 
 def test_grelu_model_with_fss_sign(tmp_path):
     """A shared-ReLU model: one FSS sign per group, then the fused select (2 rounds a layer)."""
-    from ringlet.nn.api import run_inference
+    from ringlet.jobs.infer import run_inference
     gmw, _ = run_inference("fmnist-net-fmnist-grelu-clusters-8", dataset="fashion-mnist", samples=4,
                            batch=4, progress=False)
     fss, _ = run_inference("fmnist-net-fmnist-grelu-clusters-8", dataset="fashion-mnist", samples=4,
@@ -115,7 +115,7 @@ def test_grelu_model_with_fss_sign(tmp_path):
 
 
 def test_a_batch_whose_keys_do_not_fit_is_refused_naming_one_that_does(model):
-    from ringlet.nn.secure import KeyMemoryError
+    from ringlet.compiler.model import KeyMemoryError
     pm, _ = model
     compiled = pm.compiled(relu_protocol="fss")
     protocols = compiled.protocols_for(8, 2)

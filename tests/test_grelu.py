@@ -7,13 +7,13 @@ import pytest
 import torch
 from conftest import run
 
+from ringlet.compiler.capture import compile_model
+from ringlet.compiler.model import CompiledModel
 from ringlet.grelu.cluster import cluster_groups, hamming_matrix, single_linkage
 from ringlet.grelu.convert import SharingConfigError, convert
 from ringlet.grelu.layers import GroupReLU, patch_groups
 from ringlet.models import build_model
-from ringlet.nn.compiler import compile_model
-from ringlet.nn.inference import client_program, server_program
-from ringlet.nn.secure import CompiledModel
+from ringlet.runtime.programs import client_program, server_program
 
 
 def test_patches_tile_with_a_smaller_last_patch():

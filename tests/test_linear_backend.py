@@ -9,8 +9,8 @@ import torch
 from conftest import run
 from torch import nn
 
-from ringlet.nn.compiler import compile_model
-from ringlet.nn.secure import CompiledModel, SecureOptions
+from ringlet.compiler.capture import compile_model
+from ringlet.compiler.model import CompiledModel, SecureOptions
 from ringlet.protocols.io import share_input
 from ringlet.protocols.kernels.backends import (
     BACKENDS,

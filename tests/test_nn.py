@@ -9,12 +9,12 @@ import torch.nn.functional as F
 from conftest import run
 from torch import nn
 
+from ringlet.compiler.calibrate import calibrate_batchnorm
+from ringlet.compiler.capture import CompileError, compile_model
+from ringlet.compiler.config import ConfigError, ReluConfig
+from ringlet.compiler.model import CompiledModel, SecureOptions
 from ringlet.models import build_model
-from ringlet.nn.api import calibrate_batchnorm
-from ringlet.nn.compiler import CompileError, compile_model
-from ringlet.nn.config import ConfigError, ReluConfig
-from ringlet.nn.inference import client_program, server_program
-from ringlet.nn.secure import CompiledModel, SecureOptions
+from ringlet.runtime.programs import client_program, server_program
 
 
 class EveryLayer(nn.Module):

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from conftest import secure_logits
 from torch import nn
 
-from ringlet.nn.compiler import CompileError, compile_model
-from ringlet.nn.secure import CompiledModel
+from ringlet.compiler.capture import CompileError, compile_model
+from ringlet.compiler.model import CompiledModel
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ringlet.launch import free_port
+from ringlet.comm.transport import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 RINGLET = [sys.executable, "-m", "ringlet.cli.main"]

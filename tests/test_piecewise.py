@@ -7,13 +7,13 @@ import torch
 from conftest import run
 
 from ringlet import ring
-from ringlet.launch import PartyError
 from ringlet.poly.fit import SMOOTH, fit_function, smooth_spec
 from ringlet.poly.layers import fit_relu
 from ringlet.protocols import piecewise as pw
 from ringlet.protocols.convert import select_finish, select_prepare
 from ringlet.protocols.io import reveal, share_input
 from ringlet.protocols.relu import ReluSpec, relu_cost
+from ringlet.runtime.launch import PartyError
 
 F = torch.nn.functional
 COUNTED = ("setup", "offline", "input", "output", "open")

@@ -119,10 +119,10 @@ def test_pillar_lowers_the_out_of_range_fraction():
 def test_polynomial_model_private_inference(out_truncation, rounds):
     import functools
 
+    from ringlet.compiler.capture import compile_model
+    from ringlet.compiler.model import CompiledModel, SecureOptions
     from ringlet.models import build_model
-    from ringlet.nn.compiler import compile_model
-    from ringlet.nn.inference import client_program, server_program
-    from ringlet.nn.secure import CompiledModel, SecureOptions
+    from ringlet.runtime.programs import client_program, server_program
     torch.manual_seed(2)  # test data only
     model = build_model("svhn-net", (1, 16, 16))
     convert_to_poly(model, {"degree": 4, "range": 5})

@@ -30,7 +30,7 @@ def _compiled():
 
 
 def _run(leak: bool):
-    from ringlet.launch import run_local
+    from ringlet.runtime.launch import run_local
     model = _compiled()
     gen = torch.Generator().manual_seed(3)  # not secret: the test's input
     x = torch.randn(privacy_programs.BATCH, 1, 8, 8, generator=gen)

@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 import ringlet
-from ringlet.nn.config import ConfigError, ReluConfig
-from ringlet.nn.ranges import InputRangeError
+from ringlet.compiler.config import ConfigError, ReluConfig
+from ringlet.compiler.ranges import InputRangeError
 
 
 class Block(nn.Module):
@@ -96,8 +96,8 @@ def test_a_saved_model_keeps_its_ring(model, tmp_path):
 
 
 def test_the_dry_plan_is_the_plan_of_a_real_run(model):
-    from ringlet.launch import run_local
     from ringlet.protocols.io import share_input
+    from ringlet.runtime.launch import run_local
     net, calib = model
     cm = ringlet.compile(net, calib, frac_bits=12, ring_bits=40, input_bound=4.0).compiled()
     shape = (3, 1, 8, 8)
@@ -127,7 +127,7 @@ def test_eco_ring_search_finds_a_ring_that_runs_and_refuses_a_smaller_one(model)
     ring = cfg.report["eco_ring"]
     assert 32 <= cfg.ring_bits <= 64 and cfg.frac_bits <= 16
     assert (cfg.ring_bits, cfg.frac_bits) == (ring["ring_bits"], ring["frac_bits"])
-    need, _ = eco_ring.needed_ring_bits(pm.graph, ringlet.nn.ranges.calibrate(pm.graph, vx)["peaks"],
+    need, _ = eco_ring.needed_ring_bits(pm.graph, ringlet.compiler.ranges.calibrate(pm.graph, vx)["peaks"],
                                         cfg.frac_bits, pm.input_range.bound)
     assert cfg.ring_bits >= need
     res = pm.infer(vx[:8], cfg)

@@ -6,7 +6,6 @@ import pytest
 import torch
 from conftest import run
 
-from ringlet.launch import PartyError
 from ringlet.protocols.arith import beaver
 from ringlet.protocols.arith.truncation import default_method, truncate
 from ringlet.protocols.base import allowed_mismatch
@@ -14,6 +13,7 @@ from ringlet.protocols.io import open_values, reveal, share_input
 from ringlet.protocols.piecewise import clamp, clamp_cost, leaky_relu, leaky_relu_cost
 from ringlet.protocols.relu import ReluSpec, drelu, max_pool2d, relu, relu_cost
 from ringlet.ring import FixedPoint, FixedPointError, Ring
+from ringlet.runtime.launch import PartyError
 
 COUNTED = ("setup", "offline", "input", "output", "open")
 WIDTHS = [32, 40, 64]

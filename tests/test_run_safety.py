@@ -11,8 +11,8 @@ from conftest import run
 from torch import nn
 
 import ringlet
-from ringlet.launch import PartyError
-from ringlet.nn.inference import client_program, server_program
+from ringlet.runtime.launch import PartyError
+from ringlet.runtime.programs import client_program, server_program
 
 
 class Small(nn.Module):
@@ -81,7 +81,7 @@ def test_the_servers_learn_nothing_of_an_input_the_client_refuses():
 
 
 def test_a_saved_model_refuses_options_it_was_not_compiled_with(tmp_path):
-    from ringlet.nn.api import run_inference
+    from ringlet.jobs.infer import run_inference
     pm, x = _pm()
     folder = pm.save(tmp_path / "saved")
     np.save(tmp_path / "x.npy", x[:2].numpy())

@@ -8,11 +8,11 @@ import pytest
 import torch
 from conftest import run
 
-from ringlet.nn.config import ReluConfig
+from ringlet.compiler.config import ReluConfig
+from ringlet.jobs.search import run_search
 from ringlet.protocols.base import input_bits
 from ringlet.protocols.relu import ReluSpec, drelu
 from ringlet.search import hummingbird as hb
-from ringlet.search.api import run_search
 from ringlet.search.simulator import decide
 
 
@@ -140,7 +140,7 @@ def test_eco_and_budget_search_on_a_small_model(tmp_path):
 
 
 def test_finetune_runs_and_saves_a_loadable_checkpoint(tmp_path):
-    from ringlet.search.api import run_finetune
+    from ringlet.jobs.search import run_finetune
     from ringlet.train.checkpoint import load_checkpoint
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"version": 1, "default": {"k": 20, "m": 12}}))
@@ -152,7 +152,7 @@ def test_finetune_runs_and_saves_a_loadable_checkpoint(tmp_path):
 
 
 def test_eval_with_a_relu_config_simulates_it(tmp_path):
-    from ringlet.train.api import evaluate_model
+    from ringlet.jobs.train import evaluate_model
     model = str(Path(__file__).parent.parent / "models" / "fmnist-net-fmnist")
     plain = evaluate_model(model, "fashion-mnist", samples=200)["accuracy"]
     exact, broken = tmp_path / "exact.json", tmp_path / "broken.json"

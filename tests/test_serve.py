@@ -75,7 +75,7 @@ def test_healthz_and_bad_queries(dep):
             c.submit(torch.zeros(1, 3, 8, 8))
         with pytest.raises(ValueError, match="1..4 inputs"):
             c.submit(torch.zeros(5, 1, 8, 8))
-        from ringlet.nn.ranges import InputRangeError
+        from ringlet.compiler.ranges import InputRangeError
         with pytest.raises(InputRangeError):
             c.submit(torch.full((1, 1, 8, 8), 100.0))
 

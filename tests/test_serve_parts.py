@@ -170,7 +170,7 @@ def test_the_entry_shape_is_chosen_from_the_queries_that_run():
 
 def test_small_refusals_name_what_is_wrong(tmp_path):
     from ringlet.comm.mesh import Listener
-    from ringlet.nn.graph import apply_postprocess
+    from ringlet.compiler.graph import apply_postprocess
     from ringlet.ring import FixedPoint, FixedPointError
     from ringlet.train.checkpoint import CheckpointError, file_inside, read_safetensors
     with pytest.raises(ValueError, match="op must be one of"):

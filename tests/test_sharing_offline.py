@@ -86,6 +86,6 @@ def _two_muls(sess):
 
 
 def test_plan_mismatch_is_a_clear_error():
-    from ringlet.launch import PartyError
+    from ringlet.runtime.launch import PartyError
     with pytest.raises(PartyError, match="pre-generated material exhausted"):
         run(_two_muls, 2, pregenerate=True)

@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ringlet.compiler.capture import compile_model
+from ringlet.compiler.interpret import PlainInterpreter
+from ringlet.compiler.storage import StorageError, fingerprint, load_graph, save_graph
 from ringlet.grelu.layers import GroupReLU, patch_groups
-from ringlet.nn.compiler import compile_model
-from ringlet.nn.interpret import PlainInterpreter
-from ringlet.nn.storage import StorageError, fingerprint, load_graph, save_graph
 from ringlet.poly.layers import PolyAct
 
 
@@ -227,7 +227,7 @@ def test_fingerprint_ignores_dict_order_of_a_nested_spec():
 def test_fingerprint_is_the_same_in_another_process(tmp_path):
     graph, _ = _compiled("permute")
     save_graph(graph, tmp_path)
-    code = ("import json, sys; from ringlet.nn.storage import fingerprint, load_graph; "
+    code = ("import json, sys; from ringlet.compiler.storage import fingerprint, load_graph; "
             "print(json.dumps(fingerprint(load_graph(sys.argv[1]))))")
     env = dict(os.environ, PYTHONHASHSEED="12345")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True,

@@ -10,8 +10,7 @@ import torch
 
 from ringlet.comm.base import PeerFailedError, PeerTimeoutError
 from ringlet.comm.mesh import HandshakeError, MeshCommunicator
-from ringlet.comm.transport import TlsFiles, TransportSpec, connect_mesh, party_name
-from ringlet.launch import free_port
+from ringlet.comm.transport import TlsFiles, TransportSpec, connect_mesh, free_port, party_name
 from ringlet.session import World
 
 

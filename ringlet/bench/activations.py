@@ -14,9 +14,8 @@ from pathlib import Path
 
 from ringlet.bench.suite import config_setup, shipped_stem
 from ringlet.comm.shaper import PROFILES, LinkProfile
-from ringlet.nn.api import run_inference
-from ringlet.train.api import find_checkpoint
-from ringlet.train.checkpoint import read_meta
+from ringlet.jobs.infer import run_inference
+from ringlet.train.checkpoint import find_checkpoint, read_meta
 
 
 def run_activations(model: str = "resnet20", poly_model: str | None = None,

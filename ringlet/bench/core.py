@@ -164,7 +164,7 @@ OPS = {
 
 def op_costs(parties: int = 2, transport: str = "local") -> dict:
     """Online time, bytes sent per party and rounds of each op (material pre-generated)."""
-    from ringlet.launch import run_local
+    from ringlet.runtime.launch import run_local
     out = {}
     for op, shapes in OPS.items():
         # the input sharing happens inside the program; only the op's own tags are counted below

@@ -92,13 +92,13 @@ def _transfer_main(rank: int, master: str, megabytes: float, rounds: int) -> Non
 
 
 def measure_shaper(link: LinkProfile, megabytes: float = 8.0, rounds: int = 20) -> float:
-    from ringlet.launch import run_local
+    from ringlet.runtime.launch import run_local
     res = run_local(lambda sess: _exchange(sess.comm, 1 - sess.rank, megabytes, rounds), 2, link=link)
     return max(res.results)
 
 
 def measure_real(link: LinkProfile, megabytes: float = 8.0, rounds: int = 20) -> float:
-    from ringlet.launch import free_port
+    from ringlet.comm.transport import free_port
     with shaped_namespaces(link) as ns:
         master = f"{ns['ip_a']}:{free_port()}"
         cmd = [sys.executable, "-m", "ringlet.bench.netlink"]
@@ -139,7 +139,7 @@ def run_real_inference(model: str, link: LinkProfile, samples: int, batch: int,
     message wait: the client waits for a whole batch, which on a slow link takes minutes."""
     import json
 
-    from ringlet.launch import free_port
+    from ringlet.comm.transport import free_port
     with shaped_namespaces(link) as ns:
         master = f"{ns['ip_a']}:{free_port()}"
         base = [sys.executable, "-m", "ringlet.cli.main", "party", "--world-size", "2",

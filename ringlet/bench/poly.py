@@ -26,7 +26,7 @@ def _program(sess, values, coeffs, method, frac, out_truncation):
 def run_poly_bench(n: int, degree: int, method: str, r: float = 5.0, parties: int = 2,
                    frac: int | None = None, out_truncation: str = "dealer",
                    transport: str = "local") -> dict:
-    from ringlet.launch import run_local
+    from ringlet.runtime.launch import run_local
     fit = fit_relu(degree, r)
     coeffs = fit["coeffs"]
     fixed = FixedPoint(16)

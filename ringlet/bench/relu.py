@@ -60,7 +60,7 @@ def run_relu_bench(values: np.ndarray, spec: ReluSpec, parties: int = 2, transpo
                    op: str = "relu", frac_bits: int = 16, threads: int = 0, shift: int = 0) -> dict:
     """One layer; ``shift`` > 0 makes the input carry that many more fractional bits (a conv's
     output) and the ReLU truncate them (fused into its select, or its one FSS round)."""
-    from ringlet.launch import run_local
+    from ringlet.runtime.launch import run_local
     if shift and op != "relu":
         raise ValueError("--shift applies to --op relu (a DReLU has no truncation)")
     fixed = FixedPoint(frac_bits)

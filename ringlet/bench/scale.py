@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from ringlet.bench.suite import shipped_stem
-from ringlet.nn.api import run_inference
+from ringlet.jobs.infer import run_inference
 
 
 def machine_memory_mb() -> float:

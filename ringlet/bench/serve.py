@@ -15,7 +15,7 @@ What is measured, in one command:
   (its /metrics) gives the mean rows per evaluated batch;
 * after the deployment is stopped (never two heavy jobs at once), the one-shot online throughput of
   the same compiled model at batch ``max_batch`` over the same transport
-  (:func:`ringlet.nn.api.private_inference`): ``throughput_ratio`` is serving over one-shot.
+  (:func:`ringlet.runtime.inference.private_inference`): ``throughput_ratio`` is serving over one-shot.
 
 Inputs: the first ``clients × queries × rows`` test images of the model's dataset, else N(0, 1)
 inputs clipped to ±input_bound (public benchmark inputs, never secrets).
@@ -54,7 +54,7 @@ def write_deployment(folder: Path, model: str, *, weights=None, input_shape=None
                      in_flight: int = 64, links: int = 16) -> Path:
     """A deployment file on free loopback ports (server 0 also serves /metrics), with dev certs."""
     from ringlet import deploy
-    from ringlet.launch import free_port
+    from ringlet.comm.transport import free_port
     is_file = Path(model).exists() or Path(model + ".safetensors").exists()  # a path or a stem
     section = {"source": _absolute(model) if is_file else model, "weights": _absolute(weights),
                "input_shape": [int(v) for v in input_shape] if input_shape else None,
@@ -324,7 +324,7 @@ def run_serve_bench(model: str, *, clients: int, queries: int, weights=None, inp
     """The report of ``ringlet bench serve`` (see the module docstring); with ``hostile_seconds``
     also the ``hostile`` report of :mod:`ringlet.bench.hostile`."""
     from ringlet import deploy
-    from ringlet.nn.api import private_inference
+    from ringlet.runtime.inference import private_inference
     from ringlet.serve.client import Client
     from ringlet.serve.server import load_model
     t_command = time.perf_counter()

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import torch
 
+from ringlet.compiler.capture import compile_model
 from ringlet.data import load_dataset
 from ringlet.grelu.convert import convert
-from ringlet.nn.api import run_inference
-from ringlet.nn.compiler import compile_model
-from ringlet.train.api import shipped_models_dir, train_zoo_model
-from ringlet.train.checkpoint import is_checkpoint
+from ringlet.jobs.infer import run_inference
+from ringlet.jobs.train import train_zoo_model
+from ringlet.train.checkpoint import is_checkpoint, shipped_models_dir
 
 # name → (first-layer spec, noise at inference), the paper's rows (Table 6, Fashion-MNIST)
 FMNIST_VARIANTS = {
@@ -138,8 +138,8 @@ def run_sharing(epochs: int = 5, samples: int = 64, minionn_samples: int = 2, lo
 def _minionn_rows(samples: int, log) -> list[dict]:
     import tempfile
 
+    from ringlet.compiler.calibrate import calibrate_batchnorm
     from ringlet.models import build_model
-    from ringlet.nn.api import calibrate_batchnorm
     from ringlet.train.checkpoint import save_checkpoint
     rows = []
     synth = load_dataset("synthetic-cifar", "test").tensors(samples)[0]

@@ -26,9 +26,9 @@ from pathlib import Path
 
 from ringlet.bench.relu import breakdown
 from ringlet.comm.shaper import profile
-from ringlet.nn.api import run_inference
-from ringlet.nn.secure import KeyMemoryError
-from ringlet.train.api import find_checkpoint, shipped_models_dir
+from ringlet.compiler.model import KeyMemoryError
+from ringlet.jobs.infer import run_inference
+from ringlet.train.checkpoint import find_checkpoint, shipped_models_dir
 
 CONFIGS = ("exact-crypten", "exact", "eco", "8/64", "6/64", "exact-fss", "eco-fss", "8/64-fss")
 BASE_CONFIGS = ("exact-crypten", "exact", "eco", "8/64", "6/64", "eco-ring")
@@ -121,7 +121,7 @@ def run_one(stem: str, config: str, link_name: str, samples: int, batch: int, pa
     real_s, real_error = None, None
     if real and parties == 2 and not link.rtt_s:
         from ringlet.bench.netlink import can_use_namespaces, run_real_inference
-        from ringlet.train.api import find_checkpoint
+        from ringlet.train.checkpoint import find_checkpoint
         if can_use_namespaces():
             from ringlet.train.checkpoint import read_meta
             path = find_checkpoint(model)

@@ -29,7 +29,7 @@ def add_parser(sub, name):
 
 
 def run(args):
-    from ringlet.train.api import evaluate_model
+    from ringlet.jobs.train import evaluate_model
     result = evaluate_model(args.model, samples=args.samples, batch=args.batch, weights=args.weights,
                             relu_config=args.relu_config, parties=args.parties,
         **data_kwargs(args), **compile_kwargs(args))

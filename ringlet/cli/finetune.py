@@ -36,7 +36,7 @@ def add_parser(sub, name):
 
 
 def run(args):
-    from ringlet.search.api import run_finetune
+    from ringlet.jobs.search import run_finetune
     result = run_finetune(args.model, args.relu_config, args.epochs, args.out, lr=args.lr,
                           batch=args.batch, parties=args.parties, progress=not args.no_progress,
                           seed=args.seed, train_samples=args.train_samples,

@@ -75,8 +75,8 @@ def _results_path(args):
 
 
 def run(args):
-    from ringlet.nn.api import run_inference
-    from ringlet.nn.inference import save_logits
+    from ringlet.jobs.infer import run_inference
+    from ringlet.runtime.programs import save_logits
     from ringlet.search.api import _check_writable
     _check_writable(args.output, args.results)
     report, logits = run_inference(

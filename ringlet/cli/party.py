@@ -90,7 +90,7 @@ def run(args):
     import torch
 
     from ringlet.comm.transport import open_communicator
-    from ringlet.launch import run_party
+    from ringlet.runtime.launch import run_party
     from ringlet.session import World
     if args.world_size < 2:
         raise ValueError(f"--world-size {args.world_size}: need at least 2 servers")
@@ -119,7 +119,7 @@ def run(args):
         out = {"role": args.role, "rank": rank, "command": command_line(),
                "bytes_sent": report.total.bytes_sent(), "seconds": report.seconds_online}
         if args.role == "server":
-            from ringlet.nn.inference import SERVER_TAGS_EXCLUDED
+            from ringlet.runtime.programs import SERVER_TAGS_EXCLUDED
             res = report.result
             out.update(seconds_online=res["seconds_online"],
                        online_bytes_sent=res["online"].bytes_sent(exclude=SERVER_TAGS_EXCLUDED),
@@ -154,7 +154,7 @@ def _server_job(args):
     import functools
 
     from ringlet import sources
-    from ringlet.nn.inference import server_program
+    from ringlet.runtime.programs import server_program
     if not args.model:
         raise ValueError("a server needs --model")
     shape = tuple(int(v) for v in args.input_shape.split(",")) if args.input_shape else None
@@ -176,7 +176,7 @@ def _client_job(args):
 
     from ringlet import sources
     from ringlet.models import MODEL_NAMES
-    from ringlet.nn.inference import client_program
+    from ringlet.runtime.programs import client_program
     meta = (sources.resolve_model(args.model, weights=args.weights).meta
             if args.model and args.model not in MODEL_NAMES else {})
     inputs = sources.load_inputs(meta, dataset=args.dataset, samples=args.samples,
@@ -189,7 +189,7 @@ def _client_job(args):
 
 
 def _finish_client(args, result, report) -> None:
-    from ringlet.nn.inference import save_logits
+    from ringlet.runtime.programs import save_logits
     logits = result["logits"]
     if args.output:
         save_logits(args.output, logits)

@@ -53,8 +53,8 @@ def add_parser(sub, name):
 
 
 def run(args):
+    from ringlet.jobs.search import run_search
     from ringlet.search import hummingbird as hb
-    from ringlet.search.api import run_search
     widths = tuple(int(w) for w in args.widths.split(",")) if args.widths else hb.DEFAULT_WIDTHS
     report = run_search(args.model, mode=args.mode, budget=args.budget,
                         groups=args.groups, val_samples=args.val_samples, naive=args.naive,

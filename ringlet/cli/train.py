@@ -40,7 +40,7 @@ def add_parser(sub, name):
 
 
 def run(args):
-    from ringlet.train.api import train_zoo_model
+    from ringlet.jobs.train import train_zoo_model
     result = train_zoo_model(
         model=args.model, dataset=args.dataset, epochs=args.epochs, batch=args.batch, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,

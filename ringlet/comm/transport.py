@@ -124,7 +124,7 @@ def open_communicator(spec: TransportSpec, rank: int, world, timeout: float = 60
         return TcpCommunicator(rank, world.size, host, int(port), timeout, names,
                                connect_timeout=connect_timeout)
     if spec.kind == "local":
-        raise ValueError("transport 'local' is built by the launcher (ringlet.launch.run_local)")
+        raise ValueError("transport 'local' is built by the launcher (ringlet.runtime.launch.run_local)")
     channels = connect_mesh(spec, rank, world, connect_timeout or timeout)
     return MeshCommunicator(rank, world.size, channels, timeout, names)
 
@@ -198,3 +198,9 @@ def connect_mesh(spec: TransportSpec, rank: int, world, connect_timeout: float) 
         if listener is not None:
             listener.close()
     return channels
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

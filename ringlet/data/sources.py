@@ -195,3 +195,9 @@ def load_arrays(input_path: str | os.PathLike, labels_path: str | os.PathLike | 
             "samples": int(n), "pixels": bool(pixels), "input_shape": list(data.shape[1:]),
             "normalization": norm_info}
     return x.contiguous(), y, info
+
+
+def model_normalization(meta: dict):
+    """(mean, std) a model's metadata records for its inputs, or None."""
+    norm = meta.get("normalization")
+    return (tuple(norm["mean"]), tuple(norm["std"])) if norm else None

@@ -7,9 +7,9 @@ that plan, and the computation runs again: only this second run is the *online* 
 ``seconds_online`` and the online byte counts describe.
 
 :func:`run_party` is one party on an open communicator (any transport); :func:`run_threads` runs a
-whole world as threads of this process (what :func:`ringlet.launch.run_local` does for
+whole world as threads of this process (what :func:`ringlet.runtime.launch.run_local` does for
 ``transport="local"``, and what :mod:`ringlet.protocols.tuning` measures with). Processes and the
-other transports are :mod:`ringlet.launch`'s.
+other transports are :mod:`ringlet.runtime.launch`'s.
 """
 
 from __future__ import annotations

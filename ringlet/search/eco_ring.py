@@ -17,7 +17,7 @@ only for the ReLU's comparison. Two choices, both from the validation inputs the
    before its truncation), ℓ ≥ log2(P) + F + 2 + ``margin`` for every node, where the margin
    (default 3 bits: inputs whose activations are 8× larger than any validation input's) is the
    safety the user states. ℓ is also at least what the model's own headroom check needs
-   (:func:`ringlet.nn.ranges.check_headroom`: 4 bits at the input range's bound), and 32 at least.
+   (:func:`ringlet.compiler.ranges.check_headroom`: 4 bits at the input range's bound), and 32 at least.
 
 A run in a ring the model's headroom does not allow is refused when it is compiled (a clear error
 naming the node), never a wrong answer.
@@ -29,8 +29,8 @@ import math
 
 import torch
 
-from ringlet.nn.interpret import FracPlan, PlainInterpreter
-from ringlet.nn.ranges import calibrate
+from ringlet.compiler.interpret import FracPlan, PlainInterpreter
+from ringlet.compiler.ranges import calibrate
 from ringlet.ring import MIN_RING_BITS, FixedPoint
 
 DEFAULT_MARGIN_BITS = 3
@@ -104,7 +104,7 @@ def choose_ring(pm, vx: torch.Tensor, vy: torch.Tensor, margin: int = DEFAULT_MA
                 frac: str = "keep", frac_margin: int = 1,
                 min_frac: int = 6) -> tuple[FixedPoint, dict]:
     """The eco ring of a PrivateModel ``pm`` on validation data: (FixedPoint(f, ℓ), report)."""
-    from ringlet.nn.ranges import InputRangeError
+    from ringlet.compiler.ranges import InputRangeError
     if frac not in FRAC_CHOICES:
         raise ValueError(f"eco-ring fractional bits: {frac!r}; use one of {', '.join(FRAC_CHOICES)}")
     if margin < 0 or frac_margin < 0:

@@ -17,11 +17,11 @@ import time
 import torch
 from torch import nn
 
+from ringlet.compiler.capture import trace
+from ringlet.compiler.graph import LoweredGraph
+from ringlet.compiler.interpret import FracPlan
+from ringlet.compiler.ops import registry
 from ringlet.data import Dataset
-from ringlet.nn.compiler import trace
-from ringlet.nn.graph import SecureGraph
-from ringlet.nn.interpret import FracPlan
-from ringlet.nn.ops import registry
 from ringlet.protocols.base import input_bits
 from ringlet.protocols.relu import ReluSpec
 from ringlet.search.simulator import EXACT, fused_keep
@@ -56,7 +56,7 @@ class ApproxAct(nn.Module):
         return x * d if self.slope == 0 else x * (self.slope + (1 - self.slope) * d)
 
 
-def approximate(module: nn.Module, graph: SecureGraph, bits: dict, frac_bits: int = 16,
+def approximate(module: nn.Module, graph: LoweredGraph, bits: dict, frac_bits: int = 16,
                 parties: int = 2, seed: int = 0) -> torch.fx.GraphModule:
     """``module`` traced, with every configured ReLU-like call site an :class:`ApproxAct`."""
     gm = trace(module)
@@ -80,7 +80,7 @@ def approximate(module: nn.Module, graph: SecureGraph, bits: dict, frac_bits: in
     return gm
 
 
-def finetune_module(module: nn.Module, graph: SecureGraph, bits: dict, train: Dataset, epochs: int,
+def finetune_module(module: nn.Module, graph: LoweredGraph, bits: dict, train: Dataset, epochs: int,
                     *, lr: float = 1e-3, batch: int = 128, parties: int = 2, seed: int = 0,
                     frac_bits: int = 16, augment: bool = True, progress: bool = True) -> dict:
     """Train ``module`` in place with the approximate activations of ``bits``; returns a record."""

@@ -20,8 +20,8 @@ from collections import OrderedDict
 import torch
 
 from ringlet import ring
-from ringlet.nn.interpret import PlainInterpreter
-from ringlet.nn.secure import CompiledModel
+from ringlet.compiler.interpret import PlainInterpreter
+from ringlet.compiler.model import CompiledModel
 from ringlet.protocols.base import input_bits
 from ringlet.protocols.relu import ReluSpec
 

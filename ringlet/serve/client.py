@@ -131,7 +131,7 @@ class Client:
         if done:
             acc = ring.reduce(sum(pend.parts.values()))
             y = acc.to(torch.float64) / (1 << self.info["output_frac"])
-            from ringlet.nn.graph import apply_postprocess
+            from ringlet.compiler.graph import apply_postprocess
             self._finish(qid, result=apply_postprocess(self.info["postprocess"], y))
 
     def _finish(self, qid: str, result=None, error=None) -> None:
@@ -184,7 +184,7 @@ class Client:
     # queries ------------------------------------------------------------------------------------
     def submit(self, x: torch.Tensor) -> Future:
         """Send one query (an input, or a batch of inputs as rows) and return its future logits."""
-        from ringlet.nn.ranges import InputRange, check_input
+        from ringlet.compiler.ranges import InputRange, check_input
         from ringlet.prng import AesCtrStream, new_seed
         from ringlet.ring import FixedPoint
         with self._lock:

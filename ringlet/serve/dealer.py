@@ -62,8 +62,7 @@ class DealerNode:
             epoch = secrets.token_hex(4)
             self.epochs += 1
             pool = DealerPool(comm, list(range(self.p)), self.d.pool_depth, epoch, self.log,
-                              material_kinds(),
-                              self.d.pool_low_water)
+                              material_kinds(), self.d.pool_low_water)
             try:
                 dealer, plans = pool.start(self.d.message_timeout)
                 self.log(f"linked to {self.p} servers (epoch {epoch}); batch shapes {sorted(plans)}, "
@@ -71,6 +70,9 @@ class DealerNode:
                 pool.run(dealer, plans, self.stop)
             except CommError as exc:
                 self.log(f"a server link ended ({exc}); linking again")
+            except (KeyError, TypeError, ValueError) as exc:  # a malformed message: this epoch ends
+                self.log(f"a server sent what the dealer cannot read ({type(exc).__name__}: {exc}); "
+                         f"linking again")
             finally:
                 pool.failed = pool.failed or "closed"
                 comm.close()

@@ -223,7 +223,7 @@ PLANS_LIMIT = 256 << 20  # bytes of a server's plans (a request is a few integer
 
 def receive_entries(comm, dealer: int, rank: int, ring, plans: dict[int, list[Request]],
                     pool: MaterialPool, stop: threading.Event, kinds: Kinds, on_bytes=None,
-                    silence: float = 60.0, log=None) -> None:
+                    silence: float = 60.0, log=None, on_ready=None) -> None:
     """A server's side of the dealer link (steps 1–4 and 6 above) until the link ends."""
     _yield_cpu()  # this thread expands material; the server's online phase comes first
     on_bytes = on_bytes or (lambda n: None)
@@ -236,6 +236,8 @@ def receive_entries(comm, dealer: int, rank: int, ring, plans: dict[int, list[Re
     dropped = pool.keep_only(tensor_json(keep)["keep"])
     if dropped and log is not None:
         log(f"dropped {dropped} pool entries that another server lacks")
+    if on_ready is not None:
+        on_ready()  # from here the server may tell the dealer what it consumed and needs
     client = DealerLink(comm, rank, AesCtrStream(bytes(seed.tolist())), dealer, kinds, ring)
     wait = comm.timeout
     while not stop.is_set():
@@ -281,8 +283,14 @@ class DealerPool:
         hellos = {}
         for s in self.servers:
             ch = self.comm.channels[s]
-            data = ch.recv_frame(time.monotonic() + timeout, "the server's plans", limit=PLANS_LIMIT)
-            hellos[s] = parse_json(data, ch.peer, "plans")
+            deadline = time.monotonic() + timeout
+            while s not in hellos:  # an acknowledgement of an earlier epoch may come first
+                data = ch.recv_frame(deadline, "the server's plans", limit=PLANS_LIMIT)
+                msg = parse_json(data, ch.peer, "plans")
+                if "plans" in msg:
+                    hellos[s] = msg
+                elif not ({"consumed", "need", "stored"} & set(msg)):
+                    raise ProtocolMismatchError(f"{ch.peer} sent {sorted(msg)[:4]} instead of its plans")
         plans = {s: decode_plans(h["plans"], self.kinds) for s, h in hellos.items()}
         digests = {s: plans_digest(p, self.kinds) for s, p in plans.items()}
         if len(set(digests.values())) != 1:

@@ -42,8 +42,8 @@ from ringlet import prng
 from ringlet.comm.base import CommError, PeerTimeoutError, ProtocolMismatchError
 from ringlet.comm.channel import FrameTooLargeError
 from ringlet.comm.mesh import Listener, MeshCommunicator, dial
-from ringlet.nn.inference import ModelMismatchError, agree_on_model
 from ringlet.protocols.catalog import material_kinds
+from ringlet.runtime.programs import ModelMismatchError, agree_on_model
 from ringlet.serve import batches, wire
 from ringlet.serve.book import Query, QueryBook
 from ringlet.serve.metrics import HealthServer, ServeMetrics
@@ -69,6 +69,7 @@ def load_model(deploy):
 class _DealerLink:
     def __init__(self, ch, where: str):
         self.ch, self.where, self.stop, self.since = ch, where, threading.Event(), time.time()
+        self.ready = False  # the plans went out and the pools are reconciled
 
 
 class ServerNode:
@@ -246,7 +247,8 @@ class ServerNode:
             receive_entries(comm, self.p, self.rank, self.ring, self.plans, self.pool, link.stop,
                             material_kinds(),
                             on_bytes=lambda n: self.metrics.add_bytes("received", "dealer", n),
-                            silence=self.d.message_timeout, log=self.log)
+                            silence=self.d.message_timeout, log=self.log,
+                            on_ready=lambda: setattr(link, "ready", True))
         except PeerTimeoutError:
             self.log("the dealer went silent; its link is closed (a new dealer may link)")
         except CommError as exc:
@@ -263,7 +265,7 @@ class ServerNode:
     def consumed(self, size: int, key) -> None:
         """Tell the dealer an entry left this server's pool (used or dropped)."""
         link = self.dealer
-        if link is not None:
+        if link is not None and link.ready:
             try:
                 link.ch.send(json.dumps({"consumed": [size, list(key)],
                                          # server 0 alone knows which queries can run
@@ -275,7 +277,7 @@ class ServerNode:
     def need(self, size: int) -> None:
         """Server 0: tell the dealer queries wait for an entry of ``size`` (at most 4 times a s)."""
         link, now = self.dealer, time.monotonic()
-        if link is None or now - self._needs.get(size, 0.0) < 0.25:
+        if link is None or not link.ready or now - self._needs.get(size, 0.0) < 0.25:
             return
         self._needs[size] = now
         with contextlib.suppress(CommError):

@@ -147,3 +147,19 @@ def load_state_into(model: nn.Module, state: dict, where: str, what: str) -> Non
             raise CheckpointError(f"{where}: tensor {key} has shape {tuple(tensor.shape)}, "
                                   f"model expects {tuple(expected[key].shape)}")
     model.load_state_dict(state)
+
+
+def shipped_models_dir() -> Path:
+    """Where shipped checkpoints live: $RINGLET_MODELS, else the repository's ``models/``."""
+    env = os.environ.get("RINGLET_MODELS")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "models"
+
+
+def find_checkpoint(name_or_path: str) -> Path | None:
+    """A checkpoint path for ``name_or_path`` (a path, or a shipped stem like resnet20-fmnist)."""
+    if is_checkpoint(name_or_path):
+        return Path(name_or_path)
+    shipped = shipped_models_dir() / name_or_path
+    if is_checkpoint(shipped):
+        return shipped
+    return None

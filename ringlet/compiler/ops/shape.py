@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ringlet.nn.graph import _numel
-from ringlet.nn.ops.base import Op, Registry
+from ringlet.compiler.graph import _numel
+from ringlet.compiler.ops.base import Op, Registry
 from ringlet.sharing import ArithmeticShare
 
 
@@ -184,7 +184,7 @@ def lower_pad(b, fx, mod=None) -> None:
 def lower_interpolate(b, fx, mod=None) -> None:
     mode = getattr(mod, "mode", None) if mod is not None else b.arg(fx, 3, "mode", "nearest")
     if mode in ("bilinear", "linear", "bicubic", "trilinear", "area", "nearest-exact"):
-        from ringlet.nn.ops.pool import lower_spatial_map
+        from ringlet.compiler.ops.pool import lower_spatial_map
         lower_spatial_map(b, fx, mod)
         return
     if mode != "nearest":

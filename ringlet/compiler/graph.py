@@ -1,6 +1,6 @@
 """The compiled graph: a list of secure nodes in execution order, each of one registered kind.
 
-A node's ``kind`` names its handlers in :mod:`ringlet.nn.ops` (how it runs in plaintext, on shares,
+A node's ``kind`` names its handlers in :mod:`ringlet.compiler.ops` (how it runs in plaintext, on shares,
 in the search's simulator, and which fractional bits its output carries); ``params`` hold the public
 constants of the node (weights, strides, coefficients). Shapes are per sample (no batch axis).
 """
@@ -30,13 +30,13 @@ def _numel(shape) -> int:
 
 
 @dataclass
-class SecureGraph:
+class LoweredGraph:
     nodes: list[Node]
     input_shape: tuple
     postprocess: dict | None = None  # applied by the client to the logits (a stripped softmax)
 
     def _ops(self):
-        from ringlet.nn.ops import registry
+        from ringlet.compiler.ops import registry
         return registry()
 
     @property
@@ -85,4 +85,4 @@ def apply_postprocess(post: dict | None, logits):
     return fns[post["op"]](logits, post["dim"])
 
 
-__all__ = ["Node", "SecureGraph", "apply_postprocess"]
+__all__ = ["Node", "LoweredGraph", "apply_postprocess"]

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import functools
 
-from ringlet.nn.ops.base import Op, Registry
+from ringlet.compiler.ops.base import Op, Registry
 
 
 @functools.cache
 def registry() -> Registry:
     """Every node kind of this ringlet (immutable once built)."""
-    from ringlet.nn.ops import activation, arith, linear, pool, refusals, shape
+    from ringlet.compiler.ops import activation, arith, linear, pool, refusals, shape
     reg = Registry()
     for module in (linear, arith, activation, pool, shape, refusals):
         module.register(reg)

@@ -1,39 +1,24 @@
-"""Library entry points behind ``ringlet train`` and ``ringlet eval``; model lookup by name or path."""
+"""Library entry points behind ``ringlet train`` and ``ringlet eval``."""
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ringlet.compiler.config import as_config
 from ringlet.models import build_model
-from ringlet.train.checkpoint import checkpoint_stem, is_checkpoint, save_checkpoint
+from ringlet.sources import load_split, prepare
+from ringlet.sources import resolve_model as resolve
+from ringlet.train.checkpoint import checkpoint_stem, find_checkpoint, save_checkpoint
 from ringlet.train.trainer import TrainConfig, fit
-
-
-def shipped_models_dir() -> Path:
-    """Where shipped checkpoints live: $RINGLET_MODELS, else the repository's ``models/``."""
-    env = os.environ.get("RINGLET_MODELS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "models"
-
-
-def find_checkpoint(name_or_path: str) -> Path | None:
-    """A checkpoint path for ``name_or_path`` (a path, or a shipped stem like resnet20-fmnist)."""
-    if is_checkpoint(name_or_path):
-        return Path(name_or_path)
-    shipped = shipped_models_dir() / name_or_path
-    if is_checkpoint(shipped):
-        return shipped
-    return None
 
 
 def resolve_model(name_or_path: str, input_shape=None, num_classes: int = 10,
                   seed: int = 0) -> tuple[nn.Module, dict]:
     """The module of a model spec and its metadata (:func:`ringlet.sources.resolve_model`)."""
-    from ringlet.sources import resolve_model as resolve
     src = resolve(name_or_path, input_shape=input_shape, num_classes=num_classes, seed=seed)
     if src.module is None:
         raise ValueError(f"{name_or_path} is a saved PrivateModel folder, which holds no module")
@@ -56,9 +41,7 @@ def train_zoo_model(*, model: str, dataset: str, epochs: int, out: Path, batch: 
     cfg = TrainConfig(epochs=epochs, batch=batch, lr=lr, momentum=momentum,
                       weight_decay=weight_decay, warmup_epochs=warmup_epochs, augment=augment,
                       seed=seed, threads=threads)
-    from ringlet.sources import load_split
-    from ringlet.sources import resolve_model as resolve
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # not secret: the initial weights of a model being trained
     ckpt = find_checkpoint(model)
     factory = ":" in model and ckpt is None
     base = {}
@@ -133,8 +116,6 @@ def evaluate_model(model: str, dataset: str | None = None, samples: int | None =
                    ring_bits: int | None = None) -> dict:
     """Test accuracy (the ``ringlet eval`` JSON): plaintext, or with ``relu_config`` the share-level
     simulator's — the figure a private run with that config is compared to."""
-    from ringlet.private import as_config
-    from ringlet.sources import prepare
     config = as_config(relu_config) if relu_config else None
     pm, _, inputs = prepare(model, weights=weights, dataset=dataset, samples=samples,
                             input_path=input_path, labels_path=labels_path, data_dir=data_dir,

@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ringlet.nn.graph import _numel
-from ringlet.nn.ops.base import Op, Registry
-from ringlet.nn.ops.base import pair as _pair
-from ringlet.nn.ops.shape import _call as call
+from ringlet.compiler.graph import _numel
+from ringlet.compiler.ops.base import Op, Registry
+from ringlet.compiler.ops.base import pair as _pair
+from ringlet.compiler.ops.shape import _call as call
 from ringlet.protocols.arith import linear
 from ringlet.protocols.relu import ReluSpec, maximum
 from ringlet.sharing import ArithmeticShare

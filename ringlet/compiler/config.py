@@ -10,15 +10,16 @@ File format (JSON; the search writes it, the compiler reads it)::
      "ring_bits": L, "frac_bits": F}            # optional: the ring Z_2^L and fixed point F
 
 SETTING is ``"exact"`` (all 64 bits), ``"identity"`` (no bits: the ReLU becomes the identity),
-``{"k": K, "m": M}`` (keep bits [k:m], 0 ≤ m ≤ k ≤ 64) or ``{"bits": "exact" | "identity"}``; a
-dict may add ``"protocol": P`` (a registered ReLU protocol, :mod:`ringlet.protocols.catalog`),
-and ``{"protocol": P}`` alone sets only the protocol, keeping the bits the level below gives. ``layers[name]`` overrides ``layers[GROUP]``,
-which overrides ``default`` (for the protocol: the top-level ``"protocol"``, or the default
-SETTING's own, not both); the bits and the protocol resolve independently, and a ReLU no level
-gives a protocol has none (the command line's default applies). ReLU names are module paths
-(``layer1.0.relu1``) or, for functional ReLUs, the torch.fx node name. ``ring_bits`` (32…64) and
-``frac_bits`` (the eco-ring search writes both) make a private run use that ring and fixed point
-instead of the model's own. Other top-level keys (e.g. the search's provenance) are kept as is.
+``{"k": K, "m": M}`` (keep bits [k:m], 0 ≤ m ≤ k ≤ 64) or ``{"bits": "exact" | "identity"}``; a dict
+may add ``"protocol": P`` (a registered ReLU protocol, :mod:`ringlet.protocols.catalog`), and
+``{"protocol": P}`` alone sets only the protocol, keeping the bits the level below gives.
+``layers[name]`` overrides ``layers[GROUP]``, which overrides ``default`` (for the protocol: the
+top-level ``"protocol"``, or the default SETTING's own, not both); the bits and the protocol resolve
+independently, and a ReLU no level gives a protocol has none (the command line's default applies).
+ReLU names are module paths (``layer1.0.relu1``) or, for functional ReLUs, the torch.fx node name.
+``ring_bits`` (32…64) and ``frac_bits`` (the eco-ring search writes both) make a private run use
+that ring and fixed point instead of the model's own. Other top-level keys (e.g. the search's
+provenance) are kept as is.
 
 Version 1 is the same without protocols (no ``"protocol"`` key anywhere); it still loads, and is
 saved as version 2 with the same meaning. Every problem is reported with the entry that caused it.
@@ -270,3 +271,16 @@ def uniform(k: int, m: int, protocol: str | None = None) -> ReluConfig:
     if protocol is not None:
         check_protocol(protocol, "uniform")
     return ReluConfig(default=setting_of(k, m), protocol=protocol)
+
+
+def as_config(relu_config) -> ReluConfig:
+    """A ReluConfig from a ReluConfig, its JSON dict, a file path or None (every ReLU exact)."""
+    if relu_config is None:
+        return ReluConfig()
+    if isinstance(relu_config, ReluConfig):
+        return relu_config
+    if isinstance(relu_config, dict):
+        return ReluConfig.from_dict(relu_config, "relu_config")
+    if isinstance(relu_config, (str, os.PathLike)):
+        return ReluConfig.load(relu_config)
+    raise ConfigError(f"relu_config: expected a ReluConfig, a dict or a path, got {type(relu_config).__name__}")

@@ -1,7 +1,7 @@
 """The handler set of one node kind, and the registry that holds every kind once.
 
 An :class:`Op` says how its kind runs in every mode a graph is interpreted in
-(:mod:`ringlet.nn.interpret`): ``plain`` (float64 reference), ``simulate`` (the search's float32
+(:mod:`ringlet.compiler.interpret`): ``plain`` (float64 reference), ``simulate`` (the search's float32
 simulator; plain unless the kind takes ReLU bits), ``secure`` (on one server's shares), ``frac``
 (the fractional bits of its output) and ``magnitude`` (a bound on |output| from bounds on the
 inputs, for the worst-case range check). ``encode`` prepares its public constants once per compiled
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ringlet.nn.graph import _numel
+from ringlet.compiler.graph import _numel
 
 
 def pair(v) -> tuple[int, int]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,6 +15,7 @@ import time
 from pathlib import Path
 
 from ringlet.comm.base import CommError, PeerFailedError
+from ringlet.comm.transport import free_port
 from ringlet.protocols.harness import (
     PartyError,
     PartyReport,
@@ -61,12 +61,6 @@ def run_local(program: Program, parties: int = 2, *, client: Program | None = No
     else:
         raise ValueError(f"unknown transport {transport!r} (local, tcp, socket or tls)")
     return collect(world, reports)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _process_body(rank: int, spec, timeout: float, args) -> PartyReport:
@@ -149,7 +143,7 @@ def _run_processes(world: World, args, timeout: float, port: int | None,
                     *args[3:])
             job.write_bytes(pickle.dumps((rank, spec, timeout, mine)))
             procs[rank] = subprocess.Popen(
-                [sys.executable, "-c", f"from ringlet.launch import child_main; child_main({str(job)!r})"],
+                [sys.executable, "-c", f"from ringlet.runtime.launch import child_main; child_main({str(job)!r})"],
                 env=env)
         # every party bounds each of its own waits by ``timeout``, so a stuck run ends on its own;
         # here we only collect the reports, and notice processes that die without one

@@ -33,7 +33,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save_file
 
-from ringlet.nn.graph import Node, SecureGraph
+from ringlet.compiler.graph import LoweredGraph, Node
 
 FORMAT = "ringlet-graph"
 VERSION = 1
@@ -87,7 +87,7 @@ def _shape_list(shape, path: str) -> list[int] | None:
         raise StorageError(f"cannot store {path!r}: {shape!r} is not a shape") from None
 
 
-def _structure(graph: SecureGraph, tensor_ref) -> dict:
+def _structure(graph: LoweredGraph, tensor_ref) -> dict:
     """The graph as JSON data (tensors handed to ``tensor_ref``), without the format header."""
     nodes = []
     for node in graph.nodes:
@@ -134,7 +134,7 @@ def _dumps(doc: dict) -> str:
     return "{\n " + ",\n ".join(parts) + "\n}\n"
 
 
-def save_graph(graph: SecureGraph, folder, stem: str = "graph") -> None:
+def save_graph(graph: LoweredGraph, folder, stem: str = "graph") -> None:
     """Write ``graph`` to FOLDER/STEM.safetensors (its tensors) and FOLDER/STEM.json (the rest).
 
     The folder is created if needed; existing files of that stem are replaced.
@@ -236,7 +236,7 @@ def _node(entry, i: int, dec: _Decoder, kinds, earlier: set) -> Node:
     if not isinstance(name, str) or name in earlier:
         raise dec.fail(f"node #{i}: name {name!r} is not a string or repeats an earlier node's")
     if kind not in kinds:
-        raise dec.fail(f"node {name!r} has unknown kind {kind!r} (not registered in ringlet.nn.ops)")
+        raise dec.fail(f"node {name!r} has unknown kind {kind!r} (not registered in ringlet.compiler.ops)")
     if not isinstance(inputs, list):
         raise dec.fail(f"node {name!r}: inputs must be a list of node names, got {inputs!r}")
     for src in inputs:
@@ -249,12 +249,12 @@ def _node(entry, i: int, dec: _Decoder, kinds, earlier: set) -> Node:
     return Node(name, kind, list(inputs), entry["label"], out_shape, params)
 
 
-def load_graph(folder, stem: str = "graph") -> SecureGraph:
+def load_graph(folder, stem: str = "graph") -> LoweredGraph:
     """Read the graph that :func:`save_graph` wrote to FOLDER/STEM.json and FOLDER/STEM.safetensors.
 
     Raises :class:`StorageError`, naming the file and the entry, for anything that does not check.
     """
-    from ringlet.nn.ops import registry
+    from ringlet.compiler.ops import registry
     folder = Path(folder)
     json_path, weights_path = folder / f"{stem}.json", folder / f"{stem}.safetensors"
     doc = _read_json(json_path)
@@ -284,11 +284,11 @@ def load_graph(folder, stem: str = "graph") -> SecureGraph:
     unused = sorted(set(tensors) - dec.used)
     if unused:
         raise StorageError(f"{weights_path}: tensors {unused} are referenced by no node of {json_path}")
-    return SecureGraph(nodes, input_shape, postprocess)
+    return LoweredGraph(nodes, input_shape, postprocess)
 
 
 # -- fingerprint -----------------------------------------------------------------------------------
-def fingerprint(graph: SecureGraph) -> dict:
+def fingerprint(graph: LoweredGraph) -> dict:
     """Hash a graph's structure and its weights apart.
 
     ``{"graph": HEX, "weights": HEX}``: ``graph`` is the sha256 of the canonical JSON (sorted keys,

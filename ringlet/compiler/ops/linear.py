@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ringlet.nn.ops.base import Op, Registry
-from ringlet.nn.ops.base import pair as _pair
+from ringlet.compiler.ops.base import Op, Registry
+from ringlet.compiler.ops.base import pair as _pair
 from ringlet.protocols.arith import beaver, linear
 from ringlet.ring import FixedPoint
 from ringlet.sharing import ArithmeticShare
@@ -112,7 +112,7 @@ def resolve_backends(model, batch: int, cache=True) -> dict[str, str]:
     """The exact backend of every node that runs a public-weight linear layer (conv, linear,
     spatialmap) for ``batch`` samples: the forced ``model.options.backend``, or with ``auto`` the
     measured fastest (:func:`ringlet.protocols.tuning.linear.choose_backend`, cached on disk)."""
-    from ringlet.nn.ops import registry
+    from ringlet.compiler.ops import registry
     from ringlet.protocols.tuning.linear import BackendCache, choose_backend
     forced, ops = model.options.backend, registry()
     shapes = {n.name: tuple(n.out_shape) for n in model.graph.nodes}
@@ -144,7 +144,7 @@ def _same_padding(kernel, dilation) -> tuple[int, int, int, int]:
 def emit_conv(b, fx, x, weight, bias, stride, padding, dilation, groups, padding_mode="zeros",
               label=None) -> None:
     """A conv node; explicit padding first when it is asymmetric or not zeros (a local gather)."""
-    from ringlet.nn.ops.shape import emit_gather
+    from ringlet.compiler.ops.shape import emit_gather
     kernel, dilation = tuple(weight.shape[2:]), _pair(dilation)
     if isinstance(padding, str):
         if padding == "valid":
@@ -186,7 +186,7 @@ def lower_conv_function(b, fx) -> None:
 def lower_conv_transpose(b, fx, mod: nn.ConvTranspose2d) -> None:
     """A transposed convolution = zero insertion and padding (a local gather), then a stride-1 conv
     with the flipped, transposed kernel (public weights: local, exact)."""
-    from ringlet.nn.ops.shape import emit_gather
+    from ringlet.compiler.ops.shape import emit_gather
     if mod.padding_mode != "zeros":
         raise b.fail(fx, f"ConvTranspose2d padding mode {mod.padding_mode!r}")
     (sh, sw), (ph, pw), (dh, dw) = _pair(mod.stride), _pair(mod.padding), _pair(mod.dilation)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ringlet.nn.ops.base import Op, Registry
+from ringlet.compiler.ops.base import Op, Registry
 from ringlet.protocols import piecewise, shared_relu
 from ringlet.protocols.arith import poly
 from ringlet.protocols.relu import maximum, relu

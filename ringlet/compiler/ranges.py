@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ringlet.nn.graph import SecureGraph
-from ringlet.nn.interpret import FracPlan, Magnitudes, PlainInterpreter
+from ringlet.compiler.graph import LoweredGraph
+from ringlet.compiler.interpret import FracPlan, Magnitudes, PlainInterpreter
 
 RING_LIMIT_BITS = 62
 MIN_HEADROOM = 4  # bits kept free at the bound, for inputs the calibration did not see
@@ -47,7 +47,7 @@ def _bits(value: float, frac: int, limit: int = RING_LIMIT_BITS) -> float:
 class _Peaks(PlainInterpreter):
     """The plaintext run, recording every node's largest |value| (no value is kept longer)."""
 
-    def __init__(self, graph: SecureGraph):
+    def __init__(self, graph: LoweredGraph):
         super().__init__(graph)
         self.peaks: dict[str, float] = {}
 
@@ -58,7 +58,7 @@ class _Peaks(PlainInterpreter):
         return out
 
 
-def calibrate(graph: SecureGraph, x: torch.Tensor, batch: int = 32) -> dict:
+def calibrate(graph: LoweredGraph, x: torch.Tensor, batch: int = 32) -> dict:
     """Largest |value| of every node over the calibration inputs ``x`` (plaintext, float64)."""
     interp = _Peaks(graph)
     with torch.no_grad():
@@ -116,7 +116,7 @@ def choose_bound(calibration: dict | None, normalization=None, bound: float | No
     return InputRange(2.0 * calibration["input_max"], "calibration")
 
 
-def headroom(graph: SecureGraph, frac_bits: int, rng: InputRange, calibration: dict | None,
+def headroom(graph: LoweredGraph, frac_bits: int, rng: InputRange, calibration: dict | None,
              ring_bits: int = 64) -> dict:
     """Per-node headroom (bits below 2^(ℓ−2)) at the range's bound: predicted from the calibration
     and worst-case; with the smallest of each and whether the worst case proves no overflow."""
@@ -141,7 +141,7 @@ def headroom(graph: SecureGraph, frac_bits: int, rng: InputRange, calibration: d
             "per_node": rows}
 
 
-def check_headroom(report: dict, graph: SecureGraph) -> None:
+def check_headroom(report: dict, graph: LoweredGraph) -> None:
     """Refuse a model that leaves fewer than ``MIN_HEADROOM`` bits anywhere (predicted, or worst
     case when nothing predicts), naming the node."""
     key = "predicted" if report["min_predicted_bits"] is not None else "worst_case"

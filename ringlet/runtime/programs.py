@@ -28,8 +28,8 @@ import torch
 from tqdm import tqdm
 
 from ringlet.comm.base import CommStats
-from ringlet.nn.ranges import InputRange, InputRangeError, check_input
-from ringlet.nn.secure import CompiledModel
+from ringlet.compiler.model import CompiledModel
+from ringlet.compiler.ranges import InputRange, InputRangeError, check_input
 from ringlet.protocols.io import reveal, share_input
 from ringlet.session import Session
 
@@ -223,7 +223,7 @@ def client_program(sess: Session, images: torch.Tensor, batch: int,
         bar.close()
         if stream:
             stream.close()
-    from ringlet.nn.graph import apply_postprocess
+    from ringlet.compiler.graph import apply_postprocess
     post = reply["postprocess"]
     return {"logits": apply_postprocess(post, torch.cat(logits).reshape(n, *out_shape)),
             "postprocess": post}

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ringlet.nn.graph import SecureGraph
-from ringlet.nn.interpret import FracPlan, Interpreter, PlainInterpreter
-from ringlet.nn.ops import registry
-from ringlet.nn.ranges import InputRange
+from ringlet.compiler.graph import LoweredGraph
+from ringlet.compiler.interpret import FracPlan, Interpreter, PlainInterpreter
+from ringlet.compiler.ops import registry
+from ringlet.compiler.ranges import InputRange
 from ringlet.protocols.arith.truncation import default_method, truncate
 from ringlet.protocols.io import share_input
 from ringlet.protocols.relu import ReluSpec
@@ -61,7 +61,7 @@ class SecureOptions:
 class CompiledModel:
     """A secure graph bound to ReLU settings, protocol options and a fixed-point format."""
 
-    def __init__(self, graph: SecureGraph, relu_bits: dict[str, tuple[int, int]] | None = None,
+    def __init__(self, graph: LoweredGraph, relu_bits: dict[str, tuple[int, int]] | None = None,
                  options: SecureOptions = SecureOptions(), fixed: FixedPoint = FixedPoint(),
                  input_range: InputRange | None = None,
                  relu_protocols: dict[str, str | None] | None = None):
@@ -104,7 +104,7 @@ class CompiledModel:
 
     def fingerprint(self) -> dict:
         """Digests of everything the parties must agree on (the exact backend may differ)."""
-        from ringlet.nn.storage import fingerprint
+        from ringlet.compiler.storage import fingerprint
 
         def digest(obj) -> str:
             return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
@@ -204,7 +204,7 @@ class CompiledModel:
         """{node name: exact backend} of every public-weight conv/linear/spatialmap node for a
         batch of ``batch`` samples; ``auto`` is measured (once per layer shape and machine, cached
         on disk, see :mod:`ringlet.protocols.tuning.linear`) and kept here per batch size."""
-        from ringlet.nn.ops.linear import resolve_backends
+        from ringlet.compiler.ops.linear import resolve_backends
         with self._backend_lock:  # server threads of one process share the model: time once
             if batch not in self._linear_backends:
                 self._linear_backends[batch] = resolve_backends(self, batch)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ringlet.nn.ops.base import Registry
+from ringlet.compiler.ops.base import Registry
 
 _NORM = ("normalising by a secret standard deviation needs a secure inverse square root, which "
          "ringlet does not have yet; use BatchNorm (folded into the convolutions at no cost) or "

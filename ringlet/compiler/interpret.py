@@ -3,7 +3,7 @@
 :class:`Interpreter` walks the nodes in order and dispatches each to its kind's handler for the
 interpreter's ``mode`` (``plain``, ``simulate``, ``secure``; fractional bits and magnitude bounds walk the graph the
 same way); the handlers
-live with the kind in :mod:`ringlet.nn.ops`. A new operator adds handlers there, never a branch
+live with the kind in :mod:`ringlet.compiler.ops`. A new operator adds handlers there, never a branch
 here. Values no later node reads are dropped as the walk goes.
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from ringlet.nn.graph import SecureGraph
-from ringlet.nn.ops import registry
+from ringlet.compiler.graph import LoweredGraph
+from ringlet.compiler.ops import registry
 
 
 class Interpreter:
@@ -20,7 +20,7 @@ class Interpreter:
 
     mode = "plain"
 
-    def __init__(self, graph: SecureGraph):
+    def __init__(self, graph: LoweredGraph):
         self.graph = graph
         self.ops = registry()
         self.last_use = {}
@@ -62,7 +62,7 @@ class Interpreter:
 class PlainInterpreter(Interpreter):
     """The folded graph in plain PyTorch with exact activations (float64 by default)."""
 
-    def __init__(self, graph: SecureGraph, dtype=torch.float64):
+    def __init__(self, graph: LoweredGraph, dtype=torch.float64):
         super().__init__(graph)
         self.dtype = dtype
         self._params: dict[str, dict] = {}
@@ -82,7 +82,7 @@ class PlainInterpreter(Interpreter):
 class FracPlan(Interpreter):
     """The fractional bits of every node's output, by the rules the secure run follows."""
 
-    def __init__(self, graph: SecureGraph, f: int):
+    def __init__(self, graph: LoweredGraph, f: int):
         super().__init__(graph)
         self.f = f
 

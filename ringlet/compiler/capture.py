@@ -4,7 +4,7 @@ Steps: trace the model symbolically; check that every node is something ringlet 
 any shape is propagated, so an unsupported layer is named with a way out rather than failing deep
 inside torch); run it once on an example batch of two to learn every shape and every public value;
 lower each node by the lowering registered for its module type, function or tensor method
-(:mod:`ringlet.nn.ops`). Values that do not depend on the input (parameters and buffers used in
+(:mod:`ringlet.compiler.ops`). Values that do not depend on the input (parameters and buffers used in
 ``forward``, arithmetic on them) are folded into public constants; ``x.shape`` / ``x.size()`` and
 arithmetic on them are public shape values. A softmax or log-softmax at the very end is stripped and
 applied by the client to its logits. Every error is a :class:`CompileError` naming the node, its op
@@ -20,8 +20,8 @@ import torch.fx
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from ringlet.nn.graph import Node, SecureGraph
-from ringlet.nn.ops import registry
+from ringlet.compiler.graph import LoweredGraph, Node
+from ringlet.compiler.ops import registry
 
 
 class CompileError(ValueError):
@@ -331,14 +331,14 @@ def _runs_on(model: nn.Module, x: torch.Tensor) -> None:
             model(x)
     except Exception as exc:  # noqa: BLE001 - the user's code raised on the example input
         frames = [f for f in traceback.extract_tb(exc.__traceback__)
-                  if "/torch/" not in f.filename and "/ringlet/nn/" not in f.filename]
+                  if "/torch/" not in f.filename and "/ringlet/compiler/" not in f.filename]
         at = f"; at {frames[-1].filename}:{frames[-1].lineno}: {frames[-1].line}" if frames else ""
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise CompileError(f"the model does not run on an input of shape {tuple(x.shape[1:])} per "
                            f"sample ({type(exc).__name__}: {first}){at}") from None
 
 
-def compile_model(model: nn.Module, example, **options) -> SecureGraph:
+def compile_model(model: nn.Module, example, **options) -> LoweredGraph:
     """Trace ``model`` (in eval mode) into a secure graph.
 
     ``example`` is an input batch (N×…) or the per-sample input shape (C×H×W). ``options`` reach
@@ -360,7 +360,7 @@ def compile_model(model: nn.Module, example, **options) -> SecureGraph:
             b.lower(fx)
     finally:
         model.train(was_training)
-    return SecureGraph(_prune(b.nodes), tuple(x.shape[1:]), b.postprocess)
+    return LoweredGraph(_prune(b.nodes), tuple(x.shape[1:]), b.postprocess)
 
 
-__all__ = ["CompileError", "Node", "SecureGraph", "compile_model", "trace"]
+__all__ = ["CompileError", "Node", "LoweredGraph", "compile_model", "trace"]

@@ -14,8 +14,8 @@ import operator
 
 import torch
 
-from ringlet.nn.ops.base import Op, Registry
-from ringlet.nn.ops.shape import lift
+from ringlet.compiler.ops.base import Op, Registry
+from ringlet.compiler.ops.shape import lift
 from ringlet.protocols.arith import beaver
 from ringlet.sharing import ArithmeticShare
 

@@ -1,1 +1,0 @@
-"""Private inference of torch models: torch.fx compiler, per-ReLU configuration, secure execution."""

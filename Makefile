@@ -12,9 +12,11 @@ demo: setup data
 test: setup data lint
 	$(BIN)/python -m pytest -q -x --durations=15
 
-# style and errors (ruff); the layering contracts and the type checker join it below
+# style and errors (ruff), the layering of ARCHITECTURE.md (import-linter's contracts in
+# pyproject.toml), and the type checker
 lint: setup
 	$(BIN)/ruff check ringlet tests scripts
+	$(BIN)/lint-imports --no-cache
 
 setup: $(STAMP)
 

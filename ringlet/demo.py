@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import torch
 
+from ringlet.jobs.infer import run_inference
 from ringlet.prng import AesCtrStream
 from ringlet.protocols.arith import beaver, linear
 from ringlet.protocols.arith.truncation import truncate
 from ringlet.protocols.io import reveal, share_input
 from ringlet.runtime.launch import run_local
+from ringlet.train.checkpoint import find_checkpoint
 
 _SHAPE = (4, 3, 16, 16)
 
@@ -73,8 +75,6 @@ def core_demo(parties: int = 2, transport: str = "local", log=print) -> dict:
 
 def inference_demo(samples: int = 256, batch: int = 64, parties: int = 2, transport: str = "local",
                    model: str | None = None, log=print) -> dict:
-    from ringlet.jobs.infer import run_inference
-    from ringlet.train.checkpoint import find_checkpoint
     if model is None:
         model = next((m for m in ("resnet20-fmnist", "fmnist-net-fmnist") if find_checkpoint(m)), None)
         if model is None:

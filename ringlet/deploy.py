@@ -59,6 +59,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ringlet.comm.transport import TlsFiles
+
 VERSION = 1
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SECTIONS = {
@@ -133,7 +135,6 @@ class Deployment:
         every client whose certificate lies in the folder (``ringlet certs --clients NAME``)."""
         if not self.tls:
             return None
-        from ringlet.comm.transport import TlsFiles
         certs = {}
         if self.ca is not None and self.ca.parent.is_dir():
             for pem in sorted(self.ca.parent.glob("client*.pem")):

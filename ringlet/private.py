@@ -31,8 +31,16 @@ from ringlet.compiler.config import ReluConfig, as_config
 from ringlet.compiler.graph import LoweredGraph
 from ringlet.compiler.interpret import PlainInterpreter
 from ringlet.compiler.model import CompiledModel, SecureOptions
+from ringlet.compiler.storage import load_graph, save_graph
+from ringlet.data import Dataset
 from ringlet.data.sources import model_normalization
 from ringlet.ring import FixedPoint
+from ringlet.runtime.inference import private_inference
+from ringlet.search import eco_ring
+from ringlet.search.api import search_bits
+from ringlet.search.finetune import finetune_module
+from ringlet.search.simulator import Simulator
+from ringlet.train.checkpoint import file_inside, load_state_into, read_safetensors
 
 FORMAT = "ringlet-model"
 VERSION = 1
@@ -128,7 +136,6 @@ class PrivateModel:
 
     def evaluate(self, x, y, relu_config=None, parties: int = 2, batch: int = 500) -> float:
         """Accuracy on (x, y): plaintext without a config, else the share-level simulator's."""
-        from ringlet.search.simulator import Simulator
         x, y = _labelled(x, y, "evaluate")
         if relu_config is None:  # the module (float32) when there is one, batch by batch
             correct = sum(int((self._plain_forward(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
@@ -146,7 +153,6 @@ class PrivateModel:
         measure the result in the report. Other keywords: groups, naive, margin, min_accuracy,
         widths, time_limit, m_scan (see :func:`ringlet.search.api.search_bits`).
         """
-        from ringlet.search.api import search_bits
         vx, vy = _labelled(x_val, y_val, "search validation data")
         tx, ty = _labelled(x_test, y_test, "search test data") if x_test is not None else (None, None)
         report = {k: self.meta[k] for k in ("model", "dataset") if k in self.meta}
@@ -161,8 +167,6 @@ class PrivateModel:
                   ring_frac: str = "keep", **kwargs) -> ReluConfig:
         """Eco's ReLU bits in the eco ring (see :mod:`ringlet.search.eco_ring`): the config names
         its ``ring_bits`` and ``frac_bits``; the report compares it with the model's own ring."""
-        from ringlet.search import eco_ring
-        from ringlet.search.api import search_bits
         margin = eco_ring.DEFAULT_MARGIN_BITS if ring_margin is None else ring_margin
         fixed, ring_report = eco_ring.choose_ring(self, vx, vy, margin, ring_frac)
         cfg, report = search_bits(self.graph, vx, vy, tx, ty, mode="eco", parties=parties,
@@ -188,8 +192,6 @@ class PrivateModel:
 
         ``train_data``: (inputs, labels) tensors or a :class:`ringlet.data.Dataset`.
         """
-        from ringlet.data import Dataset
-        from ringlet.search.finetune import finetune_module
         if self.module is None:
             raise ValueError("finetuning needs the model's module: compile it with ringlet.compile, or "
                              "load the folder with ringlet.load(DIR, module=YourModel())")
@@ -224,7 +226,6 @@ class PrivateModel:
         ``options``: protocol choices (adder, select, truncation, private_weights, poly_method,
         poly_frac, poly_out_truncation, backend, relu_protocol, auto_link). The report is the JSON of ``ringlet infer``.
         """
-        from ringlet.runtime.inference import private_inference
         x = torch.as_tensor(x).float()
         self.check_input(x)
         if link is not None and options.get("auto_link") is None:
@@ -271,7 +272,6 @@ class PrivateModel:
         """Write FOLDER/ringlet-model.json, graph.{json,safetensors} and module.safetensors."""
         from safetensors.torch import save_file
 
-        from ringlet.compiler.storage import save_graph
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         save_graph(self.graph, folder)
@@ -293,7 +293,6 @@ def is_saved_model(path) -> bool:
 
 def load(folder, module: nn.Module | None = None) -> PrivateModel:
     """A saved PrivateModel; ``module`` (the same architecture) gets the saved module weights."""
-    from ringlet.compiler.storage import load_graph
     folder = Path(folder)
     path = folder / MODEL_FILE
     if not path.is_file():
@@ -310,7 +309,6 @@ def load(folder, module: nn.Module | None = None) -> PrivateModel:
     if module is not None:
         if not record.get("module"):
             raise ValueError(f"{folder}: saved without module weights; compile the module again")
-        from ringlet.train.checkpoint import file_inside, load_state_into, read_safetensors
         weights = file_inside(folder, record["module"].get("weights"), str(path))
         load_state_into(module, read_safetensors(weights, str(folder)), str(folder),
                         type(module).__name__)

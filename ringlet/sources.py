@@ -27,8 +27,21 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ringlet.compiler.calibrate import calibrate_batchnorm
+from ringlet.compiler.config import as_config
 from ringlet.data import DatasetMissingError, load_dataset
 from ringlet.data.sources import load_arrays, model_normalization, parse_normalize
+from ringlet.models import MODEL_NAMES, build_model
+from ringlet.private import PrivateModel, compile, is_saved_model, load
+from ringlet.train.checkpoint import (
+    find_checkpoint,
+    is_checkpoint,
+    load_checkpoint,
+    load_state,
+    load_state_into,
+    read_meta,
+    read_safetensors,
+)
 
 CALIBRATION_SAMPLES = 256
 
@@ -61,7 +74,6 @@ def _factory(spec: str):
 
 def _load_weights(module: nn.Module, weights: str, spec: str) -> dict:
     """Load a safetensors state dict into ``module`` (strict); returns the JSON beside it, if any."""
-    from ringlet.train.checkpoint import is_checkpoint, load_state, load_state_into, read_safetensors
     path = Path(weights)
     if path.suffix not in (".safetensors", ""):
         raise ValueError(f"--weights {weights}: expected a .safetensors file (no pickle is read)")
@@ -79,9 +91,6 @@ def _load_weights(module: nn.Module, weights: str, spec: str) -> dict:
 def resolve_model(spec: str, *, weights: str | None = None, input_shape=None, num_classes: int = 10,
                   seed: int = 0) -> ModelSource:
     """The module of a ``--model`` spec (see the module docstring); nothing is compiled yet."""
-    from ringlet.models import MODEL_NAMES, build_model
-    from ringlet.private import is_saved_model, load
-    from ringlet.train.checkpoint import find_checkpoint, load_checkpoint, read_meta
     if is_saved_model(spec):
         if weights:
             raise ValueError("--weights applies to --model package.module:factory only")
@@ -204,8 +213,6 @@ def compile_source(src: ModelSource, inputs: Inputs, *, calibration: torch.Tenso
     ``ring_bits`` (default 64, or the saved model's) may differ from a saved model's: the ring is
     chosen at run time, and a ring too small for the model's headroom is refused.
     """
-    from ringlet.compiler.calibrate import calibrate_batchnorm
-    from ringlet.private import compile
     if src.saved is not None:
         pm = src.saved
         asked = {"--frac-bits": (frac_bits, pm.fixed.frac_bits), "--smooth": (smooth, pm.meta.get("smooth")),
@@ -215,7 +222,6 @@ def compile_source(src: ModelSource, inputs: Inputs, *, calibration: torch.Tenso
                 raise ValueError(f"{src.spec} was compiled with {flag} {have}; {flag} {want} needs "
                                  f"compiling the module again")
         if ring_bits is not None and ring_bits != pm.fixed.ring_bits:
-            from ringlet.private import PrivateModel
             pm = PrivateModel(pm.graph, frac_bits=pm.fixed.frac_bits, ring_bits=ring_bits,
                               input_range=pm.input_range, calibration=pm.calibration, meta=pm.meta,
                               module=pm.module)
@@ -257,8 +263,6 @@ def prepare(model: str, *, weights: str | None = None, dataset: str | None = Non
     ``local``: nothing is sent to servers (eval, search, finetune), so without public calibration
     data the command's own inputs size the fixed point; a private inference never does that.
     """
-    from ringlet.models import MODEL_NAMES
-    from ringlet.train.checkpoint import find_checkpoint
     zoo = model in MODEL_NAMES and find_checkpoint(model) is None
     src = None if zoo else resolve_model(model, weights=weights)
     inputs = load_inputs(src.meta if src else {}, dataset=dataset, split=split, samples=samples,
@@ -288,7 +292,6 @@ def server_model(model: str, *, weights: str | None = None, input_shape=None, re
     """A server's CompiledModel from a model spec: a server holds no data, so only public
     calibration (the model's dataset's training split) sizes it. ``options`` go to
     :meth:`PrivateModel.compiled` (adder, select, truncation, backend, relu_protocol, …)."""
-    from ringlet.compiler.config import as_config
     shape = tuple(int(v) for v in input_shape) if input_shape else None
     src = resolve_model(model, weights=weights, input_shape=shape)
     if src.saved is None:

@@ -17,6 +17,9 @@ from ringlet.prng import AesCtrStream, new_seed
 from ringlet.protocols.arith import beaver, linear
 from ringlet.protocols.arith.truncation import truncate
 from ringlet.protocols.io import share_input
+from ringlet.protocols.kernels.backends import limb_plan
+from ringlet.protocols.tuning.linear import CHOICES, choose_backend
+from ringlet.runtime.launch import run_local
 
 # (in channels, out channels, output size, stride) of the 3×3 convolutions of CIFAR ResNet-18
 RESNET18_CONVS = [(3, 64, 32, 1), (64, 64, 32, 1), (64, 128, 16, 2), (128, 128, 16, 1),
@@ -55,8 +58,6 @@ def resnet18_layers(batch: int) -> list[dict]:
 
 def _layer_timing(layer: dict, backends, rings, repeats: int, stream) -> dict:
     """float32 plaintext vs each exact backend (and the auto choice) on one 64-bit share."""
-    from ringlet.protocols.kernels.backends import limb_plan
-    from ringlet.protocols.tuning.linear import choose_backend
     shape, cout = layer["shape"], layer["out_channels"]
     x = torch.randn(*shape)  # not secret: timing data
     share = stream.int64(tuple(shape))
@@ -109,7 +110,6 @@ def conv_ratios(batch: int = 8, repeats: int = 3, backends=None, rings=RINGS) ->
     conv_ratio_auto, and the same with a _ring32 suffix; ``layers``: per layer its times (ms, per
     backend), limb count and chosen backend; plus the old per-layer secure_ms/ratio (int64, ℓ = 64).
     """
-    from ringlet.protocols.tuning.linear import CHOICES
     backends = tuple(backends or CHOICES)
     stream = AesCtrStream(new_seed())
     rows = [_layer_timing(layer, backends, rings, repeats, stream) for layer in resnet18_layers(batch)]
@@ -164,7 +164,6 @@ OPS = {
 
 def op_costs(parties: int = 2, transport: str = "local") -> dict:
     """Online time, bytes sent per party and rounds of each op (material pre-generated)."""
-    from ringlet.runtime.launch import run_local
     out = {}
     for op, shapes in OPS.items():
         # the input sharing happens inside the program; only the op's own tags are counted below

@@ -26,26 +26,28 @@ import time
 
 import torch
 
+from ringlet.bench.load import run_client, score
 from ringlet.comm.base import CommError
+from ringlet.comm.channel import Channel
+from ringlet.comm.mesh import dial
+from ringlet.ring import Ring
+from ringlet.serve import wire
 
 PARTY_NAMES = ("server-0", "server-1", "dealer")
 KILLS = (("server-1", 0.15), ("dealer", 0.45), ("server-0", 0.70))
 
 
 def _link(d, server: int, name: str):
-    from ringlet.comm.mesh import dial
     ctx = d.tls_files().contexts(name)[1] if d.tls else None
     hello = {"rank": -1, "name": name, "deployment": d.name}
     return dial(d.server(server).address, ctx, f"server-{server}", hello, time.monotonic() + 5)
 
 
 def _share(d, rows: int, shape) -> bytes:
-    from ringlet.ring import Ring
     return Ring(64).wire(torch.zeros(rows, *shape, dtype=torch.int64)).numpy().tobytes()
 
 
 def _query(ch, qid: str, rows: int, payload: bytes) -> None:
-    from ringlet.serve import wire
     wire.send(ch, {"op": "query", "id": qid, "rows": rows}, payload)
 
 
@@ -75,7 +77,6 @@ def oversized(d, name, shape, k):
 
 def _raw_link(d, name, k):
     """A TLS link with no hello yet (the hello is the attack)."""
-    from ringlet.comm.channel import Channel
     ctx = d.tls_files().contexts(name)[1] if d.tls else None
     sock = socket.create_connection(d.server(k % 2).address, timeout=5)
     return Channel.open(sock, "server", ctx, False, 5)
@@ -97,7 +98,6 @@ def typed_fields(d, name, shape, k):
     """``rows: true`` and ``rows: 1.0`` with a payload of the right size."""
     ch = _link(d, k % 2, name)
     payload = _share(d, 1, shape)
-    from ringlet.serve import wire
     wire.send(ch, {"op": "query", "id": f"h{k}", "rows": True}, payload)
     wire.send(ch, {"op": "query", "id": f"h{k}f", "rows": 1.0}, payload)
     return [ch]
@@ -105,7 +105,6 @@ def typed_fields(d, name, shape, k):
 
 def claims_dealer(d, name, shape, k):
     """A client certificate that says it is the dealer."""
-    from ringlet.comm.mesh import dial
     ctx = d.tls_files().contexts(name)[1] if d.tls else None
     hello = {"rank": len(d.servers), "name": "dealer", "deployment": d.name}
     return [dial(d.server(k % 2).address, ctx, f"server-{k % 2}", hello, time.monotonic() + 5)]
@@ -141,7 +140,6 @@ def _phase(d, per_client, window: int, seconds: float, during=None) -> tuple[lis
     records = [[] for _ in per_client]
     t0 = time.perf_counter()
     until = t0 + seconds
-    from ringlet.bench.serve import run_client
     threads = [threading.Thread(target=run_client, name=f"bench-honest-{c}",
                                 args=(d, xs, window, d.query_timeout + 5.0, records[c], lambda: None),
                                 kwargs={"until": until, "backoff": 0.1})
@@ -156,7 +154,6 @@ def _phase(d, per_client, window: int, seconds: float, during=None) -> tuple[lis
 
 
 def summarize(records: list, reference: torch.Tensor, rows: int, seconds: float) -> dict:
-    from ringlet.bench.serve import score
     out = score(records, reference, rows)
     out["throughput"] = out["answered"] * rows / seconds if seconds > 0 else None
     errs = [r for r in records if r["result"] is None and r["error"] is not None]

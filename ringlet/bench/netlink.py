@@ -18,6 +18,8 @@ import time
 from contextlib import contextmanager
 
 from ringlet.comm.shaper import LinkProfile, profile
+from ringlet.comm.transport import TransportSpec, free_port, open_communicator
+from ringlet.runtime.launch import run_local
 
 
 def can_use_namespaces() -> bool:
@@ -81,7 +83,6 @@ class _Pair:
 
 def _transfer_main(rank: int, master: str, megabytes: float, rounds: int) -> None:
     """Entry point of one process of the real-link transfer (``python -m ringlet.bench.netlink``)."""
-    from ringlet.comm.transport import TransportSpec, open_communicator
     host, port = master.rsplit(":", 1)
     # two network namespaces made by this bench, on this host: gloo off loopback is meant here
     spec = TransportSpec("tcp", master=(host, int(port)), insecure_plain_tcp=True)
@@ -92,13 +93,11 @@ def _transfer_main(rank: int, master: str, megabytes: float, rounds: int) -> Non
 
 
 def measure_shaper(link: LinkProfile, megabytes: float = 8.0, rounds: int = 20) -> float:
-    from ringlet.runtime.launch import run_local
     res = run_local(lambda sess: _exchange(sess.comm, 1 - sess.rank, megabytes, rounds), 2, link=link)
     return max(res.results)
 
 
 def measure_real(link: LinkProfile, megabytes: float = 8.0, rounds: int = 20) -> float:
-    from ringlet.comm.transport import free_port
     with shaped_namespaces(link) as ns:
         master = f"{ns['ip_a']}:{free_port()}"
         cmd = [sys.executable, "-m", "ringlet.bench.netlink"]
@@ -139,7 +138,6 @@ def run_real_inference(model: str, link: LinkProfile, samples: int, batch: int,
     message wait: the client waits for a whole batch, which on a slow link takes minutes."""
     import json
 
-    from ringlet.comm.transport import free_port
     with shaped_namespaces(link) as ns:
         master = f"{ns['ip_a']}:{free_port()}"
         base = [sys.executable, "-m", "ringlet.cli.main", "party", "--world-size", "2",

@@ -10,6 +10,7 @@ from ringlet.prng import AesCtrStream
 from ringlet.protocols.arith import poly
 from ringlet.protocols.io import reveal, share_input
 from ringlet.ring import FixedPoint
+from ringlet.runtime.launch import run_local
 
 
 def _program(sess, values, coeffs, method, frac, out_truncation):
@@ -26,7 +27,6 @@ def _program(sess, values, coeffs, method, frac, out_truncation):
 def run_poly_bench(n: int, degree: int, method: str, r: float = 5.0, parties: int = 2,
                    frac: int | None = None, out_truncation: str = "dealer",
                    transport: str = "local") -> dict:
-    from ringlet.runtime.launch import run_local
     fit = fit_relu(degree, r)
     coeffs = fit["coeffs"]
     fixed = FixedPoint(16)

@@ -20,6 +20,7 @@ from ringlet.protocols.catalog import relu_protocols, sign_families
 from ringlet.protocols.io import reveal, share_input
 from ringlet.protocols.relu import ReluSpec, drelu, relu, relu_cost
 from ringlet.ring import FixedPoint
+from ringlet.runtime.launch import run_local
 from ringlet.sharing import ArithmeticShare
 
 # accounting tags → the paper's breakdown (Figure 3): the fused select replaces B2A + Mult
@@ -60,7 +61,6 @@ def run_relu_bench(values: np.ndarray, spec: ReluSpec, parties: int = 2, transpo
                    op: str = "relu", frac_bits: int = 16, threads: int = 0, shift: int = 0) -> dict:
     """One layer; ``shift`` > 0 makes the input carry that many more fractional bits (a conv's
     output) and the ReLU truncate them (fused into its select, or its one FSS round)."""
-    from ringlet.runtime.launch import run_local
     if shift and op != "relu":
         raise ValueError("--shift applies to --op relu (a DReLU has no truncation)")
     fixed = FixedPoint(frac_bits)

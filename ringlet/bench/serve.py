@@ -38,7 +38,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-LOGIT_TOLERANCE = 0.05
+from ringlet import deploy, sources
+from ringlet.bench.hostile import run_hostile
+from ringlet.bench.load import run_client, score
+from ringlet.comm.base import CommError
+from ringlet.comm.certs import make_dev_certs
+from ringlet.comm.transport import free_port
+from ringlet.runtime.inference import private_inference
+from ringlet.serve.client import Client
+from ringlet.serve.server import load_model
+
 READY_TIMEOUT = 600.0  # seconds for the servers to compile, link up and fill their pools
 ROLES = ("server-0", "server-1", "dealer")
 
@@ -53,8 +62,6 @@ def write_deployment(folder: Path, model: str, *, weights=None, input_shape=None
                      pool_depth: int = 2, tls: bool = True, clients=("client",),
                      in_flight: int = 64, links: int = 16) -> Path:
     """A deployment file on free loopback ports (server 0 also serves /metrics), with dev certs."""
-    from ringlet import deploy
-    from ringlet.comm.transport import free_port
     is_file = Path(model).exists() or Path(model + ".safetensors").exists()  # a path or a stem
     section = {"source": _absolute(model) if is_file else model, "weights": _absolute(weights),
                "input_shape": [int(v) for v in input_shape] if input_shape else None,
@@ -74,7 +81,6 @@ def write_deployment(folder: Path, model: str, *, weights=None, input_shape=None
            "limits": {"in_flight": in_flight, "links": links}}
     path = deploy.write(Path(folder) / "deploy.json", raw)
     if tls:
-        from ringlet.comm.certs import make_dev_certs
         make_dev_certs(Path(folder) / "certs", list(raw["parties"]))
     return path
 
@@ -82,7 +88,6 @@ def write_deployment(folder: Path, model: str, *, weights=None, input_shape=None
 def bench_inputs(compiled, model: str, n: int, *, weights=None, dataset=None, data_dir=None,
                  input_bound=None, seed: int = 0) -> torch.Tensor:
     """``n`` model inputs: the dataset's first test images, else clipped N(0, 1) inputs."""
-    from ringlet import sources
     shape = tuple(compiled.graph.input_shape)
     meta = sources.resolve_model(model, weights=weights, input_shape=shape).meta
     name = dataset or meta.get("dataset")
@@ -129,7 +134,6 @@ def wait_ready(d, procs: dict, folder: Path, timeout: float = READY_TIMEOUT, poo
     """Until every server serves with a full pool; a party that exits, or the timeout, is an error
     showing the tail of every log. ``d``: a deployment with a short connect timeout (each status
     call then returns soon enough to notice a party that exited)."""
-    from ringlet.serve.client import Client
     deadline, client = time.monotonic() + timeout, Client(d)
     while True:
         for name, proc in procs.items():
@@ -159,65 +163,8 @@ def stop_deployment(procs: dict, grace: float = 10.0) -> None:
             proc.wait()
 
 
-def run_client(d, xs: list, window: int, timeout: float, records: list, on_answer,
-               until: float | None = None, backoff: float = 0.0) -> None:
-    """One client: submit its queries (at most ``window`` in flight); one record per query. With
-    ``until`` (a time.perf_counter() value) it cycles through ``xs`` until then; after an error it
-    waits ``backoff`` seconds (a client's back-off, not a flood while a party restarts)."""
-    from concurrent.futures import FIRST_COMPLETED, wait
-
-    from ringlet.serve.client import Client
-    client = Client(d)
-    inflight = {}
-
-    def more() -> bool:
-        return nxt < len(xs) if until is None else time.perf_counter() < until
-
-    def failed(rec, exc) -> None:
-        rec.update(error=getattr(exc, "kind", None) or type(exc).__name__, message=str(exc))
-        time.sleep(backoff)
-    try:
-        nxt = 0
-        while more() or inflight:
-            while more() and len(inflight) < window:
-                index, x = xs[nxt % len(xs)]
-                nxt += 1
-                rec = dict(index=index, t0=time.perf_counter(), t1=None, result=None, error=None,
-                           message=None)
-                records.append(rec)
-                try:
-                    fut = client.submit(x)
-                except (RuntimeError, ValueError) as exc:  # QueryError (unavailable), input range
-                    failed(rec, exc)
-                    continue
-                fut.add_done_callback(lambda _, rec=rec: rec.update(t1=time.perf_counter()))
-                inflight[fut] = rec
-            if not inflight:
-                continue
-            first = min(r["t0"] for r in inflight.values()) + timeout
-            if until is not None and more():
-                first = min(first, until)
-            done, _ = wait(list(inflight), max(0.0, first - time.perf_counter()) + 0.001,
-                           FIRST_COMPLETED)
-            for fut in done:
-                rec = inflight.pop(fut)
-                exc = fut.exception()
-                if exc is None:
-                    rec["result"] = fut.result()
-                    on_answer()
-                else:
-                    failed(rec, exc)
-            now = time.perf_counter()
-            for fut in [f for f, r in inflight.items() if now >= r["t0"] + timeout]:
-                inflight.pop(fut)  # lost: neither a result nor an error in time
-    finally:
-        client.close()
-
-
 def sample_pools(d, t_start: float, stop: threading.Event, out: list, every: float = 0.5) -> None:
     """Every ``every`` s until ``stop``: {"t", "server-0": {shape: depth}, "server-1": …} to ``out``."""
-    from ringlet.comm.base import CommError
-    from ringlet.serve.client import Client
     client = Client(d)
     while True:
         try:
@@ -243,31 +190,6 @@ def mean_batch(d) -> float | None:
     found = dict(re.findall(r"^ringlet_batch_size_(sum|count)(?:\{[^}]*\})? (\S+)$", text, re.M))
     count = float(found.get("count", 0))
     return float(found["sum"]) / count if count else None
-
-
-def score(records: list, reference: torch.Tensor, rows: int) -> dict:
-    """answered / wrong / lost / errors / latencies of the query records."""
-    answered, wrong, lost, errors, latencies, worst = 0, 0, 0, {}, [], 0.0
-    for rec in records:
-        if rec["result"] is not None:
-            answered += 1
-            latencies.append((rec["t1"] - rec["t0"]) * 1000.0)
-            ref = reference[rec["index"] * rows:(rec["index"] + 1) * rows]
-            got = rec["result"].to(torch.float64).reshape(ref.shape)
-            err = float((got - ref).abs().max())
-            worst = max(worst, err)
-            if err > LOGIT_TOLERANCE or not torch.equal(got.argmax(-1), ref.argmax(-1)):
-                wrong += 1
-        elif rec["error"] is not None:
-            errors[rec["error"]] = errors.get(rec["error"], 0) + 1
-        else:
-            lost += 1
-    ends = [r["t1"] for r in records if r["result"] is not None]
-    wall = max(ends) - min(r["t0"] for r in records) if ends else 0.0
-    p50, p99 = np.percentile(latencies, [50, 99]).tolist() if latencies else (None, None)
-    return {"answered": answered, "wrong": wrong, "lost": lost, "errors": errors,
-            "throughput": answered * rows / wall if wall > 0 else None,
-            "p50_ms": p50, "p99_ms": p99, "max_abs_logit_error": worst if answered else None}
 
 
 def _check_args(clients, queries, rows, max_batch, sizes, pool_depth, window) -> None:
@@ -323,10 +245,6 @@ def run_serve_bench(model: str, *, clients: int, queries: int, weights=None, inp
                     hostile_seconds: float | None = None, command: str = "") -> dict:
     """The report of ``ringlet bench serve`` (see the module docstring); with ``hostile_seconds``
     also the ``hostile`` report of :mod:`ringlet.bench.hostile`."""
-    from ringlet import deploy
-    from ringlet.runtime.inference import private_inference
-    from ringlet.serve.client import Client
-    from ringlet.serve.server import load_model
     t_command = time.perf_counter()
     sizes = [s for s in (1, 8, 32) if s <= max_batch] if sizes is None else list(sizes)
     window = queries if window is None else window
@@ -361,7 +279,6 @@ def run_serve_bench(model: str, *, clients: int, queries: int, weights=None, inp
             batch = mean_batch(d)
             hostile = None
             if hostile_seconds:
-                from ringlet.bench.hostile import run_hostile
                 hostile = run_hostile(
                     d, quick, procs, lambda name: start_party(path, folder, name),
                     lambda ps, t: wait_ready(quick, ps, folder, t, pool=False), per_client, window,

@@ -13,12 +13,14 @@ from pathlib import Path
 
 import torch
 
+from ringlet.compiler.calibrate import calibrate_batchnorm
 from ringlet.compiler.capture import compile_model
 from ringlet.data import load_dataset
 from ringlet.grelu.convert import convert
 from ringlet.jobs.infer import run_inference
 from ringlet.jobs.train import train_zoo_model
-from ringlet.train.checkpoint import is_checkpoint, shipped_models_dir
+from ringlet.models import build_model
+from ringlet.train.checkpoint import is_checkpoint, load_checkpoint, save_checkpoint, shipped_models_dir
 
 # name → (first-layer spec, noise at inference), the paper's rows (Table 6, Fashion-MNIST)
 FMNIST_VARIANTS = {
@@ -107,7 +109,6 @@ def run_sharing(epochs: int = 5, samples: int = 64, minionn_samples: int = 2, lo
     rows = [("original", base, None)] + [(n, None, s) for n, s in chosen.items()]
     for name, stem, spec in rows:
         stem = stem or _ensure_variant(base, name, spec, epochs, log, lr)
-        from ringlet.train.checkpoint import load_checkpoint
         model, meta = load_checkpoint(shipped_models_dir() / stem)
         graph = compile_model(model, (1, 28, 28))
         layer = next(n for n in graph.nodes if n.label == "features.1")
@@ -123,7 +124,6 @@ def run_sharing(epochs: int = 5, samples: int = 64, minionn_samples: int = 2, lo
             log(f"fmnist {name:16s} acc {row['test_accuracy']:.4f} drelus/ch {row['relus_per_channel']:4d} "
                 f"{row['bytes_per_image'] / 1e6:.2f} MB {row['rounds']} rounds")
     out["minionn"] = _minionn_rows(minionn_samples, log)
-    from ringlet.train.checkpoint import load_checkpoint
     model, _ = load_checkpoint(shipped_models_dir() / base)
     x, _ = test.tensors(256)
     out["total_variation"][base] = total_variation(model, x)
@@ -138,9 +138,6 @@ def run_sharing(epochs: int = 5, samples: int = 64, minionn_samples: int = 2, lo
 def _minionn_rows(samples: int, log) -> list[dict]:
     import tempfile
 
-    from ringlet.compiler.calibrate import calibrate_batchnorm
-    from ringlet.models import build_model
-    from ringlet.train.checkpoint import save_checkpoint
     rows = []
     synth = load_dataset("synthetic-cifar", "test").tensors(samples)[0]
     with tempfile.TemporaryDirectory() as tmp:

@@ -24,11 +24,13 @@ import json
 import time
 from pathlib import Path
 
+from ringlet.bench.netlink import can_use_namespaces, run_real_inference
 from ringlet.bench.relu import breakdown
 from ringlet.comm.shaper import profile
 from ringlet.compiler.model import KeyMemoryError
 from ringlet.jobs.infer import run_inference
-from ringlet.train.checkpoint import find_checkpoint, shipped_models_dir
+from ringlet.protocols.catalog import relu_protocols
+from ringlet.train.checkpoint import find_checkpoint, read_meta, shipped_models_dir
 
 CONFIGS = ("exact-crypten", "exact", "eco", "8/64", "6/64", "exact-fss", "eco-fss", "8/64-fss")
 BASE_CONFIGS = ("exact-crypten", "exact", "eco", "8/64", "6/64", "eco-ring")
@@ -37,7 +39,6 @@ BASE_CONFIGS = ("exact-crypten", "exact", "eco", "8/64", "6/64", "eco-ring")
 def protocol_suffixes() -> dict[str, str]:
     """NAME-P: configuration NAME with every ReLU by protocol P (every registered ReLU protocol
     but the default, and auto)."""
-    from ringlet.protocols.catalog import relu_protocols
     names = relu_protocols().names()
     return {f"-{p}": p for p in (*names[1:], "auto")}
 
@@ -120,10 +121,7 @@ def run_one(stem: str, config: str, link_name: str, samples: int, batch: int, pa
     compute = report["seconds_online"] - report["seconds_communication"]
     real_s, real_error = None, None
     if real and parties == 2 and not link.rtt_s:
-        from ringlet.bench.netlink import can_use_namespaces, run_real_inference
-        from ringlet.train.checkpoint import find_checkpoint
         if can_use_namespaces():
-            from ringlet.train.checkpoint import read_meta
             path = find_checkpoint(model)
             try:
                 real_s = run_real_inference(str(path), link, samples, batch, _party_args(setup),

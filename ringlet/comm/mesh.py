@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import socket
 import ssl
 import struct
@@ -81,11 +82,6 @@ def decode_header(data: bytes, peer: str = "the peer") -> tuple[int, list[tuple[
     return step, spec
 
 
-def _numel(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def _itemsize(dtype: torch.dtype) -> int:
@@ -303,7 +299,7 @@ class MeshCommunicator(Communicator):
             n = ch.recv_length(deadline, what, limit=0xFFFFFFFF)
             (hlen,) = struct.unpack("<H", bytes(ch.read(2, deadline, what)))
             step_hash, spec = decode_header(bytes(ch.read(hlen, deadline, what)), ch.peer)
-            size = sum(_numel(shape) * _itemsize(dt) for _, dt, shape in spec)
+            size = sum(math.prod(shape) * _itemsize(dt) for _, dt, shape in spec)
             if n != 2 + hlen + size:  # checked before anything of that size is allocated
                 raise ProtocolMismatchError(f"{ch.peer} announced {n} bytes for items of {size}")
             buf = torch.empty(size, dtype=torch.uint8)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import math
 import os
 import socket
 import time
@@ -185,7 +186,7 @@ class TcpCommunicator(Communicator):
                 ndim = int(header[base + 2])
                 spec.append((TAGS[int(header[base])], _DTYPES[int(header[base + 1])],
                              tuple(int(d) for d in header[base + 3:base + 3 + ndim])))
-        sizes = [_numel(s) * torch.empty(0, dtype=d).element_size() for _, d, s in spec]
+        sizes = [math.prod(s) * torch.empty(0, dtype=d).element_size() for _, d, s in spec]
         total = sum(sizes)
         buf = torch.empty(total, dtype=torch.uint8)
         if len(spec) > 1 and total >= _ONE_BUFFER_BYTES:  # the sender sent item by item
@@ -215,8 +216,3 @@ class TcpCommunicator(Communicator):
             self.store = None
 
 
-def _numel(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ringlet.comm.base import Communicator, PeerTimeoutError
+from ringlet.comm.certs import client_context, server_context
 from ringlet.comm.mesh import Listener, MeshCommunicator, dial
+from ringlet.comm.tcp import TcpCommunicator
 
 TRANSPORTS = ("local", "tcp", "socket", "tls")
 
@@ -44,7 +46,6 @@ class TlsFiles:
 
     def contexts(self, name: str):
         """(server context, client context) of party ``name``."""
-        from ringlet.comm.certs import client_context, server_context
         if name not in self.certs:
             raise ValueError(f"no certificate for party {name!r} (have: {', '.join(sorted(self.certs))})")
         cert, key = self.certs[name]
@@ -119,7 +120,6 @@ def open_communicator(spec: TransportSpec, rank: int, world, timeout: float = 60
     """This party's communicator; every link is up (or the error names who is missing)."""
     names = world.names()
     if spec.kind == "tcp":
-        from ringlet.comm.tcp import TcpCommunicator
         host, port = spec.master
         return TcpCommunicator(rank, world.size, host, int(port), timeout, names,
                                connect_timeout=connect_timeout)

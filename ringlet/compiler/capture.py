@@ -22,6 +22,8 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from ringlet.compiler.graph import LoweredGraph, Node
 from ringlet.compiler.ops import registry
+from ringlet.grelu.layers import GroupReLU
+from ringlet.poly.layers import PolyAct
 
 
 class CompileError(ValueError):
@@ -30,8 +32,6 @@ class CompileError(ValueError):
 
 def _leaf_types() -> tuple:
     """Activation layers compiled as a whole (not traced into)."""
-    from ringlet.grelu.layers import GroupReLU
-    from ringlet.poly.layers import PolyAct
     return (GroupReLU, PolyAct)
 
 

@@ -32,6 +32,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ringlet.protocols.catalog import relu_protocols
+
 VERSION = 2  # the version this ringlet writes
 READ_VERSIONS = (1, 2)  # the versions it reads
 Setting = str | dict
@@ -47,7 +49,6 @@ class ConfigError(ValueError):
 def check_protocol(protocol, where: str) -> str:
     """``protocol`` if it names a registered ReLU protocol, else a ConfigError naming ``where``."""
     # the registry imports torch; reading a config file does not need it until here
-    from ringlet.protocols.catalog import relu_protocols
     names = relu_protocols().names()
     if not isinstance(protocol, str) or protocol not in names:
         raise ConfigError(f"{where}: unknown protocol {protocol!r}; use one of {', '.join(names)}")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ringlet.compiler.ops import registry
+
 
 @dataclass
 class Node:
@@ -22,11 +24,6 @@ class Node:
     params: dict = field(default_factory=dict)
 
 
-def _numel(shape) -> int:
-    size = 1
-    for d in shape:
-        size *= int(d)
-    return size
 
 
 @dataclass
@@ -36,7 +33,6 @@ class LoweredGraph:
     postprocess: dict | None = None  # applied by the client to the logits (a stripped softmax)
 
     def _ops(self):
-        from ringlet.compiler.ops import registry
         return registry()
 
     @property

@@ -18,13 +18,21 @@ from dataclasses import dataclass
 
 import torch
 
+from ringlet.comm.mirror import MirrorComm, NotSymmetric
+from ringlet.comm.shaper import parse_profile
 from ringlet.compiler.graph import LoweredGraph
 from ringlet.compiler.interpret import FracPlan, Interpreter, PlainInterpreter
 from ringlet.compiler.ops import registry
 from ringlet.compiler.ranges import InputRange
+from ringlet.compiler.storage import fingerprint
 from ringlet.protocols.arith.truncation import default_method, truncate
+from ringlet.protocols.base import input_bits
+from ringlet.protocols.catalog import relu_protocols, sign_families
 from ringlet.protocols.io import share_input
 from ringlet.protocols.relu import ReluSpec
+from ringlet.protocols.tuning import linear as linear_tuning
+from ringlet.protocols.tuning.linear import CHOICES
+from ringlet.protocols.tuning.relu import choose
 from ringlet.ring import FixedPoint
 from ringlet.session import Session
 from ringlet.sharing import ArithmeticShare
@@ -46,9 +54,6 @@ class SecureOptions:
     auto_link: str = "lan"         # the link auto's cost model assumes (a link profile name)
 
     def __post_init__(self):
-        from ringlet.comm.shaper import parse_profile
-        from ringlet.protocols.catalog import relu_protocols
-        from ringlet.protocols.tuning.linear import CHOICES
         if self.backend not in CHOICES:
             raise ValueError(f"backend {self.backend!r}: the exact linear backend must be one of "
                              f"{', '.join(CHOICES)}")
@@ -104,7 +109,6 @@ class CompiledModel:
 
     def fingerprint(self) -> dict:
         """Digests of everything the parties must agree on (the exact backend may differ)."""
-        from ringlet.compiler.storage import fingerprint
 
         def digest(obj) -> str:
             return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
@@ -127,8 +131,6 @@ class CompiledModel:
     def key_bytes(self, batch: int, protocols: dict[str, str]) -> int:
         """Bytes of keyed dealer material (what each protocol and sign family declares as its
         ``key_bytes``; fss's DCF keys) that server 1 receives for one batch."""
-        from ringlet.protocols.base import input_bits
-        from ringlet.protocols.catalog import relu_protocols, sign_families
         total = 0.0
         ell, f = self.fixed.ring_bits, self.fixed.frac_bits
         for node in self.graph.nodes:
@@ -167,7 +169,6 @@ class CompiledModel:
         """{activation: gmw or fss} for a run of ``parties`` servers on batches of ``batch``:
         ``auto`` decided by :mod:`ringlet.protocols.tuning.relu` (measured once per machine, and
         printed); a two-server protocol with more servers is an error naming the layer."""
-        from ringlet.protocols.catalog import relu_protocols
         key = (batch, parties)
         with self._backend_lock:
             if key in self._resolved_protocols:
@@ -175,7 +176,6 @@ class CompiledModel:
             out = dict(self.relu_protocols)
             auto = [n for n, p in out.items() if p == "auto"]
             if auto:
-                from ringlet.protocols.tuning.relu import choose
                 out.update(choose(self, auto, batch, parties))
             for label, name in out.items():
                 if relu_protocols()[name].two_servers_only and parties != 2:
@@ -204,7 +204,6 @@ class CompiledModel:
         """{node name: exact backend} of every public-weight conv/linear/spatialmap node for a
         batch of ``batch`` samples; ``auto`` is measured (once per layer shape and machine, cached
         on disk, see :mod:`ringlet.protocols.tuning.linear`) and kept here per batch size."""
-        from ringlet.compiler.ops.linear import resolve_backends
         with self._backend_lock:  # server threads of one process share the model: time once
             if batch not in self._linear_backends:
                 self._linear_backends[batch] = resolve_backends(self, batch)
@@ -224,7 +223,6 @@ class CompiledModel:
         the convolutions. Otherwise (or if a round is not symmetric) the plan is recorded on a real
         run of a zero input owned by server 0.
         """
-        from ringlet.comm.mirror import MirrorComm, NotSymmetric
         self.linear_backends(batch_shape[0])  # any timing of backends happens here, not online
         off = sess.offline
         off.go_online()
@@ -301,7 +299,6 @@ class SecureInterpreter(Interpreter):
         """The spec of the exact sign decisions of layers without searched bits (|x|, clamp,
         max-pool, smooth functions): the protocol the run asks for everywhere where it can run
         with this many servers, else the default one (gmw)."""
-        from ringlet.protocols.catalog import relu_protocols
         o, reg = self.options, relu_protocols()
         name = o.relu_protocol if o.relu_protocol in reg else reg.names()[0]
         if reg[name].two_servers_only and self.sess.num_parties != 2:
@@ -333,3 +330,22 @@ class SecureInterpreter(Interpreter):
                                         if t != "offline" and v["bytes_sent"]},
                              "seconds": time.perf_counter() - t0})
         return out
+
+
+def resolve_backends(model, batch: int, cache=True) -> dict[str, str]:
+    """The exact backend of every node that runs a public-weight linear layer (conv, linear,
+    spatialmap) for ``batch`` samples: the forced ``model.options.backend``, or with ``auto`` the
+    measured fastest (:func:`ringlet.protocols.tuning.linear.choose_backend`, cached on disk)."""
+    forced, ops = model.options.backend, registry()
+    shapes = {n.name: tuple(n.out_shape) for n in model.graph.nodes}
+    store = linear_tuning.BackendCache() if cache is True else cache
+    out = {}
+    for node in model.graph.nodes:
+        if not node.inputs or (model.options.private_weights and node.kind in ("conv", "linear")):
+            continue  # secret weights: Beaver products, no backend
+        layer = ops[node.kind].linear_layer(node, shapes[node.inputs[0]], batch,
+                                            model.encoded[node.name])
+        if layer is not None:
+            out[node.name] = forced if forced != "auto" else linear_tuning.choose_backend(
+                **layer, ring_bits=model.fixed.ring_bits, cache=store)
+    return out

@@ -34,6 +34,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save_file
 
 from ringlet.compiler.graph import LoweredGraph, Node
+from ringlet.compiler.ops import registry
 
 FORMAT = "ringlet-graph"
 VERSION = 1
@@ -254,7 +255,6 @@ def load_graph(folder, stem: str = "graph") -> LoweredGraph:
 
     Raises :class:`StorageError`, naming the file and the entry, for anything that does not check.
     """
-    from ringlet.compiler.ops import registry
     folder = Path(folder)
     json_path, weights_path = folder / f"{stem}.json", folder / f"{stem}.safetensors"
     doc = _read_json(json_path)

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import torch
 
+from ringlet import sources
 from ringlet.compiler.config import ReluConfig, as_config
+from ringlet.data import Dataset
 from ringlet.search import hummingbird as hb
 from ringlet.search.api import _check_writable, load_groups, parse_budget, validation_split
 from ringlet.train.checkpoint import save_checkpoint
@@ -21,7 +23,6 @@ def _prepare(model, weights, dataset, input_path, labels_path, test_input, test_
     The data that :func:`sources.prepare` loads is the test data itself (``--test-input``, or the
     dataset's test split); with ``--input`` alone it is those inputs, and there is no test set.
     """
-    from ringlet import sources
     use_input = test_input or input_path
     pm, src, inputs = sources.prepare(model, weights=weights, dataset=dataset, split="test",
                                       samples=test_samples if not input_path or test_input else None,
@@ -37,8 +38,6 @@ def _prepare(model, weights, dataset, input_path, labels_path, test_input, test_
 def _training_data(src, dataset, input_path, labels_path, data_dir, normalize, image_size,
                    train_samples=None):
     """The inputs that drive search and finetune: ``--input``/``--labels``, or the training split."""
-    from ringlet import sources
-    from ringlet.data import Dataset
     if input_path:
         fit_in = sources.load_inputs(src.meta, input_path=input_path, labels_path=labels_path,
                                      samples=train_samples, normalize=normalize)

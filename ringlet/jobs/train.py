@@ -9,7 +9,10 @@ import torch
 from torch import nn
 
 from ringlet.compiler.config import as_config
+from ringlet.grelu.convert import convert, load_sharing_config
 from ringlet.models import build_model
+from ringlet.poly.layers import convert_to_poly, fit_relu
+from ringlet.poly.pillar import Pillar
 from ringlet.sources import load_split, prepare
 from ringlet.sources import resolve_model as resolve
 from ringlet.train.checkpoint import checkpoint_stem, find_checkpoint, save_checkpoint
@@ -65,14 +68,11 @@ def train_zoo_model(*, model: str, dataset: str, epochs: int, out: Path, batch: 
         net = build_model(model, train.input_shape, train.num_classes)
     meta_extra: dict = {}
     if sharing:
-        from ringlet.grelu.convert import convert, load_sharing_config
         conf = load_sharing_config(sharing)
         convert(net, conf, train.input_shape, images=train.tensors(min(2000, len(train)))[0])
         meta_extra["sharing"] = conf
     pillar_reg = None
     if poly:
-        from ringlet.poly.layers import convert_to_poly, fit_relu
-        from ringlet.poly.pillar import Pillar
         poly_fit = fit_relu(int(poly.get("degree", 4)), float(poly.get("range", 5.0)))
         poly = {**poly, "coeffs": poly_fit["coeffs"], "fit": poly_fit}
         convert_to_poly(net, poly)

@@ -25,6 +25,7 @@ import torch
 
 from ringlet.comm.base import CommError, CommStats
 from ringlet.comm.local import LocalHub
+from ringlet.comm.shaper import LinkShaper
 from ringlet.offline.dealer import Dealer
 from ringlet.prng import AesCtrStream
 from ringlet.protocols.catalog import material_kinds
@@ -107,7 +108,6 @@ def run_party(comm, world: World, program: Program | None, client: Program | Non
     if threads:
         torch.set_num_threads(threads)
     if link is not None:
-        from ringlet.comm.shaper import LinkShaper
         comm.shaper = LinkShaper(link)
     rank = comm.rank
     report = PartyReport(rank, world.role(rank))

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from ringlet.comm.base import CommError, PeerFailedError
-from ringlet.comm.transport import free_port
+from ringlet.comm.certs import make_dev_certs
+from ringlet.comm.transport import TlsFiles, TransportSpec, free_port, open_communicator, party_name, warn_plain_tcp
 from ringlet.protocols.harness import (
     PartyError,
     PartyReport,
@@ -64,7 +65,6 @@ def run_local(program: Program, parties: int = 2, *, client: Program | None = No
 
 
 def _process_body(rank: int, spec, timeout: float, args) -> PartyReport:
-    from ringlet.comm.transport import open_communicator
     world = args[0]
     comm = None
     try:
@@ -108,15 +108,12 @@ def _check_importable(fn, what: str) -> None:
 
 
 def _loopback_spec(world: World, transport: str, port: int | None, tmp: str):
-    from ringlet.comm.transport import TlsFiles, TransportSpec, party_name
     if transport == "tcp":
-        from ringlet.comm.transport import warn_plain_tcp
         warn_plain_tcp()
         return TransportSpec("tcp", master=("127.0.0.1", port or free_port()))
     addresses = {r: ("127.0.0.1", free_port()) for r in world.servers}
     tls = None
     if transport == "tls":
-        from ringlet.comm.certs import make_dev_certs
         names = [party_name(world, r) for r in range(world.size)]
         make_dev_certs(Path(tmp) / "certs", names)
         tls = TlsFiles.in_folder(Path(tmp) / "certs", names)

@@ -28,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 from ringlet.comm.base import CommStats
+from ringlet.compiler.graph import apply_postprocess
 from ringlet.compiler.model import CompiledModel
 from ringlet.compiler.ranges import InputRange, InputRangeError, check_input
 from ringlet.protocols.io import reveal, share_input
@@ -223,7 +224,6 @@ def client_program(sess: Session, images: torch.Tensor, batch: int,
         bar.close()
         if stream:
             stream.close()
-    from ringlet.compiler.graph import apply_postprocess
     post = reply["postprocess"]
     return {"logits": apply_postprocess(post, torch.cat(logits).reshape(n, *out_shape)),
             "postprocess": post}

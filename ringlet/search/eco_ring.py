@@ -30,7 +30,7 @@ import math
 import torch
 
 from ringlet.compiler.interpret import FracPlan, PlainInterpreter
-from ringlet.compiler.ranges import calibrate
+from ringlet.compiler.ranges import InputRangeError, calibrate
 from ringlet.ring import MIN_RING_BITS, FixedPoint
 
 DEFAULT_MARGIN_BITS = 3
@@ -104,7 +104,6 @@ def choose_ring(pm, vx: torch.Tensor, vy: torch.Tensor, margin: int = DEFAULT_MA
                 frac: str = "keep", frac_margin: int = 1,
                 min_frac: int = 6) -> tuple[FixedPoint, dict]:
     """The eco ring of a PrivateModel ``pm`` on validation data: (FixedPoint(f, ℓ), report)."""
-    from ringlet.compiler.ranges import InputRangeError
     if frac not in FRAC_CHOICES:
         raise ValueError(f"eco-ring fractional bits: {frac!r}; use one of {', '.join(FRAC_CHOICES)}")
     if margin < 0 or frac_margin < 0:

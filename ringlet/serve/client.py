@@ -17,8 +17,13 @@ from concurrent.futures import Future
 
 import torch
 
+from ringlet import deploy as deployment
 from ringlet.comm.base import CommError
 from ringlet.comm.mesh import dial
+from ringlet.compiler.graph import apply_postprocess
+from ringlet.compiler.ranges import InputRange, check_input
+from ringlet.prng import AesCtrStream, new_seed
+from ringlet.ring import FixedPoint
 from ringlet.serve import wire
 from ringlet.serve.wire import QueryError, QueryTimeout
 
@@ -34,7 +39,6 @@ class Client:
     """A client of the deployment ``deploy`` (a path or a loaded :class:`~ringlet.deploy.Deployment`)."""
 
     def __init__(self, deploy, name: str = "client", timeout: float | None = None):
-        from ringlet import deploy as deployment
         self.d = deployment.load(deploy) if not hasattr(deploy, "servers") else deploy
         self.name = name
         self.p = len(self.d.servers)
@@ -131,7 +135,6 @@ class Client:
         if done:
             acc = ring.reduce(sum(pend.parts.values()))
             y = acc.to(torch.float64) / (1 << self.info["output_frac"])
-            from ringlet.compiler.graph import apply_postprocess
             self._finish(qid, result=apply_postprocess(self.info["postprocess"], y))
 
     def _finish(self, qid: str, result=None, error=None) -> None:
@@ -145,7 +148,6 @@ class Client:
             pend.future.set_result(result)
 
     def _ring(self):
-        from ringlet.ring import FixedPoint
         return FixedPoint(self.info["input_frac"], self.info["ring_bits"]).ring
 
     def status(self) -> list[dict]:
@@ -184,9 +186,6 @@ class Client:
     # queries ------------------------------------------------------------------------------------
     def submit(self, x: torch.Tensor) -> Future:
         """Send one query (an input, or a batch of inputs as rows) and return its future logits."""
-        from ringlet.compiler.ranges import InputRange, check_input
-        from ringlet.prng import AesCtrStream, new_seed
-        from ringlet.ring import FixedPoint
         with self._lock:
             for r in range(self.p):
                 self._link(r)

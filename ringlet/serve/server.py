@@ -38,7 +38,7 @@ import traceback
 
 import torch
 
-from ringlet import prng
+from ringlet import prng, sources
 from ringlet.comm.base import CommError, PeerTimeoutError, ProtocolMismatchError
 from ringlet.comm.channel import FrameTooLargeError
 from ringlet.comm.mesh import Listener, MeshCommunicator, dial
@@ -56,7 +56,6 @@ def _norm(norm):
 
 
 def load_model(deploy):
-    from ringlet import sources
     m = deploy.model
     return sources.server_model(
         m["source"], weights=m.get("weights") or None, input_shape=m.get("input_shape"),

@@ -18,7 +18,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ringlet.grelu.convert import convert
 from ringlet.models import build_model
+from ringlet.poly.layers import convert_to_poly
 
 FORMAT = "ringlet-checkpoint"
 VERSION = 1
@@ -123,10 +125,8 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None) -> 
     if model is None:
         model = build_model(meta["model"], meta["input_shape"], meta["num_classes"])
         if meta.get("sharing"):  # a model with gReLU layers: rebuild them from the stored groups
-            from ringlet.grelu.convert import convert
             convert(model, meta["sharing"], meta["input_shape"], state=state)
         if meta.get("poly"):  # a model with polynomial activations
-            from ringlet.poly.layers import convert_to_poly
             convert_to_poly(model, meta["poly"])
     load_state_into(model, state, str(path), repr(meta["model"]))
     model.eval()

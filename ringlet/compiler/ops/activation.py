@@ -17,6 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ringlet.compiler.ops.base import Op, Registry
+from ringlet.grelu.layers import GroupReLU
+from ringlet.poly.fit import smooth_spec
+from ringlet.poly.layers import PolyAct
 from ringlet.protocols import piecewise, shared_relu
 from ringlet.protocols.arith import poly
 from ringlet.protocols.relu import maximum, relu
@@ -308,7 +311,6 @@ _SMOOTH_TARGETS = {torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", "sigmoid": "s
 
 
 def lower_smooth(b, fx, mod=None) -> None:
-    from ringlet.poly.fit import smooth_spec
     name = _SMOOTH_MODULES[type(mod)] if mod is not None else _SMOOTH_TARGETS[fx.target]
     method = b.options.get("smooth", "piecewise")
     spec = smooth_spec(name, method)
@@ -355,8 +357,6 @@ def lower_softmax(b, fx, mod=None) -> None:
 
 
 def register(reg: Registry) -> None:
-    from ringlet.grelu.layers import GroupReLU
-    from ringlet.poly.layers import PolyAct
     for op in (Relu(), Leaky(), Abs(), Clamp(), Maximum(), Smooth(), GroupRelu(), Poly()):
         reg.op(op)
     reg.function((torch.maximum, torch.minimum, torch.fmax, torch.fmin), lower_maximum)

@@ -10,10 +10,9 @@ model. Lowerings (from torch.fx nodes to graph nodes) are registered beside the 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-from ringlet.compiler.graph import _numel
 
 
 def pair(v) -> tuple[int, int]:
@@ -56,7 +55,7 @@ class Op:
 
     def elements(self, node) -> int:
         """Sign decisions per sample when the node takes bits (the config's ReLU count)."""
-        return _numel(node.out_shape)
+        return math.prod(node.out_shape)
 
     def drelus(self, node, bits: tuple[int, int] | None) -> int:
         """Sign decisions (DReLUs) per sample the secure run evaluates."""
@@ -111,3 +110,15 @@ class Registry:
             if t in self.modules:
                 return self.modules[t]
         return None
+
+
+def call(b, fx):
+    """The node's own operation with every public argument resolved, as a function of its tensor."""
+    args = [b.value(a) if i else None for i, a in enumerate(fx.args)]
+    kwargs = {k: b.value(v) for k, v in fx.kwargs.items()}
+    if fx.op == "call_method":
+        return lambda t: getattr(t, fx.target)(*args[1:], **kwargs)
+    if fx.op == "call_module":
+        mod = b.modules[fx.target]
+        return lambda t: mod(t)
+    return lambda t: fx.target(t, *args[1:], **kwargs)

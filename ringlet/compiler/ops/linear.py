@@ -16,6 +16,7 @@ from torch import nn
 
 from ringlet.compiler.ops.base import Op, Registry
 from ringlet.compiler.ops.base import pair as _pair
+from ringlet.compiler.ops.shape import emit_gather
 from ringlet.protocols.arith import beaver, linear
 from ringlet.ring import FixedPoint
 from ringlet.sharing import ArithmeticShare
@@ -108,27 +109,6 @@ class Linear(_Weighted):
         return {"kind": "linear", "x_shape": (batch, *in_shape), "w": encoded["weight"]}
 
 
-def resolve_backends(model, batch: int, cache=True) -> dict[str, str]:
-    """The exact backend of every node that runs a public-weight linear layer (conv, linear,
-    spatialmap) for ``batch`` samples: the forced ``model.options.backend``, or with ``auto`` the
-    measured fastest (:func:`ringlet.protocols.tuning.linear.choose_backend`, cached on disk)."""
-    from ringlet.compiler.ops import registry
-    from ringlet.protocols.tuning.linear import BackendCache, choose_backend
-    forced, ops = model.options.backend, registry()
-    shapes = {n.name: tuple(n.out_shape) for n in model.graph.nodes}
-    store = BackendCache() if cache is True else cache
-    out = {}
-    for node in model.graph.nodes:
-        if not node.inputs or (model.options.private_weights and node.kind in ("conv", "linear")):
-            continue  # secret weights: Beaver products, no backend
-        layer = ops[node.kind].linear_layer(node, shapes[node.inputs[0]], batch,
-                                            model.encoded[node.name])
-        if layer is not None:
-            out[node.name] = forced if forced != "auto" else choose_backend(
-                **layer, ring_bits=model.fixed.ring_bits, cache=store)
-    return out
-
-
 # -- lowerings ------------------------------------------------------------------------------------
 _PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate",
               "circular": "circular"}
@@ -144,7 +124,6 @@ def _same_padding(kernel, dilation) -> tuple[int, int, int, int]:
 def emit_conv(b, fx, x, weight, bias, stride, padding, dilation, groups, padding_mode="zeros",
               label=None) -> None:
     """A conv node; explicit padding first when it is asymmetric or not zeros (a local gather)."""
-    from ringlet.compiler.ops.shape import emit_gather
     kernel, dilation = tuple(weight.shape[2:]), _pair(dilation)
     if isinstance(padding, str):
         if padding == "valid":
@@ -186,7 +165,6 @@ def lower_conv_function(b, fx) -> None:
 def lower_conv_transpose(b, fx, mod: nn.ConvTranspose2d) -> None:
     """A transposed convolution = zero insertion and padding (a local gather), then a stride-1 conv
     with the flipped, transposed kernel (public weights: local, exact)."""
-    from ringlet.compiler.ops.shape import emit_gather
     if mod.padding_mode != "zeros":
         raise b.fail(fx, f"ConvTranspose2d padding mode {mod.padding_mode!r}")
     (sh, sw), (ph, pw), (dh, dw) = _pair(mod.stride), _pair(mod.padding), _pair(mod.dilation)

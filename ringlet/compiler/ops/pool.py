@@ -19,10 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ringlet.compiler.graph import _numel
-from ringlet.compiler.ops.base import Op, Registry
+from ringlet.compiler.ops.base import Op, Registry, call
 from ringlet.compiler.ops.base import pair as _pair
-from ringlet.compiler.ops.shape import _call as call
 from ringlet.protocols.arith import linear
 from ringlet.protocols.relu import ReluSpec, maximum
 from ringlet.sharing import ArithmeticShare
@@ -136,7 +134,7 @@ class MaxPool(Op):
         return ArithmeticShare(best.reshape(x.shape[0], *node.out_shape).contiguous(), x.party, x.frac)
 
     def drelus(self, node, bits):
-        return _numel(node.out_shape) * (node.params["index"].shape[1] - 1)
+        return math.prod(node.out_shape) * (node.params["index"].shape[1] - 1)
 
 
 # -- lowerings ------------------------------------------------------------------------------------

@@ -11,14 +11,15 @@ the other's scale (an exact multiplication by a power of two).
 
 from __future__ import annotations
 
+import math
 import operator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ringlet.compiler.graph import _numel
-from ringlet.compiler.ops.base import Op, Registry
+from ringlet.compiler.ops.base import Op, Registry, call
+from ringlet.compiler.ops.pool import lower_spatial_map
 from ringlet.sharing import ArithmeticShare
 
 
@@ -95,7 +96,7 @@ class Cat(Op):
 def index_map(b, fx, fn, in_shape) -> tuple[torch.Tensor, tuple]:
     """The static index map of a rearrangement ``fn`` of one sample (−1 where it writes a zero),
     and the per-sample output shape."""
-    n = _numel(in_shape)
+    n = math.prod(in_shape)
     probe = torch.arange(1, 2 * n + 1, dtype=torch.float64).view(2, *in_shape)
     try:
         out = fn(probe)
@@ -129,18 +130,6 @@ def emit_gather(b, fx, x, fn, label=None, name=None) -> str:
     return b.emit(fx, "gather", [src], label, node_name=name, node_shape=out_shape, index=index).name
 
 
-def _call(b, fx):
-    """The node's own operation with every public argument resolved, as a function of its tensor."""
-    args = [b.value(a) if i else None for i, a in enumerate(fx.args)]
-    kwargs = {k: b.value(v) for k, v in fx.kwargs.items()}
-    if fx.op == "call_method":
-        return lambda t: getattr(t, fx.target)(*args[1:], **kwargs)
-    if fx.op == "call_module":
-        mod = b.modules[fx.target]
-        return lambda t: mod(t)
-    return lambda t: fx.target(t, *args[1:], **kwargs)
-
-
 def lower_reshape(b, fx, mod=None) -> None:
     full = b.batch_shape(fx)
     if full[0] != 2:
@@ -151,7 +140,7 @@ def lower_reshape(b, fx, mod=None) -> None:
 
 def lower_rearrange(b, fx, mod=None) -> None:
     x = fx.args[0] if fx.args else fx.kwargs["input"]
-    emit_gather(b, fx, x, _call(b, fx), fx.target if mod is not None else None)
+    emit_gather(b, fx, x, call(b, fx), fx.target if mod is not None else None)
 
 
 def lower_getitem(b, fx) -> None:
@@ -161,7 +150,7 @@ def lower_getitem(b, fx) -> None:
     producer = src if src.target in _TUPLE_PRODUCERS else None
     key = b.value(fx.args[1])
     if producer is not None:  # an element of chunk / split / unbind: compose with the producer
-        inner = _call(b, producer)
+        inner = call(b, producer)
         emit_gather(b, fx, b.tensor_args(producer)[0], lambda t: inner(t)[key])
         return
     emit_gather(b, fx, src, lambda t: t[key])
@@ -184,7 +173,6 @@ def lower_pad(b, fx, mod=None) -> None:
 def lower_interpolate(b, fx, mod=None) -> None:
     mode = getattr(mod, "mode", None) if mod is not None else b.arg(fx, 3, "mode", "nearest")
     if mode in ("bilinear", "linear", "bicubic", "trilinear", "area", "nearest-exact"):
-        from ringlet.compiler.ops.pool import lower_spatial_map
         lower_spatial_map(b, fx, mod)
         return
     if mode != "nearest":
@@ -200,7 +188,7 @@ def _of_producer(b, fx, tensors, combine) -> bool:
     """cat/stack of a chunk/split/unbind result: one rearrangement of the producer's input."""
     if not isinstance(tensors, torch.fx.Node) or tensors.target not in _TUPLE_PRODUCERS:
         return False
-    inner = _call(b, tensors)
+    inner = call(b, tensors)
     emit_gather(b, fx, b.tensor_args(tensors)[0], lambda t: combine(inner(t)))
     return True
 

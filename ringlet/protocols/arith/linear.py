@@ -16,6 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ringlet.protocols.arith.truncation import truncate
 from ringlet.protocols.kernels.backends import (
     BACKENDS,
     exact_conv2d,
@@ -85,7 +86,6 @@ def scale_public(sess, x: ArithmeticShare, factor: float) -> ArithmeticShare:
     multiplication by the ``f``-bit integer round(factor·2^(k+f−1)) ∈ [2^(f−1), 2^f] followed by one
     truncation of k+f−1 bits (relative precision 2^−f, product below |x|·2^f). Cost: one
     truncation (see :mod:`ringlet.protocols.arith.truncation`)."""
-    from ringlet.protocols.arith.truncation import truncate
     if not 0 < factor <= 1:
         raise ValueError(f"scale_public: factor must be in (0, 1], got {factor}")
     if factor == 1:

@@ -26,7 +26,14 @@ import time
 
 import torch
 
+from ringlet.comm.shaper import parse_profile
+from ringlet.protocols.base import spec_in_ring
+from ringlet.protocols.catalog import relu_protocols
+from ringlet.protocols.harness import run_threads
+from ringlet.protocols.io import share_input
+from ringlet.protocols.relu import ReluSpec, relu, relu_cost
 from ringlet.protocols.tuning.linear import BackendCache, cache_dir, machine_key
+from ringlet.sharing import ArithmeticShare
 
 CACHE_FILE = "relu-protocols.json"
 MARGIN = 1.2  # fss must be estimated this much faster: near break-even the model errs towards fss
@@ -35,10 +42,6 @@ SIZES = (1 << 12, 1 << 16)  # a layer costs fixed + n · per element: measured a
 
 def _measure(protocol: str, k: int, m: int, ring_bits: int, size: int) -> float:
     """Seconds of one fused ReLU layer of ``size`` elements (material pre-generated), median of 3."""
-    from ringlet.protocols.harness import run_threads
-    from ringlet.protocols.io import share_input
-    from ringlet.protocols.relu import ReluSpec, relu
-    from ringlet.sharing import ArithmeticShare
     spec = ReluSpec(k, m, protocol=protocol)
     values = torch.arange(size, dtype=torch.int64) * 977 - (size * 977 // 2)
 
@@ -83,9 +86,6 @@ def compute_cost(protocol: str, k: int, m: int, ring_bits: int,
 def estimate(kind: str, n: int, k: int, m: int, ring_bits: int, protocol: str,
              bandwidth_bps: float, rtt_s: float, cache: BackendCache | None = None) -> dict:
     """The modelled online seconds of one layer (see the module docstring)."""
-    from ringlet.protocols.base import spec_in_ring
-    from ringlet.protocols.catalog import relu_protocols
-    from ringlet.protocols.relu import ReluSpec, relu_cost
     spec = ReluSpec(k, m, protocol=protocol)
     cost = relu_cost(spec, 2, ring_bits)
     bits, rounds = cost["relu_bits"], cost["relu_rounds"]
@@ -107,8 +107,6 @@ def choose(model, labels: list[str], batch: int, parties: int, log=None,
     """A registered ReLU protocol for every activation in ``labels`` of a compiled model (and print
     why): the default (the first registered, gmw) unless another is estimated :data:`MARGIN`
     times faster."""
-    from ringlet.comm.shaper import parse_profile
-    from ringlet.protocols.catalog import relu_protocols
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     default = relu_protocols().names()[0]
     names = [p.name for p in relu_protocols() if parties == 2 or not p.two_servers_only]

@@ -19,7 +19,9 @@
     weights = ""                        # with module:factory: its .safetensors
     input_shape = [1, 28, 28]           # when the model does not record it
     relu_config = ""                    # per-ReLU bits (HummingBird), gReLU groups, protocols
-    relu_protocol = "gmw"               # gmw | fss | auto
+    relu_protocol = "gmw"               # gmw | fss | auto; and any other protocol option
+                                        # (ringlet.compiler.options.SecureOptions: linear_backend,
+                                        # adder, select, truncation, poly_method, …)
     dataset = ""                        # public calibration data (default: the model's dataset)
     frac_bits = 16
     ring_bits = 64
@@ -60,12 +62,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ringlet.comm.transport import TlsFiles
+from ringlet.compiler.options import SecureOptions
 
 VERSION = 1
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_MODEL_KEYS = {"source", "weights", "input_shape", "relu_config", "dataset", "frac_bits", "ring_bits",
+               "smooth", "input_bound", "data_dir"}
 _SECTIONS = {
-    "model": {"source", "weights", "input_shape", "relu_config", "relu_protocol", "dataset",
-              "frac_bits", "ring_bits", "smooth", "input_bound", "linear_backend", "data_dir"},
+    # and every key of SecureOptions (the protocols: relu_protocol, linear_backend, adder, …)
+    "model": _MODEL_KEYS | set(SecureOptions.keys()),
     "batching": {"max_batch", "max_wait_ms", "sizes"},
     "pool": {"depth", "low_water"},
     "timeouts": {"connect", "message", "query", "idle", "frame"},
@@ -206,6 +211,10 @@ def from_dict(raw: dict, path: Path) -> Deployment:
     if "dealer" not in parties:
         raise DeploymentError(f"{where}: [parties.dealer] is missing")
     model = dict(raw.get("model", {}))
+    try:  # the protocol options are checked here, naming the file
+        SecureOptions.from_dict({k: v for k, v in model.items() if k in SecureOptions.keys()})
+    except ValueError as exc:
+        raise DeploymentError(f"{where}: [model] {exc}") from None
     if not model.get("source"):
         raise DeploymentError(f"{where}: [model] needs source = a saved model, checkpoint, zoo name "
                               f"or module:factory")

@@ -30,7 +30,8 @@ from ringlet.compiler.capture import CompileError, compile_model
 from ringlet.compiler.config import ReluConfig, as_config
 from ringlet.compiler.graph import LoweredGraph
 from ringlet.compiler.interpret import PlainInterpreter
-from ringlet.compiler.model import CompiledModel, SecureOptions
+from ringlet.compiler.model import CompiledModel
+from ringlet.compiler.options import SecureOptions
 from ringlet.compiler.storage import load_graph, save_graph
 from ringlet.data import Dataset
 from ringlet.data.sources import model_normalization
@@ -108,18 +109,21 @@ class PrivateModel:
         """(k, m) for every activation that takes bits, from a config (unknown names are errors)."""
         return as_config(relu_config).resolve(self.graph.activation_names, "relu_config")
 
-    def compiled(self, relu_config=None, **options) -> CompiledModel:
-        """The graph bound to ReLU bits and protocol options (:class:`SecureOptions` fields), in
-        the config's ring and fixed point when it names them (checked for headroom first)."""
+    def compiled(self, relu_config=None, options: SecureOptions | None = None,
+                 **overrides) -> CompiledModel:
+        """The graph bound to ReLU bits and protocol options (a :class:`SecureOptions`, and/or its
+        fields as keywords), in the config's ring and fixed point when it names them (checked for
+        headroom first)."""
         fixed = self.fixed_for(relu_config)
         if fixed != self.fixed:
             self.headroom_at(fixed)  # a ring too small for this model is refused, never wrapped
         protocols = as_config(relu_config).resolve_protocols(self.graph.activation_names, "relu_config")
-        return CompiledModel(self.graph, self.bits(relu_config), SecureOptions(**options), fixed,
+        options = (options or SecureOptions()).replace(**overrides)
+        return CompiledModel(self.graph, self.bits(relu_config), options, fixed,
                              self.input_range, protocols)
 
-    def fingerprint(self, relu_config=None, **options) -> dict:
-        return self.compiled(relu_config, **options).fingerprint()
+    def fingerprint(self, relu_config=None, options: SecureOptions | None = None, **overrides) -> dict:
+        return self.compiled(relu_config, options, **overrides).fingerprint()
 
     def check_input(self, x: torch.Tensor) -> None:
         """Refuse inputs of another shape, or outside the input range (naming the element)."""
@@ -220,18 +224,20 @@ class PrivateModel:
     def infer(self, x, relu_config=None, parties: int = 2, transport: str = "local", *,
               labels=None, batch: int = 32, frac_bits: int | None = None, pregenerate: bool = True,
               results_path: str | None = None, progress: bool = False, threads: int = 0,
-              timeout: float = 120.0, link=None, **options) -> InferenceResult:
+              timeout: float = 120.0, link=None, options: SecureOptions | None = None,
+              **overrides) -> InferenceResult:
         """Client, servers and dealer on this machine (threads, or processes over TCP).
 
-        ``options``: protocol choices (adder, select, truncation, private_weights, poly_method,
-        poly_frac, poly_out_truncation, backend, relu_protocol, auto_link). The report is the JSON of ``ringlet infer``.
+        ``options`` (a :class:`SecureOptions`) and/or its fields as keywords (adder, select,
+        truncation, private_weights, poly_method, poly_frac, poly_out_truncation, backend,
+        relu_protocol, auto_link): the protocols. The report is the JSON of ``ringlet infer``.
         """
         x = torch.as_tensor(x).float()
         self.check_input(x)
-        if link is not None and options.get("auto_link") is None:
-            options["auto_link"] = link.name  # auto's cost model assumes the run's link
-        options = {k: v for k, v in options.items() if not (k == "auto_link" and v is None)}
-        compiled = self.compiled(relu_config, **options)
+        if link is not None and overrides.get("auto_link") is None and (
+                options is None or options.auto_link is None):
+            overrides["auto_link"] = link.name  # auto's cost model assumes the run's link
+        compiled = self.compiled(relu_config, options, **overrides)
         if frac_bits is not None and frac_bits != compiled.fixed.frac_bits:
             raise ValueError(f"this run uses {compiled.fixed.frac_bits} fractional bits (the model's or "
                              f"its activation config's); compile it again with frac_bits={frac_bits}")

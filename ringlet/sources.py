@@ -29,6 +29,7 @@ from torch import nn
 
 from ringlet.compiler.calibrate import calibrate_batchnorm
 from ringlet.compiler.config import as_config
+from ringlet.compiler.options import SecureOptions
 from ringlet.data import DatasetMissingError, load_dataset
 from ringlet.data.sources import load_arrays, model_normalization, parse_normalize
 from ringlet.models import MODEL_NAMES, build_model
@@ -288,10 +289,11 @@ def prepare(model: str, *, weights: str | None = None, dataset: str | None = Non
 def server_model(model: str, *, weights: str | None = None, input_shape=None, relu_config=None,
                  dataset: str | None = None, data_dir=None, frac_bits: int | None = None,
                  ring_bits: int | None = None, smooth: str | None = None,
-                 input_bound: float | None = None, **options):
+                 input_bound: float | None = None, options: SecureOptions | None = None,
+                 **overrides):
     """A server's CompiledModel from a model spec: a server holds no data, so only public
-    calibration (the model's dataset's training split) sizes it. ``options`` go to
-    :meth:`PrivateModel.compiled` (adder, select, truncation, backend, relu_protocol, …)."""
+    calibration (the model's dataset's training split) sizes it. ``options`` (and/or its fields as
+    keywords) go to :meth:`PrivateModel.compiled`."""
     shape = tuple(int(v) for v in input_shape) if input_shape else None
     src = resolve_model(model, weights=weights, input_shape=shape)
     if src.saved is None:
@@ -306,6 +308,6 @@ def server_model(model: str, *, weights: str | None = None, input_shape=None, re
                         frac_bits=frac_bits, smooth=smooth, input_bound=input_bound,
                         ring_bits=ring_bits)
     config = as_config(relu_config) if relu_config else None
-    compiled = pm.compiled(config, **{k: v for k, v in options.items() if v is not None})
+    compiled = pm.compiled(config, options, **overrides)
     compiled.normalization = model_normalization(pm.meta) or model_normalization(src.meta)
     return compiled

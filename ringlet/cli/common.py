@@ -54,44 +54,32 @@ def add_compile(parser) -> None:
 
 def add_linear_backend(parser) -> None:
     """--linear-backend: the exact backend of public-weight conv/linear layers (a secure run)."""
-    from ringlet.protocols.tuning.linear import CHOICES
-    parser.add_argument("--linear-backend", choices=CHOICES, default="auto",
-                        help="exact public-weight conv/linear: int64, float64 limbs (NCHW, "
-                             "channels_last, im2col), or auto: the fastest measured on this "
-                             "machine per layer shape (cached in $RINGLET_CACHE_DIR, default "
-                             "~/.cache/ringlet; never changes results)")
+    from ringlet.compiler.options import SecureOptions
+    SecureOptions.add_arguments(parser, only=("backend",))
 
 
 def add_relu_protocol(parser) -> None:
-    """--adder (a registered sign family) and --select: the exact ReLU's protocols."""
-    from ringlet.protocols.catalog import SELECTS, sign_families
-    names = sign_families().names()
-    parser.add_argument("--adder", choices=names, default=names[0],
-                        help="the sign circuit: " + "; ".join(
-                            f"{n}: {sign_families()[n].summary}" for n in names))
-    parser.add_argument("--select", choices=SELECTS, default=SELECTS[0])
-    add_relu_protocol_choice(parser)
+    """--adder (a registered sign family), --select, --relu-protocol and --auto-link."""
+    from ringlet.compiler.options import SecureOptions
+    SecureOptions.add_arguments(parser, only=("adder", "select", "relu_protocol", "auto_link"))
+
+
+def add_relu_protocol_choice(parser) -> None:
+    """--relu-protocol (a registered ReLU protocol, or auto) and --auto-link."""
+    from ringlet.compiler.options import SecureOptions
+    SecureOptions.add_arguments(parser, only=("relu_protocol", "auto_link"))
+
+
+def add_secure_options(parser) -> None:
+    """Every flag of :class:`~ringlet.compiler.options.SecureOptions` (a private run's protocols)."""
+    from ringlet.compiler.options import SecureOptions
+    SecureOptions.add_arguments(parser)
 
 
 def relu_protocol_choices() -> tuple[str, ...]:
     """Every registered ReLU protocol, and auto."""
     from ringlet.protocols.catalog import relu_protocols
     return (*relu_protocols().names(), "auto")
-
-
-def add_relu_protocol_choice(parser) -> None:
-    """--relu-protocol (a registered ReLU protocol, or auto) and --auto-link."""
-    from ringlet.protocols.catalog import relu_protocols
-    names = relu_protocols().names()
-    parser.add_argument("--relu-protocol", "--protocol", dest="relu_protocol",
-                        choices=relu_protocol_choices(), default=None,
-                        help="every ReLU layer's protocol (default: the config's, else gmw): "
-                             + "; ".join(f"{n}: {relu_protocols()[n].summary}" for n in names)
-                             + "; auto: per layer, the faster by a cost model measured on this "
-                               "machine (it prints what it chose and why)")
-    parser.add_argument("--auto-link", default=None, metavar="PROFILE",
-                        help="the link auto's cost model assumes: lan, highbw, wan, wan-rtt or "
-                             "NAME@<rtt>ms (default: the run's --link, else lan)")
 
 
 def _size(text: str) -> tuple[int, int]:

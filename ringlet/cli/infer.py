@@ -8,9 +8,8 @@ from ringlet.cli.common import (
     add_compile,
     add_data,
     add_debug,
-    add_linear_backend,
     add_model,
-    add_relu_protocol,
+    add_secure_options,
     command_line,
     compile_kwargs,
     data_kwargs,
@@ -29,16 +28,7 @@ def add_parser(sub, name):
     p.add_argument("--parties", type=int, default=2, help="number of servers")
     p.add_argument("--transport", choices=TRANSPORT_CHOICES, default="local",
                    help=TRANSPORT_HELP)
-    p.add_argument("--private-weights", action="store_true",
-                   help="secret-share the weights from server 0 (the model owner)")
-    add_relu_protocol(p)
-    p.add_argument("--truncation", choices=["local", "dealer"], default=None,
-                   help="standalone truncations (default: local for 2 servers, dealer otherwise)")
-    p.add_argument("--poly-method", choices=["espn", "espn-beaver", "honeybadger", "horner"],
-                   default="espn", help="evaluation of polynomial activations")
-    p.add_argument("--poly-out-truncation", choices=["dealer", "local"], default="dealer",
-                   help="a polynomial's final truncation: exact (+1 round) or local (rare failures)")
-    add_linear_backend(p)
+    add_secure_options(p)
     p.add_argument("--no-pregenerate", action="store_true",
                    help="let the dealer answer during the online phase instead of before it")
     p.add_argument("--results", help="stream per-batch predictions to this JSON-lines file, so an "
@@ -75,20 +65,17 @@ def _results_path(args):
 
 
 def run(args):
+    from ringlet.compiler.options import SecureOptions
     from ringlet.jobs.infer import run_inference
     from ringlet.runtime.programs import save_logits
     from ringlet.search.api import _check_writable
     _check_writable(args.output, args.results)
     report, logits = run_inference(
         args.model, samples=args.samples, relu_config=args.relu_config, batch=args.batch,
-        parties=args.parties, transport=args.transport, private_weights=args.private_weights,
-        adder=args.adder, select=args.select, truncation=args.truncation,
+        parties=args.parties, transport=args.transport, options=SecureOptions.from_args(args),
         pregenerate=not args.no_pregenerate, results_path=_results_path(args),
         progress=not args.no_progress, threads=args.threads, timeout=args.timeout, seed=args.seed,
-        poly_method=args.poly_method, poly_out_truncation=args.poly_out_truncation,
-        linear_backend=args.linear_backend, weights=args.weights,
-        relu_protocol=args.relu_protocol, auto_link=args.auto_link, **compile_kwargs(args),
-        **data_kwargs(args))
+        weights=args.weights, **compile_kwargs(args), **data_kwargs(args))
     if args.output:
         save_logits(args.output, logits)
     report = {"command": command_line(), **report}

@@ -14,14 +14,13 @@ import sys
 from ringlet.cli.common import (
     add_data_dir,
     add_debug,
-    add_relu_protocol,
+    add_secure_options,
     command_line,
     print_json,
 )
 
 
 def add_parser(sub, name):
-    from ringlet.cli.common import add_linear_backend
     p = sub.add_parser(name, help="run one party (server, dealer or client) over TCP")
     p.add_argument("--role", choices=["server", "dealer", "client"], required=True)
     p.add_argument("--rank", type=int, help="this party's rank (servers 0..P-1; dealer P; client P+1)")
@@ -44,11 +43,7 @@ def add_parser(sub, name):
     p.add_argument("--weights", help="with --model package.module:factory: its .safetensors weights")
     p.add_argument("--input-shape", help="server with a zoo name or a factory without metadata: C,H,W")
     p.add_argument("--relu-config", help="server: per-ReLU bit configuration")
-    p.add_argument("--private-weights", action="store_true",
-                   help="servers: server 0 secret-shares its weights to the others")
-    add_relu_protocol(p)
-    p.add_argument("--truncation", choices=["local", "dealer"], default=None)
-    add_linear_backend(p)
+    add_secure_options(p)  # servers: the protocols (every server must give the same)
     p.add_argument("--dataset", help="client: dataset name (test split); server: public calibration "
                                      "data (its training split), default: the model's dataset")
     p.add_argument("--samples", type=int, help="client: first N test images")
@@ -154,6 +149,7 @@ def _server_job(args):
     import functools
 
     from ringlet import sources
+    from ringlet.compiler.options import SecureOptions
     from ringlet.runtime.programs import server_program
     if not args.model:
         raise ValueError("a server needs --model")
@@ -162,9 +158,7 @@ def _server_job(args):
         args.model, weights=args.weights, input_shape=shape, relu_config=args.relu_config,
         dataset=args.dataset, data_dir=args.data_dir, frac_bits=args.frac_bits,
         ring_bits=args.ring_bits, smooth=args.smooth, input_bound=args.input_bound,
-        adder=args.adder, select=args.select, truncation=args.truncation,
-        private_weights=args.private_weights, backend=args.linear_backend,
-        relu_protocol=args.relu_protocol, auto_link=args.auto_link or None)
+        options=SecureOptions.from_args(args))
     job = functools.partial(server_program, model=model)
     job.frac_bits = model.fixed.frac_bits  # the session encodes as the model was compiled
     job.ring_bits = model.fixed.ring_bits

@@ -14,15 +14,14 @@ import hashlib
 import json
 import threading
 import time
-from dataclasses import dataclass
 
 import torch
 
 from ringlet.comm.mirror import MirrorComm, NotSymmetric
-from ringlet.comm.shaper import parse_profile
 from ringlet.compiler.graph import LoweredGraph
 from ringlet.compiler.interpret import FracPlan, Interpreter, PlainInterpreter
 from ringlet.compiler.ops import registry
+from ringlet.compiler.options import SecureOptions
 from ringlet.compiler.ranges import InputRange
 from ringlet.compiler.storage import fingerprint
 from ringlet.protocols.arith.truncation import default_method, truncate
@@ -31,36 +30,10 @@ from ringlet.protocols.catalog import relu_protocols, sign_families
 from ringlet.protocols.io import share_input
 from ringlet.protocols.relu import ReluSpec
 from ringlet.protocols.tuning import linear as linear_tuning
-from ringlet.protocols.tuning.linear import CHOICES
 from ringlet.protocols.tuning.relu import choose
 from ringlet.ring import FixedPoint
 from ringlet.session import Session
 from ringlet.sharing import ArithmeticShare
-
-
-@dataclass(frozen=True)
-class SecureOptions:
-    """Protocol choices for a whole model."""
-
-    adder: str = "carry-tree"
-    select: str = "fused"
-    truncation: str | None = None  # standalone truncations; None: local (2 servers) / dealer
-    backend: str = "auto"          # exact public-weight linear layers: a linear_backend name
-    private_weights: bool = False  # weights secret-shared by server 0 (the model owner)
-    poly_method: str = "espn"      # polynomial activations: espn, espn-beaver, horner, honeybadger
-    poly_frac: int | None = None   # input bits of the one-round methods (None: the largest safe)
-    poly_out_truncation: str = "dealer"  # the polynomial's final truncation: dealer (exact) / local
-    relu_protocol: str | None = None  # every ReLU layer: gmw, fss or auto (None: the config's, else gmw)
-    auto_link: str = "lan"         # the link auto's cost model assumes (a link profile name)
-
-    def __post_init__(self):
-        if self.backend not in CHOICES:
-            raise ValueError(f"backend {self.backend!r}: the exact linear backend must be one of "
-                             f"{', '.join(CHOICES)}")
-        choices = (*relu_protocols().names(), "auto")
-        if self.relu_protocol is not None and self.relu_protocol not in choices:
-            raise ValueError(f"relu protocol {self.relu_protocol!r}: use one of {', '.join(choices)}")
-        parse_profile(self.auto_link)  # an unknown profile is an error naming the known ones
 
 
 class CompiledModel:

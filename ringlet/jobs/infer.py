@@ -6,26 +6,27 @@ import torch
 
 from ringlet import sources
 from ringlet.compiler.config import as_config
+from ringlet.compiler.options import SecureOptions
 
 
 def run_inference(model: str, *, dataset: str | None = None, samples: int | None = None,
                   input_path: str | None = None, labels_path: str | None = None,
                   relu_config: str | None = None, batch: int = 32, parties: int = 2,
-                  transport: str = "local", private_weights: bool = False,
-                  adder: str = "carry-tree", select: str = "fused", truncation: str | None = None,
+                  transport: str = "local", options: SecureOptions | None = None,
                   pregenerate: bool = True, results_path=None, frac_bits: int | None = None,
                   progress: bool = True, data_dir=None, threads: int = 0, timeout: float = 120.0,
-                  seed: int = 0, link=None, poly_method: str = "espn",
-                  poly_out_truncation: str = "dealer", linear_backend: str = "auto",
-                  weights: str | None = None,
+                  seed: int = 0, link=None, weights: str | None = None,
                   normalize: str | None = None, image_size=None, smooth: str | None = None,
                   input_bound: float | None = None, ring_bits: int | None = None,
-                  relu_protocol: str | None = None, auto_link: str | None = None) -> tuple[dict, torch.Tensor]:
+                  **overrides) -> tuple[dict, torch.Tensor]:
     """Private inference of a model spec (see :mod:`ringlet.sources`) on a dataset or .npy input.
 
-    ``results_path`` may be a callable, called only once the model and the data are ready (so
-    that nothing is created when either is wrong).
+    ``options`` (a :class:`~ringlet.compiler.options.SecureOptions`) and/or its keys as keywords
+    (``adder``, ``relu_protocol``, ``linear_backend``, …): the protocols. ``results_path`` may be
+    a callable, called only once the model and the data are ready (so that nothing is created when
+    either is wrong).
     """
+    options = (options or SecureOptions()).replace(**overrides)  # a bad option fails here
     if samples is not None and samples < 1:
         raise ValueError(f"--samples must be at least 1, got {samples}")
     if batch < 1:
@@ -41,10 +42,7 @@ def run_inference(model: str, *, dataset: str | None = None, samples: int | None
     path = results_path() if callable(results_path) else results_path
     res = pm.infer(inputs.x, config if relu_config else None, parties, transport, labels=inputs.y,
                    batch=batch, pregenerate=pregenerate, results_path=path, progress=progress,
-                   threads=threads, timeout=timeout, link=link, private_weights=private_weights,
-                   adder=adder, select=select, truncation=truncation, poly_method=poly_method,
-                   poly_out_truncation=poly_out_truncation, backend=linear_backend,
-                   relu_protocol=relu_protocol, auto_link=auto_link)
+                   threads=threads, timeout=timeout, link=link, options=options)
     report = res.report
     report.update({"model": model, "checkpoint": src.meta.get("checkpoint"), **inputs.info,
                    "relu_config": relu_config, "results_path": path,

@@ -42,6 +42,7 @@ from ringlet import prng, sources
 from ringlet.comm.base import CommError, PeerTimeoutError, ProtocolMismatchError
 from ringlet.comm.channel import FrameTooLargeError
 from ringlet.comm.mesh import Listener, MeshCommunicator, dial
+from ringlet.compiler.options import SecureOptions
 from ringlet.protocols.catalog import material_kinds
 from ringlet.runtime.programs import ModelMismatchError, agree_on_model
 from ringlet.serve import batches, wire
@@ -57,12 +58,13 @@ def _norm(norm):
 
 def load_model(deploy):
     m = deploy.model
+    options = SecureOptions.from_dict({k: v for k, v in m.items() if k in SecureOptions.keys()},
+                                      f"{deploy.path} [model]")
     return sources.server_model(
         m["source"], weights=m.get("weights") or None, input_shape=m.get("input_shape"),
         relu_config=m.get("relu_config") or None, dataset=m.get("dataset") or None,
         data_dir=m.get("data_dir") or None, frac_bits=m.get("frac_bits"), ring_bits=m.get("ring_bits"),
-        smooth=m.get("smooth"), input_bound=m.get("input_bound"),
-        backend=m.get("linear_backend"), relu_protocol=m.get("relu_protocol"))
+        smooth=m.get("smooth"), input_bound=m.get("input_bound"), options=options)
 
 
 class _DealerLink:

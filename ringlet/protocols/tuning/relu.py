@@ -114,7 +114,7 @@ def choose(model, labels: list[str], batch: int, parties: int, log=None,
         others = ", ".join(p for p in relu_protocols().names() if p != default)
         log(f"relu-protocol auto: {parties} servers: {default} everywhere ({others}: two servers only)")
         return {label: default for label in labels}
-    link = parse_profile(model.options.auto_link)
+    link = parse_profile(model.options.auto_link or "lan")
     kinds = {n.label: n for n in model.graph.nodes if n.label in labels}
     out = {}
     for label in labels:

@@ -131,6 +131,7 @@ CASES = {
     "avgpool-ceil": (lambda s, x: s.p(x), {"spatialmap"},
                      {"p": nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False)}),
     "adaptive-avg": (lambda s, x: s.p(x), {"spatialmap"}, {"p": nn.AdaptiveAvgPool2d((3, 5))}),
+    "avgpool": (lambda s, x: s.p(x), {"avgpool"}, {"p": nn.AvgPool2d(2)}),
     "upsample": (lambda s, x: s.up(x) + F.interpolate(x, size=(16, 16)), {"gather", "add"},
                  {"up": nn.Upsample(scale_factor=2)}),
     "bilinear": (lambda s, x: F.interpolate(x, scale_factor=0.75, mode="bilinear"), {"spatialmap"}),

@@ -90,6 +90,8 @@ def search_bits(graph, vx: torch.Tensor, vy: torch.Tensor, tx: torch.Tensor | No
         raise ValueError("--mode budget needs --budget (e.g. 8/64)")
     if mode == "eco" and budget is not None:
         raise ValueError("--budget applies to --mode budget only")
+    if (tx is None) != (ty is None):
+        raise ValueError("test images and labels go together: give both tx and ty, or neither")
     b = parse_budget(budget) if mode == "budget" else None
     labels = graph.relu_names
     if not labels:

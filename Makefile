@@ -17,6 +17,7 @@ test: setup data lint
 lint: setup
 	$(BIN)/ruff check ringlet tests scripts
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/python -m mypy
 
 setup: $(STAMP)
 
@@ -38,4 +39,4 @@ report: setup data
 	$(BIN)/python scripts/readme_report.py results/suite.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache

@@ -49,6 +49,7 @@ def core_demo(parties: int = 2, transport: str = "local", log=print) -> dict:
     plain = torch.nn.functional.avg_pool2d(torch.nn.functional.conv2d(x, weight, bias, padding=1) ** 2, 2)
     res = run_local(_server, parties, client=_client, transport=transport, pregenerate=True)
     err = (res.client_result - plain).abs().max().item()
+    assert res.world.client is not None  # run with a client
     client = res.reports[res.world.client].online
     summary = {
         "what": "client secret-shares a 4x3x16x16 tensor; servers compute avgpool2(conv3x3(x)^2) "

@@ -21,6 +21,7 @@ import copy
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -189,7 +190,7 @@ class PrivateModel:
                       headroom=self.headroom_summary(fixed=fixed))
         return replace(cfg, report=report)
 
-    def finetune(self, train_data, relu_config, epochs: int = 2, *, lr: float = 1e-3,
+    def finetune(self, train_data: Dataset | tuple[Any, Any], relu_config, epochs: int = 2, *, lr: float = 1e-3,
                  batch: int = 128, parties: int = 2, seed: int = 0, augment: bool = True,
                  progress: bool = False) -> PrivateModel:
         """Retrain a copy of the module with the approximate ReLUs in place; returns it compiled.

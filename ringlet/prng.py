@@ -9,6 +9,7 @@ uses torch.Generator, ``random`` or numpy's generators.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -45,7 +46,7 @@ class AesCtrStream:
     that share a seed (pairwise, or with the dealer) draw correlated randomness without talking.
     """
 
-    def __init__(self, seed: bytes, nonce: int = 0):
+    def __init__(self, seed: bytes, nonce: int = 0) -> None:
         key = _check_seed(seed)
         self._enc = Cipher(algorithms.AES(key), modes.CTR(nonce.to_bytes(16, "little"))).encryptor()
         self._zeros = bytes(min(_CHUNK, 1 << 20))
@@ -55,7 +56,7 @@ class AesCtrStream:
         """``nbytes`` of keystream as a uint8 array (AES-CTR of zeros, written in place)."""
         # update_into needs 15 spare bytes after the output; a CTR update writes exactly len(input)
         buf = np.empty(nbytes + 15, dtype=np.uint8)
-        out = memoryview(buf)
+        out = buf.data  # the array's own memoryview (numpy's stubs give ndarray __buffer__ only on 3.12+)
         pos = 0
         while pos < nbytes:
             step = min(_CHUNK, nbytes - pos)
@@ -69,23 +70,23 @@ class AesCtrStream:
     def random_bytes(self, n: int) -> bytes:
         return self._draw(n).tobytes()
 
-    def int64(self, shape) -> torch.Tensor:
+    def int64(self, shape: int | Iterable[int]) -> torch.Tensor:
         """Uniform elements of Z_2^64 as an int64 tensor of ``shape``."""
         shape = tuple(shape) if not isinstance(shape, int) else (shape,)
         n = int(np.prod(shape)) if shape else 1
         return torch.from_numpy(self._draw(8 * n).view(np.int64)).reshape(shape)
 
-    def words(self, shape) -> torch.Tensor:
+    def words(self, shape: int | Iterable[int]) -> torch.Tensor:
         """Uniform 64-bit words (bit planes) — same as :meth:`int64`, named for readability."""
         return self.int64(shape)
 
-    def bits(self, shape) -> torch.Tensor:
+    def bits(self, shape: int | Iterable[int]) -> torch.Tensor:
         """Uniform bits {0, 1} as int64 of ``shape`` (one byte of keystream per bit)."""
         shape = tuple(shape) if not isinstance(shape, int) else (shape,)
         n = int(np.prod(shape)) if shape else 1
         return torch.from_numpy((self._draw(n) & 1).astype(np.int64)).reshape(shape)
 
-    def below(self, shape, bits: int) -> torch.Tensor:
+    def below(self, shape: int | Iterable[int], bits: int) -> torch.Tensor:
         """Uniform integers in [0, 2^bits) (0 ≤ bits ≤ 64), as int64."""
         x = self.int64(shape)
         if bits >= 64:

@@ -8,7 +8,9 @@ normalised bytes and rounds (Figure 11), the compute vs communication split and 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ringlet.plots import _pyplot, kept_bits_plot
 
@@ -31,7 +33,7 @@ def headline(result: dict) -> str:
     for model in models:
         runs = _runs_by(result, model)
         configs = [c for c in dict.fromkeys(r["config"] for r in result["runs"] if r["model"] == model)]
-        base = {lk: runs.get(("exact-crypten", lk)) for lk in links}
+        base: dict[str, Any] = {lk: runs.get(("exact-crypten", lk)) for lk in links}  # None: no baseline
         head = ["config", "accuracy", "MB / image", "rounds"] + [f"s ({lk})" for lk in links] + \
                ["comm ÷ (vs CrypTen)"] + [f"speedup {lk}" for lk in links]
         lines += [f"**{model}** ({result['samples']} test images, {result['parties']} servers)", "",
@@ -248,7 +250,7 @@ def scale_section(scale: dict, out: Path) -> list[str]:
     return lines
 
 
-def write_report(results_path: str, out_dir: str, extra: list[str] = ()) -> Path:
+def write_report(results_path: str, out_dir: str, extra: Sequence[str] = ()) -> Path:
     result = json.loads(Path(results_path).read_text())
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -283,6 +285,6 @@ def write_report(results_path: str, out_dir: str, extra: list[str] = ()) -> Path
             lines += [data["markdown"], ""]
         else:
             raise ValueError(f"{path}: not a results file ringlet report knows")
-    path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    md = out / "report.md"
+    md.write_text("\n".join(lines) + "\n")
+    return md

@@ -14,7 +14,9 @@ plane sent over the network costs exactly one bit per element (plus padding to a
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,7 +46,7 @@ class Ring:
 
     bits: int = RING_BITS
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not 2 <= self.bits <= 64:
             raise ValueError(f"ring bits must be in 2..64, got {self.bits}")
 
@@ -101,7 +103,7 @@ class Ring:
         tail = np.ascontiguousarray(word.view(np.uint8).reshape(-1, 8)[:, :rest]).reshape(-1)
         return torch.from_numpy(np.concatenate([head, tail]))
 
-    def unwire(self, t: torch.Tensor, shape) -> torch.Tensor:
+    def unwire(self, t: torch.Tensor, shape: Iterable[int]) -> torch.Tensor:
         """Inverse of :meth:`wire` for a tensor of ``shape``; the centred residues as int64."""
         shape = tuple(shape)
         n = int(np.prod(shape)) if shape else 1
@@ -142,7 +144,7 @@ class FixedPoint:
     frac_bits: int = DEFAULT_FRAC_BITS
     ring_bits: int = RING_BITS
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not MIN_RING_BITS <= self.ring_bits <= 64:
             raise ValueError(f"ring bits must be in {MIN_RING_BITS}..64, got {self.ring_bits}")
         if not 0 <= self.frac_bits <= self.ring_bits - 2:
@@ -169,7 +171,7 @@ class FixedPoint:
         """Exclusive bound on encodable magnitudes: 2^(ℓ − 1 − f)."""
         return float(2 ** (self.ring_bits - 1 - self.frac_bits))
 
-    def encode(self, x, what: str = "input") -> torch.Tensor:
+    def encode(self, x: Any, what: str = "input") -> torch.Tensor:
         """Encode reals to ring elements; ``what`` names the value in error messages."""
         t = torch.as_tensor(x)
         if t.is_complex() or t.dtype == torch.bool:
@@ -188,7 +190,7 @@ class FixedPoint:
                 f"at {_describe(t, over)}")
         return scaled.to(torch.int64)
 
-    def decode(self, v: torch.Tensor, dtype=torch.float64) -> torch.Tensor:
+    def decode(self, v: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """Ring elements (signed) to reals."""
         if v.dtype != torch.int64:
             raise TypeError(f"decode expects an int64 ring tensor, got {v.dtype}")

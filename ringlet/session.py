@@ -7,12 +7,13 @@ and sole receiver of outputs) is rank p+1. A :class:`Session` is passed explicit
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 
 from ringlet import prng
-from ringlet.comm.base import Communicator
+from ringlet.comm.base import CommStats, Communicator
 from ringlet.offline.kind import Kinds
 from ringlet.offline.link import DealerLink
 from ringlet.prng import AesCtrStream
@@ -27,7 +28,7 @@ class World:
     num_servers: int
     has_client: bool = False
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.num_servers < 2:
             raise ValueError(f"need at least 2 servers, got {self.num_servers}")
 
@@ -116,7 +117,7 @@ class Session:
     """Everything a protocol needs on one party: rank, world, communicator, randomness, dealer."""
 
     def __init__(self, comm: Communicator, world: World, seeds: Seeds, kinds: Kinds,
-                 fixed: FixedPoint | None = None):
+                 fixed: FixedPoint | None = None) -> None:
         self.comm = comm
         self.world = world
         self.rank = comm.rank
@@ -132,7 +133,7 @@ class Session:
 
     # convenience --------------------------------------------------------------------------------
     @property
-    def stats(self):
+    def stats(self) -> CommStats:
         return self.comm.stats
 
     @property
@@ -156,7 +157,7 @@ class Session:
         """Wrap this server's int64 share tensor."""
         return ArithmeticShare(data, self.rank, self.fixed.frac_bits if frac is None else frac)
 
-    def barrier(self, tag: str = "setup", among=None) -> None:
+    def barrier(self, tag: str = "setup", among: Iterable[int] | None = None) -> None:
         """Wait until every non-dealer party (or every party in ``among``) reaches this point."""
         group = range(self.world.size) if among is None else among
         parties = [r for r in group if r not in (self.world.dealer, self.rank)]

@@ -11,6 +11,9 @@ returns a new share (which may reuse the old tensor when nothing changed).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import torch
 
 from ringlet import ring
@@ -25,7 +28,7 @@ class Share:
 
     __slots__ = ("party",)
 
-    def __init__(self, party: int):
+    def __init__(self, party: int) -> None:
         if not isinstance(party, int) or party < 0:
             raise ShareError(f"party must be a non-negative int, got {party!r}")
         self.party = party
@@ -63,7 +66,7 @@ class ArithmeticShare(Share):
 
     __slots__ = ("data", "frac")
 
-    def __init__(self, data: torch.Tensor, party: int, frac: int = ring.DEFAULT_FRAC_BITS):
+    def __init__(self, data: torch.Tensor, party: int, frac: int = ring.DEFAULT_FRAC_BITS) -> None:
         super().__init__(party)
         if not isinstance(data, torch.Tensor) or data.dtype != torch.int64:
             raise ShareError(f"arithmetic share data must be an int64 tensor, got "
@@ -84,19 +87,19 @@ class ArithmeticShare(Share):
     def numel(self) -> int:
         return self.data.numel()
 
-    def reshape(self, *shape) -> ArithmeticShare:
+    def reshape(self, *shape: Any) -> ArithmeticShare:  # as torch's: ints, or one sequence
         return self._new(self.data.reshape(*shape))
 
     def flatten(self, start_dim: int = 0, end_dim: int = -1) -> ArithmeticShare:
         return self._new(self.data.flatten(start_dim, end_dim))
 
-    def permute(self, *dims) -> ArithmeticShare:
+    def permute(self, *dims: Any) -> ArithmeticShare:  # as torch's: ints, or one sequence
         return self._new(self.data.permute(*dims))
 
-    def __getitem__(self, index) -> ArithmeticShare:
+    def __getitem__(self, index: Any) -> ArithmeticShare:
         return self._new(self.data[index])
 
-    def sum(self, dim=None, keepdim: bool = False) -> ArithmeticShare:
+    def sum(self, dim: int | tuple[int, ...] | None = None, keepdim: bool = False) -> ArithmeticShare:
         data = self.data.sum() if dim is None else self.data.sum(dim, keepdim=keepdim)
         return self._new(data)
 
@@ -150,7 +153,8 @@ class BinaryShare(Share):
 
     __slots__ = ("planes", "n", "elem_shape")
 
-    def __init__(self, planes: torch.Tensor, n: int, party: int, elem_shape=None):
+    def __init__(self, planes: torch.Tensor, n: int, party: int,
+                 elem_shape: Iterable[int] | None = None) -> None:
         super().__init__(party)
         if planes.dtype != torch.int64 or planes.ndim != 2:
             raise ShareError(f"binary share planes must be a 2-D int64 tensor, got "
@@ -189,7 +193,7 @@ class BinaryShare(Share):
         """NOT of every bit: party 0 flips its planes."""
         return self._new(~self.planes) if self.party == 0 else self._new(self.planes.clone())
 
-    def select(self, index) -> BinaryShare:
+    def select(self, index: Any) -> BinaryShare:
         """A subset of planes (an int, slice or index tensor)."""
         planes = self.planes[index]
         return self._new(planes.unsqueeze(0) if planes.ndim == 1 else planes)

@@ -54,7 +54,7 @@ class ModelSource:
     spec: str
     module: nn.Module | None
     meta: dict = field(default_factory=dict)
-    saved: object = None  # a loaded PrivateModel when the spec is a saved folder
+    saved: PrivateModel | None = None  # a loaded PrivateModel when the spec is a saved folder
 
 
 def _factory(spec: str):
@@ -229,6 +229,7 @@ def compile_source(src: ModelSource, inputs: Inputs, *, calibration: torch.Tenso
         return pm
     meta = dict(src.meta)
     shape = tuple(inputs.x.shape[1:])
+    assert src.module is not None  # a source is a module or a saved model
     if meta.get("random_weights") and any(isinstance(m, nn.modules.batchnorm._BatchNorm)
                                           for m in src.module.modules()):
         if calibration is None:

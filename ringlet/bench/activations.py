@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from ringlet.bench.suite import config_setup, shipped_stem
 from ringlet.comm.shaper import PROFILES, LinkProfile
@@ -33,7 +34,7 @@ def run_activations(model: str = "resnet20", poly_model: str | None = None,
             if not find_checkpoint(poly_model):
                 raise ValueError(f"no polynomial checkpoint {poly_model!r} (train one with "
                                  f"ringlet train --poly ... --pillar ...)")
-            setup = {"model": poly_model, "poly_method": method or poly_method,
+            setup: dict[str, Any] = {"model": poly_model, "poly_method": method or poly_method,
                      "poly_out_truncation": "local" if kind == "poly-local" else "dealer"}
         elif method:
             raise ValueError(f"config {config!r}: only poly and poly-local take @METHOD")

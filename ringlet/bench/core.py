@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -154,7 +155,7 @@ def _op_program(op: str, shapes: dict):
     return program
 
 
-OPS = {
+OPS: dict[str, dict[str, tuple[int, ...]]] = {
     "mul": {"x": (1 << 20,)},
     "matmul": {"x": (256, 256), "y": (256, 256)},
     "conv2d_public_weights": {"x": (8, 64, 32, 32), "w": (64, 64, 3, 3)},
@@ -164,7 +165,7 @@ OPS = {
 
 def op_costs(parties: int = 2, transport: str = "local") -> dict:
     """Online time, bytes sent per party and rounds of each op (material pre-generated)."""
-    out = {}
+    out: dict[str, Any] = {}
     for op, shapes in OPS.items():
         # the input sharing happens inside the program; only the op's own tags are counted below
         res = run_local(_op_program(op, shapes), parties, transport=transport, pregenerate=True)

@@ -23,6 +23,7 @@ import socket
 import struct
 import threading
 import time
+from typing import Any
 
 import torch
 
@@ -137,7 +138,7 @@ def hostile_client(d, name: str, shape, stop: threading.Event, counts: dict, pau
 
 
 def _phase(d, per_client, window: int, seconds: float, during=None) -> tuple[list, float]:
-    records = [[] for _ in per_client]
+    records: list[list[dict[str, Any]]] = [[] for _ in per_client]
     t0 = time.perf_counter()
     until = t0 + seconds
     threads = [threading.Thread(target=run_client, name=f"bench-honest-{c}",
@@ -169,7 +170,9 @@ def run_hostile(d, quick, procs: dict, restart, wait_ready, per_client: list, wi
     """Both phases on a running deployment (see the module docstring); the ``hostile`` report."""
     log(f"clean phase: {len(per_client)} honest clients for {seconds:g} s")
     clean, clean_s = _phase(d, per_client, window, seconds)
-    counts, kills, stop = {}, [], threading.Event()
+    counts: dict[str, int] = {}
+    kills: list[dict[str, Any]] = []
+    stop = threading.Event()
 
     def chaos(t0: float, until: float) -> None:
         attacker = threading.Thread(target=hostile_client, args=(d, "client-b", shape, stop, counts),

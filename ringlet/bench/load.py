@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from concurrent.futures import FIRST_COMPLETED, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ def run_client(d, xs: list, window: int, timeout: float, records: list, on_answe
     waits ``backoff`` seconds (a client's back-off, not a flood while a party restarts)."""
 
     client = Client(d)
-    inflight = {}
+    inflight: dict[Future[Any], dict[str, Any]] = {}  # future -> its query record
 
     def more() -> bool:
         return nxt < len(xs) if until is None else time.perf_counter() < until
@@ -34,15 +35,19 @@ def run_client(d, xs: list, window: int, timeout: float, records: list, on_answe
             while more() and len(inflight) < window:
                 index, x = xs[nxt % len(xs)]
                 nxt += 1
-                rec = dict(index=index, t0=time.perf_counter(), t1=None, result=None, error=None,
-                           message=None)
+                rec: dict[str, Any] = dict(index=index, t0=time.perf_counter(), t1=None, result=None,
+                                           error=None, message=None)
                 records.append(rec)
                 try:
                     fut = client.submit(x)
                 except (RuntimeError, ValueError) as exc:  # QueryError (unavailable), input range
                     failed(rec, exc)
                     continue
-                fut.add_done_callback(lambda _, rec=rec: rec.update(t1=time.perf_counter()))
+
+                # a def, not a lambda: mypy cannot type a lambda with a default argument
+                def stamp(_: Future[Any], rec: dict[str, Any] = rec) -> None:
+                    rec.update(t1=time.perf_counter())
+                fut.add_done_callback(stamp)
                 inflight[fut] = rec
             if not inflight:
                 continue
@@ -53,12 +58,12 @@ def run_client(d, xs: list, window: int, timeout: float, records: list, on_answe
                            FIRST_COMPLETED)
             for fut in done:
                 rec = inflight.pop(fut)
-                exc = fut.exception()
-                if exc is None:
+                err = fut.exception()
+                if err is None:
                     rec["result"] = fut.result()
                     on_answer()
                 else:
-                    failed(rec, exc)
+                    failed(rec, err)
             now = time.perf_counter()
             for fut in [f for f, r in inflight.items() if now >= r["t0"] + timeout]:
                 inflight.pop(fut)  # lost: neither a result nor an error in time
@@ -68,7 +73,9 @@ def run_client(d, xs: list, window: int, timeout: float, records: list, on_answe
 
 def score(records: list, reference: torch.Tensor, rows: int) -> dict:
     """answered / wrong / lost / errors / latencies of the query records."""
-    answered, wrong, lost, errors, latencies, worst = 0, 0, 0, {}, [], 0.0
+    answered, wrong, lost, worst = 0, 0, 0, 0.0
+    errors: dict[str, int] = {}
+    latencies: list[float] = []
     for rec in records:
         if rec["result"] is not None:
             answered += 1

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from typing import Any
 
 from ringlet.comm.shaper import LinkProfile, profile
 from ringlet.comm.transport import TransportSpec, free_port, open_communicator
@@ -73,11 +74,17 @@ def _exchange(comm, peer: int, megabytes: float, rounds: int) -> float:
 
 
 class _Pair:
-    """The world of the link test: two parties and nobody else."""
+    """The world of the link test: two parties and nobody else (what open_communicator reads of a
+    :class:`ringlet.session.World`; the tcp transport reads ``size`` and ``names`` only)."""
 
     size = 2
+    dealer = 2  # no party is the dealer
+    client = None
 
-    def names(self):
+    def role(self, rank: int) -> str:
+        return "server"
+
+    def names(self) -> dict[int, str]:
         return {0: "server-0", 1: "server-1"}
 
 
@@ -117,7 +124,7 @@ def link_bench(name: str, rtt_ms: float | None = None, megabytes: float = 8.0, r
     link = profile(name, rtt_ms)
     # a symmetric round costs the transfer plus one one-way latency (RTT / 2)
     expected = link.transfer_seconds(int(megabytes * 1e6)) + (rounds + 1) * link.rtt_s / 2
-    out = {"link": link.to_dict(), "megabytes": megabytes, "rounds": rounds,
+    out: dict[str, Any] = {"link": link.to_dict(), "megabytes": megabytes, "rounds": rounds,
            "expected_seconds": expected,
            "shaper_seconds": measure_shaper(link, megabytes, rounds)}
     out["shaper_error"] = out["shaper_seconds"] / out["expected_seconds"] - 1

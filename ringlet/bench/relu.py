@@ -43,6 +43,7 @@ def default_input(n: int, scale: float = 8.0) -> np.ndarray:
 
 def _program(sess, values: torch.Tensor, spec: ReluSpec, op: str, shift: int = 0):
     x = share_input(sess, values if sess.rank == 0 else None, 0, tuple(values.shape), encoded=True)
+    assert x is not None  # every party here is a server
     x = ArithmeticShare(x.data, x.party, x.frac + shift)
     sess.barrier("setup")
     before = sess.stats.copy()
@@ -58,7 +59,8 @@ def _program(sess, values: torch.Tensor, spec: ReluSpec, op: str, shift: int = 0
 
 
 def run_relu_bench(values: np.ndarray, spec: ReluSpec, parties: int = 2, transport: str = "local",
-                   op: str = "relu", frac_bits: int = 16, threads: int = 0, shift: int = 0) -> dict:
+                   op: str = "relu", frac_bits: int = 16, threads: int = 0,
+                   shift: int = 0) -> tuple[dict, torch.Tensor]:
     """One layer; ``shift`` > 0 makes the input carry that many more fractional bits (a conv's
     output) and the ReLU truncate them (fused into its select, or its one FSS round)."""
     if shift and op != "relu":

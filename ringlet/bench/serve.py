@@ -34,6 +34,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,7 +69,7 @@ def write_deployment(folder: Path, model: str, *, weights=None, input_shape=None
                "relu_config": _absolute(relu_config), "relu_protocol": relu_protocol,
                "dataset": dataset, "data_dir": _absolute(data_dir),
                "input_bound": float(input_bound) if input_bound is not None else None}
-    raw = {"version": 1, "name": f"bench-serve-{os.getpid()}",
+    raw: dict[str, Any] = {"version": 1, "name": f"bench-serve-{os.getpid()}",
            "tls": {"enabled": bool(tls), "folder": "certs"},
            "parties": {"server-0": {"address": f"127.0.0.1:{free_port()}",
                                     "metrics": f"127.0.0.1:{free_port()}"},
@@ -208,7 +209,10 @@ def _check_args(clients, queries, rows, max_batch, sizes, pool_depth, window) ->
 def run_load(d, quick, per_client: list, window: int, folder: Path, progress=None) -> tuple[list, list]:
     """Every client in its own thread, and the pool sampler; (query records, pool samples)."""
     from tqdm import tqdm
-    records, failures, pools, stop = [[] for _ in per_client], [], [], threading.Event()
+    records: list[list[dict[str, Any]]] = [[] for _ in per_client]
+    failures: list[str] = []
+    pools: list[dict[str, Any]] = []
+    stop = threading.Event()
     bar = tqdm(total=sum(map(len, per_client)), desc="queries", unit="query", file=sys.stderr,
                disable=not (sys.stderr.isatty() if progress is None else progress))
     lock = threading.Lock()

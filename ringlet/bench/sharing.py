@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -23,7 +24,7 @@ from ringlet.models import build_model
 from ringlet.train.checkpoint import is_checkpoint, load_checkpoint, save_checkpoint, shipped_models_dir
 
 # name → (first-layer spec, noise at inference), the paper's rows (Table 6, Fashion-MNIST)
-FMNIST_VARIANTS = {
+FMNIST_VARIANTS: dict[str, dict[str, Any]] = {
     "uniform-3x3": {"variant": "fc", "patch": 3},
     "uniform-4x4": {"variant": "fc", "patch": 4},
     "uniform-channel": {"variant": "fc", "patch": "channel"},
@@ -103,12 +104,14 @@ def run_sharing(epochs: int = 5, samples: int = 64, minionn_samples: int = 2, lo
                 command: str = "", variants=None, lr: float = 0.01) -> dict:
     base = "fmnist-net-fmnist"
     test = load_dataset("fashion-mnist", "test")
-    out = {"command": command, "samples": samples, "fashion_mnist": [], "minionn": [],
+    out: dict[str, Any] = {"command": command, "samples": samples, "fashion_mnist": [], "minionn": [],
            "total_variation": {}}
     chosen = FMNIST_VARIANTS if not variants else {v: FMNIST_VARIANTS[v] for v in variants}
     rows = [("original", base, None)] + [(n, None, s) for n, s in chosen.items()]
     for name, stem, spec in rows:
-        stem = stem or _ensure_variant(base, name, spec, epochs, log, lr)
+        if not stem:  # a variant: finetuned on first use
+            assert spec is not None
+            stem = _ensure_variant(base, name, spec, epochs, log, lr)
         model, meta = load_checkpoint(shipped_models_dir() / stem)
         graph = compile_model(model, (1, 28, 28))
         layer = next(n for n in graph.nodes if n.label == "features.1")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from ringlet.bench.netlink import can_use_namespaces, run_real_inference
 from ringlet.bench.relu import breakdown
@@ -123,6 +124,7 @@ def run_one(stem: str, config: str, link_name: str, samples: int, batch: int, pa
     if real and parties == 2 and not link.rtt_s:
         if can_use_namespaces():
             path = find_checkpoint(model)
+            assert path is not None  # run_inference above found it
             try:
                 real_s = run_real_inference(str(path), link, samples, batch, _party_args(setup),
                                             dataset=read_meta(path).get("dataset"))["seconds_online"]
@@ -177,9 +179,9 @@ def run_suite(models, configs=CONFIGS, links=("lan", "wan"), samples: int = 64, 
               parties: int = 2, rtt_ms: float | None = None, out: str | None = None, data_dir=None,
               progress: bool = False, log=print, command: str = "", real: bool = False,
               linear_backend: str = "auto", relu_protocol: str | None = None) -> dict:
-    runs = []
+    runs: list[dict[str, Any]] = []
     t0 = time.time()
-    result = {"command": command, "samples": samples, "batch": batch, "parties": parties,
+    result: dict[str, Any] = {"command": command, "samples": samples, "batch": batch, "parties": parties,
               "linear_backend": linear_backend, "relu_protocol": relu_protocol,
               "links": [profile(lk, rtt_ms if lk == "wan-rtt" else None).to_dict() for lk in links],
               "runs": runs, "summary": {}, "searches": {}}

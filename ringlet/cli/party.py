@@ -78,6 +78,7 @@ def _rank(args) -> int:
     if args.rank is not None and args.rank != expected:
         raise ValueError(f"--rank {args.rank}: the {args.role} is rank {expected} with "
                          f"--world-size {args.world_size}")
+    assert expected is not None  # --role is server, dealer or client
     return expected
 
 

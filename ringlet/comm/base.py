@@ -15,9 +15,14 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from ringlet.comm.shaper import LinkShaper
 
 # tags used for accounting (free-form strings are allowed; these are the ones ringlet uses)
 TAGS = ("setup", "input", "output", "offline", "mult", "trunc", "circuit", "b2a", "select",
@@ -41,30 +46,33 @@ class ProtocolMismatchError(CommError):
 
 
 Item = tuple[str, torch.Tensor]
+ItemSpec = tuple[str, torch.dtype, tuple[int, ...]]  # an item as a header describes it: tag, dtype, shape
 
 
 @dataclass
 class CommStats:
     """Exact counts for one party: payload bytes per (peer, tag) each way, rounds per tag."""
 
-    sent: dict = field(default_factory=lambda: defaultdict(int))
-    received: dict = field(default_factory=lambda: defaultdict(int))
-    rounds: dict = field(default_factory=lambda: defaultdict(int))
+    sent: dict[tuple[int, str], int] = field(default_factory=lambda: defaultdict(int))  # (peer, tag)
+    received: dict[tuple[int, str], int] = field(default_factory=lambda: defaultdict(int))
+    rounds: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     messages: int = 0
     framing_bytes: int = 0
     seconds_waiting: float = 0.0  # time inside send/recv/round: the communication share of a run
 
-    def bytes_sent(self, tags=None, exclude=(), peers=None) -> int:
+    def bytes_sent(self, tags: Collection[str] | None = None, exclude: Collection[str] = (),
+                   peers: Collection[int] | None = None) -> int:
         return sum(v for (peer, tag), v in self.sent.items()
                    if (tags is None or tag in tags) and tag not in exclude
                    and (peers is None or peer in peers))
 
-    def bytes_received(self, tags=None, exclude=(), peers=None) -> int:
+    def bytes_received(self, tags: Collection[str] | None = None, exclude: Collection[str] = (),
+                       peers: Collection[int] | None = None) -> int:
         return sum(v for (peer, tag), v in self.received.items()
                    if (tags is None or tag in tags) and tag not in exclude
                    and (peers is None or peer in peers))
 
-    def total_rounds(self, tags=None, exclude=()) -> int:
+    def total_rounds(self, tags: Collection[str] | None = None, exclude: Collection[str] = ()) -> int:
         return sum(v for tag, v in self.rounds.items()
                    if (tags is None or tag in tags) and tag not in exclude)
 
@@ -90,9 +98,10 @@ class CommStats:
     def minus(self, before: CommStats) -> CommStats:
         """Counts accumulated since ``before`` (a :meth:`copy`)."""
         new = CommStats()
-        for src, dst, old in ((self.sent, new.sent, before.sent),
-                              (self.received, new.received, before.received),
-                              (self.rounds, new.rounds, before.rounds)):
+        tables: tuple[tuple[dict[Any, int], dict[Any, int], dict[Any, int]], ...] = (
+            (self.sent, new.sent, before.sent), (self.received, new.received, before.received),
+            (self.rounds, new.rounds, before.rounds))
+        for src, dst, old in tables:
             for k, v in src.items():
                 if v - old.get(k, 0):
                     dst[k] = v - old.get(k, 0)
@@ -101,7 +110,7 @@ class CommStats:
         new.seconds_waiting = self.seconds_waiting - before.seconds_waiting
         return new
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"bytes_sent": self.bytes_sent(), "bytes_received": self.bytes_received(),
                 "rounds": self.total_rounds(), "messages": self.messages,
                 "framing_bytes": self.framing_bytes, "seconds_waiting": self.seconds_waiting,
@@ -109,7 +118,7 @@ class CommStats:
                 "sent_by_peer": _by_peer(self.sent), "received_by_peer": _by_peer(self.received)}
 
 
-def _by_peer(table: dict) -> dict[str, int]:
+def _by_peer(table: dict[tuple[int, str], int]) -> dict[str, int]:
     out: dict[str, int] = defaultdict(int)
     for (peer, _tag), v in table.items():
         out[str(peer)] += v
@@ -120,10 +129,11 @@ def payload_bytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
-def split_items(buf: torch.Tensor, spec: list[tuple[str, torch.dtype, tuple]]) -> tuple[list[Item], int]:
+def split_items(buf: torch.Tensor, spec: list[ItemSpec]) -> tuple[list[Item], int]:
     """Items as views of a freshly received byte buffer (a copy only where an item is
     misaligned), and the number of bytes they take."""
-    out, pos = [], 0
+    out: list[Item] = []
+    pos = 0
     for tag, dtype, shape in spec:
         n = 1
         for d in shape:
@@ -142,7 +152,7 @@ class Communicator(ABC):
     """Point-to-point messages between ranks 0..world_size−1 with exact accounting."""
 
     def __init__(self, rank: int, world_size: int, timeout: float = 60.0,
-                 names: dict[int, str] | None = None):
+                 names: dict[int, str] | None = None) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world of size {world_size}")
         if timeout <= 0:
@@ -150,7 +160,7 @@ class Communicator(ABC):
         self.rank, self.world_size, self.timeout = rank, world_size, float(timeout)
         self.stats = CommStats()
         self.names = names or {}
-        self.shaper = None  # optional link shaper (bandwidth/latency), applied to sends
+        self.shaper: LinkShaper | None = None  # optional link shaper (bandwidth/latency), applied to sends
 
     def peer_name(self, rank: int) -> str:
         return f"party {rank}" + (f" ({self.names[rank]})" if rank in self.names else "")
@@ -210,7 +220,7 @@ class Communicator(ABC):
         self._flush()
         self.stats.seconds_waiting += time.perf_counter() - t0
 
-    def round(self, tag: str, sends: dict[int, list[Item]], recv_from=(),
+    def round(self, tag: str, sends: dict[int, list[Item]], recv_from: Collection[int] = (),
               step: str | None = None) -> dict[int, list[torch.Tensor]]:
         """One communication round: send every message, then wait for one from each ``recv_from``.
 

@@ -15,12 +15,15 @@ import os
 import re
 import ssl
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes, PrivateKeyTypes
 
 StrPath = str | os.PathLike[str]
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -67,7 +70,7 @@ def _save(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey, cert_path: Pa
     _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644, overwrite)
 
 
-def _new_ca(days: int, cn: str = "ringlet development CA"):
+def _new_ca(days: int, cn: str = "ringlet development CA") -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
@@ -83,7 +86,7 @@ def _new_ca(days: int, cn: str = "ringlet development CA"):
     return cert, key
 
 
-def _load_ca(cert_path: Path, key_path: Path):
+def _load_ca(cert_path: Path, key_path: Path) -> tuple[x509.Certificate, PrivateKeyTypes]:
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     except ValueError as e:
@@ -101,7 +104,8 @@ def _load_ca(cert_path: Path, key_path: Path):
     return cert, key
 
 
-def _party_cert(name: str, days: int, ca_cert: x509.Certificate, ca_key: Any):
+def _party_cert(name: str, days: int, ca_cert: x509.Certificate,
+                ca_key: Any) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
     # a certificate outliving its issuer would only fail later; end it with the CA
@@ -110,7 +114,9 @@ def _party_cert(name: str, days: int, ca_cert: x509.Certificate, ca_key: Any):
         ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
     except x509.ExtensionNotFound:
-        aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key())
+        # a CA's key signs: never one of the key-agreement types public_key() may also return
+        aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(
+            cast("CertificateIssuerPublicKeyTypes", ca_cert.public_key()))
     san = x509.SubjectAlternativeName([x509.DNSName(name), x509.DNSName("localhost"),
                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
     cert = (x509.CertificateBuilder()
@@ -152,7 +158,7 @@ def make_dev_certs(out_dir: StrPath, names: list[str], days: int = 365,
     out = Path(out_dir)
     ca_paths = (out / "ca.pem", out / "ca.key")
     party_paths = {n: (out / f"{n}.pem", out / f"{n}.key") for n in names}
-    ca = None
+    ca: tuple[x509.Certificate, Any] | None = None  # (certificate, private key)
     if not overwrite:
         for path in (p for pair in party_paths.values() for p in pair):
             if path.exists():

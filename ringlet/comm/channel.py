@@ -23,11 +23,14 @@ import ssl
 import struct
 import threading
 import time
+from typing import Any, cast
 
 from ringlet.comm.base import PeerFailedError, PeerTimeoutError, ProtocolMismatchError
 
 _CHUNK = 1 << 20  # plaintext handed to OpenSSL at a time (it cuts 16 KiB records)
 _RECV = 1 << 20
+
+_BytesLike = bytes | bytearray | memoryview  # a part of a frame
 
 
 class FrameTooLargeError(ProtocolMismatchError):
@@ -38,7 +41,7 @@ class Channel:
     """A bidirectional frame link to ``peer`` (a name used in every error message)."""
 
     def __init__(self, sock: socket.socket, peer: str, tls: ssl.SSLObject | None = None,
-                 incoming: ssl.MemoryBIO | None = None, outgoing: ssl.MemoryBIO | None = None):
+                 incoming: ssl.MemoryBIO | None = None, outgoing: ssl.MemoryBIO | None = None) -> None:
         sock.settimeout(None)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock, self.peer = sock, peer
@@ -47,7 +50,8 @@ class Channel:
         self._wire_lock = threading.Lock()  # one writer of raw bytes at a time
         self.sent = self.received = 0  # plaintext bytes (frames and their length prefixes)
         self.wire_sent = self.wire_received = 0  # bytes on the socket (TLS records included)
-        self._queue: queue.Queue = queue.Queue()
+        # (length prefix, parts) per frame; None stops the sender thread
+        self._queue: queue.Queue[tuple[bytes, tuple[_BytesLike, ...]] | None] = queue.Queue()
         self._error: BaseException | None = None
         self._idle = threading.Event()
         self._idle.set()
@@ -85,11 +89,11 @@ class Channel:
         ch.wire_sent, ch.wire_received = wire
         return ch
 
-    def peer_certificate(self) -> dict | None:
+    def peer_certificate(self) -> dict[str, Any] | None:
         return self.tls.getpeercert() if self.tls is not None else None
 
     # sending ---------------------------------------------------------------------------------
-    def send(self, *parts) -> None:
+    def send(self, *parts: _BytesLike) -> None:
         """Queue one frame made of ``parts`` (bytes-like objects kept alive until sent)."""
         self._raise()
         n = sum(memoryview(p).nbytes for p in parts)
@@ -123,7 +127,7 @@ class Channel:
             if self._queue.empty():
                 self._idle.set()
 
-    def _write(self, data) -> None:
+    def _write(self, data: _BytesLike) -> None:
         view = memoryview(data).cast("B")
         self.sent += view.nbytes
         if self.tls is None:
@@ -137,6 +141,7 @@ class Channel:
                 done = 0
                 while done < piece.nbytes:
                     done += self.tls.write(piece[done:])
+                assert self._out is not None  # set with tls (Channel.open)
                 out = self._out.read()
             self._put_wire(out)
 
@@ -163,6 +168,7 @@ class Channel:
 
     def recv_length(self, deadline: float, what: str, *, limit: int) -> int:
         """The next frame's announced length (at most ``limit``, else FrameTooLargeError)."""
+        n: int
         (n,) = struct.unpack("<I", bytes(self.read(4, deadline, what)))
         if n > limit:
             raise FrameTooLargeError(f"{self.peer} announced a frame of {n} bytes ({what}); the "
@@ -196,14 +202,17 @@ class Channel:
             data = _recv_some(self.sock, deadline, self.peer, what)
             self.wire_received += len(data)
             with self._tls_lock:
+                assert self._in is not None  # set with tls (Channel.open)
                 self._in.write(data)
         self.received += n
 
     def _decrypt_into(self, view: memoryview, what: str) -> int:
         """Decrypt buffered records straight into ``view``; the number of bytes written."""
+        assert self.tls is not None and self._out is not None  # called with TLS only (_fill)
         with self._tls_lock:
             try:
-                got = self.tls.read(view.nbytes, view)
+                # with a buffer, read returns the count of bytes written (typeshed says bytes)
+                got = cast(int, self.tls.read(view.nbytes, view))
             except ssl.SSLWantReadError:
                 got = 0
             except ssl.SSLZeroReturnError:
@@ -269,7 +278,7 @@ def _readable(sock: socket.socket, left: float) -> bool:
     return bool(ready)
 
 
-def _drain(sock: socket.socket, outgoing: ssl.MemoryBIO, wire: list) -> None:
+def _drain(sock: socket.socket, outgoing: ssl.MemoryBIO, wire: list[int]) -> None:
     data = outgoing.read()
     if data:
         try:

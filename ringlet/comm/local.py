@@ -19,10 +19,11 @@ _POLL = 0.05  # seconds between checks for a failed peer while waiting
 class LocalHub:
     """The shared mailboxes of one in-process world."""
 
-    def __init__(self, world_size: int):
+    def __init__(self, world_size: int) -> None:
         self.world_size = world_size
-        self.queues = {(s, d): queue.Queue() for s in range(world_size) for d in range(world_size)
-                       if s != d}
+        # (src, dst) -> messages (step, items) in order
+        self.queues: dict[tuple[int, int], queue.Queue[tuple[str, list[Item]]]] = {
+            (s, d): queue.Queue() for s in range(world_size) for d in range(world_size) if s != d}
         self._lock = threading.Lock()
         self.failed: dict[int, str] = {}
 
@@ -30,12 +31,14 @@ class LocalHub:
         with self._lock:
             self.failed.setdefault(rank, reason)
 
-    def communicator(self, rank: int, timeout: float = 60.0, names=None) -> LocalCommunicator:
+    def communicator(self, rank: int, timeout: float = 60.0,
+                     names: dict[int, str] | None = None) -> LocalCommunicator:
         return LocalCommunicator(self, rank, timeout, names)
 
 
 class LocalCommunicator(Communicator):
-    def __init__(self, hub: LocalHub, rank: int, timeout: float = 60.0, names=None):
+    def __init__(self, hub: LocalHub, rank: int, timeout: float = 60.0,
+                 names: dict[int, str] | None = None) -> None:
         super().__init__(rank, hub.world_size, timeout, names)
         self.hub = hub
 

@@ -27,7 +27,8 @@ import ssl
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any, cast
 
 import torch
 
@@ -36,6 +37,7 @@ from ringlet.comm.base import (
     CommError,
     Communicator,
     Item,
+    ItemSpec,
     PeerFailedError,
     PeerTimeoutError,
     ProtocolMismatchError,
@@ -66,10 +68,11 @@ def encode_header(step: str, items: list[Item]) -> bytes:
     return struct.pack("<H", len(body)) + body
 
 
-def decode_header(data: bytes, peer: str = "the peer") -> tuple[int, list[tuple[str, torch.dtype, tuple]]]:
+def decode_header(data: bytes, peer: str = "the peer") -> tuple[int, list[ItemSpec]]:
     try:
         step, n = struct.unpack_from("<QB", data, 0)
-        pos, spec = 9, []
+        pos = 9
+        spec: list[ItemSpec] = []
         for _ in range(n):
             tag, dt, ndim = struct.unpack_from("<BBB", data, pos)
             shape = struct.unpack_from(f"<{ndim}q", data, pos + 3)
@@ -91,11 +94,11 @@ def _itemsize(dtype: torch.dtype) -> int:
 HELLO_LIMIT = 64 << 10  # bytes of a hello or its answer (a few hundred in practice)
 
 
-def send_json(ch: Channel, obj) -> None:
+def send_json(ch: Channel, obj: Any) -> None:
     ch.send(json.dumps(obj).encode())
 
 
-def parse_json(data, peer: str, what: str):
+def parse_json(data: bytes | bytearray, peer: str, what: str) -> dict[str, Any]:
     """A JSON object from a peer's frame; anything else (not UTF-8, not JSON, too deeply nested,
     not an object) is a :class:`ProtocolMismatchError` naming the peer."""
     try:
@@ -110,16 +113,16 @@ def parse_json(data, peer: str, what: str):
     return obj
 
 
-def recv_json(ch: Channel, timeout: float, what: str, limit: int = HELLO_LIMIT):
+def recv_json(ch: Channel, timeout: float, what: str, limit: int = HELLO_LIMIT) -> dict[str, Any]:
     data = ch.recv_frame(time.monotonic() + timeout, what, limit=limit)
     return parse_json(data, ch.peer, what)
 
 
-def common_name(cert: dict | None) -> str | None:
+def common_name(cert: dict[str, Any] | None) -> str | None:
     for rdn in (cert or {}).get("subject", ()):
         for key, value in rdn:
             if key == "commonName":
-                return value
+                return cast(str, value)
     return None
 
 
@@ -132,8 +135,9 @@ class Listener:
     """
 
     def __init__(self, address: tuple[str, int], context: ssl.SSLContext | None,
-                 on_peer: Callable, check: Callable, timeout: float = 10.0,
-                 on_reject: Callable | None = None, name: str = "listener"):
+                 on_peer: Callable[[dict[str, Any], Channel], None],
+                 check: Callable[[dict[str, Any], str | None, str], str | None], timeout: float = 10.0,
+                 on_reject: Callable[[str, str], None] | None = None, name: str = "listener") -> None:
         self.context, self.on_peer, self.check = context, on_peer, check
         self.on_reject = on_reject or (lambda addr, why: None)
         self.timeout, self.name = timeout, name
@@ -170,14 +174,14 @@ class Listener:
             threading.Thread(target=self._join, args=(conn, addr), daemon=True,
                              name=f"ringlet-{self.name}-join").start()
 
-    def _join(self, conn: socket.socket, addr) -> None:
+    def _join(self, conn: socket.socket, addr: tuple[Any, ...]) -> None:
         try:
             self._join_one(conn, addr)
         finally:
             with self._joining_lock:
                 self._joining -= 1
 
-    def _join_one(self, conn: socket.socket, addr) -> None:
+    def _join_one(self, conn: socket.socket, addr: tuple[Any, ...]) -> None:
         where = f"{addr[0]}:{addr[1]}"
         ch = None
         try:
@@ -206,7 +210,7 @@ class Listener:
         self.sock.close()
 
 
-def dial(address: tuple[str, int], context: ssl.SSLContext | None, expect: str, hello: dict,
+def dial(address: tuple[str, int], context: ssl.SSLContext | None, expect: str, hello: dict[str, Any],
          deadline: float) -> Channel:
     """Connect to the party ``expect`` at ``address`` (retrying until ``deadline``), verify its
     certificate's name, say hello and wait for the answer."""
@@ -241,13 +245,14 @@ class MeshCommunicator(Communicator):
     """A :class:`Communicator` over one :class:`Channel` per linked peer."""
 
     def __init__(self, rank: int, world_size: int, channels: dict[int, Channel], timeout: float = 60.0,
-                 names=None):
+                 names: dict[int, str] | None = None) -> None:
         super().__init__(rank, world_size, timeout, names)
         self.channels = channels
-        self.on_receive: Callable | None = None  # on_receive(src, items): a test's recorder
-        self._interject: dict[int, tuple[str, Callable]] = {}
+        # on_receive(src, items): a test's recorder
+        self.on_receive: Callable[[int, list[Item]], None] | None = None
+        self._interject: dict[int, tuple[str, Callable[[int, list[torch.Tensor]], None]]] = {}
 
-    def interject(self, step: str, handler: Callable) -> None:
+    def interject(self, step: str, handler: Callable[[int, list[torch.Tensor]], None]) -> None:
         """Messages of ``step`` may arrive between any others: whichever step a receive waits
         for, they are handed to ``handler(src, tensors)`` (and counted) as they come."""
         self._interject[_step_hash(step)] = (step, handler)
@@ -261,13 +266,13 @@ class MeshCommunicator(Communicator):
     def _send(self, dst: int, step: str, items: list[Item]) -> None:
         header = encode_header(step, items)
         self.stats.framing_bytes += len(header) + 4
-        views = [t.detach().contiguous().reshape(-1).view(torch.uint8).numpy() for _, t in items
+        views = [t.detach().contiguous().reshape(-1).view(torch.uint8).numpy().data for _, t in items
                  if t.numel()]
         with self._naming(dst, f"step '{step}'", f"sending to {self.peer_name(dst)} stalled"):
             self._channel(dst).send(header, *views)
 
     @contextlib.contextmanager
-    def _naming(self, peer: int, what: str, late: str):
+    def _naming(self, peer: int, what: str, late: str) -> Iterator[None]:
         """Errors of a link to ``peer`` as this party's, naming both (``late``: the timeout's)."""
         try:
             yield
@@ -292,7 +297,7 @@ class MeshCommunicator(Communicator):
             self.on_receive(src, items)
         return items
 
-    def _recv_one(self, src: int, step: str, deadline: float):
+    def _recv_one(self, src: int, step: str, deadline: float) -> tuple[int, list[Item]]:
         ch = self._channel(src)
         what = f"step '{step}'"
         with self._naming(src, what, f"no message from {self.peer_name(src)} in {what}"):
@@ -304,7 +309,7 @@ class MeshCommunicator(Communicator):
                 raise ProtocolMismatchError(f"{ch.peer} announced {n} bytes for items of {size}")
             buf = torch.empty(size, dtype=torch.uint8)
             if buf.numel():
-                ch.recv_into(memoryview(buf.numpy()), deadline, what)
+                ch.recv_into(buf.numpy().data, deadline, what)
         self.stats.framing_bytes += 4 + 2 + hlen
         items, used = split_items(buf, spec)
         if used != buf.numel():

@@ -9,9 +9,15 @@ nothing to) raises :class:`NotSymmetric`, and the caller records on the real tra
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from typing import TYPE_CHECKING
+
 import torch
 
 from ringlet.comm.base import CommStats, Item
+
+if TYPE_CHECKING:
+    from ringlet.comm.shaper import LinkShaper
 
 
 class NotSymmetric(RuntimeError):
@@ -21,14 +27,14 @@ class NotSymmetric(RuntimeError):
 class MirrorComm:
     """The :class:`~ringlet.comm.base.Communicator` calls protocols make, answered by a mirror."""
 
-    def __init__(self, rank: int, world_size: int):
+    def __init__(self, rank: int, world_size: int) -> None:
         self.rank, self.world_size = rank, world_size
         self.stats = CommStats()  # nothing crosses a wire: nothing is counted
-        self.shaper = None
+        self.shaper: LinkShaper | None = None
 
-    def round(self, tag: str, sends: dict[int, list[Item]], recv_from=(),
+    def round(self, tag: str, sends: dict[int, list[Item]], recv_from: Collection[int] = (),
               step: str | None = None) -> dict[int, list[torch.Tensor]]:
-        out = {}
+        out: dict[int, list[torch.Tensor]] = {}
         for src in recv_from:
             if src not in sends:
                 raise NotSymmetric(f"round {step or tag}: party {self.rank} waits for party {src} "

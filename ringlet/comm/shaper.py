@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class LinkProfile:
         """The paper's analytic model: compute + bytes / bandwidth + rounds × RTT."""
         return compute_s + self.transfer_seconds(bytes_sent) + rounds * self.rtt_s
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "bandwidth_mbps": self.bandwidth_bps / 1e6,
                 "rtt_ms": self.rtt_s * 1e3}
 
@@ -76,7 +77,7 @@ def parse_profile(text: str) -> LinkProfile:
 class LinkShaper:
     """Applies a :class:`LinkProfile` to one party's sends and receives."""
 
-    def __init__(self, link: LinkProfile):
+    def __init__(self, link: LinkProfile) -> None:
         self.link = link
         self._free_at = 0.0  # when this party's outgoing link is idle again
         self._lock = threading.Lock()

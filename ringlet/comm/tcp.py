@@ -23,6 +23,8 @@ import math
 import os
 import socket
 import time
+from collections.abc import Collection
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -31,6 +33,7 @@ from ringlet.comm.base import (
     TAGS,
     Communicator,
     Item,
+    ItemSpec,
     PeerFailedError,
     PeerTimeoutError,
     ProtocolMismatchError,
@@ -73,10 +76,10 @@ def local_address(master_addr: str, master_port: int) -> str:
     """The address of the interface this host uses to reach the master (no packet is sent)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.connect((master_addr, master_port))
-        return s.getsockname()[0]
+        return cast(str, s.getsockname()[0])
 
 
-def _device(master_addr: str, master_port: int, bind_addr: str | None):
+def _device(master_addr: str, master_port: int, bind_addr: str | None) -> dist.ProcessGroupGloo.Device:
     """The gloo device: $GLOO_SOCKET_IFNAME if set, else the address that reaches the master."""
     if os.environ.get("GLOO_SOCKET_IFNAME") and not bind_addr:
         return dist.ProcessGroupGloo.create_default_device()
@@ -88,8 +91,8 @@ class TcpCommunicator(Communicator):
     """One party's endpoint in a gloo mesh of ``world_size`` processes."""
 
     def __init__(self, rank: int, world_size: int, master_addr: str, master_port: int,
-                 timeout: float = 60.0, names=None, connect_timeout: float | None = None,
-                 bind_addr: str | None = None):
+                 timeout: float = 60.0, names: dict[int, str] | None = None,
+                 connect_timeout: float | None = None, bind_addr: str | None = None) -> None:
         super().__init__(rank, world_size, timeout, names)
         wait = datetime.timedelta(seconds=connect_timeout or timeout)
         try:
@@ -97,18 +100,20 @@ class TcpCommunicator(Communicator):
             if rank == 0:  # the rendezvous listens on the master address only, not on every one;
                 # the store owns the socket from here (it closes it)
                 fd = socket.create_server((master_addr, int(master_port)), backlog=128).detach()
-            self.store = dist.TCPStore(master_addr, int(master_port), world_size, rank == 0,
-                                       timeout=wait, use_libuv=True, master_listen_fd=fd)
-            opts = dist.ProcessGroupGloo._Options()
+            self.store: dist.TCPStore | None = dist.TCPStore(  # None once closed
+                master_addr, int(master_port), world_size, rank == 0, timeout=wait, use_libuv=True,
+                master_listen_fd=fd)
+            opts = dist.ProcessGroupGloo._Options()  # type: ignore[attr-defined]  # not in torch's stubs
             opts._timeout = datetime.timedelta(seconds=timeout)
             opts._devices = [_device(master_addr, int(master_port), bind_addr)]
-            self.pg = dist.ProcessGroupGloo(self.store, rank, world_size, opts)
+            # Any: torch's stubs lack the send/recv that ProcessGroupGloo has at runtime; None once closed
+            self.pg: Any = dist.ProcessGroupGloo(self.store, rank, world_size, opts)
         except (RuntimeError, dist.DistStoreError, OSError) as exc:
             raise PeerFailedError(f"{self.peer_name(rank)}: could not join the party mesh at "
                                   f"{master_addr}:{master_port} within {wait.total_seconds():g} s "
                                   f"({str(exc).splitlines()[0]})") from exc
-        self._pending: list = []  # (work, peer, step, keepalive)
-        self._mirror: dict[int, list] = {}  # peer -> spec of what we sent it this round
+        self._pending: list[tuple[dist.Work, int, str, torch.Tensor]] = []  # (work, peer, step, keepalive)
+        self._mirror: dict[int, list[ItemSpec]] = {}  # peer -> spec of what we sent it this round
         self._mirror_peers: set[int] = set()  # peers we both send to and wait for this round
 
     # sending ---------------------------------------------------------------------------------
@@ -148,7 +153,7 @@ class TcpCommunicator(Communicator):
             self._wait(work, peer, step, time.monotonic() + self.timeout, "send")
 
     # receiving -------------------------------------------------------------------------------
-    def _wait(self, work, peer: int, step: str, deadline: float, what: str) -> None:
+    def _wait(self, work: dist.Work, peer: int, step: str, deadline: float, what: str) -> None:
         left = max(0.001, deadline - time.monotonic())
         try:
             work.wait(datetime.timedelta(seconds=left))
@@ -199,7 +204,8 @@ class TcpCommunicator(Communicator):
             self._recv_into(src, buf, step, deadline)
         return split_items(buf, spec)[0]
 
-    def round(self, tag, sends, recv_from=(), step=None):
+    def round(self, tag: str, sends: dict[int, list[Item]], recv_from: Collection[int] = (),
+              step: str | None = None) -> dict[int, list[torch.Tensor]]:
         self._mirror_peers = {p for p in recv_from if sends.get(p)}
         self._mirror = {}
         try:

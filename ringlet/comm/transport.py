@@ -13,20 +13,37 @@ All count the same payload bytes and rounds; framing and TLS records are counted
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol, cast
 
 from ringlet.comm.base import Communicator, PeerTimeoutError
-from ringlet.comm.certs import client_context, server_context
+from ringlet.comm.certs import StrPath, client_context, server_context
+from ringlet.comm.channel import Channel
 from ringlet.comm.mesh import Listener, MeshCommunicator, dial
 from ringlet.comm.tcp import TcpCommunicator
 
 TRANSPORTS = ("local", "tcp", "socket", "tls")
 
 
-def party_name(world, rank: int) -> str:
+class _World(Protocol):
+    """What a transport reads of a :class:`ringlet.session.World` (a layer above this one)."""
+
+    @property
+    def size(self) -> int: ...
+    @property
+    def dealer(self) -> int: ...
+    @property
+    def client(self) -> int | None: ...
+    def role(self, rank: int) -> str: ...
+    def names(self) -> dict[int, str]: ...
+
+
+def party_name(world: _World, rank: int) -> str:
     """A party's name in a world: ``server-I``, ``dealer`` or ``client`` (certificate names)."""
     role = world.role(rank)
     return f"server-{rank}" if role == "server" else role
@@ -37,14 +54,14 @@ class TlsFiles:
     """The CA certificate and, per party name, its certificate and key (PEM files)."""
 
     ca: Path
-    certs: dict  # party name -> (cert path, key path)
+    certs: dict[str, tuple[Path, Path]]  # party name -> (cert path, key path)
 
     @classmethod
-    def in_folder(cls, folder, names) -> TlsFiles:
+    def in_folder(cls, folder: StrPath, names: Iterable[str]) -> TlsFiles:
         folder = Path(folder)
         return cls(folder / "ca.pem", {n: (folder / f"{n}.pem", folder / f"{n}.key") for n in names})
 
-    def contexts(self, name: str):
+    def contexts(self, name: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
         """(server context, client context) of party ``name``."""
         if name not in self.certs:
             raise ValueError(f"no certificate for party {name!r} (have: {', '.join(sorted(self.certs))})")
@@ -58,13 +75,14 @@ class TransportSpec:
 
     kind: str = "tcp"
     master: tuple[str, int] | None = None  # tcp: rank 0's rendezvous
-    addresses: dict = field(default_factory=dict)  # socket/tls: rank -> (host, port) it listens on
+    # socket/tls: rank -> (host, port) it listens on
+    addresses: dict[int, tuple[str, int]] = field(default_factory=dict)
     tls: TlsFiles | None = None
     deployment: str = ""  # an id every hello carries (parties of other deployments are refused)
 
     insecure_plain_tcp: bool = False  # tcp: allow a rendezvous that is not on loopback
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.kind == "tcp" and self.master is not None:
             host = self.master[0]
             if not self.insecure_plain_tcp and not is_loopback(host):
@@ -104,10 +122,10 @@ def is_loopback(host: str) -> bool:
         infos = socket.getaddrinfo(host, None)
     except OSError:
         return False
-    return bool(infos) and all(ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback for i in infos)
+    return bool(infos) and all(ipaddress.ip_address(str(i[4][0]).split("%")[0]).is_loopback for i in infos)
 
 
-def world_links(world) -> set[tuple[int, int]]:
+def world_links(world: _World) -> set[tuple[int, int]]:
     """Pairs of ranks that exchange messages: all but dealer↔client."""
     pairs = {(a, b) for a in range(world.size) for b in range(a + 1, world.size)}
     if world.client is not None:
@@ -115,11 +133,12 @@ def world_links(world) -> set[tuple[int, int]]:
     return pairs
 
 
-def open_communicator(spec: TransportSpec, rank: int, world, timeout: float = 60.0,
+def open_communicator(spec: TransportSpec, rank: int, world: _World, timeout: float = 60.0,
                       connect_timeout: float | None = None) -> Communicator:
     """This party's communicator; every link is up (or the error names who is missing)."""
     names = world.names()
     if spec.kind == "tcp":
+        assert spec.master is not None  # TransportSpec checks it for tcp
         host, port = spec.master
         return TcpCommunicator(rank, world.size, host, int(port), timeout, names,
                                connect_timeout=connect_timeout)
@@ -129,7 +148,7 @@ def open_communicator(spec: TransportSpec, rank: int, world, timeout: float = 60
     return MeshCommunicator(rank, world.size, channels, timeout, names)
 
 
-def connect_mesh(spec: TransportSpec, rank: int, world, connect_timeout: float) -> dict:
+def connect_mesh(spec: TransportSpec, rank: int, world: _World, connect_timeout: float) -> dict[int, Channel]:
     """Join every link of ``rank`` in ``world`` (see :mod:`ringlet.comm.mesh`); {peer: Channel}."""
     me = party_name(world, rank)
     listening = set(spec.addresses)
@@ -139,16 +158,18 @@ def connect_mesh(spec: TransportSpec, rank: int, world, connect_timeout: float) 
     for p in dials:
         if p not in listening:
             raise ValueError(f"{me} and {party_name(world, p)} must talk, but neither has an address")
-    server_ctx = client_ctx = None
+    server_ctx: ssl.SSLContext | None = None
+    client_ctx: ssl.SSLContext | None = None
     if spec.kind == "tls":
+        assert spec.tls is not None  # TransportSpec checks it for tls
         server_ctx, client_ctx = spec.tls.contexts(me)
     deadline = time.monotonic() + connect_timeout
-    channels: dict = {}
+    channels: dict[int, Channel] = {}
     joined = threading.Condition()
     rejected: list[str] = []
     hello = {"rank": rank, "name": me, "world": world.size, "deployment": spec.deployment}
 
-    def check(h: dict, cert_name, where=None):
+    def check(h: dict[str, Any], cert_name: str | None, where: str | None = None) -> str | None:
         p = h.get("rank")
         if h.get("deployment") != spec.deployment:
             return f"another deployment ({h.get('deployment')!r}, this is {spec.deployment!r})"
@@ -165,7 +186,7 @@ def connect_mesh(spec: TransportSpec, rank: int, world, connect_timeout: float) 
                 return f"{party_name(world, p)} has already joined"
         return None
 
-    def on_peer(h: dict, ch) -> None:
+    def on_peer(h: dict[str, Any], ch: Channel) -> None:
         with joined:
             channels[h["rank"]] = ch
             joined.notify_all()
@@ -203,4 +224,4 @@ def connect_mesh(spec: TransportSpec, rank: int, world, connect_timeout: float) 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return cast(int, s.getsockname()[1])

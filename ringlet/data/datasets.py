@@ -260,6 +260,7 @@ def load_dataset(name: str, split: str = "test", data_dir: str | os.PathLike | N
     _check_name(name)
     if split not in ("train", "test"):
         raise ValueError(f"unknown split {split!r}; use 'train' or 'test'")
+    classes: tuple[str, ...] | None
     if name == "imagefolder":
         images, labels, classes, mean, std = folders.load_image_folder(data_dir, split, image_size)
         return Dataset(name, split, images, labels, mean, std, len(classes), classes=classes)

@@ -54,10 +54,12 @@ def _check_size(image_size) -> tuple[int, int] | None:
 def _read_image(file: Path, image_size: tuple[int, int] | None) -> tuple[np.ndarray, bool]:
     """Read one image as H×W (grayscale) or H×W×3 (RGB) uint8, resized bilinearly if asked."""
     from PIL import Image
+    im: Image.Image  # the opened file, then its converted copy
     try:
         with Image.open(file) as im:
-            if getattr(im, "n_frames", 1) > 1:
-                raise DatasetFormatError(f"{file}: has {im.n_frames} frames; only still images are read")
+            n_frames = getattr(im, "n_frames", 1)  # multi-frame formats only (Pillow's stubs lack it)
+            if n_frames > 1:
+                raise DatasetFormatError(f"{file}: has {n_frames} frames; only still images are read")
             if im.mode.startswith(("I", "F")):
                 raise DatasetFormatError(f"{file}: mode {im.mode} (more than 8 bits per channel) is not "
                                          "supported; save the image with 8 bits per channel")
@@ -83,7 +85,10 @@ def read_split(split_dir: Path, classes: list[str], image_size=None) -> FolderSp
     """Read ``split_dir/CLASS/*`` with labels by position in ``classes``; one channel iff all grayscale."""
     size = _check_size(image_size)
     index = {c: i for i, c in enumerate(classes)}
-    arrays, grays, labels, files = [], [], [], []
+    arrays: list[np.ndarray] = []
+    grays: list[bool] = []
+    labels: list[int] = []
+    files: list[Path] = []
     for cls in class_folders(split_dir):
         if cls not in index:
             raise DatasetFormatError(f"{split_dir / cls}: class {cls!r} is not a training class "
@@ -147,10 +152,12 @@ def load_image_folder(root: str | os.PathLike | None, split: str, image_size=Non
     if split == "train" and not train_dir.is_dir():
         raise DatasetMissingError(f"dataset 'imagefolder': no training split {train_dir}/CLASS/*")
     train = None
+    stats_from: FolderSplit | None  # where the normalisation comes from: the training split only
     if train_dir.is_dir():
         classes = class_folders(train_dir)
         train = read_split(train_dir, classes, image_size)
     if split == "train":
+        assert train is not None  # the training split exists (checked above)
         images, labels, stats_from = train.images, train.labels, train
     else:
         test_dir = _test_dir(root)

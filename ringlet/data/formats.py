@@ -13,9 +13,13 @@ import os
 import pickle
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 
 class DatasetFormatError(ValueError):
@@ -44,7 +48,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise DatasetFormatError(f"{path}: not an IDX file (bad magic {raw[:4]!r})")
     dtype_code, ndim = raw[2], raw[3]
-    dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    dtypes: dict[int, npt.DTypeLike] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4",
+                                        0x0E: ">f8"}
     if dtype_code not in dtypes:
         raise DatasetFormatError(f"{path}: unknown IDX element type 0x{dtype_code:02x}")
     header = 4 + 4 * ndim

@@ -104,7 +104,8 @@ def convert(model: nn.Module, config: dict, input_shape, images: torch.Tensor | 
             raise SharingConfigError(f"sharing config: {name!r} is not a ReLU module of the model")
     shapes = {n: tuple(t.shape[1:]) for n, t in _relu_inputs(model, names, torch.zeros(1, *input_shape)).items()}
     needs_data = [n for n in names if "clusters" in config["layers"][n] and state is None]
-    pre = _relu_inputs(model, needs_data, images) if needs_data else {}
+    # without images, _groups_for says that clustered groups need them
+    pre = _relu_inputs(model, needs_data, images) if needs_data and images is not None else {}
     new = {}
     for name in names:
         spec = config["layers"][name]

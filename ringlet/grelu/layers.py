@@ -46,6 +46,11 @@ class GroupReLU(nn.Module):
 
     VARIANTS = ("center", "mean", "fc")
 
+    # buffers (and the "fc" variant's parameter), registered in __init__
+    groups: torch.Tensor
+    weight: torch.Tensor
+    flips: torch.Tensor
+
     def __init__(self, groups: torch.Tensor, variant: str = "mean", noise: float = 0.0,
                  noise_at_inference: bool = False, weights: torch.Tensor | None = None,
                  seed: int = 0):

@@ -68,7 +68,7 @@ class Bottleneck(nn.Module):
 class ResNet(nn.Module):
     """Stem conv + BN + ReLU, ``len(widths)`` stages (``layer1``…), global average pool, linear."""
 
-    def __init__(self, block: type, depths: list[int], widths: list[int],
+    def __init__(self, block: type[BasicBlock | Bottleneck], depths: list[int], widths: list[int],
                  input_shape: tuple[int, int, int], num_classes: int = 10):
         super().__init__()
         channels = input_shape[0]

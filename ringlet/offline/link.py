@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ringlet.comm.base import Communicator
@@ -24,7 +26,7 @@ class DealerLink:
         self.ring = ring or Ring()
         self.plan: list[Request] = []  # every request made, in order (the recorded plan)
         self.recording = False  # answer every request with zero material, asking no dealer
-        self._queue: list[dict] | None = None
+        self._queue: list[Any] | None = None  # (request, material) pairs of load(); None once used
         self._cursor = 0
 
     def get(self, req: Request) -> dict:
@@ -55,7 +57,7 @@ class DealerLink:
         return self._expand(req, self._receive_corrections([req]))[0]
 
     def _receive_corrections(self, reqs: list[Request]) -> list[dict | None]:
-        out = []
+        out: list[dict | None] = []
         pending: list = []
         for req in reqs:
             if self._receives(req):
@@ -118,7 +120,8 @@ class DealerLink:
         """The dealer's answers to ``plan``, expanded: a queue for :meth:`load`."""
         # request by request: this server draws its own seeded part while the dealer computes
         # the next correction (the dealer answers in plan order, one request at a time)
-        queue, pending = [], []
+        queue: list[tuple[Request, dict]] = []
+        pending: list = []
         for req in plan:
             material = self._expand([req], [None])[0]
             if self._receives(req):

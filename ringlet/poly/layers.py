@@ -32,6 +32,8 @@ class PolyAct(nn.Module):
     """Σ_j c_j x^j with fixed coefficients; inputs clipped to ±r while training only. The
     out-of-range statistics count training inputs (and eval inputs when ``track_eval`` is set)."""
 
+    coeffs: torch.Tensor  # a buffer, registered in __init__
+
     def __init__(self, coeffs, r: float = 5.0):
         super().__init__()
         self.register_buffer("coeffs", torch.tensor([float(c) for c in coeffs], dtype=torch.float64))

@@ -90,14 +90,17 @@ def search_bits(graph, vx: torch.Tensor, vy: torch.Tensor, tx: torch.Tensor | No
         raise ValueError("--mode budget needs --budget (e.g. 8/64)")
     if mode == "eco" and budget is not None:
         raise ValueError("--budget applies to --mode budget only")
-    b = parse_budget(budget) if mode == "budget" else None
+    if (tx is None) != (ty is None):
+        raise ValueError("test images and labels go together: give both tx and ty, or neither")
+    b = parse_budget(budget) if budget is not None else None  # given with --mode budget only (checked)
     labels = graph.relu_names
     if not labels:
         raise ValueError("the model has no ReLU to search bits for")
     t_start = time.perf_counter()
     cm = CompiledModel(graph, fixed=FixedPoint(frac_bits))
     sim = Simulator(cm, vx, vy, parties=parties)
-    test_sim = Simulator(cm, tx, ty, parties=parties, cache_shares=False, batch=1000) if tx is not None else None
+    test_sim = (Simulator(cm, tx, ty, parties=parties, cache_shares=False, batch=1000)
+                if tx is not None and ty is not None else None)
     test_acc = (lambda bits: test_sim.accuracy(bits)) if test_sim else (lambda bits: None)  # noqa: E731
     counts = graph.relu_elements()
     group_list = hb.relu_groups(labels, groups if isinstance(groups, dict) else load_groups(groups))
@@ -118,6 +121,7 @@ def search_bits(graph, vx: torch.Tensor, vy: torch.Tensor, tx: torch.Tensor | No
             per_group = {g: [bits[m] for m in members] for g, members in group_list}
             report["eco_accuracy"] = test_acc(bits)
         else:
+            assert b is not None  # --mode budget
             naive_bits, naive_val = hb.naive_search(sim, labels, b, stats=stats)
             bound = naive_val if min_accuracy is None else max(naive_val, 0.0)
             settings, val_acc, dfs_stats = hb.budget_search(

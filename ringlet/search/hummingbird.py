@@ -20,6 +20,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ringlet.search.simulator import Simulator
 
@@ -38,8 +39,8 @@ def relu_groups(labels: list[str], mode="stages") -> list[tuple[str, list[str]]]
                 raise ValueError(f"group {g!r}: {bad[:3]} are not ReLUs of the model")
         covered = {m for members in mode.values() for m in members}
         rest = [lbl for lbl in labels if lbl not in covered]
-        groups = [(g, list(m)) for g, m in mode.items()]
-        return groups + [(lbl, [lbl]) for lbl in rest]
+        named = [(g, list(m)) for g, m in mode.items()]
+        return named + [(lbl, [lbl]) for lbl in rest]
     if mode == "layers":
         return [(lbl, [lbl]) for lbl in labels]
     if mode != "stages":
@@ -141,7 +142,7 @@ def naive_search(sim: Simulator, labels: list[str], budget_bits: float, ms=DEFAU
                  stats: SearchStats | None = None) -> tuple[dict, float]:
     """The same [m + w : m] for every ReLU with w = ⌊budget⌋; m by validation accuracy."""
     width = int(math.floor(budget_bits))
-    best = (-1.0, None)
+    best: tuple[float, Any] = (-1.0, None)  # (accuracy, bits); bits None until a width fits
     for m in ([0] if width in (0, 64) else [m for m in ms if m + width <= 64]):
         bits = {lbl: (m + width, m) for lbl in labels}
         acc = sim.accuracy(bits)
@@ -162,7 +163,7 @@ def budget_search(sim: Simulator, groups, counts: dict[str, int], budget_bits: f
     total = sum(group_size)
     allowed = budget_bits * total
     stats = SearchStats()
-    best = {"acc": start_bound, "settings": None}
+    best: dict[str, Any] = {"acc": start_bound, "settings": None}
     t0 = time.perf_counter()
     order = sorted(widths, reverse=True)
 

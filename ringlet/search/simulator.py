@@ -37,6 +37,7 @@ def decide(shares: list[torch.Tensor], k: int, m: int) -> torch.Tensor:
     for s in shares:
         t = ring.extract_bits(s, k, m)
         total = t if total is None else total + t
+    assert total is not None  # at least one share
     return 1 - ring.msb(total & ring.mask_bits(w), w)
 
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -140,7 +141,8 @@ def fit(model: nn.Module, train: Dataset, test: Dataset | None, cfg: TrainConfig
     n = len(train)
     steps_per_epoch = math.ceil(n / cfg.batch)
     total = steps_per_epoch * cfg.epochs
-    start_epoch, history = 0, []
+    start_epoch = 0
+    history: list[dict[str, Any]] = []  # one record per epoch
     resume = Path(resume_dir) if resume_dir else None
     if resume and (resume / "state.json").is_file():
         start_epoch, history = _load_resume(resume, model, opt, gen)

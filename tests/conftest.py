@@ -10,6 +10,33 @@ from ringlet.runtime.launch import run_local
 MASTER = bytes(range(16))
 
 
+class SteppingClock:
+    """A stand-in for ``time.monotonic`` that moves ``step`` seconds ahead at every read.
+
+    A test patches it into a module to see a timeout of ``timeout`` seconds fire without waiting
+    for it on the wall clock: the deadline is a few reads away. ``elapsed`` is the virtual time
+    between the first and the last read. Read more than ``overrun`` times past ``timeout`` after
+    the first read, it raises AssertionError: code that ignores its deadline fails the test
+    instead of hanging it.
+    """
+
+    def __init__(self, step: float, timeout: float, overrun: int = 3):
+        self.step, self.timeout, self.overrun = step, timeout, overrun
+        self.reads: list[float] = []
+
+    def __call__(self) -> float:
+        now = (len(self.reads) + 1) * self.step
+        if self.reads and now - self.reads[0] > self.timeout + self.overrun * self.step:
+            raise AssertionError(f"still waiting {now - self.reads[0]:g} s (virtual) after the first "
+                                 f"read, past the timeout of {self.timeout:g} s")
+        self.reads.append(now)
+        return now
+
+    @property
+    def elapsed(self) -> float:
+        return self.reads[-1] - self.reads[0] if self.reads else 0.0
+
+
 def run(program, parties=2, transport="local", **kwargs):
     kwargs.setdefault("master_seed", MASTER)
     kwargs.setdefault("timeout", 30.0)

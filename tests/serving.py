@@ -115,6 +115,19 @@ class LocalDeployment:
                 out[key] = float(value)
         return out
 
+    def health(self, server: int = 0) -> dict:
+        """The server's /healthz JSON (``waiting``: the queries it holds, ``clients``: its client
+        links, ``ok``: serving and not draining, …); 503 (not ok) is an answer too."""
+        import json
+        import urllib.error
+        import urllib.request
+        host, port = self.d.server(server).metrics
+        try:
+            body = urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=5).read()
+        except urllib.error.HTTPError as exc:
+            body = exc.read()
+        return json.loads(body)
+
     def plain(self, x: torch.Tensor) -> torch.Tensor:
         import servezoo
         from safetensors.torch import load_file

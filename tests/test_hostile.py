@@ -1,8 +1,10 @@
 """Hostile clients against a loopback deployment of the tiny model (issue 26): one test per attack.
 
 Each test holds a real client certificate of the deployment (``client-b``) and asserts, around
-its attack: honest clients' answers equal plaintext with bounded latency, both servers alive,
-server RSS growth under 200 MB, and file descriptors and threads back to their baseline.
+its attack: honest clients' answers equal plaintext, both servers alive, server RSS growth under
+200 MB, and file descriptors and threads back to their baseline. No test bounds a latency (time is
+noisy on a shared machine): where an attack holds queries, honest answers must come while the
+attack's queries are still pending, before their deadline.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -56,26 +59,27 @@ def usage(dep) -> dict:
     return out
 
 
-def honest(dep, n: int = 4, seed: int = 0, limit_s: float = 2.5) -> list[float]:
-    """``n`` honest queries, each checked against plaintext torch; their latencies."""
+def honest(dep, n: int = 4, seed: int = 0, client=None) -> None:
+    """``n`` honest queries (on ``client``, else a new one), each checked against plaintext torch."""
     x = inputs(n, seed=seed)
     ref = dep.plain(x)
-    latencies = []
-    with dep.client("client") as c:
+    with contextlib.ExitStack() as stack:
+        c = client or stack.enter_context(dep.client("client"))
         for i in range(n):
-            t0 = time.monotonic()
             out = c.query(x[i:i + 1])
-            latencies.append(time.monotonic() - t0)
             assert float((out - ref[i:i + 1]).abs().max()) < 0.01, (out, ref[i:i + 1])
-    assert max(latencies) < limit_s, latencies
-    return latencies
+
+
+def no_client_links(dep) -> bool:
+    return all(dep.health(s)["clients"] == 0 for s in (0, 1))
 
 
 @contextlib.contextmanager
 def guarded(dep):
     """Around an attack: honest queries before and after, servers alive, resources back."""
     honest(dep, 2, seed=1)
-    time.sleep(0.3)
+    # the baseline without the honest client's links (each server ends its side of a link itself)
+    wait_until(lambda: no_client_links(dep), 15, "the servers did not end the honest client's links")
     base = usage(dep)
     yield
     for name in SERVERS:
@@ -109,8 +113,11 @@ def answers(ch, n: int, timeout: float = 15.0) -> list[dict]:
     return [wire.recv(ch, timeout, "an answer", payload_limit=1 << 20)[0] for _ in range(n)]
 
 
-def closed_by_server(ch, within: float) -> bool:
-    """Whether the server closes ``ch`` within ``within`` seconds (frames before that are read)."""
+def closed_by_server(ch, within: float = 60.0) -> bool:
+    """Whether the server closes ``ch`` (frames before that are read). ``within`` only keeps a
+    test from hanging: it is far above every timeout of the deployment, so how soon a link is
+    closed is never a pass/fail threshold; a test that asserts why asks the server's metrics
+    or log."""
     deadline = time.monotonic() + within
     try:
         while True:
@@ -119,6 +126,11 @@ def closed_by_server(ch, within: float) -> bool:
         return True
     except CommError:
         return False
+
+
+def link_errors(dep, server: int, kind: str) -> float:
+    """Links the server ended early for ``kind`` (its metrics)."""
+    return dep.metrics(server)[f'ringlet_link_errors_total{{kind="{kind}",party="server-{server}"}}']
 
 
 def test_halves_that_differ_in_rows_are_refused_on_both_servers(dep):
@@ -146,48 +158,73 @@ def test_halves_that_differ_in_rows_are_refused_on_both_servers(dep):
 
 
 def test_oversized_frames_close_only_their_link(dep):
-    """Attack 3: a length of 2^32-1 as the hello, as a query header and as a payload."""
+    """Attack 3: a length of 2^32-1 as the hello, as a query header and as a payload: each link
+    is closed for its size (the servers' log and metrics say so), not left to a timeout."""
+    hello_cause = "announced a frame of 4294967295 bytes (hello)"
     with guarded(dep):
+        said = dep.log("server-0").count(hello_cause)
+        before = {s: link_errors(dep, s, "oversized") for s in (0, 1)}
         for _ in range(3):
             ctx = dep.d.tls_files().contexts("client-b")[1]
             sock = socket.create_connection(dep.d.server(0).address, timeout=5)
             from ringlet.comm.channel import Channel
             ch = Channel.open(sock, "server-0", ctx, False, 5)
             ch._write(struct.pack("<I", 0xFFFFFFFF))  # as the hello
-            assert closed_by_server(ch, 5)
+            assert closed_by_server(ch)
             ch.close()
             for server in (0, 1):
                 ch = raw_link(dep, server)
                 ch._write(struct.pack("<I", 0xFFFFFFFF))  # as a query header
-                assert closed_by_server(ch, 5)
+                assert closed_by_server(ch)
                 ch.close()
                 ch = raw_link(dep, server)
                 ch.send(b'{"op": "query", "id": "big", "rows": 1}')
                 ch._write(struct.pack("<I", 0xFFFFFFF0))  # as its payload
-                assert closed_by_server(ch, 5)
+                assert closed_by_server(ch)
                 ch.close()
-    m = dep.metrics(0)
-    assert m['ringlet_link_errors_total{kind="oversized",party="server-0"}'] >= 6
+        # the hello's refusal is logged as the link closes (it may follow the close)
+        wait_until(lambda: dep.log("server-0").count(hello_cause) == said + 3, 15,
+                   "server-0 did not refuse the oversized hellos for their size")
+        for s in (0, 1):  # counted before each link is closed: a header and a payload, three times
+            assert link_errors(dep, s, "oversized") == before[s] + 6, s
 
 
 def test_shares_sent_to_server_0_only_stall_no_one(dep):
-    """Attack 4: two shares a second at server 0 only; honest queries meanwhile keep their pace,
-    and each lone share is answered 'timeout' naming server-1 at its deadline."""
+    """Attack 4: shares at server 0 only, one after another (six: under the limit of 8 in
+    flight), two honest queries after each; the two honest answers come while that lone share is
+    still pending, before it is answered 'timeout' naming server-1 at its deadline. Honest
+    queries held up by a lone share would be answered only after it expired."""
+    lone = [f"lone0-{k}" for k in range(6)]
+    arrived: dict[str, tuple[dict, float]] = {}  # lone id -> (its answer, when it came)
+    failed: list[BaseException] = []
+
+    def read() -> None:  # the attacker's answers, as they come
+        try:
+            for _ in lone:
+                h = answers(ch, 1, timeout=QUERY_TIMEOUT + 30)[0]
+                arrived[h.get("id")] = (h, time.monotonic())
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            failed.append(exc)
+
     with guarded(dep):
         ch = raw_link(dep, 0)
-        sent = 0
-        t_end = time.monotonic() + 4
-        latencies = []
-        while time.monotonic() < t_end:
-            slot = time.monotonic() + 0.5  # two a second: under the limit of 8 in flight
-            send_query(ch, f"lone0-{sent}", 1)
-            sent += 1
-            latencies += honest(dep, 2, seed=sent)
-            time.sleep(max(0.0, slot - time.monotonic()))
-        got = answers(ch, sent, timeout=QUERY_TIMEOUT + 10)
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        honest_done = {}  # lone id -> when the honest answers after it had all come
+        with dep.client("client") as c:
+            c.query(inputs(1))  # the honest client's links are up before the attack
+            for k, qid in enumerate(lone):
+                send_query(ch, qid, 1)
+                honest(dep, 2, seed=k + 1, client=c)
+                honest_done[qid] = time.monotonic()
+        reader.join(QUERY_TIMEOUT + 60)
+        assert not reader.is_alive() and not failed, failed
+        assert sorted(arrived) == sorted(lone), arrived
+        got = [h for h, _ in arrived.values()]
         assert all(h["kind"] == "timeout" and "server-1 never received its share" in h["message"]
                    for h in got), got
-        assert len(latencies) >= 6 and max(latencies) < 2.5, latencies
+        for qid in lone:  # the honest answers after each lone share came while it was pending
+            assert honest_done[qid] < arrived[qid][1], (qid, honest_done[qid], arrived[qid][1])
         ch.close()
 
 
@@ -207,6 +244,10 @@ def test_shares_sent_to_server_1_only_expire_and_the_limit_per_client_holds(dep)
         ch.close()
 
 
+RECONCILED = {"dealer": "1 entries held by only some servers dropped",
+              "server-0": "dropped 1 pool entries that another server lacks"}
+
+
 def test_a_dealer_that_dies_mid_entry_is_reconciled(dep):
     """Attack 6: a dealer streams an entry to server 0 only and dies; server 0 holds an entry
     server 1 lacks. It is never ordered, and the next dealer's epoch drops it everywhere."""
@@ -217,16 +258,17 @@ def test_a_dealer_that_dies_mid_entry_is_reconciled(dep):
         dep.kill("dealer")
         hello = {"rank": 2, "name": "dealer", "deployment": dep.d.name}
         ctx = dep.d.tls_files().contexts("dealer")[1]
-        deadline = time.monotonic() + 15
         channels = {}
+
+        def linked(r: int) -> bool:
+            try:
+                channels[r] = dial(dep.d.server(r).address, ctx, f"server-{r}", hello,
+                                   time.monotonic() + 5)
+            except CommError:
+                return False
+            return True
         for r in (0, 1):
-            while r not in channels:
-                try:
-                    channels[r] = dial(dep.d.server(r).address, ctx, f"server-{r}", hello,
-                                       time.monotonic() + 5)
-                except CommError:
-                    assert time.monotonic() < deadline, "the servers kept the killed dealer's place"
-                    time.sleep(0.2)
+            wait_until(lambda r=r: linked(r), 15, "the servers kept the killed dealer's place")
         comm = MeshCommunicator(2, 3, channels, 10, {0: "server-0", 1: "server-1"})
         pool = DealerPool(comm, [0, 1], 1, "dying", lambda m: None, material_kinds())
         dealer, plans = pool.start(10)
@@ -244,7 +286,10 @@ def test_a_dealer_that_dies_mid_entry_is_reconciled(dep):
         for req in plans[1]:
             dealer.send_material(req)
         comm.flush()
-        time.sleep(0.5)
+        # server 0 holds what server 1 lacks: its receipt reaches the dying dealer (the pool's
+        # reader of acknowledgements records who stored each entry) before the dealer dies
+        wait_until(lambda: pool.stored.get((1, ("dying", 0))) == {0}, 30,
+                   "server 0 did not acknowledge the entry it alone received")
         comm.close()
         x = inputs(5, seed=41)
         with dep.client() as c:  # the two old entries of shape 1 serve; the orphan is never
@@ -253,10 +298,11 @@ def test_a_dealer_that_dies_mid_entry_is_reconciled(dep):
             with pytest.raises(QueryError) as err:
                 c.query(x[2:3])
             assert err.value.kind == "busy" and "no dealer is linked" in str(err.value), str(err.value)
+        said = {name: dep.log(name).count(line) for name, line in RECONCILED.items()}
         dep.start("dealer")
         dep.wait_ready(60)
-        assert "1 entries held by only some servers dropped" in dep.log("dealer")
-        assert "dropped 1 pool entries that another server lacks" in dep.log("server-0")
+        for name, line in RECONCILED.items():  # this epoch's reconciliation, not an earlier one's
+            assert dep.log(name).count(line) == said[name] + 1, (name, line)
 
 
 def test_a_second_dealer_is_refused_naming_both(dep):
@@ -295,16 +341,22 @@ def test_a_stalled_dealer_is_dropped_and_its_return_starts_a_new_epoch(dep):
 
 
 def test_garbled_hellos_and_fields_leave_no_thread_or_socket_behind(dep):
-    """Attack 7: hellos nested 60 000 deep, hellos that are not objects, ``rows: true``."""
+    """Attack 7: hellos nested 60 000 deep, hellos that are not objects, ``rows: true``: each
+    hello is refused for what it is (the servers' log says so), not left to the hello timeout."""
     ctx = dep.d.tls_files().contexts("client-b")[1]
     from ringlet.comm.channel import Channel
+    causes = ("sent a hello message nested too deeply", "sent a JSON list as its hello message")
     with guarded(dep):
+        said = {(s, c): dep.log(f"server-{s}").count(c) for s in (0, 1) for c in causes}
         for k in range(20):
             sock = socket.create_connection(dep.d.server(k % 2).address, timeout=5)
             ch = Channel.open(sock, "server", ctx, False, 5)
             ch.send(b"[" * 60000 if k % 4 < 2 else b"[1, 2, 3]")
-            assert closed_by_server(ch, 5)
+            assert closed_by_server(ch)
             ch.close()
+        # the refusals are logged as the links close (a line may follow its close)
+        wait_until(lambda: all(dep.log(f"server-{s}").count(c) == n + 5 for (s, c), n in said.items()),
+                   15, "the servers did not refuse the garbled hellos for what they are")
         for k in range(10):
             ch = raw_link(dep, k % 2)
             wire.send(ch, {"op": "query", "id": f"typed-{k}", "rows": True}, b"\0" * 512)
@@ -317,27 +369,36 @@ def test_garbled_hellos_and_fields_leave_no_thread_or_socket_behind(dep):
 
 
 def test_idle_slow_and_too_many_links_are_closed(dep):
+    """An idle link ([timeouts] idle = 4) and a link that trickles a frame ([timeouts] frame = 2)
+    are closed by the server for their timeout (its metrics count the cause); the link past the
+    limit per client is refused naming it."""
     with guarded(dep):
+        before = {s: link_errors(dep, s, "timeout") for s in (0, 1)}
         idle = raw_link(dep, 0)
-        t0 = time.monotonic()
-        assert closed_by_server(idle, 10) and time.monotonic() - t0 > 3  # [timeouts] idle = 4
+        assert closed_by_server(idle)
         idle.close()
+        assert link_errors(dep, 0, "timeout") == before[0] + 1  # closed for its timeout
         slow = raw_link(dep, 1)
         header = b'{"op": "info"}' + b" " * 86
         slow._write(struct.pack("<I", len(header)))
-        t0 = time.monotonic()
-        for b in header[:8]:  # one byte every half second: over the frame limit of 2 s
+        cut = False
+        for b in header:  # one byte every half second, until the server ends the link mid-frame
             try:
                 slow._write(bytes([b]))
             except OSError:
+                cut = True
                 break
             time.sleep(0.5)
-        assert closed_by_server(slow, 5) and time.monotonic() - t0 < 8
+        assert cut, "the server read the whole trickled frame"
+        assert closed_by_server(slow)
         slow.close()
+        assert link_errors(dep, 1, "timeout") == before[1] + 1  # closed for its timeout
+        limited = link_errors(dep, 0, "limit")
         links = [raw_link(dep, 0) for _ in range(4)]  # [limits] links = 4
         extra = raw_link(dep, 0)
         (h,) = answers(extra, 1)
         assert h["kind"] == "limit" and "client-b already holds 4 links" in h["message"], h
+        assert link_errors(dep, 0, "limit") == limited + 1
         for ch in [*links, extra]:
             ch.close()
 
@@ -368,15 +429,20 @@ def test_a_client_certificate_made_later_is_usable_by_name(dep):
 
 
 def test_sigterm_drain_is_bounded_by_the_query_timeout(dep):
-    """Shares only server 1 holds do not keep its drain from ending."""
+    """Shares only server 1 holds do not keep its drain from ending: each is answered with an
+    error (it expired at its deadline, or the drain's end refused it), then server 1 exits 0."""
     ch = raw_link(dep, 1)
-    for k in range(5):
-        send_query(ch, f"drain-{k}", 1)
-    time.sleep(0.3)
-    t0 = time.monotonic()
+    ids = [f"drain-{k}" for k in range(5)]
+    for qid in ids:
+        send_query(ch, qid, 1)
+    wait_until(lambda: dep.health(1)["waiting"] == len(ids), 30, "server-1 did not hold the shares")
     dep.procs["server-1"].send_signal(signal.SIGTERM)
-    assert dep.procs["server-1"].wait(QUERY_TIMEOUT + 10) == 0
-    assert time.monotonic() - t0 < QUERY_TIMEOUT + 5
+    got = answers(ch, len(ids), timeout=60)
+    assert sorted(h.get("id") for h in got) == ids, got
+    assert all(h["op"] == "error" and h["kind"] in ("timeout", "draining")
+               and h["message"].startswith("server-1: ") for h in got), got
+    assert dep.procs["server-1"].wait(60) == 0
+    assert closed_by_server(ch)  # the link ends with the process
     ch.close()
     dep.start("server-1")
     dep.wait_ready(90)

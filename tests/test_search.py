@@ -136,7 +136,10 @@ def test_eco_and_budget_search_on_a_small_model(tmp_path):
     assert budget["kept_bits_per_relu"] <= 6.0 + 1e-9
     assert budget["budget_val_accuracy"] >= budget["naive_val_accuracy"]
     assert set(budget["pruned"]) == {"min_accuracy", "below_best", "budget"}
-    assert budget["search_seconds"] < 120
+    # what keeps the search short is its early stops, not the machine: both fired on this model
+    # (the time it took is reported, for benchmarks; it is no pass/fail threshold here)
+    assert budget["pruned"]["below_best"] > 0 and budget["pruned"]["budget"] > 0, budget["pruned"]
+    assert budget["configs_evaluated"] > 0 and budget["search_seconds"] > 0
 
 
 def test_finetune_runs_and_saves_a_loadable_checkpoint(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -121,16 +122,18 @@ def test_an_impostor_without_a_valid_certificate_is_rejected(dep, tmp_path):
 
 
 def test_sigterm_drains_then_refuses(tmp_path):
-    dep = LocalDeployment(tmp_path, tls=False, metrics=False).start_all()
+    dep = LocalDeployment(tmp_path, tls=False).start_all()
     try:
         x = inputs(8, seed=9)
         with dep.client() as c:
             c.query(x[:1])  # the client's links are up
             dep.kill("server-1", signal.SIGSTOP)  # no batch completes until every query is in
             futures = [c.submit(x[i:i + 1]) for i in range(8)]
-            time.sleep(1.0)
+            wait_until(lambda: dep.health(0)["waiting"] == 8, 30, "server-0 did not hold the 8 queries")
             dep.procs["server-0"].send_signal(signal.SIGTERM)
-            time.sleep(0.5)
+            wait_until(lambda: dep.metrics(0)['ringlet_draining{party="server-0"}'] == 1, 30,
+                       "server-0 did not start draining")
+            assert dep.health(0)["waiting"] == 8  # the drain begins with every query pending
             dep.kill("server-1", signal.SIGCONT)
             answered = [f.result(30) for f in futures]  # accepted queries are answered
             assert all(_close(a, dep.plain(x[i:i + 1])) for i, a in enumerate(answered))
@@ -142,20 +145,20 @@ def test_sigterm_drains_then_refuses(tmp_path):
 
 
 def test_a_killed_server_is_named_and_the_pair_relinks_after_a_restart(tmp_path):
-    dep = LocalDeployment(tmp_path, metrics=False, query_timeout=15).start_all()
+    dep = LocalDeployment(tmp_path, query_timeout=15).start_all()
     try:
         x = inputs(3, seed=11)
         with dep.client() as c:
             assert _close(c.query(x), dep.plain(x))
             dep.kill("server-1", signal.SIGSTOP)  # hung: queries stay pending …
             futures = [c.submit(x[i:i + 1]) for i in range(3)]
-            time.sleep(0.5)
-            t0 = time.monotonic()
+            wait_until(lambda: dep.health(0)["waiting"] == 3, 30, "server-0 did not hold the 3 queries")
             dep.kill("server-1")  # … then dead
-            for f in futures:
-                with pytest.raises(QueryError, match="server-1"):
-                    f.result(15)
-            assert time.monotonic() - t0 < 15
+            for f in futures:  # its death is seen ("… is gone"), not a timeout (query 15 s, message 20 s)
+                with pytest.raises(QueryError, match="server-1") as err:
+                    f.result(60)
+                assert err.value.kind == "peer_failed" and re.search(r"server-1\)? is gone", str(err.value)), \
+                    (err.value.kind, str(err.value))
         dep.start("server-1")
         dep.wait_ready(90)  # no manual step: the pair and the dealer link up again
         with dep.client() as c:
@@ -173,10 +176,9 @@ def test_a_killed_dealer_leaves_the_pool_then_busy(tmp_path):
         with dep.client() as c:
             for i in range(2):  # the pool holds two batches
                 assert _close(c.query(x[i:i + 1]), dep.plain(x[i:i + 1]))
-            t0 = time.monotonic()
             with pytest.raises(QueryError, match="busy") as err:
-                c.query(x[2:3])
-            assert err.value.kind == "busy" and time.monotonic() - t0 < 8
+                c.query(x[2:3])  # answered by server-0 at the deadline, not the client's own timeout
+            assert err.value.kind == "busy" and "no dealer is linked" in str(err.value), str(err.value)
         dep.start("dealer")
         dep.wait_ready(60)
         with dep.client() as c:
@@ -212,10 +214,11 @@ def test_a_deployment_that_is_not_up_is_an_error_naming_the_server(tmp_path):
     from ringlet import deploy
     d = deploy.from_dict(dep.raw, dep.path)
     from ringlet.serve.client import Client
-    t0 = time.monotonic()
-    with pytest.raises(QueryError, match="server-0: cannot connect"):
+    # the connect timeout (2 s) ends the wait, not the query timeout: the error says which
+    with pytest.raises(QueryError, match=r"server-0: cannot connect \(server-0 at 127\.0\.0\.1:\d+ did not "
+                                         r"answer within the connect timeout") as err:
         Client(d).query(inputs(1))
-    assert time.monotonic() - t0 < 6
+    assert err.value.kind == "unavailable"
 
 
 def test_ringlet_query_and_certs_on_the_command_line(dep, tmp_path):

@@ -17,7 +17,7 @@ from ringlet.serve.book import Query, QueryBook
 from ringlet.serve.pool import MaterialPool
 
 
-def _q(qid, rows=1, nbytes=512, client="client", deadline=10.0):
+def _q(qid, rows=1, nbytes=512, client="client", deadline=3600.0):
     now = time.monotonic()
     return Query(qid, rows, nbytes, torch.zeros(rows, 1, 8, 8, dtype=torch.int64), None, client,
                  now, now + deadline)
@@ -47,11 +47,10 @@ def test_the_book_limits_each_client_and_refuses_a_pending_id():
 
 def test_expired_queries_leave_with_their_reason_and_ordered_ones_stay():
     book = QueryBook(8)
-    for q in (_q("late", deadline=0.0), _q("ordered", deadline=0.0), _q("fresh")):
-        book.add(q)
+    for q in (_q("late", deadline=-1.0), _q("ordered", deadline=-1.0), _q("fresh")):
+        book.add(q)  # the first two are past their deadline when added
     book.get("late").why = ("busy", "no material")
     book.claim([("ordered", 1, 512)], "server-1")
-    time.sleep(0.01)
     late = book.expired()
     assert [(q.id, q.why) for q in late] == [("late", ("busy", "no material"))]
     assert len(book) == 2 and book.rows_waiting() == 1
@@ -61,11 +60,16 @@ def test_gather_takes_rows_in_arrival_order_and_skips_a_backed_off_query():
     book = QueryBook(8)
     for q in (_q("a", rows=2), _q("b", rows=2), _q("c", rows=1)):
         book.add(q)
-    book.release([book.get("a")], lacked=True)  # a follower lacked it: offered again later
+    before = time.monotonic()
+    a = book.get("a")
+    book.release([a], lacked=True)  # a follower lacked it: offered again later
+    assert a.tries == 1 and a.not_before > before  # backed off
     assert book.rows_waiting() == 3  # and it is no backlog for the dealer
-    got = book.gather(3, 0.0, lambda: False)
+    a.not_before = time.monotonic() + 3600  # the back-off lasts through the next two gathers
+    got = book.gather(5, 0.0, lambda: False)  # room for all three: "a" is left out for its back-off
     assert [q.id for q in got] == ["b", "c"]
-    time.sleep(0.02)
+    assert book.gather(4, 0.0, lambda: False) == []  # only "a" waits, and it is backed off
+    a.not_before = time.monotonic() - 1  # its back-off is over
     assert [q.id for q in book.gather(4, 0.0, lambda: False)] == ["a"]
 
 

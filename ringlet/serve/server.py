@@ -170,7 +170,7 @@ class ServerNode:
         return {"ok": self.session_up and not self.draining, "party": self.name,
                 "peers": sorted(self.peers), "dealer": self.dealer is not None,
                 "pool": {str(b): n for b, n in self.pool.depths().items()},
-                "waiting": len(self.book)}
+                "waiting": len(self.book), "clients": len(self.clients)}
 
     def info(self) -> dict:
         return {"op": "info", "server": self.rank, "servers": self.p,

@@ -18,6 +18,7 @@ from ringlet.offline.kind import Kinds
 from ringlet.offline.link import DealerLink
 from ringlet.prng import AesCtrStream
 from ringlet.ring import FixedPoint
+from ringlet.roles import Role
 from ringlet.sharing import ArithmeticShare
 
 
@@ -48,17 +49,17 @@ class World:
     def servers(self) -> range:
         return range(self.num_servers)
 
-    def role(self, rank: int) -> str:
-        if rank < self.num_servers:
-            return "server"
+    def role(self, rank: int) -> Role:
+        if 0 <= rank < self.num_servers:
+            return Role.SERVER
         if rank == self.dealer:
-            return "dealer"
+            return Role.DEALER
         if rank == self.client:
-            return "client"
+            return Role.CLIENT
         raise ValueError(f"rank {rank} is not in a world of {self.size} parties")
 
     def names(self) -> dict[int, str]:
-        return {r: self.role(r) for r in range(self.size)}
+        return {r: str(self.role(r)) for r in range(self.size)}
 
 
 @dataclass

@@ -255,6 +255,9 @@ def test_a_dealer_that_dies_mid_entry_is_reconciled(dep):
     from ringlet.protocols.catalog import material_kinds
     from ringlet.serve.pool import DealerPool, json_tensor
     with guarded(dep):
+        # the killed dealer leaves two entries of shape 1 on both servers (refills are asynchronous)
+        wait_until(lambda: all(dep.health(s)["pool"].get("1", 0) >= 2 for s in (0, 1)), 30,
+                   "the dealer did not refill the pools")
         dep.kill("dealer")
         hello = {"rank": 2, "name": "dealer", "deployment": dep.d.name}
         ctx = dep.d.tls_files().contexts("dealer")[1]

@@ -163,13 +163,19 @@ def test_rows_and_ids_are_typed_strictly():
 
 
 def test_the_entry_shape_is_chosen_from_the_queries_that_run():
-    from ringlet.serve.batches import _fit
+    from ringlet.serve.batches import BatchPolicy
+    policy = BatchPolicy(32, 0.01, (1, 4, 8, 32))
     qs = [_q("a", rows=2), _q("b", rows=3), _q("c", rows=1)]
-    assert _fit(qs, {1, 8, 32}) == (qs, 8)  # the smallest shape that holds all six rows
-    assert _fit(qs, {1, 4}) == (qs[:1], 4)  # the first queries that the largest shape holds
-    assert _fit(qs[2:], {4}) == (qs[2:], 4)
-    assert _fit(qs, {1}) == ([], None)  # the first query does not fit any: nothing runs
-    assert _fit([], {1, 4}) == ([], None)
+    assert policy.fit(qs, {1, 8, 32}) == (qs, 8)  # the smallest shape that holds all six rows
+    assert policy.fit(qs, {32}) == ([], None)  # only a shape larger than six rows need
+    assert policy.fit(qs, {1, 4}) == (qs[:1], 4)  # the first queries that the largest shape holds
+    assert policy.fit(qs[2:], {4}) == ([], None)  # never a larger shape than one row needs
+    assert policy.fit(qs[2:], {1, 4}) == (qs[2:], 1)
+    assert policy.fit(qs, {1}) == ([], None)  # the first query does not fit any: nothing runs
+    assert policy.fit([], {1, 4}) == ([], None)
+    lacked = _q("d", rows=20)
+    lacked.tries = 1  # a share another server lacked does not make the batch's shape larger
+    assert policy.want(qs + [lacked]) == 8 and policy.candidates(8) == [1, 4, 8]
 
 
 def test_small_refusals_name_what_is_wrong(tmp_path):

@@ -118,6 +118,22 @@ def recv_json(ch: Channel, timeout: float, what: str, limit: int = HELLO_LIMIT) 
     return parse_json(data, ch.peer, what)
 
 
+def admit(hello: dict[str, Any], cert_name: str | None, deployment: str,
+          tls: bool) -> str | None:
+    """Why a joining party is refused before its role is looked at: a hello without a party
+    name, another deployment's, or (with TLS) a certificate for another name than the hello's.
+    None: go on. Every listener (:func:`ringlet.comm.transport.connect_mesh`, a serving server)
+    checks this first."""
+    name = hello.get("name")
+    if type(name) is not str:
+        return "the hello has no party name"
+    if hello.get("deployment") != deployment:
+        return f"another deployment ({hello.get('deployment')!r}, this is {deployment!r})"
+    if tls and cert_name != name:
+        return f"certificate is for {cert_name!r}, the hello says {name!r}"
+    return None
+
+
 def common_name(cert: dict[str, Any] | None) -> str | None:
     for rdn in (cert or {}).get("subject", ()):
         for key, value in rdn:

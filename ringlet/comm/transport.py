@@ -24,8 +24,9 @@ from typing import Any, Protocol, cast
 from ringlet.comm.base import Communicator, PeerTimeoutError
 from ringlet.comm.certs import StrPath, client_context, server_context
 from ringlet.comm.channel import Channel
-from ringlet.comm.mesh import Listener, MeshCommunicator, dial
+from ringlet.comm.mesh import Listener, MeshCommunicator, admit, dial
 from ringlet.comm.tcp import TcpCommunicator
+from ringlet.roles import Role
 
 TRANSPORTS = ("local", "tcp", "socket", "tls")
 
@@ -45,8 +46,7 @@ class _World(Protocol):
 
 def party_name(world: _World, rank: int) -> str:
     """A party's name in a world: ``server-I``, ``dealer`` or ``client`` (certificate names)."""
-    role = world.role(rank)
-    return f"server-{rank}" if role == "server" else role
+    return Role(world.role(rank)).party_name(rank)
 
 
 @dataclass(frozen=True)
@@ -171,16 +171,15 @@ def connect_mesh(spec: TransportSpec, rank: int, world: _World, connect_timeout:
 
     def check(h: dict[str, Any], cert_name: str | None, where: str | None = None) -> str | None:
         p = h.get("rank")
-        if h.get("deployment") != spec.deployment:
-            return f"another deployment ({h.get('deployment')!r}, this is {spec.deployment!r})"
+        why = admit(h, cert_name, spec.deployment, spec.kind == "tls")
+        if why:
+            return why
         if h.get("world") != world.size:
             return f"world of {h.get('world')} parties, {me} is in a world of {world.size}"
         if p not in accept:
             return f"rank {p!r} does not connect to {me}"
         if h.get("name") != party_name(world, p):
             return f"rank {p} is {party_name(world, p)}, not {h.get('name')!r}"
-        if spec.kind == "tls" and cert_name != h.get("name"):
-            return f"certificate is for {cert_name!r}, the hello says {h.get('name')!r}"
         with joined:
             if p in channels:
                 return f"{party_name(world, p)} has already joined"

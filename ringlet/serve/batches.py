@@ -25,6 +25,7 @@ share); nothing on the batch path waits for a missing share or a missing entry.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -55,6 +56,63 @@ def busy_cause(node, size: int) -> str:
             f"but behind (queries arrive faster than it makes material)")
 
 
+@dataclass(frozen=True)
+class BatchPolicy:
+    """What runs together: up to ``max_batch`` rows, gathered for at most ``max_wait`` seconds
+    after the first query, on the entry of the smallest of ``sizes`` (batch shapes) that holds the
+    rows no other server was found to lack — never a larger shape than the agreed queries need,
+    else the largest smaller one that holds the first of them (the others wait)."""
+
+    max_batch: int
+    max_wait: float
+    sizes: tuple[int, ...]
+
+    @classmethod
+    def of(cls, d) -> BatchPolicy:
+        """The policy of a deployment (its ``[batching]`` section)."""
+        return cls(d.max_batch, d.max_wait_ms / 1000, tuple(d.sizes))
+
+    def bucket(self, rows: int) -> int:
+        """The batch shape ``rows`` rows are padded to."""
+        for size in self.sizes:
+            if size >= rows:
+                return size
+        raise ValueError(f"a batch of {rows} rows is larger than max_batch {self.max_batch}")
+
+    def want(self, batch: list[Query]) -> int:
+        """The shape to propose: that of the rows no other server was found to lack (a share
+        sent to server 0 alone must not make an honest batch take a larger, slower entry)."""
+        fresh = sum(q.rows for q in batch if not q.tries)
+        return self.bucket(fresh or sum(q.rows for q in batch))
+
+    def candidates(self, want: int) -> list[int]:
+        """The shapes whose oldest entries are offered: ``want`` and every smaller one."""
+        return [b for b in self.sizes if b <= want]
+
+    def fit(self, queries: list[Query], sizes: set[int]) -> tuple[list[Query], int | None]:
+        """The queries to run and the shape of their entry among ``sizes`` (those every server
+        holds): the smallest that holds them all, but never larger than they need; else the
+        largest that holds the first ones."""
+        if not queries:
+            return [], None
+        need = self.bucket(sum(q.rows for q in queries))
+        sizes = {b for b in sizes if b <= need}
+        rows = sum(q.rows for q in queries)
+        fits = sorted(b for b in sizes if b >= rows)
+        if fits:
+            return queries, fits[0]
+        for b in sorted(sizes, reverse=True):
+            run, total = [], 0
+            for q in queries:
+                if total + q.rows > b:
+                    break
+                run.append(q)
+                total += q.rows
+            if run:
+                return run, b
+        return [], None
+
+
 def ping_every(d) -> float:
     """Seconds between server 0's signs of life to an idle follower (a quarter of the message
     timeout, at most 2 s): each side notices a dead or frozen peer within the message timeout."""
@@ -72,15 +130,12 @@ def lead(node, sess) -> None:
         for r in others:
             book.wake(_recv(sess, r, "verdict").get("have", []))
         sess.last_exchange = time.monotonic()
-    batch = book.gather(d.max_batch, d.max_wait_ms / 1000, lambda: node.stopped.is_set())
+    policy = node.policy
+    batch = book.gather(policy.max_batch, policy.max_wait, lambda: node.stopped.is_set())
     if not batch:
         return
-    # the shape of the rows no other server was found to lack (a share sent to server 0 alone
-    # must not make an honest batch take a larger, slower entry); candidates: the oldest
-    # confirmed entry of that shape and of every smaller one
-    fresh = sum(q.rows for q in batch if not q.tries)
-    want = d.bucket(fresh or sum(q.rows for q in batch))
-    held = {b: got for b in d.sizes if b <= want for got in [node.pool.take_ready(b)] if got}
+    want = policy.want(batch)  # candidates: the oldest confirmed entry of each shape up to it
+    held = {b: got for b in policy.candidates(want) for got in [node.pool.take_ready(b)] if got}
     if not held:
         node.need(want)
         book.release(batch, ("busy", busy_cause(node, want)))
@@ -101,10 +156,9 @@ def lead(node, sess) -> None:
         lacked.update(int(b) for b in verdict.get("lacks", []))
         book.wake(verdict.get("have", []))
     agreed = [q for q in batch if q.id not in missing and q.id not in bad]
-    need = d.bucket(sum(q.rows for q in agreed)) if agreed else 0
-    run, size = _fit(agreed, {b for b in held if b not in lacked and b <= need})
+    run, size = policy.fit(agreed, {b for b in held if b not in lacked})
     if agreed and (size is None or len(run) < len(agreed)):
-        node.need(need)  # the shape the agreed queries need
+        node.need(policy.bucket(sum(q.rows for q in agreed)))  # the shape they need
     go = {"run": [q.id for q in run], "size": size,
           "drop": sorted(lacked)}  # an entry some server lacks is dropped everywhere
     for r in others:
@@ -125,25 +179,6 @@ def lead(node, sess) -> None:
             node.pool.put(b, key, queue, first=True)
     if run:
         run_batch(node, sess, run, size, held[size][0], held[size][1])
-
-
-def _fit(queries: list[Query], sizes: set[int]) -> tuple[list[Query], int | None]:
-    """The queries to run and the shape of their entry: the smallest shape that holds them all,
-    else the largest that holds the first ones (the others wait for the next batch)."""
-    rows = sum(q.rows for q in queries)
-    fits = sorted(b for b in sizes if b >= rows)
-    if queries and fits:
-        return queries, fits[0]
-    for b in sorted(sizes, reverse=True):
-        run, total = [], 0
-        for q in queries:
-            if total + q.rows > b:
-                break
-            run.append(q)
-            total += q.rows
-        if run:
-            return run, b
-    return [], None
 
 
 def follow(node, sess) -> None:

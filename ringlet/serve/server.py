@@ -39,16 +39,17 @@ import traceback
 import torch
 
 from ringlet import prng, sources
-from ringlet.comm.base import CommError, PeerTimeoutError, ProtocolMismatchError
-from ringlet.comm.channel import FrameTooLargeError
-from ringlet.comm.mesh import Listener, MeshCommunicator, dial
+from ringlet.comm.base import CommError, PeerTimeoutError
+from ringlet.comm.mesh import Listener, MeshCommunicator, admit, dial
 from ringlet.compiler.options import SecureOptions
 from ringlet.protocols.catalog import material_kinds
+from ringlet.roles import Role
 from ringlet.runtime.programs import ModelMismatchError, agree_on_model
-from ringlet.serve import batches, wire
-from ringlet.serve.book import Query, QueryBook
+from ringlet.serve import batches
+from ringlet.serve.book import QueryBook
 from ringlet.serve.metrics import HealthServer, ServeMetrics
 from ringlet.serve.pool import MaterialPool, receive_entries
+from ringlet.serve.queries import QueryService
 from ringlet.session import Seeds, Session, World
 
 
@@ -93,11 +94,11 @@ class ServerNode:
         self.pool = MaterialPool(deploy.sizes, on_change=self.metrics.pool,
                                  needs_confirmation=rank == 0)
         self.book = QueryBook(deploy.max_in_flight)
+        self.policy = batches.BatchPolicy.of(deploy)
         self.plans: dict | None = None
         self.plans_ready = threading.Event()
         self.cond = threading.Condition()  # guards peers, dealer and the client links
         self.peers: dict[int, object] = {}
-        self.clients: dict = {}  # channel -> certificate name
         self.dealer: _DealerLink | None = None
         self._needs: dict[int, float] = {}  # shape -> when the dealer was last told
         self.draining: float | None = None  # when SIGTERM came
@@ -107,6 +108,9 @@ class ServerNode:
         ctx = deploy.tls_files().contexts(self.name) if deploy.tls else (None, None)
         self.server_ctx, self.client_ctx = ctx
         self.listener = self.health = None
+        self.queries = QueryService(deploy, rank, self.p, self.ring, self.shape, self.metrics,
+                                    self.book, self.info, lambda: self.session_up and not self.draining,
+                                    lambda: bool(self.draining), self.stopped, self.log)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> ServerNode:
@@ -117,7 +121,7 @@ class ServerNode:
         if me.metrics is not None:
             self.health = HealthServer(me.metrics[0], me.metrics[1], self.metrics,
                                        health=self._health).start()
-        for target, what in ((self._main, "main"), (self._reap, "reaper")):
+        for target, what in ((self._main, "main"), (self.queries.reap, "reaper")):
             threading.Thread(target=target, name=f"ringlet-{self.name}-{what}", daemon=True).start()
         self.log(f"listening on {me.address[0]}:{self.listener.address[1]} "
                  f"({'TLS 1.3' if self.server_ctx else 'plain TCP'})")
@@ -153,11 +157,7 @@ class ServerNode:
         self.stopped.set()
         for q in self.book.take_all():
             self.refuse(q.ch, q.id, "draining", f"{self.name} stopped before query {q.id} ran")
-        for ch in list(self.clients):  # answers already queued leave before the process ends
-            try:
-                ch.flush(5.0)
-            except CommError:
-                pass
+        self.queries.flush_all()
         for obj in (self.listener, self.health):
             if obj is not None:
                 (obj.close if hasattr(obj, "close") else obj.stop)()
@@ -170,7 +170,7 @@ class ServerNode:
         return {"ok": self.session_up and not self.draining, "party": self.name,
                 "peers": sorted(self.peers), "dealer": self.dealer is not None,
                 "pool": {str(b): n for b, n in self.pool.depths().items()},
-                "waiting": len(self.book), "clients": len(self.clients)}
+                "waiting": len(self.book), "clients": len(self.queries.clients)}
 
     def info(self) -> dict:
         return {"op": "info", "server": self.rank, "servers": self.p,
@@ -187,31 +187,28 @@ class ServerNode:
 
     # -- who may join ---------------------------------------------------------------------------
     def _check(self, hello: dict, cert_name, where=None):
-        name = hello.get("name")
-        if type(name) is not str:
-            return "the hello has no party name"
-        if hello.get("deployment") != self.d.name:
-            return f"another deployment ({hello.get('deployment')!r}, this is {self.d.name!r})"
-        if self.server_ctx is not None and cert_name != name:
-            return f"certificate is for {cert_name!r}, the hello says {name!r}"
-        if name.startswith("server-"):
+        why = admit(hello, cert_name, self.d.name, self.server_ctx is not None)
+        if why:
+            return why
+        name, role = hello["name"], Role.of_name(hello["name"])
+        if role is Role.SERVER:
             r = hello.get("rank")
             if name != f"server-{r}" or type(r) is not int or not self.rank < r < self.p:
                 return f"{name} does not connect to {self.name}"
             return None
-        if name == "dealer":
+        if role is Role.DEALER:
             held = self.dealer
             if held is not None:
                 return (f"a dealer is already linked to {self.name} (from {held.where}); the "
                         f"dealer at {where} is refused: a deployment has one dealer")
             return None
-        if name.startswith("client"):
+        if role is Role.CLIENT:
             return None
         return f"{name!r} is not a party of this deployment"
 
     def _on_peer(self, hello: dict, ch) -> None:
-        name = hello["name"]
-        if name.startswith("server-"):
+        name, role = hello["name"], Role.of_name(hello["name"])
+        if role is Role.SERVER:
             with self.cond:
                 old = self.peers.pop(hello["rank"], None)
                 if old is not None:
@@ -220,7 +217,7 @@ class ServerNode:
                 self.cond.notify_all()
             self.log(f"{name} linked")
             return
-        target = self._dealer_link if name == "dealer" else self._client_link
+        target = self._dealer_link if role is Role.DEALER else self.queries.link
         threading.Thread(target=target, args=(ch, name), daemon=True,
                          name=f"ringlet-{self.name}-{name}").start()
 
@@ -283,117 +280,6 @@ class ServerNode:
         self._needs[size] = now
         with contextlib.suppress(CommError):
             link.ch.send(json.dumps({"need": size}).encode())
-
-    # -- clients --------------------------------------------------------------------------------
-    def _client_link(self, ch, name: str) -> None:
-        with self.cond:
-            count = sum(1 for n in self.clients.values() if n == name)
-            if count < self.d.max_links:
-                self.clients[ch] = name
-        if ch not in self.clients:
-            self.metrics.link_error("limit")
-            self.refuse(ch, None, "limit", f"{name} already holds {count} links to {self.name} "
-                                           f"(the deployment's limit per client)")
-            with contextlib.suppress(CommError):
-                ch.flush(1.0)
-            ch.close()
-            return
-        kind = None
-        try:
-            while not self.stopped.is_set():
-                header, payload = wire.recv(ch, self.d.idle_timeout, "a query",
-                                            payload_limit=self._payload_limit,
-                                            frame_timeout=self.d.frame_timeout)
-                self._on_message(header, payload, ch, name)
-        except FrameTooLargeError as exc:
-            kind = "oversized"
-            self.refuse(ch, None, "bad_input", str(exc))
-        except ProtocolMismatchError as exc:
-            kind = "garbled"
-            self.refuse(ch, None, "bad_input", str(exc))
-        except PeerTimeoutError:
-            kind = "timeout"  # idle, or too slow inside a frame
-        except CommError:
-            pass  # the client left; its queries still run, their answers go nowhere
-        except Exception as exc:  # noqa: BLE001 - one client's link never takes the server down
-            kind = "internal"
-            self.log(f"{name}'s link ended by {type(exc).__name__}: {exc}")
-        finally:
-            if kind is not None:
-                self.metrics.link_error(kind)
-            with contextlib.suppress(CommError):
-                ch.flush(1.0)
-            with self.cond:
-                self.clients.pop(ch, None)
-            ch.close()
-
-    def _payload_limit(self, header: dict) -> int:
-        rows = wire.rows_of(header, self.d.max_batch) or self.d.max_batch
-        return self.ring.wire_bytes(rows * self.numel)
-
-    def _on_message(self, header: dict, payload, ch, name: str) -> None:
-        op = header.get("op")
-        if op == "info":
-            wire.send(ch, self.info())
-        elif op == "query":
-            self._accept(header, payload, ch, name)
-        else:
-            self.refuse(ch, wire.query_id(header), "bad_input", f"unknown op {op!r}")
-
-    def refuse(self, ch, qid, kind: str, message: str) -> None:
-        self.metrics.error(kind)
-        try:
-            wire.send(ch, {"op": "error", "id": qid, "kind": kind, "message": f"{self.name}: {message}"})
-        except CommError:
-            pass
-
-    def refuse_queries(self, queries, kind: str, message) -> None:
-        """Remove ``queries`` and answer each with an error (``message(q)``)."""
-        self.book.remove(queries)
-        for q in queries:
-            self.refuse(q.ch, q.id, kind, message(q))
-
-    def _accept(self, header: dict, payload, ch, client: str) -> None:
-        qid, rows = wire.query_id(header), wire.rows_of(header, self.d.max_batch)
-        if qid is None:
-            return self.refuse(ch, None, "bad_input", "a query needs an id (a string of 1–64 chars)")
-        if rows is None:
-            return self.refuse(ch, qid, "bad_input", f"rows {header.get('rows')!r}: an integer "
-                                                     f"1..{self.d.max_batch} per query")
-        if self.draining:
-            return self.refuse(ch, qid, "draining", "draining (shutting down); not accepting queries")
-        if not self.session_up:
-            others = ", ".join(f"server-{r}" for r in range(self.p) if r != self.rank)
-            return self.refuse(ch, qid, "unavailable", f"not serving: not linked to {others}")
-        want = self.ring.wire_bytes(rows * self.numel)
-        if len(payload) != want:
-            return self.refuse(ch, qid, "bad_input", f"the share of {rows} inputs of shape "
-                                                     f"{self.shape} is {want} bytes, got {len(payload)}")
-        t = torch.frombuffer(payload, dtype=torch.uint8) if payload else torch.empty(0, dtype=torch.uint8)
-        share = self.ring.unwire(t.view(torch.int64) if self.ring.bits == 64 else t, (rows, *self.shape))
-        self.metrics.add_bytes("received", "clients", len(payload))
-        now = time.monotonic()
-        # a follower keeps a query a little past its deadline: server 0, which knows why a query
-        # did not run (no material, a share it lacks), answers first
-        grace = 0.0 if self.rank == 0 else min(2.0, 0.25 * self.d.query_timeout)
-        why = self.book.add(Query(qid, rows, len(payload), share, ch, client, now,
-                                  now + self.d.query_timeout + grace))
-        if why is not None:
-            return self.refuse(ch, qid, *why)
-        self.metrics.query()
-
-    def _reap(self) -> None:
-        """Answer every query that reached its deadline without running, with the reason."""
-        lead = self.rank == 0
-        default = ("timeout", "not run before its deadline" if lead else
-                   "server-0 never ordered it before its deadline (its share did not reach "
-                   "server-0, or server-0 was overloaded)")
-        while not self.stopped.is_set():
-            for q in self.book.expired():
-                kind, msg = q.why or default
-                self.refuse(q.ch, q.id, kind, f"query {q.id}: {msg} "
-                                              f"(deadline {self.d.query_timeout:g} s)")
-            self.stopped.wait(0.05)
 
     # -- the server pair ------------------------------------------------------------------------
     def _main(self) -> None:
@@ -493,6 +379,12 @@ class ServerNode:
             stale = [r for r, ch in sess.comm.channels.items() if self.peers.get(r) is not ch]
         if stale:
             raise CommError(f"{', '.join(f'server-{r}' for r in stale)} linked again (restarted)")
+
+    def refuse(self, ch, qid, kind: str, message: str) -> None:
+        self.queries.refuse(ch, qid, kind, message)
+
+    def refuse_queries(self, queries, kind: str, message) -> None:
+        self.queries.refuse_queries(queries, kind, message)
 
     def _fail_all(self, kind: str, message: str) -> None:
         for q in self.book.take_all():

@@ -10,27 +10,26 @@ nothing to) raises :class:`NotSymmetric`, and the caller records on the real tra
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import TYPE_CHECKING
 
 import torch
 
-from ringlet.comm.base import CommStats, Item
-
-if TYPE_CHECKING:
-    from ringlet.comm.shaper import LinkShaper
+from ringlet.comm.base import Communicator, Item
 
 
 class NotSymmetric(RuntimeError):
     """The computation has a round a mirror cannot answer."""
 
 
-class MirrorComm:
-    """The :class:`~ringlet.comm.base.Communicator` calls protocols make, answered by a mirror."""
+class MirrorComm(Communicator):
+    """The :class:`~ringlet.comm.base.Communicator` calls protocols make, answered by a mirror.
+
+    A Communicator, so that it can stand in a :class:`~ringlet.session.Session` for the real one.
+    It overrides :meth:`round`, :meth:`send` and :meth:`recv` (nothing crosses a wire, nothing is
+    counted), so the transport hooks are never reached.
+    """
 
     def __init__(self, rank: int, world_size: int) -> None:
-        self.rank, self.world_size = rank, world_size
-        self.stats = CommStats()  # nothing crosses a wire: nothing is counted
-        self.shaper: LinkShaper | None = None
+        super().__init__(rank, world_size)
 
     def round(self, tag: str, sends: dict[int, list[Item]], recv_from: Collection[int] = (),
               step: str | None = None) -> dict[int, list[torch.Tensor]]:
@@ -46,4 +45,10 @@ class MirrorComm:
         raise NotSymmetric(f"a one-way message to party {dst} ({step})")
 
     def recv(self, src: int, step: str = "") -> list[torch.Tensor]:
+        raise NotSymmetric(f"a one-way message from party {src} ({step})")
+
+    def _send(self, dst: int, step: str, items: list[Item]) -> None:
+        raise NotSymmetric(f"a one-way message to party {dst} ({step})")
+
+    def _recv(self, src: int, step: str, deadline: float) -> list[Item]:
         raise NotSymmetric(f"a one-way message from party {src} ({step})")

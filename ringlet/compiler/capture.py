@@ -14,6 +14,8 @@ and the user's source line.
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
+from typing import TypeGuard
 
 import torch
 import torch.fx
@@ -80,6 +82,12 @@ def _where(node: torch.fx.Node) -> str:
 def _fail(fx: torch.fx.Node, why: str) -> CompileError:
     return CompileError(f"cannot compile node '{fx.name}' (op {fx.op}, target "
                         f"{getattr(fx.target, '__name__', fx.target)!s}): {why}; at {_where(fx)}")
+
+
+def _method_name(fx: torch.fx.Node) -> str:
+    """The name of the method a ``call_method`` node calls (torch.fx keeps it as the target)."""
+    assert isinstance(fx.target, str), f"{fx.name}: a method call's target is its name"
+    return fx.target
 
 
 def _shape(node: torch.fx.Node) -> tuple | None:
@@ -228,7 +236,7 @@ class Builder:
     def alias_to(self, fx: torch.fx.Node, name: str) -> None:
         self._alias[fx.name] = name
 
-    def is_tensor(self, arg) -> bool:
+    def is_tensor(self, arg: object) -> TypeGuard[torch.fx.Node]:
         """A value that depends on the client's input (a secret tensor)."""
         return isinstance(arg, torch.fx.Node) and arg.name in self.data
 
@@ -265,10 +273,15 @@ class Builder:
             return  # a public constant or shape value: kept in fx.meta["value"]
         else:
             mod = self.modules[fx.target] if fx.op == "call_module" else None
+            lower: Callable | None
             if fx.op == "call_module":
                 lower = reg.lowering_for_module(mod)
+            elif fx.op == "call_function":
+                lower = reg.functions[fx.target]
             else:
-                lower = (reg.functions if fx.op == "call_function" else reg.methods)[fx.target]
+                lower = reg.methods[_method_name(fx)]
+            if lower is None:  # _check_supported refused every module without a lowering
+                raise _fail(fx, f"no lowering is registered for {type(mod).__name__}")
             try:
                 lower(self, fx, mod) if mod is not None else lower(self, fx)
             except CompileError:
@@ -296,7 +309,8 @@ def _in_place(fx: torch.fx.Node, mod) -> bool:
     if mod is not None:
         return bool(getattr(mod, "inplace", False))
     if fx.op == "call_method":
-        return fx.target.endswith("_") and not fx.target.endswith("__")
+        name = _method_name(fx)
+        return name.endswith("_") and not name.endswith("__")
     return fx.target in _INPLACE_FUNCS or bool(fx.kwargs.get("inplace", False))
 
 

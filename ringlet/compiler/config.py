@@ -101,6 +101,7 @@ def parse_setting(value, where: str) -> Bits:
 
 def setting_of(k: int, m: int, protocol: str | None = None) -> Setting:
     """The SETTING for bits [k:m] (and ``protocol``, if given)."""
+    bits: str | dict[str, int]
     if (k, m) == (64, 0):
         bits = "exact"
     elif k == m:
@@ -239,8 +240,8 @@ class ReluConfig:
                     raise ConfigError(f"{source}: group {g!r} names {name!r}, which is not a ReLU of "
                                       f"the model (ReLUs: {_preview(relu_names)})")
         d_bits, d_protocol = self._default_entry(source)
-        bits = dict.fromkeys(relu_names, d_bits)
-        protocols = dict.fromkeys(relu_names, d_protocol)
+        bits: dict[str, Bits] = dict.fromkeys(relu_names, d_bits)
+        protocols: dict[str, str | None] = dict.fromkeys(relu_names, d_protocol)
 
         def apply(names, value, where):
             b, p = parse_entry(value, where)

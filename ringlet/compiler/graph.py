@@ -20,7 +20,7 @@ class Node:
     kind: str
     inputs: list[str]
     label: str
-    out_shape: tuple  # per sample (no batch axis)
+    out_shape: tuple | None  # per sample (no batch axis); None where capture saw no tensor shape
     params: dict = field(default_factory=dict)
 
 
@@ -37,7 +37,10 @@ class LoweredGraph:
 
     @property
     def output_shape(self) -> tuple:
-        return tuple(self.nodes[-1].out_shape)
+        shape = self.nodes[-1].out_shape
+        if shape is None:
+            raise ValueError(f"the graph's output node {self.nodes[-1].name!r} has no shape")
+        return tuple(shape)
 
     @property
     def relus(self) -> list[Node]:
@@ -66,8 +69,8 @@ class LoweredGraph:
         return apply_postprocess(self.postprocess, logits)
 
     def summary(self) -> list[dict]:
-        return [{"name": n.name, "kind": n.kind, "label": n.label, "shape": list(n.out_shape)}
-                for n in self.nodes]
+        return [{"name": n.name, "kind": n.kind, "label": n.label,
+                 "shape": None if n.out_shape is None else list(n.out_shape)} for n in self.nodes]
 
 
 def apply_postprocess(post: dict | None, logits):

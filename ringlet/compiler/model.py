@@ -170,8 +170,14 @@ class CompiledModel:
             return ArithmeticShare(s.data, s.party, frac)
 
         f = self.fixed.frac_bits
-        return {n.name: (shared(self.encoded[n.name]["weight"], f), shared(self.encoded[n.name]["bias"], 2 * f))
-                for n in self.graph.nodes if n.kind in ("conv", "linear")}
+        out = {}
+        for n in self.graph.nodes:
+            if n.kind in ("conv", "linear"):
+                enc = self.encoded[n.name]
+                if enc is None:  # conv and linear always encode their weight and bias
+                    raise RuntimeError(f"{n.name}: a {n.kind} node without encoded weights")
+                out[n.name] = (shared(enc["weight"], f), shared(enc["bias"], 2 * f))
+        return out
 
     def linear_backends(self, batch: int) -> dict[str, str]:
         """{node name: exact backend} of every public-weight conv/linear/spatialmap node for a
@@ -198,6 +204,9 @@ class CompiledModel:
         """
         self.linear_backends(batch_shape[0])  # any timing of backends happens here, not online
         off = sess.offline
+        if off is None:
+            raise RuntimeError(f"record_plan runs on servers only (they have a dealer link), not on "
+                               f"the {sess.role} (rank {sess.rank})")
         off.go_online()
         if sess.num_parties == 2 and weights is None:
             off.plan, off.recording, real = [], True, sess.comm
@@ -211,8 +220,9 @@ class CompiledModel:
             finally:
                 off.recording, sess.comm = False, real
         off.plan = []
-        zero = share_input(sess, torch.zeros(batch_shape) if sess.rank == 0 else None, 0, batch_shape)
-        self.run(sess, zero, weights)
+        share = share_input(sess, torch.zeros(batch_shape) if sess.rank == 0 else None, 0, batch_shape)
+        assert share is not None, "share_input gives every server its share"
+        self.run(sess, share, weights)
         return list(off.plan)
 
     def run_plain(self, x: torch.Tensor) -> torch.Tensor:
@@ -273,7 +283,7 @@ class SecureInterpreter(Interpreter):
         max-pool, smooth functions): the protocol the run asks for everywhere where it can run
         with this many servers, else the default one (gmw)."""
         o, reg = self.options, relu_protocols()
-        name = o.relu_protocol if o.relu_protocol in reg else reg.names()[0]
+        name = o.relu_protocol if o.relu_protocol is not None and o.relu_protocol in reg else reg.names()[0]
         if reg[name].two_servers_only and self.sess.num_parties != 2:
             name = reg.names()[0]
         return ReluSpec(64, 0, o.adder, o.select, name)

@@ -27,6 +27,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
+from typing import Literal, overload
 
 import torch
 from safetensors import SafetensorError
@@ -200,6 +201,14 @@ class _Decoder:
         return self.tensors[key]
 
 
+@overload
+def _check_shape(value, what: str, source: str, nullable: Literal[False] = False) -> tuple: ...
+
+
+@overload
+def _check_shape(value, what: str, source: str, nullable: bool) -> tuple | None: ...
+
+
 def _check_shape(value, what: str, source: str, nullable: bool = False) -> tuple | None:
     if value is None and nullable:
         return None
@@ -277,7 +286,9 @@ def load_graph(folder, stem: str = "graph") -> LoweredGraph:
                        f"got {postprocess!r}")
     if not isinstance(doc["nodes"], list) or not doc["nodes"]:
         raise dec.fail("nodes must be a non-empty list")
-    kinds, earlier, nodes = registry().ops, set(), []
+    kinds = registry().ops
+    earlier: set[str] = set()
+    nodes: list[Node] = []
     for i, entry in enumerate(doc["nodes"]):
         nodes.append(_node(entry, i, dec, kinds, earlier))
         earlier.add(nodes[-1].name)
@@ -310,7 +321,8 @@ def fingerprint(graph: LoweredGraph) -> dict:
         t = tensors[key]
         head = json.dumps([key, _dtype_name(t), list(t.shape)], separators=(",", ":"))
         weights.update(head.encode() + b"\n")
-        weights.update(t.reshape(-1).view(torch.uint8).numpy())
+        # numpy's stubs give ndarray __buffer__ (PEP 688) only for Python >= 3.12; it is a buffer
+        weights.update(t.reshape(-1).view(torch.uint8).numpy())  # type: ignore[arg-type]
     return {"graph": hashlib.sha256(text.encode()).hexdigest(), "weights": weights.hexdigest()}
 
 

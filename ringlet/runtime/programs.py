@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from tqdm import tqdm
@@ -88,11 +89,13 @@ def server_program(sess: Session, model: CompiledModel, pregenerate: bool = True
             f"{sess.fixed.ring_bits}-bit ring, the model was compiled for {model.fixed.frac_bits} "
             f"in a {model.fixed.ring_bits}-bit ring")
     fingerprint = agree_on_model(sess, model)
+    if client is None:
+        raise ValueError(f"server {sess.rank}: a job is served to a client, and this world has none")
     n, batch, *shape = _recv_ints(sess, client)
     if tuple(shape) != tuple(model.graph.input_shape):
         raise ValueError(f"server {sess.rank}: the client sends inputs of shape {tuple(shape)}, the "
                          f"model takes {tuple(model.graph.input_shape)}")
-    out_shape = model.graph.nodes[-1].out_shape
+    out_shape = model.graph.output_shape
     if sess.rank == 0:
         _send_json(sess, client, {
             "output_frac": model.output_frac, "output_shape": list(out_shape),
@@ -118,17 +121,22 @@ def server_program(sess: Session, model: CompiledModel, pregenerate: bool = True
             if bshape not in plans:
                 plans[bshape] = model.record_plan(sess, bshape, weights)
                 seconds_plan += time.perf_counter() - t0
+            link = sess.offline
+            if link is None:  # record_plan above has refused a party without a dealer link
+                raise RuntimeError(f"server_program runs on servers only, not on the {sess.role}")
             t1 = time.perf_counter()
-            sess.offline.pregenerate(plans[bshape])
+            link.pregenerate(plans[bshape])
             seconds_offline += time.perf_counter() - t1
             offline = _add(offline, sess.stats.minus(before))
             # the servers finish their offline work at different times (only the last holder
             # receives corrections): start the online clock together
             sess.barrier(among=sess.world.servers)
         model.linear_backends(size)  # measured (or read from the cache) before the clock starts
-        log = [] if layer_log else None
+        log: list[dict] | None = [] if layer_log else None
         before, t0 = sess.stats.copy(), time.perf_counter()
         x = share_input(sess, None, client, bshape)
+        if x is None:  # share_input gives every server its share of the client's input
+            raise RuntimeError(f"server_program runs on servers only, not on the {sess.role}")
         y = model.run(sess, x, weights, log)
         reveal(sess, y, to=client)
         seconds_online += time.perf_counter() - t0
@@ -149,13 +157,22 @@ def server_program(sess: Session, model: CompiledModel, pregenerate: bool = True
 
 def _add(a: CommStats, b: CommStats) -> CommStats:
     out = a.copy()
-    for src, dst in ((b.sent, out.sent), (b.received, out.received), (b.rounds, out.rounds)):
-        for k, v in src.items():
-            dst[k] += v
+    _add_counts(out.sent, b.sent)
+    _add_counts(out.received, b.received)
+    _add_counts(out.rounds, b.rounds)
     out.messages += b.messages
     out.framing_bytes += b.framing_bytes
     out.seconds_waiting += b.seconds_waiting
     return out
+
+
+_Key = TypeVar("_Key")
+
+
+def _add_counts(dst: dict[_Key, int], src: dict[_Key, int]) -> None:
+    """Add ``src``'s counts into ``dst`` (a defaultdict(int), as in a :class:`CommStats`)."""
+    for k, v in src.items():
+        dst[k] += v
 
 
 def _check_job(sess: Session, images: torch.Tensor, reply: dict, fingerprint: dict | None) -> None:
@@ -206,8 +223,10 @@ def client_program(sess: Session, images: torch.Tensor, batch: int,
         for start in range(0, n, batch):
             x = images[start:start + batch]
             share_input(sess, x, sess.rank, tuple(x.shape))
-            y = reveal(sess, None, to=sess.rank, decode=False,
-                       shape=(x.shape[0], *out_shape)).to(torch.float64) / (1 << out_frac)
+            raw = reveal(sess, None, to=sess.rank, decode=False, shape=(x.shape[0], *out_shape))
+            if raw is None:  # reveal returns the value on the party it is revealed to: this one
+                raise RuntimeError("client: the servers revealed no logits to the client")
+            y = raw.to(torch.float64) / (1 << out_frac)
             logits.append(y)
             if stream:
                 row = {"first": start, "count": int(x.shape[0]), "predictions": y.argmax(1).tolist(),

@@ -77,7 +77,7 @@ class Leaky(Activation):
     """LeakyReLU(x) = a·x + (1 − a)·x·DReLU(x), its decision on bits [k:m] like a ReLU's."""
 
     kind = "leaky"
-    bits = "relu"
+    bits: str | None = "relu"  # Abs, below, takes no bits
     cost = "as ReLU for an integer slope (308 bits, 8 rounds exact); + 65 bits for any other slope"
 
     def plain(self, node, ins, ctx):

@@ -224,7 +224,7 @@ def lower_batchnorm(b, fx, bn) -> None:
     foldable = prev is not None and prev.name == x.name and len(x.users) == 1 and (
         (prev.kind == "conv") or (prev.kind == "linear" and len(b.shape(x)) == 1))
     if foldable:
-        view = (-1, 1, 1, 1) if prev.kind == "conv" else (-1, 1)
+        view: tuple[int, ...] = (-1, 1, 1, 1) if prev.kind == "conv" else (-1, 1)
         prev.params["weight"] = prev.params["weight"] * scale.view(view)
         bias = prev.params["bias"] if prev.params["bias"] is not None else 0
         prev.params["bias"] = bias * scale + shift

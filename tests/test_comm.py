@@ -126,11 +126,13 @@ def test_a_party_that_only_sends_holds_only_what_it_sent_since_its_last_flush_tc
 def test_the_dealer_flushes_before_each_requests_material():
     """The dealer sends one request's material only once the previous one has left."""
     from ringlet.offline.dealer import Dealer
+    from ringlet.offline.core import Trunc
     from ringlet.offline.request import STOP, Request
     from ringlet.prng import AesCtrStream
     from ringlet.protocols.catalog import material_kinds
+    from ringlet.protocols.fss.keys import FssRelu
     events = []
-    reqs = [Request("trunc", (16, 8), (0, 1)), Request("fssrelu", (8, 64, 0, 16), (0, 1))]
+    reqs = [Request(Trunc(16, (8,)), (0, 1)), Request(FssRelu(8, 64, 0, 16), (0, 1))]
 
     class Fake:
         def recv(self, src, step):

@@ -94,7 +94,7 @@ def test_simulator_decisions_equal_fss_decisions_on_the_same_masks():
             sess.offline.get = lambda req: seen.append(get(req)) or seen[-1]
             x = share_input(sess, v if sess.rank == 0 else None, 0, tuple(v.shape), encoded=True)
             y = relu(sess, x, ReluSpec(k, m, protocol="fss"))
-            return reveal(sess, y, decode=False), seen[-1]["r"]
+            return reveal(sess, y, decode=False), seen[-1].r
         (out, r0), (_, r1) = run(prog, 2).results
         r = r0 + r1
         decided = (out != 0).to(torch.int64)

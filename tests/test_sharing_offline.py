@@ -3,7 +3,7 @@ import torch
 from conftest import run
 
 from ringlet import ring
-from ringlet.offline.core import beaver_request
+from ringlet.offline.core import And2, Inject, Pand, Trunc, beaver_request
 from ringlet.offline.dealer import Dealer
 from ringlet.offline.request import Request
 from ringlet.prng import AesCtrStream
@@ -46,8 +46,8 @@ def test_dealer_material_is_correlated_and_seed_compressed():
     dealer = Dealer(None, {k: AesCtrStream(v) for k, v in seeds.items()}, kinds())
     streams = {k: AesCtrStream(v) for k, v in seeds.items()}
     for req in [beaver_request("mul", (5,), (5,), holders=(0, 1, 2)),
-                Request("and2", (3, 2), (0, 1, 2)), Request("pand", (2, 4), (0, 1)),
-                Request("inject", (70,), (0, 1)), Request("trunc", (16, 6), (0, 1, 2))]:
+                Request(And2(3, 2), (0, 1, 2)), Request(Pand(2, 4), (0, 1)),
+                Request(Inject(70), (0, 1)), Request(Trunc(16, (6,)), (0, 1, 2))]:
         [(last, corr)] = dealer.produce(req)  # seed compression: only the last holder hears
         assert last == req.holders[-1]
         parts = []
@@ -89,3 +89,44 @@ def test_plan_mismatch_is_a_clear_error():
     from ringlet.runtime.launch import PartyError
     with pytest.raises(PartyError, match="pre-generated material exhausted"):
         run(_two_muls, 2, pregenerate=True)
+
+
+def test_every_request_kind_round_trips_through_its_wire_integers():
+    """Each kind's typed parameters encode to the integers of the wire and decode back, the
+    table refuses ids and parameter lists that do not fit, and the material is typed."""
+    from ringlet.offline.core import B2A, Beaver, InjTrunc, Pim, Powers, Triple
+    from ringlet.offline.request import OfflineError
+    from ringlet.protocols.catalog import material_kinds
+    from ringlet.protocols.fss.keys import FssRelu, FssSign
+    kinds = material_kinds()
+    reqs = [Request(Beaver("conv2d", (1, 3, 8, 8), (4, 3, 3, 3), (1, 1, 1, 1, 1, 1, 1)), (0, 1)),
+            Request(Beaver("mul", (5,), (5,)), (0, 1, 2)), Request(And2(3, 2), (0, 1)),
+            Request(Pand(2, 4), (0, 1)), Request(B2A(9), (0, 1)), Request(Inject(70), (0, 1)),
+            Request(Trunc(16, (2, 3)), (0, 1, 2)), Request(InjTrunc(7, 12), (0, 1)),
+            Request(Pim(5, 3), (0, 1)), Request(Powers(5, 4, 16), (0, 1)),
+            Request(FssSign(64, 7), (0, 1)), Request(FssRelu(8, 20, 4, 12), (0, 1))]
+    assert {r.kind for r in reqs} | {"and"} == set(kinds.names())  # every kind is exercised
+    values = [v for r in reqs for v in kinds.encode(r)]
+    pos, back = 0, []
+    while pos < len(values):
+        req, pos = kinds.decode(values, pos)
+        back.append(req)
+    assert back == reqs
+    # the wire integers are those of the untyped format: (16, 2, 3) for a truncation by 16 of 2×3
+    assert kinds.encode(Request(Trunc(16, (2, 3)), (0, 1))) == [kinds.names().index("trunc"), 3, 16, 2, 3,
+                                                                 2, 0, 1]
+    with pytest.raises(OfflineError, match="material kind id 99"):
+        kinds.decode([99, 0, 0], 0)
+    with pytest.raises(OfflineError, match="too few parameters"):
+        FssRelu.decode([8, 20])
+    with pytest.raises(OfflineError, match="left over"):
+        B2A.decode([9, 1])
+    with pytest.raises(OfflineError, match="beaver request"):
+        Beaver.decode([7, 1, 5, 1, 5])
+    dealer = Dealer(None, {0: AesCtrStream(bytes(16)), 1: AesCtrStream(bytes([1] * 16))}, kinds)
+    ((_, corr),) = dealer.produce(reqs[0])
+    assert set(corr) == {"c"}
+    m = kinds["beaver"].material.of({"a": torch.zeros(1), "b": torch.zeros(1), **corr})
+    assert isinstance(m, Triple) and m.c.shape == (1, 4, 8, 8)
+    with pytest.raises(OfflineError, match="has no field z"):
+        Triple.of({"a": m.a, "b": m.b, "c": m.c, "z": m.c})

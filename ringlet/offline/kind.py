@@ -7,13 +7,14 @@ from dataclasses import dataclass
 
 import torch
 
-from ringlet.offline.request import OfflineError, Request
+from ringlet.offline.request import Material, OfflineError, Params, Request
 
 
 @dataclass(frozen=True)
 class Kind:
-    """One kind of dealer material: how each holder draws its seeded part, what the dealer sends
-    to whom, and how it travels.
+    """One kind of dealer material: its request's parameters and its material (two frozen
+    dataclasses), how each holder draws its seeded part, what the dealer sends to whom, and how
+    it travels.
 
     ``draw(stream, req, index, corrected) -> dict``: holder ``index``'s seeded tensors (the last
     holder, ``corrected``, draws none of those it receives corrected);
@@ -21,9 +22,11 @@ class Kind:
     holder; ``receives(req, index)``: the keys holder ``index`` receives (in the order they
     travel); ``raw``: keys sent as they are (bit planes, seeds) rather than as ring values in the
     ℓ-bit wire format; ``shapes(req, index)``: the shapes of the received keys (None: those the
-    draw gives, uncorrected).
+    draw gives, uncorrected). ``material.of`` turns a holder's tensors by name into its material.
     """
 
+    params: type[Params]
+    material: type[Material]
     draw: Callable
     correct: Callable
     receives: Callable
@@ -37,7 +40,7 @@ class Kind:
         return {k: tuple(drawn[k].shape) for k in self.receives(req, index)}
 
 
-def last_kind(draw, correct, keys, raw=False) -> Kind:
+def last_kind(params: type[Params], material: type[Material], draw, correct, keys, raw=False) -> Kind:
     """A kind that corrects the last holder only (seed compression): the dealer sends it the
     keys ``keys`` (a tuple, or a function of the request)."""
     def correct_last(parts, req, rng):
@@ -47,7 +50,7 @@ def last_kind(draw, correct, keys, raw=False) -> Kind:
         if index != len(req.holders) - 1:
             return ()
         return tuple(sorted(keys(req) if callable(keys) else keys))
-    return Kind(draw, correct_last, receives,
+    return Kind(params, material, draw, correct_last, receives,
                 frozenset(keys) if raw and not callable(keys) else frozenset())
 
 
@@ -56,6 +59,10 @@ class Kinds:
     and every server must use the same table."""
 
     def __init__(self, kinds: Mapping[str, Kind]):
+        for name, kind in kinds.items():
+            if kind.params.KIND != name:
+                raise ValueError(f"material kind {name!r} is registered with the parameters of "
+                                 f"{kind.params.KIND!r}")
         self._kinds = dict(kinds)
         self._ids = {name: i for i, name in enumerate(self._kinds)}
         self._names = list(self._kinds)
@@ -75,19 +82,20 @@ class Kinds:
 
     def encode(self, req: Request) -> list[int]:
         """``req`` as integers: kind id, parameters and holders, each list with its length."""
-        return [self._ids[req.kind], len(req.params), *req.params, len(req.holders), *req.holders]
+        params = req.params.encode()
+        return [self._ids[req.kind], len(params), *params, len(req.holders), *req.holders]
 
     def decode(self, values: list[int], pos: int) -> tuple[Request, int]:
         """The request encoded at ``values[pos:]`` and the position after it."""
         if not 0 <= values[pos] < len(self._names):
             raise OfflineError(f"material kind id {values[pos]} is not in this table of kinds")
-        kind = self._names[values[pos]]
+        kind = self._kinds[self._names[values[pos]]]
         n = values[pos + 1]
-        params = tuple(values[pos + 2:pos + 2 + n])
+        params = kind.params.decode(values[pos + 2:pos + 2 + n])
         pos += 2 + n
         m = values[pos]
         holders = tuple(values[pos + 1:pos + 1 + m])
-        return Request(kind, params, holders), pos + 1 + m
+        return Request(params, holders), pos + 1 + m
 
 
 class Shapes:

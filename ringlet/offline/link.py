@@ -8,7 +8,7 @@ import torch
 
 from ringlet.comm.base import Communicator
 from ringlet.offline.kind import Kinds, Shapes
-from ringlet.offline.request import STOP, OfflineError, Request
+from ringlet.offline.request import STOP, Material, Nothing, OfflineError, Request
 from ringlet.prng import AesCtrStream
 from ringlet.ring import Ring
 
@@ -29,17 +29,18 @@ class DealerLink:
         self._queue: list[Any] | None = None  # (request, material) pairs of load(); None once used
         self._cursor = 0
 
-    def get(self, req: Request) -> dict:
-        """This party's material for ``req`` (every server must call this in the same order)."""
+    def get(self, req: Request) -> Any:
+        """This party's material for ``req`` (every server must call this in the same order): the
+        kind's :class:`~ringlet.offline.request.Material`, :class:`Nothing` for a non-holder."""
         self.plan.append(req)
         if self.recording:  # a plan recording: the shapes of the material, all zeros
             if self.party not in req.holders:
-                return {}
+                return Nothing()
             kind, index = self.kinds[req.kind], req.holders.index(self.party)
             material = kind.draw(Shapes(), req, index, False)
             for key, shape in kind.received_shapes(req, index).items():
                 material.setdefault(key, torch.zeros(shape, dtype=torch.int64))
-            return material
+            return kind.material.of(material)
         if self._queue is not None:
             if self._cursor >= len(self._queue):
                 raise OfflineError(f"pre-generated material exhausted at request {self._cursor} "
@@ -94,19 +95,24 @@ class DealerLink:
                                f"narrower ring; this server computes in 64 bits (--ring-bits)")
         return got, pending[len(keys):]
 
-    def _expand(self, reqs_or_req, corrections):
+    def _expand(self, reqs_or_req, corrections) -> list[Material]:
         reqs = reqs_or_req if isinstance(reqs_or_req, list) else [reqs_or_req]
-        out = []
-        for req, corr in zip(reqs, corrections):
-            if self.party not in req.holders:
-                out.append({})
-                continue
-            index = req.holders.index(self.party)
-            material = self.kinds[req.kind].draw(self.stream, req, index, index == len(req.holders) - 1)
-            if corr:
-                material.update(corr)
-            out.append(material)
-        return out
+        return [self._complete(req, self._draw(req), corr) for req, corr in zip(reqs, corrections)]
+
+    def _draw(self, req: Request) -> dict | None:
+        """This party's seeded part of ``req`` (None for a non-holder)."""
+        if self.party not in req.holders:
+            return None
+        index = req.holders.index(self.party)
+        return self.kinds[req.kind].draw(self.stream, req, index, index == len(req.holders) - 1)
+
+    def _complete(self, req: Request, drawn: dict | None, corr: dict | None) -> Material:
+        """The material of ``req``: the drawn part completed by the dealer's ``corr``."""
+        if drawn is None:
+            return Nothing()
+        if corr:
+            drawn.update(corr)
+        return self.kinds[req.kind].material.of(drawn)
 
     def pregenerate(self, plan: list[Request]) -> None:
         """Fetch and expand all material of ``plan`` now; later requests must follow it exactly."""
@@ -120,14 +126,13 @@ class DealerLink:
         """The dealer's answers to ``plan``, expanded: a queue for :meth:`load`."""
         # request by request: this server draws its own seeded part while the dealer computes
         # the next correction (the dealer answers in plan order, one request at a time)
-        queue: list[tuple[Request, dict]] = []
+        queue: list[tuple[Request, Material]] = []
         pending: list = []
         for req in plan:
-            material = self._expand([req], [None])[0]
+            drawn, corr = self._draw(req), None
             if self._receives(req):
                 corr, pending = self._take_corrections(req, pending)
-                material.update(corr)
-            queue.append((req, material))
+            queue.append((req, self._complete(req, drawn, corr)))
         return queue
 
     def load(self, queue: list) -> None:

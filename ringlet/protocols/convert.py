@@ -45,6 +45,7 @@ from __future__ import annotations
 import torch
 
 from ringlet import ring
+from ringlet.offline.core import B2A, Inject, InjTrunc
 from ringlet.offline.request import Request
 from ringlet.session import Session
 from ringlet.sharing import ArithmeticShare
@@ -123,8 +124,8 @@ def reshare_to_two(sess: Session, pieces: list[tuple[torch.Tensor, int]],
 
 def inject_prepare(sess: Session, x: torch.Tensor) -> tuple[dict, tuple[str, torch.Tensor]]:
     """Dealer material for :func:`inject_finish` and the item f_i = x_i − s_i to be opened."""
-    m = sess.offline.get(Request("inject", (x.numel(),), TWO))
-    return m, ("select", x.reshape(-1) - m["s"])
+    m = sess.offline.get(Request(Inject(x.numel()), TWO))
+    return m, ("select", x.reshape(-1) - m.s)
 
 
 def inject_finish(sess: Session, bit: torch.Tensor, x: torch.Tensor, m: dict,
@@ -134,7 +135,7 @@ def inject_finish(sess: Session, bit: torch.Tensor, x: torch.Tensor, m: dict,
     Opens e = b ⊕ r (and f, if ``f`` is None) in one round between servers 0 and 1. With
     ``with_value`` returns ([b·x], [x]): the value is the input share itself.
     """
-    to_open = [x.reshape(-1) - m["s"]] if f is None else []
+    to_open = [x.reshape(-1) - m.s] if f is None else []
     (e,), opened = _select_round(sess, [(bit, x.numel())], [m], to_open)
     out = inject_combine(e, x, m, f if f is not None else opened[0])
     return (out, x) if with_value else out
@@ -142,8 +143,8 @@ def inject_finish(sess: Session, bit: torch.Tensor, x: torch.Tensor, m: dict,
 
 def inject_combine(e: torch.Tensor, x: torch.Tensor, m: dict, f: torch.Tensor) -> torch.Tensor:
     """Local: [b·x] = e·[x] + (1 − 2e)·(f·[r] + [r·s]) from the opened e (0/1 per element) and f."""
-    g = f * m["r"]
-    g += m["rs"]
+    g = f * m.r
+    g += m.rs
     flat = x.reshape(-1)
     return torch.where(e.bool(), flat - g, g).view(x.shape)
 
@@ -151,8 +152,8 @@ def inject_combine(e: torch.Tensor, x: torch.Tensor, m: dict, f: torch.Tensor) -
 def inject_trunc_prepare(sess: Session, y: torch.Tensor, shift: int) -> tuple[dict, tuple]:
     """Dealer material for :func:`inject_trunc_finish` and this server's piece of
     c = y + 2^(ℓ−2) + r."""
-    m = sess.offline.get(Request("injtrunc", (y.numel(), shift), TWO))
-    c = y.reshape(-1) + m["r"]
+    m = sess.offline.get(Request(InjTrunc(y.numel(), shift), TWO))
+    c = y.reshape(-1) + m.r
     if sess.rank == 0:
         c = c + (1 << (sess.ring.bits - 2))
     return m, ("select", c)
@@ -187,9 +188,9 @@ def inject_trunc_combine(sess: Session, e: torch.Tensor, c: torch.Tensor, m: dic
     public -= 1 << (ell - 2 - shift)
     e = e.bool()
     # e·Y + (1 − 2e)·X = (e ? Y − X : X), one select per product instead of four multiplications
-    b = torch.where(e, int(first) - m["rb"], m["rb"])                    # [b]
-    b_low = torch.where(e, m["low"] - m["rb_low"], m["rb_low"])          # [b·L]
-    b_msb = torch.where(e, m["msb"] - m["rb_msb"], m["rb_msb"])          # [b·msb(r)]
+    b = torch.where(e, int(first) - m.rb, m.rb)                    # [b]
+    b_low = torch.where(e, m.low - m.rb_low, m.rb_low)          # [b·L]
+    b_msb = torch.where(e, m.msb - m.rb_msb, m.rb_msb)          # [b·msb(r)]
     b_carry = torch.where(c_msb, b - b_msb, b_msb)                       # [b·M]
     out = public * b
     out -= b_low
@@ -198,8 +199,8 @@ def inject_trunc_combine(sess: Session, e: torch.Tensor, c: torch.Tensor, m: dic
     out = out.view(shape)
     if not with_value:
         return out
-    carry = torch.where(c_msb, int(first) - m["msb"], m["msb"])           # [M]
-    value = (1 << (ell - 1 - shift)) * carry - m["low"] + (public if first else 0)
+    carry = torch.where(c_msb, int(first) - m.msb, m.msb)           # [M]
+    value = (1 << (ell - 1 - shift)) * carry - m.low + (public if first else 0)
     return out, value.view(shape)
 
 
@@ -210,7 +211,7 @@ def _select_round(sess: Session, bits: list[tuple[torch.Tensor, int]], mats: lis
     when they did not travel with the circuit). Returns (each e as a 0/1 int64 vector, opened)."""
     peer = 1 - sess.rank
     rng = sess.ring
-    items = [("select", plane ^ m["r_bits"]) for (plane, _), m in zip(bits, mats)]
+    items = [("select", plane ^ m.r_bits) for (plane, _), m in zip(bits, mats)]
     items += [("select", rng.wire(t)) for t in to_open]
     got = sess.comm.round("select", {peer: items}, [peer], step="select")[peer]
     es = [ring.unpack_plane((items[i][1] ^ got[i])[0], n) for i, (_, n) in enumerate(bits)]
@@ -254,12 +255,12 @@ def select_finish_many(sess: Session, groups: list[tuple], extra: list,
 
 def b2a_word(sess: Session, bit: torch.Tensor, n: int) -> torch.Tensor:
     """Arithmetic shares (frac 0) of a bit given as an XOR-shared 1×nw plane; CrypTen's cost."""
-    m = sess.offline.get(Request("b2a", (n,), TWO))
-    z_mine = ring.unpack_plane((bit ^ m["r_bits"])[0], n)  # an ℓ-bit ring word per element
+    m = sess.offline.get(Request(B2A(n), TWO))
+    z_mine = ring.unpack_plane((bit ^ m.r_bits)[0], n)  # an ℓ-bit ring word per element
     peer = 1 - sess.rank
     got = sess.comm.round("b2a", {peer: [("b2a", sess.ring.wire(z_mine))]}, [peer], step="b2a")[peer]
     z = z_mine ^ sess.ring.unwire(got[0], z_mine.shape)
-    out = m["r"] - 2 * z * m["r"]
+    out = m.r - 2 * z * m.r
     return out + z if sess.rank == 0 else out
 
 

@@ -133,7 +133,7 @@ class MaterialPool:
     def put(self, size: int, key: tuple, queue: list, first: bool = False) -> bool:
         """Keep an entry (``first``: before the others, as a returned one); False if dropped."""
         key = tuple(key)
-        held = sum(t.numel() * t.element_size() for _, material in queue for t in material.values()
+        held = sum(t.numel() * t.element_size() for _, material in queue for t in material.tensors()
                    if hasattr(t, "numel"))
         with self._cond:
             if size not in self._entries or (size, key) in self._dropped:

@@ -25,9 +25,9 @@ def _product(sess: Session, x: ArithmeticShare, y: ArithmeticShare, op: str, ext
     frac = check_product_frac(op, x.frac, y.frac)
     holders = tuple(sess.world.servers) if among is None else tuple(among)
     m = sess.offline.get(beaver_request(op, tuple(x.shape), tuple(y.shape), extra, holders))
-    d, e = open_values(sess, [(tag, x.data - m["a"]), (tag, y.data - m["b"])], "add", among=holders)
+    d, e = open_values(sess, [(tag, x.data - m.a), (tag, y.data - m.b)], "add", among=holders)
     f = beaver_op(op, extra)
-    z = m["c"] + f(d, m["b"]) + f(m["a"], e)
+    z = m.c + f(d, m.b) + f(m.a, e)
     if x.party == 0:
         z = z + f(d, e)
     out = ArithmeticShare(z, x.party, frac)

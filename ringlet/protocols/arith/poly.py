@@ -33,6 +33,7 @@ import math
 
 import torch
 
+from ringlet.offline.core import Pim, Powers
 from ringlet.offline.request import Request
 from ringlet.protocols.arith import beaver
 from ringlet.protocols.arith.truncation import truncate, truncate_local
@@ -162,16 +163,15 @@ def _espn_powers(sess: Session, x: torch.Tensor, d: int, beaver_cross: bool) -> 
                           among=TWO, tag="poly").data
         cross = {pair: prod[i] for i, pair in enumerate(pairs)}
     else:
-        m = sess.offline.get(Request("pim", (x.numel(), d), TWO))
-        mine = [own[i] - m["mask"][i - 1] for i in range(1, d)]
+        m = sess.offline.get(Request(Pim(x.numel(), d), TWO))
+        mine = [own[i] - m.mask[i - 1] for i in range(1, d)]
         peer = 1 - sess.rank
         got = sess.comm.round("poly", {peer: [("poly", torch.stack(mine))]}, [peer], "espn")[peer][0]
         for a, b in pairs:  # server 0 holds u = x0^a, server 1 holds v = x1^b
-            key = f"ab{a}_{b}"
             if first:
-                cross[(a, b)] = own[a] * got[b - 1] + m[key]          # u·(v − β) + [αβ]
+                cross[(a, b)] = own[a] * got[b - 1] + m.cross[(a, b)]          # u·(v − β) + [αβ]
             else:
-                cross[(a, b)] = got[a - 1] * m["mask"][b - 1] + m[key]  # (u − α)·β + [αβ]
+                cross[(a, b)] = got[a - 1] * m.mask[b - 1] + m.cross[(a, b)]  # (u − α)·β + [αβ]
     powers = [None]
     for j in range(1, d + 1):
         acc = own[j].clone()  # the a = j (server 0) or a = 0 (server 1) private term
@@ -209,13 +209,13 @@ def evaluate(sess: Session, x: ArithmeticShare, coeffs, out_frac: int, method: s
     elif x.frac < frac:
         x = x.mul_public(1 << (frac - x.frac), frac=frac - x.frac)
     if method == "honeybadger":
-        m = sess.offline.get(Request("powers", (x.numel(), d, frac), tuple(sess.world.servers)))
-        (c,) = open_values(sess, [("poly", x.data.reshape(-1) - m["r1"])], "add")
+        m = sess.offline.get(Request(Powers(x.numel(), d, frac), tuple(sess.world.servers)))
+        (c,) = open_values(sess, [("poly", x.data.reshape(-1) - m.r[0])], "add")
         powers = [None]
         for j in range(1, d + 1):  # (c + r)^j = Σ_a C(j,a) c^(j−a) r^a, with r^0 = 1 (party 0)
             acc = (c ** j) if sess.rank == 0 else torch.zeros_like(c)
             for a in range(1, j + 1):
-                acc = acc + math.comb(j, a) * c ** (j - a) * m[f"r{a}"]
+                acc = acc + math.comb(j, a) * c ** (j - a) * m.r[a - 1]
             powers.append(acc)
         value = _combine(powers, coeffs, frac, sess.rank == 0, q)
     else:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from ringlet.offline.core import Trunc
 from ringlet.offline.request import Request
 from ringlet.protocols.io import open_values
 from ringlet.session import Session
@@ -60,15 +61,15 @@ def truncate_local(sess: Session, x: ArithmeticShare, bits: int,
 
 def truncate_dealer(sess: Session, x: ArithmeticShare, bits: int) -> ArithmeticShare:
     holders = tuple(sess.world.servers)
-    m = sess.offline.get(Request("trunc", (bits, *x.shape), holders))
+    m = sess.offline.get(Request(Trunc(bits, tuple(x.shape)), holders))
     rng = sess.ring
     offset = 1 << (rng.bits - 2)
     shifted = x.data + offset if x.party == 0 else x.data
-    (c,) = open_values(sess, [("trunc", shifted + m["r"])], "add")
+    (c,) = open_values(sess, [("trunc", shifted + m.r)], "add")
     c_low = rng.low(c)
     c_msb = rng.msb(c)
-    carry = (1 - 2 * c_msb) * m["msb"] + (c_msb if x.party == 0 else 0)
-    data = carry * (1 << (rng.bits - 1 - bits)) - m["low"]
+    carry = (1 - 2 * c_msb) * m.msb + (c_msb if x.party == 0 else 0)
+    data = carry * (1 << (rng.bits - 1 - bits)) - m.low
     if x.party == 0:
         data = data + (c_low >> bits) - (offset >> bits)
     return ArithmeticShare(data, x.party, x.frac - bits)

@@ -48,7 +48,7 @@ from ringlet.offline.request import Request
 from ringlet.protocols.arith.truncation import truncate
 from ringlet.protocols.base import SELECT_COSTS, input_bits, spec_in_ring
 from ringlet.protocols.fss import dcf
-from ringlet.protocols.fss.keys import key_from, relu_additive, relu_payloads
+from ringlet.protocols.fss.keys import DcfKey, FssRelu, FssSign, key_from, relu_additive, relu_payloads
 from ringlet.protocols.io import open_values
 from ringlet.session import Session
 from ringlet.sharing import ArithmeticShare
@@ -60,7 +60,7 @@ def require_two(sess: Session, what: str) -> None:
                          f"servers (use --relu-protocol gmw)")
 
 
-def _evaluate(sess: Session, material: dict, w: int, a_low: torch.Tensor, p: int) -> torch.Tensor:
+def _evaluate(sess: Session, material: DcfKey, w: int, a_low: torch.Tensor, p: int) -> torch.Tensor:
     """This server's DCF outputs (N×P int64) at the public a mod 2^(w−1); zeros for w < 2."""
     n = a_low.numel()
     if w < 2 or sess.offline.recording:  # a plan recording needs the requests, not the values
@@ -71,7 +71,7 @@ def _evaluate(sess: Session, material: dict, w: int, a_low: torch.Tensor, p: int
 
 
 def sign_requests(w: int, words: int) -> list:
-    return [Request("fsssign", (64 * words, w), (0, 1))]
+    return [Request(FssSign(64 * words, w), (0, 1))]
 
 
 def sign_cost(w: int) -> tuple[int, int]:
@@ -87,14 +87,14 @@ def sign(sess: Session, planes: torch.Tensor, piggyback=None):
     n = 64 * words
     m = sess.offline.get(sign_requests(w, words)[0])
     mask = ring.mask_bits(w)
-    y = (ring.unpack_bits(planes, n) + m["rho"]) & mask
+    y = (ring.unpack_bits(planes, n) + m.rho) & mask
     peer = 1 - sess.rank
     got = sess.comm.round("fss", {peer: [("fss", ring.pack_bits(y, w))] + list(piggyback or [])},
                           [peer])[peer]
     a = (y + ring.unpack_bits(got[0], n)) & mask
     c = ring.msb(a, w)
     lt = _evaluate(sess, m, w, a & ring.mask_bits(w - 1), 1)[:, 0] & 1
-    bits = m["mq_bits"] ^ ring.pack_plane(lt).view(1, -1)
+    bits = m.mq_bits ^ ring.pack_plane(lt).view(1, -1)
     if sess.rank == 0:
         bits = bits ^ ring.pack_plane(c).view(1, -1)
     return bits, got[1:]
@@ -113,9 +113,9 @@ def relu(sess: Session, x: ArithmeticShare, spec, shift: int = 0,
     n = x.numel()
     rng = sess.ring
     ell = rng.bits
-    mat = sess.offline.get(Request("fssrelu", (n, k, m, shift), (0, 1)))
+    mat = sess.offline.get(Request(FssRelu(n, k, m, shift), (0, 1)))
     off = 1 << (ell - 2)
-    mine = x.data.reshape(-1) + mat["r"]
+    mine = x.data.reshape(-1) + mat.r
     if sess.rank == 0:
         mine = mine + off
     (opened,) = open_values(sess, [("fss", mine)], "add")
@@ -132,12 +132,12 @@ def relu(sess: Session, x: ArithmeticShare, spec, shift: int = 0,
 
     def select(base, u):  # (c ? u : base − u), with u = [Mq·base] + the DCF's word
         return torch.where(up, u, (base - u) if base is not None else (one - u))
-    d = select(None, lv[:, 0].add_(mat["mq"]))
-    t = mat["T"] if shift else mat["r"]
+    d = select(None, lv[:, 0].add_(mat.mq))
+    t = mat.T if shift else mat.r
     out = d * (((xh >> shift) & ring.mask_bits(ell - shift)) - (off >> shift) if shift else xhat)
-    out -= select(t, lv[:, 1].add_(mat["mqT"]))
+    out -= select(t, lv[:, 1].add_(mat.mqT))
     if shift:
-        d_m = select(mat["M"], lv[:, 2].add_(mat["mqM"]))
+        d_m = select(mat.M, lv[:, 2].add_(mat.mqM))
         d_m.masked_fill_(rng.msb(xh).bool(), 0)           # the wrap exists only where c' = 0
         out += torch.bitwise_left_shift(d_m, ell - shift)
     return ArithmeticShare(rng.reduce(out).view(x.shape), x.party, x.frac - shift)

@@ -20,12 +20,69 @@ also ℓ/8 per additive value (1 + 1/64·8 for fsssign's bit plane).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from ringlet import ring
 from ringlet.offline.kind import Kind
+from ringlet.offline.request import Material, Params
 from ringlet.protocols.fss import dcf
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class FssSign(Params):
+    """The sign of ``n`` w-bit sums."""
+
+    KIND = "fsssign"
+    n: int
+    w: int
+
+
+@dataclass(frozen=True)
+class FssRelu(Params):
+    """ReLU of ``n`` elements on bits [k:m], truncating ``shift`` bits."""
+
+    KIND = "fssrelu"
+    n: int
+    k: int
+    m: int
+    shift: int
+
+
+@dataclass(frozen=True)
+class DcfKey(Material):
+    """A server's DCF key: its roots and the correction words (None when w < 2)."""
+
+    roots: Tensor
+    cw_last: Tensor | None = None
+    cw_seed: Tensor | None = None
+    cw_t: Tensor | None = None
+    cw_v: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class SignKey(DcfKey):
+    """``rho`` this server's mask share; server 1 also [msb ρ] and its bit plane."""
+
+    rho: Tensor | None = None
+    mq: Tensor | None = None
+    mq_bits: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class ReluKey(DcfKey):
+    """``r`` this server's mask share; server 1 also the derived values (T, M for a shift)."""
+
+    r: Tensor | None = None
+    mq: Tensor | None = None
+    mqT: Tensor | None = None  # noqa: N815 - the paper's names
+    M: Tensor | None = None  # noqa: N815
+    T: Tensor | None = None  # noqa: N815
+    mqM: Tensor | None = None  # noqa: N815
 
 CW_KEYS = ("cw_last", "cw_seed", "cw_t", "cw_v")
 _RAW = frozenset({"cw_seed", "cw_t", "mq_bits"})
@@ -48,7 +105,7 @@ def _cw_shapes(n: int, w: int, p: int) -> dict:
 
 
 def _draw_sign(s, req, index, corrected):
-    n, w = req.params
+    n, w = req.params.n, req.params.w
     out = {"rho": s.int64(n) & ring.mask_bits(w), "roots": s.int64((n, 2))}
     if not corrected:
         out["mq"], out["mq_bits"] = s.int64(n), s.words((1, ring.num_words(n)))
@@ -56,7 +113,7 @@ def _draw_sign(s, req, index, corrected):
 
 
 def _draw_relu(s, req, index, corrected):
-    n, _, _, shift = req.params
+    n, shift = req.params.n, req.params.shift
     out = {"r": s.int64(n), "roots": s.int64((n, 2))}
     if not corrected:
         for key in relu_additive(shift):
@@ -71,15 +128,16 @@ def _keys_to_wire(k0: dcf.KeyBatch) -> dict:
             "cw_v": torch.from_numpy(k0.cw_v), "cw_last": torch.from_numpy(k0.cw_last)}
 
 
-def key_from(material: dict, party: int, w: int) -> dcf.KeyBatch | None:
+def key_from(material: DcfKey, party: int, w: int) -> dcf.KeyBatch | None:
     """This server's DCF key from its material (None when w < 2: no comparison is needed)."""
     if w < 2:
         return None
-    roots = material["roots"].numpy().view(np.uint64)
+    m = material
+    assert m.cw_seed is not None and m.cw_t is not None and m.cw_v is not None and m.cw_last is not None
+    roots = m.roots.numpy().view(np.uint64)
     roots[:, 0] &= ~np.uint64(1)  # in place: the drawn roots belong to this material alone
-    return dcf.KeyBatch(party, w - 1, roots, material["cw_seed"].numpy().view(np.uint64),
-                        material["cw_t"].numpy(), material["cw_v"].numpy(),
-                        material["cw_last"].numpy())
+    return dcf.KeyBatch(party, w - 1, roots, m.cw_seed.numpy().view(np.uint64), m.cw_t.numpy(),
+                        m.cw_v.numpy(), m.cw_last.numpy())
 
 
 def _roots(parts) -> tuple:
@@ -87,7 +145,7 @@ def _roots(parts) -> tuple:
 
 
 def _correct_sign(parts, req, rng):
-    n, w = req.params
+    w = req.params.w
     rho = (parts[0]["rho"] + parts[1]["rho"]) & ring.mask_bits(w)
     mq = ring.msb(rho, w)
     sent = {}
@@ -101,7 +159,7 @@ def _correct_sign(parts, req, rng):
 
 
 def _correct_relu(parts, req, rng):
-    n, k, m, shift = req.params
+    k, m, shift = req.params.k, req.params.m, req.params.shift
     w = k - m
     r = rng.unsigned(parts[0]["r"] + parts[1]["r"])
     b = ring.extract_bits(rng.unsigned(-r), k, m)
@@ -127,18 +185,18 @@ def _correct_relu(parts, req, rng):
 
 
 def _receives_sign(req, index):
-    keys = CW_KEYS if req.params[1] >= 2 else ()
+    keys = CW_KEYS if req.params.w >= 2 else ()
     return keys + (("mq", "mq_bits") if index == 1 else ())
 
 
 def _receives_relu(req, index):
-    _, k, m, shift = req.params
+    k, m, shift = req.params.k, req.params.m, req.params.shift
     keys = CW_KEYS if k - m >= 2 else ()
     return keys + (tuple(sorted(relu_additive(shift))) if index == 1 else ())
 
 
 def _shapes_sign(req, index):
-    n, w = req.params
+    n, w = req.params.n, req.params.w
     out = _cw_shapes(n, w, 1)
     if index == 1:
         out.update({"mq": (n,), "mq_bits": (1, ring.num_words(n))})
@@ -146,7 +204,7 @@ def _shapes_sign(req, index):
 
 
 def _shapes_relu(req, index):
-    n, k, m, shift = req.params
+    n, k, m, shift = req.params.n, req.params.k, req.params.m, req.params.shift
     out = _cw_shapes(n, k - m, relu_payloads(shift))
     if index == 1:
         out.update({key: (n,) for key in relu_additive(shift)})
@@ -156,8 +214,8 @@ def _shapes_relu(req, index):
 def kinds() -> dict[str, Kind]:
     """The FSS kinds of material by name."""
     return {
-        "fsssign": Kind(_draw_sign, _correct_sign, _receives_sign, _RAW, _shapes_sign),
-        "fssrelu": Kind(_draw_relu, _correct_relu, _receives_relu, _RAW, _shapes_relu),
+        "fsssign": Kind(FssSign, SignKey, _draw_sign, _correct_sign, _receives_sign, _RAW, _shapes_sign),
+        "fssrelu": Kind(FssRelu, ReluKey, _draw_relu, _correct_relu, _receives_relu, _RAW, _shapes_relu),
     }
 
 

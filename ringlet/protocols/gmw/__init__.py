@@ -4,6 +4,7 @@ selects by their sign (:mod:`~.relu`). Registered: the sign families ``carry-tre
 
 from __future__ import annotations
 
+from ringlet.offline.core import And, And2, Pand
 from ringlet.offline.request import Request
 from ringlet.protocols.base import ReluProtocol, SignFamily
 from ringlet.protocols.gmw import adders, relu
@@ -15,23 +16,23 @@ def _carry_tree_requests(w: int, words: int) -> list:
     """pand for the leaves, then per level one ``and`` (the spine) and one ``and2`` (the others)."""
     if w <= 1:
         return []
-    out = [Request("pand", (w - 1, words), TWO)]
+    out = [Request(Pand(w - 1, words), TWO)]
     n = w - 1
     while n > 1:
         others = max(0, n // 2 - 1)
-        out.append(Request("and", (1, words), TWO))
+        out.append(Request(And(1, words), TWO))
         if others:
-            out.append(Request("and2", (others, words), TWO))
+            out.append(Request(And2(others, words), TWO))
         n = 1 + others + n % 2
     return out
 
 
 def _kogge_stone_requests(w: int, words: int) -> list:
     """One generic AND of w planes, then one of 2w planes per doubling level."""
-    out = [Request("and", (w, words), TWO)]
+    out = [Request(And(w, words), TWO)]
     shift = 1
     while shift < w:
-        out.append(Request("and", (2 * w, words), TWO))
+        out.append(Request(And(2 * w, words), TWO))
         shift *= 2
     return out
 

@@ -26,6 +26,7 @@ import math
 
 import torch
 
+from ringlet.offline.core import And, And2, Pand
 from ringlet.offline.request import Request
 from ringlet.session import Session
 
@@ -48,12 +49,12 @@ def private_and(sess: Session, mine: torch.Tensor, tag: str = "circuit",
     1 round; each server sends one masked plane per input plane. Returns (share, peer piggyback).
     """
     w, nw = mine.shape
-    m = sess.offline.get(Request("pand", (w, nw), TWO))
+    m = sess.offline.get(Request(Pand(w, nw), TWO))
     if sess.rank == 0:
-        (beta,), extra = _exchange(sess, [mine ^ m["u"]], tag, f"{tag}/leaves", piggyback)
-        return (mine & beta) ^ m["z"], extra
-    (alpha,), extra = _exchange(sess, [mine ^ m["v"]], tag, f"{tag}/leaves", piggyback)
-    return (alpha & m["v"]) ^ m["z"], extra
+        (beta,), extra = _exchange(sess, [mine ^ m.u], tag, f"{tag}/leaves", piggyback)
+        return (mine & beta) ^ m.z, extra
+    (alpha,), extra = _exchange(sess, [mine ^ m.v], tag, f"{tag}/leaves", piggyback)
+    return (alpha & m.v) ^ m.z, extra
 
 
 def and_gates(sess: Session, x: torch.Tensor, y: torch.Tensor, x2: torch.Tensor | None = None,
@@ -67,12 +68,12 @@ def and_gates(sess: Session, x: torch.Tensor, y: torch.Tensor, x2: torch.Tensor 
     first = sess.rank == 0
     items, mats = [], []
     if x.numel():
-        m = sess.offline.get(Request("and", tuple(x.shape), TWO))
-        items += [x ^ m["a"], y ^ m["b"]]
+        m = sess.offline.get(Request(And(*x.shape), TWO))
+        items += [x ^ m.a, y ^ m.b]
         mats.append(m)
     if x2 is not None and x2.numel():
-        m2 = sess.offline.get(Request("and2", tuple(x2.shape), TWO))
-        items += [x2 ^ m2["a"], y2 ^ m2["b1"], y3 ^ m2["b2"]]
+        m2 = sess.offline.get(Request(And2(*x2.shape), TWO))
+        items += [x2 ^ m2.a, y2 ^ m2.b1, y3 ^ m2.b2]
         mats.append(m2)
     got, extra = _exchange(sess, items, tag, step, piggyback)
     opened = [mine ^ theirs for mine, theirs in zip(items, got)]
@@ -81,7 +82,7 @@ def and_gates(sess: Session, x: torch.Tensor, y: torch.Tensor, x2: torch.Tensor 
     if x.numel():
         m = mats.pop(0)
         d, e = opened[0], opened[1]
-        z = m["c"] ^ (d & m["b"]) ^ (e & m["a"])
+        z = m.c ^ (d & m.b) ^ (e & m.a)
         out.append(z ^ (d & e) if first else z)
         pos = 2
     else:
@@ -89,8 +90,8 @@ def and_gates(sess: Session, x: torch.Tensor, y: torch.Tensor, x2: torch.Tensor 
     if x2 is not None and x2.numel():
         m2 = mats.pop(0)
         d, e1, e2 = opened[pos:pos + 3]
-        z2 = m2["c1"] ^ (d & m2["b1"]) ^ (e1 & m2["a"])
-        z3 = m2["c2"] ^ (d & m2["b2"]) ^ (e2 & m2["a"])
+        z2 = m2.c1 ^ (d & m2.b1) ^ (e1 & m2.a)
+        z3 = m2.c2 ^ (d & m2.b2) ^ (e2 & m2.a)
         if first:
             z2, z3 = z2 ^ (d & e1), z3 ^ (d & e2)
         out += [z2, z3]

@@ -150,6 +150,14 @@ class Session:
         """The other servers."""
         return [s for s in self.world.servers if s != self.rank]
 
+    @property
+    def dealer(self) -> DealerLink:
+        """This server's link to the dealer (only servers have one)."""
+        if self.offline is None:
+            raise RuntimeError(f"dealer material is for servers only, not for the {self.role} "
+                               f"(rank {self.rank})")
+        return self.offline
+
     def require_server(self, what: str) -> None:
         if not self.is_server:
             raise RuntimeError(f"{what} runs on servers only, not on the {self.role} (rank {self.rank})")

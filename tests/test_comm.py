@@ -125,8 +125,8 @@ def test_a_party_that_only_sends_holds_only_what_it_sent_since_its_last_flush_tc
 
 def test_the_dealer_flushes_before_each_requests_material():
     """The dealer sends one request's material only once the previous one has left."""
-    from ringlet.offline.dealer import Dealer
     from ringlet.offline.core import Trunc
+    from ringlet.offline.dealer import Dealer
     from ringlet.offline.request import STOP, Request
     from ringlet.prng import AesCtrStream
     from ringlet.protocols.catalog import material_kinds

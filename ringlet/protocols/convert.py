@@ -42,6 +42,8 @@ baseline sends the same); [b] = z + [r] − 2z[r]. Cost: ℓ bits, 1 round.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ringlet import ring
@@ -122,13 +124,13 @@ def reshare_to_two(sess: Session, pieces: list[tuple[torch.Tensor, int]],
     return out
 
 
-def inject_prepare(sess: Session, x: torch.Tensor) -> tuple[dict, tuple[str, torch.Tensor]]:
+def inject_prepare(sess: Session, x: torch.Tensor) -> tuple[Any, tuple[str, torch.Tensor]]:
     """Dealer material for :func:`inject_finish` and the item f_i = x_i − s_i to be opened."""
-    m = sess.offline.get(Request(Inject(x.numel()), TWO))
+    m = sess.dealer.get(Request(Inject(x.numel()), TWO))
     return m, ("select", x.reshape(-1) - m.s)
 
 
-def inject_finish(sess: Session, bit: torch.Tensor, x: torch.Tensor, m: dict,
+def inject_finish(sess: Session, bit: torch.Tensor, x: torch.Tensor, m: Any,
                   f: torch.Tensor | None, with_value: bool = False):
     """[b·x] given the bit's share (1×nw plane) and, if already opened, f = x − s.
 
@@ -141,7 +143,7 @@ def inject_finish(sess: Session, bit: torch.Tensor, x: torch.Tensor, m: dict,
     return (out, x) if with_value else out
 
 
-def inject_combine(e: torch.Tensor, x: torch.Tensor, m: dict, f: torch.Tensor) -> torch.Tensor:
+def inject_combine(e: torch.Tensor, x: torch.Tensor, m: Any, f: torch.Tensor) -> torch.Tensor:
     """Local: [b·x] = e·[x] + (1 − 2e)·(f·[r] + [r·s]) from the opened e (0/1 per element) and f."""
     g = f * m.r
     g += m.rs
@@ -149,17 +151,17 @@ def inject_combine(e: torch.Tensor, x: torch.Tensor, m: dict, f: torch.Tensor) -
     return torch.where(e.bool(), flat - g, g).view(x.shape)
 
 
-def inject_trunc_prepare(sess: Session, y: torch.Tensor, shift: int) -> tuple[dict, tuple]:
+def inject_trunc_prepare(sess: Session, y: torch.Tensor, shift: int) -> tuple[Any, tuple]:
     """Dealer material for :func:`inject_trunc_finish` and this server's piece of
     c = y + 2^(ℓ−2) + r."""
-    m = sess.offline.get(Request(InjTrunc(y.numel(), shift), TWO))
+    m = sess.dealer.get(Request(InjTrunc(y.numel(), shift), TWO))
     c = y.reshape(-1) + m.r
     if sess.rank == 0:
         c = c + (1 << (sess.ring.bits - 2))
     return m, ("select", c)
 
 
-def inject_trunc_finish(sess: Session, bit: torch.Tensor, shape, m: dict, c: torch.Tensor | None,
+def inject_trunc_finish(sess: Session, bit: torch.Tensor, shape, m: Any, c: torch.Tensor | None,
                         c_mine: torch.Tensor, shift: int, with_value: bool = False):
     """[b·⌊y/2^shift⌋] given b's share plane and the opened c (opened here with e if None).
 
@@ -171,7 +173,7 @@ def inject_trunc_finish(sess: Session, bit: torch.Tensor, shape, m: dict, c: tor
                                 with_value)
 
 
-def inject_trunc_combine(sess: Session, e: torch.Tensor, c: torch.Tensor, m: dict, shape,
+def inject_trunc_combine(sess: Session, e: torch.Tensor, c: torch.Tensor, m: Any, shape,
                          shift: int, with_value: bool = False):
     """Local: [b·T] with T = ⌊y/2^shift⌋ + {0, 1}, and, with ``with_value``, ([b·T], [T]).
 
@@ -204,7 +206,7 @@ def inject_trunc_combine(sess: Session, e: torch.Tensor, c: torch.Tensor, m: dic
     return out, value.view(shape)
 
 
-def _select_round(sess: Session, bits: list[tuple[torch.Tensor, int]], mats: list[dict],
+def _select_round(sess: Session, bits: list[tuple[torch.Tensor, int]], mats: list[Any],
                   to_open: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """The select's one round between servers 0 and 1: open every e = b ⊕ r_b (``bits``: one
     (plane, n) per group, with its material in ``mats``) and the pieces in ``to_open`` (f or c,
@@ -219,12 +221,12 @@ def _select_round(sess: Session, bits: list[tuple[torch.Tensor, int]], mats: lis
     return es, [t + rng.unwire(got[k + j], t.shape) for j, t in enumerate(to_open)]
 
 
-def select_prepare(sess: Session, x: torch.Tensor, shift: int) -> tuple[dict, tuple]:
+def select_prepare(sess: Session, x: torch.Tensor, shift: int) -> tuple[Any, tuple]:
     """Material and the item to open for a fused select (with ``shift`` bits truncated if > 0)."""
     return inject_trunc_prepare(sess, x, shift) if shift else inject_prepare(sess, x)
 
 
-def select_finish(sess: Session, bit: torch.Tensor, x: torch.Tensor, m: dict, item: tuple,
+def select_finish(sess: Session, bit: torch.Tensor, x: torch.Tensor, m: Any, item: tuple,
                   extra: list, shift: int, with_value: bool = False):
     """[b·⌊x/2^shift⌋]; ``extra`` is what the peer piggybacked on the circuit (its half of the
     opening), empty when the opening still has to happen here. With ``with_value`` returns
@@ -255,7 +257,7 @@ def select_finish_many(sess: Session, groups: list[tuple], extra: list,
 
 def b2a_word(sess: Session, bit: torch.Tensor, n: int) -> torch.Tensor:
     """Arithmetic shares (frac 0) of a bit given as an XOR-shared 1×nw plane; CrypTen's cost."""
-    m = sess.offline.get(Request(B2A(n), TWO))
+    m = sess.dealer.get(Request(B2A(n), TWO))
     z_mine = ring.unpack_plane((bit ^ m.r_bits)[0], n)  # an ℓ-bit ring word per element
     peer = 1 - sess.rank
     got = sess.comm.round("b2a", {peer: [("b2a", sess.ring.wire(z_mine))]}, [peer], step="b2a")[peer]

@@ -75,7 +75,8 @@ class RunResult:
 
     @property
     def client_result(self) -> Any:
-        return self.reports[self.world.client].result if self.world.has_client else None
+        client = self.world.client
+        return self.reports[client].result if client is not None else None
 
     def max_sent(self, exclude=("offline", "setup", "input", "output")) -> int:
         """Online bytes sent, the maximum over servers (server↔server traffic)."""

@@ -112,9 +112,13 @@ def reveal(sess: Session, share: ArithmeticShare | None, to: int | None = None,
     servers = list(world.servers)
     if to is None:
         sess.require_server("reveal to all")
+        if share is None:
+            raise ValueError(f"reveal: server {sess.rank} must pass its share")
         (value,) = open_values(sess, [("open", share.data)], "add")
         return sess.fixed.decode(value) if decode else value
     if sess.is_server and sess.rank != to:
+        if share is None:
+            raise ValueError(f"reveal: server {sess.rank} must pass its share")
         sess.comm.send(to, [("output", sess.ring.wire(share.data))], "output")
         return None
     if sess.rank != to:
@@ -122,7 +126,7 @@ def reveal(sess: Session, share: ArithmeticShare | None, to: int | None = None,
     want = tuple(share.shape) if share is not None else (tuple(shape) if shape is not None else None)
     if want is None and sess.ring.bits < 64:
         raise ValueError("reveal: a receiver without a share must pass the output's shape")
-    acc = share.data if share is not None else None
+    acc: torch.Tensor | None = share.data if share is not None else None
     for s in servers:
         if s == sess.rank:
             continue
@@ -130,6 +134,8 @@ def reveal(sess: Session, share: ArithmeticShare | None, to: int | None = None,
         t = sess.ring.unwire(t, want) if want is not None else t
         acc = t if acc is None else acc + t
     sess.comm.stats.rounds["output"] += 1
+    if acc is None:
+        raise ValueError("reveal: no server sent a share")
     acc = sess.ring.reduce(acc)
     frac = share.frac if share is not None else sess.fixed.frac_bits
     return acc.to(torch.float64) / (1 << frac) if decode else acc

@@ -167,7 +167,7 @@ def clamp(sess: Session, x: ArithmeticShare, lo: float | None = None, hi: float 
     elif lo is not None:
         out = relu(sess, minus(lo), spec, shift, truncation).add_public(
             torch.full((n,), enc[lo], dtype=torch.int64))
-    else:
+    elif hi is not None:
         out = -relu(sess, minus(hi, -1), spec, shift, truncation)
         out = out.add_public(torch.full((n,), enc[hi], dtype=torch.int64))
     return out.reshape(x.shape)
@@ -242,9 +242,8 @@ def smooth(sess: Session, x: ArithmeticShare, spec: dict, method: str = "piecewi
     shared = reshare_to_two(sess, pieces)
     if shared is None:
         return _zeros(x, out_frac)
-    x2 = shared[1] if need_x else None
     if linear:
-        pv = _poly_value(sess, ArithmeticShare(x2, x.party, x.frac), coeffs, r, poly_method,
+        pv = _poly_value(sess, ArithmeticShare(shared[1], x.party, x.frac), coeffs, r, poly_method,
                          truncation, out_frac)
     p2 = shared[-1] if reshare_p else pv.data.reshape(-1)
     if pv.frac < out_frac:
@@ -254,7 +253,7 @@ def smooth(sess: Session, x: ArithmeticShare, spec: dict, method: str = "piecewi
     terms = [("mid", p2, p_frac - out_frac)]  # (which bit, value, shift); zero asymptotes: none
     for name, value in (("hi", spec["hi"]), ("lo", spec["lo"])):
         if value == "x":
-            terms.append((name, x2, shift))
+            terms.append((name, shared[1], shift))  # need_x: the reshared input
         elif float(value) != 0.0:
             terms.append((name, _public(sess, int(round(float(value) * 2 ** out_frac)), n), 0))
     out = _decide_and_select(sess, shared[0], w, relu_spec.sign, terms, n)

@@ -24,7 +24,7 @@ from ringlet.session import Session
 from ringlet.sharing import ArithmeticShare
 
 
-def group_values(x: ArithmeticShare, groups: torch.Tensor, weight: torch.Tensor | None,
+def group_values(x: ArithmeticShare, groups: torch.Tensor, weight: torch.Tensor,
                  num_groups: int, w_frac: int) -> ArithmeticShare:
     """Shares of z = v_gᵀ x_g (N×C×G) for public encoded weights (``w_frac`` fractional bits)."""
     n, c = x.shape[0], x.shape[1]
@@ -54,8 +54,10 @@ def grelu(sess: Session, x: ArithmeticShare, groups: torch.Tensor, weight_enc: t
     shift = x.frac - out_frac
     if onehot is not None:
         z = representatives(x, onehot, groups, num_groups)
-    else:
+    elif weight_enc is not None:
         z = group_values(x, groups, weight_enc, num_groups, sess.fixed.frac_bits)
+    else:
+        raise ValueError("grelu needs the groups' weights or their one-hot representatives")
     z_shift = z.frac - out_frac
     k, m = input_bits(spec, z_shift, sess.ring.bits) if spec.width else (0, 0)
     pieces = [(local_bits(z.data, k, m), k - m)] if spec.width else []

@@ -24,7 +24,7 @@ def _product(sess: Session, x: ArithmeticShare, y: ArithmeticShare, op: str, ext
         raise ShareError(f"{op}: shares of different parties ({x.party}, {y.party})")
     frac = check_product_frac(op, x.frac, y.frac)
     holders = tuple(sess.world.servers) if among is None else tuple(among)
-    m = sess.offline.get(beaver_request(op, tuple(x.shape), tuple(y.shape), extra, holders))
+    m = sess.dealer.get(beaver_request(op, tuple(x.shape), tuple(y.shape), extra, holders))
     d, e = open_values(sess, [(tag, x.data - m.a), (tag, y.data - m.b)], "add", among=holders)
     f = beaver_op(op, extra)
     z = m.c + f(d, m.b) + f(m.a, e)

@@ -30,6 +30,7 @@ p ≥ 3 with ``espn`` re-shares to servers 0 and 1 first (+1 round).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -135,7 +136,7 @@ def cost(method: str, degree: int, parties: int = 2, out_truncation: str = "deal
     return {"bits": bits, "rounds": rounds}
 
 
-def _combine(powers: list[torch.Tensor], coeffs, frac: int, first: bool, q: int) -> torch.Tensor:
+def _combine(powers: list[Any], coeffs, frac: int, first: bool, q: int) -> torch.Tensor:
     """Σ_j round(c_j·2^(D − j·frac))·[x^j] at scale D = d·frac + q (powers[j] = share of x^j)."""
     d = len(coeffs) - 1
     total_bits = d * frac + q
@@ -147,7 +148,7 @@ def _combine(powers: list[torch.Tensor], coeffs, frac: int, first: bool, q: int)
     return out
 
 
-def _espn_powers(sess: Session, x: torch.Tensor, d: int, beaver_cross: bool) -> list[torch.Tensor]:
+def _espn_powers(sess: Session, x: torch.Tensor, d: int, beaver_cross: bool) -> list[Any]:
     """This server's shares of x^1 … x^d from private powers and their cross products."""
     own = [torch.ones_like(x)]
     for _ in range(d):
@@ -163,7 +164,7 @@ def _espn_powers(sess: Session, x: torch.Tensor, d: int, beaver_cross: bool) -> 
                           among=TWO, tag="poly").data
         cross = {pair: prod[i] for i, pair in enumerate(pairs)}
     else:
-        m = sess.offline.get(Request(Pim(x.numel(), d), TWO))
+        m = sess.dealer.get(Request(Pim(x.numel(), d), TWO))
         mine = [own[i] - m.mask[i - 1] for i in range(1, d)]
         peer = 1 - sess.rank
         got = sess.comm.round("poly", {peer: [("poly", torch.stack(mine))]}, [peer], "espn")[peer][0]
@@ -172,7 +173,7 @@ def _espn_powers(sess: Session, x: torch.Tensor, d: int, beaver_cross: bool) -> 
                 cross[(a, b)] = own[a] * got[b - 1] + m.cross[(a, b)]          # u·(v − β) + [αβ]
             else:
                 cross[(a, b)] = got[a - 1] * m.mask[b - 1] + m.cross[(a, b)]  # (u − α)·β + [αβ]
-    powers = [None]
+    powers: list[Any] = [None]  # powers[j] the share of x^j (j ≥ 1)
     for j in range(1, d + 1):
         acc = own[j].clone()  # the a = j (server 0) or a = 0 (server 1) private term
         for a in range(1, j):
@@ -209,9 +210,9 @@ def evaluate(sess: Session, x: ArithmeticShare, coeffs, out_frac: int, method: s
     elif x.frac < frac:
         x = x.mul_public(1 << (frac - x.frac), frac=frac - x.frac)
     if method == "honeybadger":
-        m = sess.offline.get(Request(Powers(x.numel(), d, frac), tuple(sess.world.servers)))
+        m = sess.dealer.get(Request(Powers(x.numel(), d, frac), tuple(sess.world.servers)))
         (c,) = open_values(sess, [("poly", x.data.reshape(-1) - m.r[0])], "add")
-        powers = [None]
+        powers: list[Any] = [None]
         for j in range(1, d + 1):  # (c + r)^j = Σ_a C(j,a) c^(j−a) r^a, with r^0 = 1 (party 0)
             acc = (c ** j) if sess.rank == 0 else torch.zeros_like(c)
             for a in range(1, j + 1):

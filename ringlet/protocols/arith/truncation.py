@@ -61,7 +61,7 @@ def truncate_local(sess: Session, x: ArithmeticShare, bits: int,
 
 def truncate_dealer(sess: Session, x: ArithmeticShare, bits: int) -> ArithmeticShare:
     holders = tuple(sess.world.servers)
-    m = sess.offline.get(Request(Trunc(bits, tuple(x.shape)), holders))
+    m = sess.dealer.get(Request(Trunc(bits, tuple(x.shape)), holders))
     rng = sess.ring
     offset = 1 << (rng.bits - 2)
     shifted = x.data + offset if x.party == 0 else x.data

@@ -69,7 +69,7 @@ class Prg:
     def mmo(self, x: np.ndarray, out: bytearray | None = None) -> np.ndarray:
         """H of every 128-bit block of x (…×2 uint64); a view of ``out`` when given."""
         out = out if out is not None else bytearray(x.nbytes + 15)
-        self._aes.update_into(memoryview(x.reshape(-1)).cast("B"), out)
+        self._aes.update_into(memoryview(x.reshape(-1)).cast("B"), out)  # type: ignore[arg-type]  # numpy arrays are buffers
         h = np.frombuffer(out, dtype=np.uint64, count=x.size).reshape(x.shape)
         h ^= x
         self.blocks += x.size // 2
@@ -167,9 +167,9 @@ def keygen(alpha: torch.Tensor, beta: torch.Tensor, width: int,
         if stream is None:
             raise ValueError("DCF keygen needs root seeds or a CSPRNG stream to draw them from")
         roots = (root_seeds(stream, n), root_seeds(stream, n))
-    roots = [np.asarray(r, dtype=np.uint64) & np.array([~_LSB, ~np.uint64(0)], dtype=np.uint64)
-             for r in roots]
-    if any(r.shape != (n, 2) for r in roots):
+    root_pair = [np.asarray(r, dtype=np.uint64) & np.array([~_LSB, ~np.uint64(0)], dtype=np.uint64)
+                 for r in roots]
+    if any(r.shape != (n, 2) for r in root_pair):
         raise ValueError(f"DCF keygen: root seeds must be {n}×2 uint64 arrays")
     cw_seed = np.empty((width, n, 2), dtype=np.uint64)
     cw_t = np.zeros((width, 2, (n + 7) // 8), dtype=np.uint8)
@@ -177,12 +177,13 @@ def keygen(alpha: torch.Tensor, beta: torch.Tensor, width: int,
     last = np.empty((p, n), dtype=np.int64)
     for lo in range(0, n, CHUNK):  # CHUNK is a multiple of 8: chunks start on whole bytes of cw_t
         hi = min(n, lo + CHUNK)
-        blocks = _keygen_chunk(a[lo:hi], to_blocks(beta64[lo:hi]), width, roots[0][lo:hi],
-                               roots[1][lo:hi], prg, cw_seed[:, lo:hi],
+        blocks = _keygen_chunk(a[lo:hi], to_blocks(beta64[lo:hi]), width, root_pair[0][lo:hi],
+                               root_pair[1][lo:hi], prg, cw_seed[:, lo:hi],
                                cw_t[:, :, lo // 8:(hi + 7) // 8], cw_v[:, :, lo:hi], p)
         for k in range(p):
             last[k, lo:hi] = blocks[k // 2, :, k % 2]
-    return tuple(KeyBatch(i, width, roots[i], cw_seed, cw_t, cw_v, last) for i in (0, 1))
+    return (KeyBatch(0, width, root_pair[0], cw_seed, cw_t, cw_v, last),
+            KeyBatch(1, width, root_pair[1], cw_seed, cw_t, cw_v, last))
 
 
 def _keygen_chunk(a, beta, width, root0, root1, prg, cw_seed, cw_t, cw_v, p) -> np.ndarray:

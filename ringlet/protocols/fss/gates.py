@@ -63,7 +63,7 @@ def require_two(sess: Session, what: str) -> None:
 def _evaluate(sess: Session, material: DcfKey, w: int, a_low: torch.Tensor, p: int) -> torch.Tensor:
     """This server's DCF outputs (N×P int64) at the public a mod 2^(w−1); zeros for w < 2."""
     n = a_low.numel()
-    if w < 2 or sess.offline.recording:  # a plan recording needs the requests, not the values
+    if w < 2 or sess.dealer.recording:  # a plan recording needs the requests, not the values
         return torch.zeros((n, p), dtype=torch.int64)
     key = key_from(material, sess.rank, w)
     out = dcf.evaluate(key, a_low, dcf.Prg())
@@ -85,7 +85,7 @@ def sign(sess: Session, planes: torch.Tensor, piggyback=None):
     require_two(sess, "sign")
     w, words = planes.shape
     n = 64 * words
-    m = sess.offline.get(sign_requests(w, words)[0])
+    m = sess.dealer.get(sign_requests(w, words)[0])
     mask = ring.mask_bits(w)
     y = (ring.unpack_bits(planes, n) + m.rho) & mask
     peer = 1 - sess.rank
@@ -113,7 +113,7 @@ def relu(sess: Session, x: ArithmeticShare, spec, shift: int = 0,
     n = x.numel()
     rng = sess.ring
     ell = rng.bits
-    mat = sess.offline.get(Request(FssRelu(n, k, m, shift), (0, 1)))
+    mat = sess.dealer.get(Request(FssRelu(n, k, m, shift), (0, 1)))
     off = 1 << (ell - 2)
     mine = x.data.reshape(-1) + mat.r
     if sess.rank == 0:

@@ -128,12 +128,11 @@ def _keys_to_wire(k0: dcf.KeyBatch) -> dict:
             "cw_v": torch.from_numpy(k0.cw_v), "cw_last": torch.from_numpy(k0.cw_last)}
 
 
-def key_from(material: DcfKey, party: int, w: int) -> dcf.KeyBatch | None:
-    """This server's DCF key from its material (None when w < 2: no comparison is needed)."""
-    if w < 2:
-        return None
+def key_from(material: DcfKey, party: int, w: int) -> dcf.KeyBatch:
+    """This server's DCF key from its material (w ≥ 2: below, no comparison is needed)."""
     m = material
-    assert m.cw_seed is not None and m.cw_t is not None and m.cw_v is not None and m.cw_last is not None
+    if w < 2 or m.cw_seed is None or m.cw_t is None or m.cw_v is None or m.cw_last is None:
+        raise ValueError(f"a DCF key needs w ≥ 2 compared bits and its correction words (w = {w})")
     roots = m.roots.numpy().view(np.uint64)
     roots[:, 0] &= ~np.uint64(1)  # in place: the drawn roots belong to this material alone
     return dcf.KeyBatch(party, w - 1, roots, m.cw_seed.numpy().view(np.uint64), m.cw_t.numpy(),

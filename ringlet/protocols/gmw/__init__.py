@@ -16,7 +16,7 @@ def _carry_tree_requests(w: int, words: int) -> list:
     """pand for the leaves, then per level one ``and`` (the spine) and one ``and2`` (the others)."""
     if w <= 1:
         return []
-    out = [Request(Pand(w - 1, words), TWO)]
+    out: list[Request] = [Request(Pand(w - 1, words), TWO)]
     n = w - 1
     while n > 1:
         others = max(0, n // 2 - 1)

@@ -49,7 +49,7 @@ def private_and(sess: Session, mine: torch.Tensor, tag: str = "circuit",
     1 round; each server sends one masked plane per input plane. Returns (share, peer piggyback).
     """
     w, nw = mine.shape
-    m = sess.offline.get(Request(Pand(w, nw), TWO))
+    m = sess.dealer.get(Request(Pand(w, nw), TWO))
     if sess.rank == 0:
         (beta,), extra = _exchange(sess, [mine ^ m.u], tag, f"{tag}/leaves", piggyback)
         return (mine & beta) ^ m.z, extra
@@ -68,11 +68,11 @@ def and_gates(sess: Session, x: torch.Tensor, y: torch.Tensor, x2: torch.Tensor 
     first = sess.rank == 0
     items, mats = [], []
     if x.numel():
-        m = sess.offline.get(Request(And(*x.shape), TWO))
+        m = sess.dealer.get(Request(And(*x.shape), TWO))
         items += [x ^ m.a, y ^ m.b]
         mats.append(m)
     if x2 is not None and x2.numel():
-        m2 = sess.offline.get(Request(And2(*x2.shape), TWO))
+        m2 = sess.dealer.get(Request(And2(*x2.shape), TWO))
         items += [x2 ^ m2.a, y2 ^ m2.b1, y3 ^ m2.b2]
         mats.append(m2)
     got, extra = _exchange(sess, items, tag, step, piggyback)

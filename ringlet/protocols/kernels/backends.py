@@ -129,10 +129,12 @@ def _stacked(x: torch.Tensor, n: int, b: int, ring_bits: int, channels_last: boo
 
 def _recombine(parts: list[torch.Tensor], b: int) -> torch.Tensor:
     """Σ_j parts[j]·2^(b·j) in wrapping int64 (parts: float64 integers, any layout)."""
-    out = None
+    out: torch.Tensor | None = None
     for j in reversed(range(len(parts))):
         term = parts[j].to(torch.int64, memory_format=torch.contiguous_format)
         out = term if out is None else (out << b).add_(term)
+    if out is None:
+        raise ValueError("_recombine: no parts")
     return out
 
 

@@ -78,7 +78,7 @@ def candidates(kind: str, groups: int = 1, limbs_ok: bool = True) -> tuple[str, 
 
 
 def choose_backend(kind: str, x_shape, w: torch.Tensor, stride=1, padding=0, dilation=1,
-                   groups: int = 1, ring_bits: int = 64, cache: BackendCache | bool = True,
+                   groups: int = 1, ring_bits: int = 64, cache: MachineCache | bool = True,
                    record: dict | None = None) -> str:
     """The fastest exact backend for one layer (``kind`` conv or linear) on this machine.
 
@@ -115,7 +115,7 @@ def choose_backend(kind: str, x_shape, w: torch.Tensor, stride=1, padding=0, dil
     for be in cands:
         best = min(times.values(), default=math.inf)
         times[be] = measure(lambda be=be: run(be), limit=SLOWER * best)
-    choice = min(times, key=times.get)
+    choice = min(times, key=lambda be: times[be])
     ms = {be: round(t * 1e3, 3) for be, t in times.items()}
     if store is not None:
         store.put(machine, key, {"backend": choice, "ms": ms, "ring_bits": ring_bits})

@@ -31,6 +31,7 @@ from ringlet.protocols.base import spec_in_ring
 from ringlet.protocols.catalog import relu_protocols
 from ringlet.protocols.harness import run_threads
 from ringlet.protocols.io import share_input
+from ringlet.protocols.kernels.cache import MachineCache
 from ringlet.protocols.relu import ReluSpec, relu, relu_cost
 from ringlet.protocols.tuning.linear import BackendCache, cache_dir, machine_key
 from ringlet.sharing import ArithmeticShare
@@ -50,12 +51,12 @@ def _measure(protocol: str, k: int, m: int, ring_bits: int, size: int) -> float:
         x = ArithmeticShare(x.data, x.party, x.frac + sess.fixed.frac_bits)
         times = []
         for _ in range(3):
-            sess.offline.plan = []
-            sess.offline.go_online()
-            sess.offline.recording = True
+            sess.dealer.plan = []
+            sess.dealer.go_online()
+            sess.dealer.recording = True
             relu(sess, x, spec, shift=sess.fixed.frac_bits)
-            sess.offline.recording = False
-            sess.offline.pregenerate(list(sess.offline.plan))
+            sess.dealer.recording = False
+            sess.dealer.pregenerate(list(sess.dealer.plan))
             t0 = time.perf_counter()
             relu(sess, x, spec, shift=sess.fixed.frac_bits)
             times.append(time.perf_counter() - t0)
@@ -65,7 +66,7 @@ def _measure(protocol: str, k: int, m: int, ring_bits: int, size: int) -> float:
 
 
 def compute_cost(protocol: str, k: int, m: int, ring_bits: int,
-                 cache: BackendCache | None = None) -> tuple[float, float, bool]:
+                 cache: MachineCache | None = None) -> tuple[float, float, bool]:
     """(fixed seconds per layer, seconds per element, from the cache?) of ``protocol`` on [k:m]
     in Z_2^ℓ on this machine: the line through two measured layer sizes."""
     store = cache or BackendCache(cache_dir() / CACHE_FILE)
@@ -84,7 +85,7 @@ def compute_cost(protocol: str, k: int, m: int, ring_bits: int,
 
 
 def estimate(kind: str, n: int, k: int, m: int, ring_bits: int, protocol: str,
-             bandwidth_bps: float, rtt_s: float, cache: BackendCache | None = None) -> dict:
+             bandwidth_bps: float, rtt_s: float, cache: MachineCache | None = None) -> dict:
     """The modelled online seconds of one layer (see the module docstring)."""
     spec = ReluSpec(k, m, protocol=protocol)
     cost = relu_cost(spec, 2, ring_bits)
@@ -103,7 +104,7 @@ def estimate(kind: str, n: int, k: int, m: int, ring_bits: int, protocol: str,
 
 
 def choose(model, labels: list[str], batch: int, parties: int, log=None,
-           cache: BackendCache | None = None) -> dict[str, str]:
+           cache: MachineCache | None = None) -> dict[str, str]:
     """A registered ReLU protocol for every activation in ``labels`` of a compiled model (and print
     why): the default (the first registered, gmw) unless another is estimated :data:`MARGIN`
     times faster."""

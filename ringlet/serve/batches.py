@@ -146,7 +146,9 @@ def lead(node, sess) -> None:
              "entries": {str(b): list(key) for b, (key, _) in held.items()}}
     for r in others:
         _send(sess, r, order, "order")
-    missing, bad, lacked = {}, {}, set()
+    missing: dict[str, int] = {}  # query id -> the first server that lacks it
+    bad: dict[str, str] = {}  # query id -> how its two halves differ
+    lacked: set[int] = set()  # shapes whose candidate entry some server lacks
     for r in others:
         verdict = _recv(sess, r, "verdict")
         for qid in verdict.get("missing", []):
@@ -212,7 +214,7 @@ def follow(node, sess) -> None:
             node.consumed(b, entries[b])
         elif b != size or not run:
             node.pool.put(b, entries[b], queue, first=True)
-    if run:
+    if run and size is not None:  # run: size is in held (checked above)
         run_batch(node, sess, run, size, entries[size], held[size])
 
 

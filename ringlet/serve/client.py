@@ -19,6 +19,7 @@ import torch
 
 from ringlet import deploy as deployment
 from ringlet.comm.base import CommError
+from ringlet.comm.channel import Channel
 from ringlet.comm.mesh import dial
 from ringlet.compiler.graph import apply_postprocess
 from ringlet.compiler.ranges import InputRange, check_input
@@ -31,8 +32,17 @@ from ringlet.serve.wire import QueryError, QueryTimeout
 class _Pending:
     def __init__(self, rows: int, servers: int):
         self.future: Future = Future()
-        self.rows, self.parts, self.servers = rows, {}, servers
+        self.rows, self.servers = rows, servers
+        self.parts: dict[int, torch.Tensor] = {}  # server -> its share of the output rows
         self.t0 = time.monotonic()
+
+
+def _address(d: deployment.Deployment, r: int) -> tuple[str, int]:
+    """Where server ``r`` listens (a loaded deployment names an address for every server)."""
+    address = d.server(r).address
+    if address is None:
+        raise deployment.DeploymentError(f"{d.path}: [parties.server-{r}] needs an address (servers listen)")
+    return address
 
 
 class Client:
@@ -45,19 +55,19 @@ class Client:
         self.timeout = float(timeout or self.d.query_timeout)
         self.ctx = self.d.tls_files().contexts(name)[1] if self.d.tls else None
         self._lock = threading.Lock()
-        self._links: dict[int, object] = {}
+        self._links: dict[int, Channel] = {}
         self._pending: dict[str, _Pending] = {}
         self._readers: list[threading.Thread] = []
         self.info: dict | None = None
 
     # links --------------------------------------------------------------------------------------
-    def _link(self, r: int):
+    def _link(self, r: int) -> Channel:
         ch = self._links.get(r)
         if ch is not None:
             return ch
         hello = {"rank": -1, "name": self.name, "deployment": self.d.name}
         try:
-            ch = dial(self.d.server(r).address, self.ctx, f"server-{r}", hello,
+            ch = dial(_address(self.d, r), self.ctx, f"server-{r}", hello,
                       time.monotonic() + self.d.connect_timeout)
         except CommError as exc:
             raise QueryError("unavailable", f"server-{r}: cannot connect ({exc})") from None
@@ -117,16 +127,17 @@ class Client:
                 self._finish(qid, error=QueryError("peer_failed", f"server-{r} is gone ({exc})", qid))
 
     def _answer_limit(self, header: dict) -> int:
-        rows = wire.rows_of(header, self.info["max_batch"]) or self.info["max_batch"]
-        return self._ring().wire_bytes(rows * int(torch.Size(self.info["output_shape"]).numel()))
+        facts = self._facts()
+        rows = wire.rows_of(header, facts["max_batch"]) or facts["max_batch"]
+        return self._ring().wire_bytes(rows * int(torch.Size(facts["output_shape"]).numel()))
 
     def _part(self, qid: str, r: int, payload) -> None:
-        ring = self._ring()
+        ring, facts = self._ring(), self._facts()
         with self._lock:
             pend = self._pending.get(qid)
             if pend is None:
                 return
-            shape = (pend.rows, *self.info["output_shape"])
+            shape = (pend.rows, *facts["output_shape"])
             t = torch.frombuffer(bytearray(payload), dtype=torch.uint8)
             if ring.bits == 64:
                 t = t.view(torch.int64)
@@ -134,8 +145,8 @@ class Client:
             done = len(pend.parts) == pend.servers
         if done:
             acc = ring.reduce(sum(pend.parts.values()))
-            y = acc.to(torch.float64) / (1 << self.info["output_frac"])
-            self._finish(qid, result=apply_postprocess(self.info["postprocess"], y))
+            y = acc.to(torch.float64) / (1 << facts["output_frac"])
+            self._finish(qid, result=apply_postprocess(facts["postprocess"], y))
 
     def _finish(self, qid: str, result=None, error=None) -> None:
         with self._lock:
@@ -148,14 +159,21 @@ class Client:
             pend.future.set_result(result)
 
     def _ring(self):
-        return FixedPoint(self.info["input_frac"], self.info["ring_bits"]).ring
+        facts = self._facts()
+        return FixedPoint(facts["input_frac"], facts["ring_bits"]).ring
+
+    def _facts(self) -> dict:
+        """The model's facts (``info``), which the first linked server gave."""
+        if self.info is None:
+            raise QueryError("internal", "the model's facts are not known before a server is linked")
+        return self.info
 
     def status(self) -> list[dict]:
         """Every server's current facts (``serving``, pool depths, …), asked on a fresh link."""
         out = []
         for r in range(self.p):
             hello = {"rank": -1, "name": self.name, "deployment": self.d.name}
-            ch = dial(self.d.server(r).address, self.ctx, f"server-{r}", hello,
+            ch = dial(_address(self.d, r), self.ctx, f"server-{r}", hello,
                       time.monotonic() + self.d.connect_timeout)
             try:
                 wire.send(ch, {"op": "info"})
@@ -189,21 +207,22 @@ class Client:
         with self._lock:
             for r in range(self.p):
                 self._link(r)
+        facts = self._facts()
         x = torch.as_tensor(x)
         if x.is_complex() or not (x.is_floating_point() or x.dtype in (
                 torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)):
             raise ValueError(f"query of dtype {x.dtype}: the model takes real numbers")
         x = x.to(torch.float64)
-        shape = tuple(self.info["input_shape"])
+        shape = tuple(facts["input_shape"])
         if tuple(x.shape) == shape:
             x = x.unsqueeze(0)
         if tuple(x.shape[1:]) != shape:
             raise ValueError(f"query of shape {tuple(x.shape)}: the model takes {shape} "
                              f"(or N×{shape})")
-        if not 1 <= x.shape[0] <= self.info["max_batch"]:
-            raise ValueError(f"a query holds 1..{self.info['max_batch']} inputs, got {x.shape[0]}")
-        check_input(x, InputRange.from_dict(self.info["input_range"]))
-        fixed = FixedPoint(self.info["input_frac"], self.info["ring_bits"])
+        if not 1 <= x.shape[0] <= facts["max_batch"]:
+            raise ValueError(f"a query holds 1..{facts['max_batch']} inputs, got {x.shape[0]}")
+        check_input(x, InputRange.from_dict(facts["input_range"]))
+        fixed = FixedPoint(facts["input_frac"], facts["ring_bits"])
         enc = fixed.encode(x, what="query")
         stream = AesCtrStream(new_seed())
         shares = [fixed.ring.reduce(stream.int64(enc.shape)) for _ in range(self.p - 1)]
@@ -237,7 +256,7 @@ class Client:
         with self._lock:
             qid, pend = next(((i, p) for i, p in self._pending.items() if p.future is fut),
                              (None, None))
-        if pend is None:
+        if qid is None or pend is None:
             return QueryTimeout(f"no answer from the servers within {wait:g} s")
         silent = [f"server-{r}" for r in range(self.p) if r not in pend.parts]
         done = [f"server-{r}" for r in sorted(pend.parts)]

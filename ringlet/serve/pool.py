@@ -99,7 +99,7 @@ class MaterialPool:
 
     def __init__(self, sizes, on_change=None, needs_confirmation: bool = False):
         self._cond = threading.Condition()
-        self._entries = {b: OrderedDict() for b in sizes}
+        self._entries: dict[int, OrderedDict[tuple, list]] = {b: OrderedDict() for b in sizes}
         self._sizes: dict[tuple, int] = {}  # (shape, key) -> bytes held
         self._confirmed: set[tuple] = set()  # (shape, key)
         self._dropped: set[tuple] = set()  # (shape, key) never to be kept

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -40,6 +41,7 @@ import torch
 
 from ringlet import prng, sources
 from ringlet.comm.base import CommError, PeerTimeoutError
+from ringlet.comm.channel import Channel
 from ringlet.comm.mesh import Listener, MeshCommunicator, admit, dial
 from ringlet.compiler.options import SecureOptions
 from ringlet.protocols.catalog import material_kinds
@@ -98,16 +100,18 @@ class ServerNode:
         self.plans: dict | None = None
         self.plans_ready = threading.Event()
         self.cond = threading.Condition()  # guards peers, dealer and the client links
-        self.peers: dict[int, object] = {}
+        self.peers: dict[int, Channel] = {}
         self.dealer: _DealerLink | None = None
         self._needs: dict[int, float] = {}  # shape -> when the dealer was last told
         self.draining: float | None = None  # when SIGTERM came
         self.stopped = threading.Event()
         self.session_up = False
         self.refused: str | None = None  # why this server stopped (another model, a bug)
-        ctx = deploy.tls_files().contexts(self.name) if deploy.tls else (None, None)
+        ctx: tuple[ssl.SSLContext | None, ssl.SSLContext | None] = (
+            deploy.tls_files().contexts(self.name) if deploy.tls else (None, None))
         self.server_ctx, self.client_ctx = ctx
-        self.listener = self.health = None
+        self.listener: Listener | None = None
+        self.health: HealthServer | None = None
         self.queries = QueryService(deploy, rank, self.p, self.ring, self.shape, self.metrics,
                                     self.book, self.info, lambda: self.session_up and not self.draining,
                                     lambda: bool(self.draining), self.stopped, self.log)
@@ -158,9 +162,10 @@ class ServerNode:
         for q in self.book.take_all():
             self.refuse(q.ch, q.id, "draining", f"{self.name} stopped before query {q.id} ran")
         self.queries.flush_all()
-        for obj in (self.listener, self.health):
-            if obj is not None:
-                (obj.close if hasattr(obj, "close") else obj.stop)()
+        if self.listener is not None:
+            self.listener.close()
+        if self.health is not None:
+            self.health.stop()
         for ch in list(self.peers.values()):
             ch.close()
         if self.dealer is not None:
@@ -242,6 +247,8 @@ class ServerNode:
             while not self.plans_ready.wait(0.5):
                 if self.stopped.is_set() or link.stop.is_set():
                     return
+            if self.plans is None:  # plans_ready is set once they are recorded
+                raise RuntimeError("the batch plans are not recorded")
             receive_entries(comm, self.p, self.rank, self.ring, self.plans, self.pool, link.stop,
                             material_kinds(),
                             on_bytes=lambda n: self.metrics.add_bytes("received", "dealer", n),

@@ -50,30 +50,32 @@ class Beaver(Params):
 
 
 @dataclass(frozen=True)
-class And(Params):
-    """AND triples on ``planes`` bit planes of ``words`` 64-bit words."""
+class _Planes(Params):
+    """Material on ``planes`` bit planes of ``words`` 64-bit words."""
 
-    KIND = "and"
     planes: int
     words: int
 
 
 @dataclass(frozen=True)
-class And2(Params):
+class And(_Planes):
+    """AND triples."""
+
+    KIND = "and"
+
+
+@dataclass(frozen=True)
+class And2(_Planes):
     """Two AND triples sharing operand a."""
 
     KIND = "and2"
-    planes: int
-    words: int
 
 
 @dataclass(frozen=True)
-class Pand(Params):
+class Pand(_Planes):
     """A two-party AND of private inputs."""
 
     KIND = "pand"
-    planes: int
-    words: int
 
 
 @dataclass(frozen=True)
@@ -138,10 +140,8 @@ class Triple(Material):
 
 
 @dataclass(frozen=True)
-class AndTriple(Material):
-    a: Tensor
-    b: Tensor
-    c: Tensor
+class AndTriple(Triple):
+    """An AND triple on bit planes: c = a ∧ b."""
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,10 @@ $(STAMP): pyproject.toml
 	# the CPU build of torch lies on this machine's disk; install it first so nothing bigger is pulled
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
+	# model libraries the front-door tests build models with, as users do (tests only: ringlet
+	# imports none of them); torchvision's registry build asks for a newer torch than this CPU
+	# build, so these come without their dependencies (the ones they need are in [dev])
+	$(BIN)/pip install -q --no-deps timm==1.0.31 torchvision==0.29.1 onnx2torch==1.5.15
 	touch $(STAMP)
 
 data:

@@ -329,20 +329,22 @@ def load(folder, module: nn.Module | None = None) -> PrivateModel:
 def compile(module: nn.Module, example_input, *, frac_bits: int = 16, ring_bits: int = 64,
             smooth: str = "piecewise",
             calibration=None, input_bound: float | None = None, normalization=None, classes=None,
-            meta: dict | None = None) -> PrivateModel:
+            meta: dict | None = None, frontend: str = "auto") -> PrivateModel:
     """Compile ``module`` for private inference; a :class:`CompileError` says what is not supported.
 
     ``example_input``: a batch of inputs (or the per-sample shape). ``calibration``: public inputs
     whose activations size the fixed-point headroom (default: the example, if it is a tensor).
     ``input_bound``, ``normalization`` ((mean, std) of pixels in [0, 1]): the input range (see
     :mod:`ringlet.compiler.ranges`). ``smooth``: how sigmoid, GELU and the like are computed —
-    ``"piecewise"`` (default) or ``"poly"``.
+    ``"piecewise"`` (default) or ``"poly"``. ``frontend``: how the model is captured — ``"auto"``
+    (torch.fx, and ``torch.export`` when fx cannot trace a node: asserts, ``if`` on shapes, fused
+    layers), ``"fx"`` or ``"export"``.
     """
     if not isinstance(module, nn.Module):
         raise CompileError(f"ringlet.compile takes a torch.nn.Module, got {type(module).__name__}")
     if smooth not in ("piecewise", "poly"):
         raise ValueError(f"smooth={smooth!r}: piecewise or poly")
-    graph = compile_model(module, example_input, smooth=smooth)
+    graph = compile_model(module, example_input, frontend=frontend, smooth=smooth)
     norm = None
     if normalization is not None:
         mean, std = normalization

@@ -22,6 +22,7 @@ import torch.fx
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from ringlet.compiler.export import ExportError, capture, where
 from ringlet.compiler.graph import LoweredGraph, Node
 from ringlet.compiler.ops import registry
 from ringlet.grelu.layers import GroupReLU
@@ -67,21 +68,9 @@ def trace(model: nn.Module, leaves: tuple = ()) -> torch.fx.GraphModule:
     return torch.fx.GraphModule(model, graph)
 
 
-def _where(node: torch.fx.Node) -> str:
-    """The user's source line of a traced node (the last frame outside torch itself)."""
-    trace_lines = [ln.strip() for ln in (node.stack_trace or "").strip().splitlines()]
-    frames = [(i, ln) for i, ln in enumerate(trace_lines) if ln.startswith("File")]
-    user = [(i, ln) for i, ln in frames if "/torch/" not in ln and "\\torch\\" not in ln]
-    if not user:
-        return "(no source line recorded)"
-    i, line = user[-1]
-    code = trace_lines[i + 1] if i + 1 < len(trace_lines) and not trace_lines[i + 1].startswith("File") else ""
-    return f"{line}: {code}" if code else line
-
-
 def _fail(fx: torch.fx.Node, why: str) -> CompileError:
     return CompileError(f"cannot compile node '{fx.name}' (op {fx.op}, target "
-                        f"{getattr(fx.target, '__name__', fx.target)!s}): {why}; at {_where(fx)}")
+                        f"{getattr(fx.target, '__name__', fx.target)!s}): {why}; at {where(fx)}")
 
 
 def _method_name(fx: torch.fx.Node) -> str:
@@ -222,7 +211,7 @@ class Builder:
     def emit(self, fx: torch.fx.Node, kind: str, inputs, label=None, node_name=None,
              node_shape=None, **params) -> Node:
         """A secure node for ``fx`` (a module's call sites get labels path, path#1, path#2, …)."""
-        label = label or fx.name
+        label = label or fx.meta.get("ringlet_label") or fx.name
         seen = self._labels.get(label, 0)
         self._labels[label] = seen + 1
         if seen:
@@ -306,6 +295,8 @@ class Builder:
 
 
 def _in_place(fx: torch.fx.Node, mod) -> bool:
+    if fx.meta.get("ringlet_inplace"):
+        return True
     if mod is not None:
         return bool(getattr(mod, "inplace", False))
     if fx.op == "call_method":
@@ -352,20 +343,57 @@ def _runs_on(model: nn.Module, x: torch.Tensor) -> None:
                            f"sample ({type(exc).__name__}: {first}){at}") from None
 
 
-def compile_model(model: nn.Module, example, **options) -> LoweredGraph:
-    """Trace ``model`` (in eval mode) into a secure graph.
+FRONTENDS = ("auto", "fx", "export")
 
-    ``example`` is an input batch (N×…) or the per-sample input shape (C×H×W). ``options`` reach
-    the lowerings (``smooth``: how sigmoid, GELU and the like are computed).
+
+def _front_door(model: nn.Module, x: torch.Tensor, frontend: str) -> tuple[torch.fx.GraphModule, set]:
+    """The model's graph module and its secret nodes: torch.fx first (``auto``; its labels are
+    those of existing configurations), ``torch.export`` when fx cannot trace or refuses a node
+    (an assert, an ``if`` on a shape, a fused layer), or the one named."""
+    if frontend not in FRONTENDS:
+        raise CompileError(f"frontend {frontend!r}: choose one of {', '.join(FRONTENDS)}")
+    fx_error: CompileError | None = None
+    if frontend in ("auto", "fx"):
+        try:
+            gm = trace(model)
+            data, _ = _classify(gm)
+            _check_supported(gm, data)
+        except CompileError as exc:
+            if frontend == "fx":
+                raise
+            fx_error = exc
+        else:
+            _runs_on(model, x)
+            return gm, data
+    try:
+        _runs_on(model, x)
+    except CompileError:
+        if fx_error is not None:  # fx's refusal (e.g. two inputs) names the way out
+            raise fx_error from None
+        raise
+    try:
+        gm = capture(model, x)
+    except ExportError as exc:
+        if fx_error is not None:
+            raise CompileError(f"{exc} (torch.fx: {fx_error})") from exc
+        raise CompileError(str(exc)) from exc
+    data, _ = _classify(gm)
+    _check_supported(gm, data)
+    return gm, data
+
+
+def compile_model(model: nn.Module, example, frontend: str = "auto", **options) -> LoweredGraph:
+    """Capture ``model`` (in eval mode) into a secure graph.
+
+    ``example`` is an input batch (N×…) or the per-sample input shape (C×H×W). ``frontend``:
+    ``auto`` (torch.fx, else torch.export), ``fx`` or ``export``. ``options`` reach the lowerings
+    (``smooth``: how sigmoid, GELU and the like are computed).
     """
     x = example_batch(example)
     was_training = model.training
     model.eval()
     try:
-        gm = trace(model)
-        data, shape = _classify(gm)
-        _check_supported(gm, data)
-        _runs_on(model, x)
+        gm, data = _front_door(model, x, frontend)
         public = {n.name for n in gm.graph.nodes if n.name not in data}
         with torch.no_grad():
             _Propagate(gm, public).propagate(x)

@@ -239,3 +239,10 @@ def register(reg: Registry) -> None:
     targets = _ADD | _SUB | _RSUB | _MUL | _DIV | _NEG
     reg.function([t for t in targets if not isinstance(t, str)], lower_arith)
     reg.method([t for t in targets if isinstance(t, str)], lower_arith)
+    for name, fn in (("add", torch.add), ("sub", torch.sub), ("mul", torch.mul), ("div", torch.div),
+                     ("neg", torch.neg), ("rsub", torch.rsub)):
+        reg.aten_op(name, fn)
+    for name in ("add_", "sub_", "mul_", "div_", "neg_"):
+        reg.aten_op(name, name, method=True)
+    reg.aten_op("pow", torch.pow)
+    reg.aten_op("square", torch.square)

@@ -68,15 +68,28 @@ class Op:
         return None
 
 
+@dataclass(frozen=True)
+class AtenRule:
+    """How an ATen operator (of a ``torch.export`` graph) is read: as the call of ``target`` (a
+    torch function, or a tensor method's name when ``method``), its arguments rearranged by
+    ``adapt(node, args, kwargs) -> (args, kwargs)``; its lowering is then that target's."""
+
+    target: object
+    method: bool = False
+    adapt: Callable | None = None
+
+
 @dataclass
 class Registry:
-    """Every node kind once, and the lowerings of torch modules, functions and tensor methods."""
+    """Every node kind once, and the lowerings of torch modules, functions and tensor methods
+    (and the ATen operators that read as one of those)."""
 
     ops: dict[str, Op] = field(default_factory=dict)
     modules: dict[type, Callable] = field(default_factory=dict)
     functions: dict[object, Callable] = field(default_factory=dict)
     methods: dict[str, Callable] = field(default_factory=dict)
     refusals: dict[object, str] = field(default_factory=dict)  # known unsupported → way out
+    aten: dict[str, AtenRule] = field(default_factory=dict)  # ATen operator name → its reading
 
     def __getitem__(self, kind: str) -> Op:
         try:
@@ -100,6 +113,14 @@ class Registry:
     def method(self, names, lower: Callable) -> None:
         for name in names:
             self.methods[name] = lower
+
+    def aten_op(self, names, target, method: bool = False, adapt: Callable | None = None) -> None:
+        """ATen operators ``names`` (e.g. ``"conv2d"``; an in-place ``"relu_"`` separately) read
+        as a call of ``target``, which must have a lowering here."""
+        for name in (names if isinstance(names, tuple) else (names,)):
+            if name in self.aten:
+                raise ValueError(f"ATen operator {name!r} registered twice")
+            self.aten[name] = AtenRule(target, method, adapt)
 
     def refuse(self, targets, why: str) -> None:
         for t in targets:

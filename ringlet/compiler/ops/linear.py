@@ -212,27 +212,57 @@ def lower_linear_function(b, fx) -> None:
 
 def lower_batchnorm(b, fx, bn) -> None:
     """Fold into the conv/linear before it when that is its only user; else a public affine map."""
-    x = fx.args[0]
     if bn.running_mean is None or bn.running_var is None:
         raise b.fail(fx, f"{type(bn).__name__}(track_running_stats=False) normalises by each batch's "
                          f"statistics, which depend on the secret inputs; train with running "
                          f"statistics (the default)")
-    ones = torch.ones(bn.num_features, dtype=torch.float64)
-    scale = (bn.weight.detach().double() if bn.affine else ones) / torch.sqrt(bn.running_var.double() + bn.eps)
-    shift = (bn.bias.detach().double() if bn.affine else 0) - bn.running_mean.double() * scale
+    _batchnorm(b, fx, fx.target, bn.running_mean, bn.running_var, bn.weight if bn.affine else None,
+               bn.bias if bn.affine else None, bn.eps)
+
+
+def lower_batchnorm_function(b, fx) -> None:
+    """``F.batch_norm`` in eval mode (running statistics): as the module."""
+    if b.arg(fx, 5, "training", False):
+        raise b.fail(fx, "batch_norm with training=True normalises by each batch's statistics, "
+                         "which depend on the secret inputs; call model.eval() (ringlet does) and "
+                         "use running statistics")
+    mean, var = b.arg(fx, 1, "running_mean"), b.arg(fx, 2, "running_var")
+    if mean is None or var is None:
+        raise b.fail(fx, "batch_norm without running statistics normalises by each batch's "
+                         "statistics, which depend on the secret inputs")
+    _batchnorm(b, fx, None, mean, var, b.arg(fx, 3, "weight"), b.arg(fx, 4, "bias"),
+               float(b.arg(fx, 7, "eps", 1e-5)))
+
+
+def _batchnorm(b, fx, label, mean, var, weight, bias, eps: float) -> None:
+    x = b.tensor_args(fx)[0]
+    var = torch.as_tensor(var).detach().double()
+    ones = torch.ones(var.numel(), dtype=torch.float64)
+    scale = (torch.as_tensor(weight).detach().double() if weight is not None else ones) / torch.sqrt(var + eps)
+    shift = (torch.as_tensor(bias).detach().double() if bias is not None else 0) - \
+        torch.as_tensor(mean).detach().double() * scale
     prev = b.by_name.get(b.src(x))
     foldable = prev is not None and prev.name == x.name and len(x.users) == 1 and (
         (prev.kind == "conv") or (prev.kind == "linear" and len(b.shape(x)) == 1))
     if foldable:
         view: tuple[int, ...] = (-1, 1, 1, 1) if prev.kind == "conv" else (-1, 1)
         prev.params["weight"] = prev.params["weight"] * scale.view(view)
-        bias = prev.params["bias"] if prev.params["bias"] is not None else 0
-        prev.params["bias"] = bias * scale + shift
-        prev.params["folded"] = fx.target
+        bias0 = prev.params["bias"] if prev.params["bias"] is not None else 0
+        prev.params["bias"] = bias0 * scale + shift
+        prev.params["folded"] = label or fx.name
         b.alias_to(fx, prev.name)
         return
     view = (-1,) + (1,) * (len(b.shape(x)) - 1)
-    b.emit(fx, "affine", [x], fx.target, scale=scale.view(view), shift=shift.view(view))
+    b.emit(fx, "affine", [x], label, scale=scale.view(view), shift=shift.view(view))
+
+
+def _aten_batch_norm(node, args, kwargs):
+    """aten.batch_norm(input, weight, bias, mean, var, training, momentum, eps, cudnn) as
+    F.batch_norm(input, mean, var, weight, bias, training, momentum, eps)."""
+    names = ("input", "weight", "bias", "running_mean", "running_var", "training", "momentum", "eps")
+    a = dict(zip(names, args)) | {k: v for k, v in kwargs.items() if k in names}
+    return (a["input"], a.get("running_mean"), a.get("running_var"), a.get("weight"), a.get("bias"),
+            a.get("training", False), a.get("momentum", 0.1), a.get("eps", 1e-5)), {}
 
 
 def register(reg: Registry) -> None:
@@ -245,3 +275,8 @@ def register(reg: Registry) -> None:
     reg.function((F.conv2d,), lower_conv_function)
     reg.function((F.linear, torch.matmul, operator.matmul), lower_linear_function)
     reg.method(("matmul", "__matmul__"), lower_linear_function)
+    reg.function((F.batch_norm,), lower_batchnorm_function)
+    reg.aten_op("conv2d", F.conv2d)
+    reg.aten_op("linear", F.linear)
+    reg.aten_op(("matmul", "mm"), torch.matmul)
+    reg.aten_op("batch_norm", F.batch_norm, adapt=_aten_batch_norm)

@@ -234,6 +234,16 @@ _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropou
             nn.FeatureAlphaDropout, nn.Identity)
 
 
+def _aten_slice(node, args, kwargs):
+    """aten.slice(input, dim, start, end, step) as input[..., start:end:step] on axis dim."""
+    x, dim, start, end, step = (list(args) + [0, None, None, 1][len(args) - 1:])[:5]
+    dim, start, end, step = (kwargs.get("dim", dim), kwargs.get("start", start), kwargs.get("end", end),
+                             kwargs.get("step", step))
+    ndim = node.args[0].meta["val"].ndim
+    dim = dim + ndim if dim < 0 else dim
+    return (x, (slice(None),) * dim + (slice(start, end, step),)), {}
+
+
 def register(reg: Registry) -> None:
     for op in (Input(), Output(), Reshape(), Gather(), Cat()):
         reg.op(op)
@@ -262,3 +272,27 @@ def register(reg: Registry) -> None:
     reg.method(("contiguous", "clone", "detach", "float", "double", "to", "type_as",
                 "requires_grad_", "cpu"), lower_alias)
     reg.function((torch.clone,), lower_alias)
+    for name in ("view", "reshape", "permute", "expand", "repeat", "contiguous", "clone", "unflatten"):
+        reg.aten_op(name, name, method=True)
+    reg.aten_op(("alias", "lift_fresh_copy", "detach", "_to_copy"), "clone", method=True,
+                adapt=lambda n, a, k: (a[:1], {}))
+    reg.aten_op("flatten", torch.flatten)
+    reg.aten_op("squeeze", torch.squeeze)
+    reg.aten_op("unsqueeze", torch.unsqueeze)
+    reg.aten_op("transpose", torch.transpose)
+    reg.aten_op("flip", torch.flip)
+    reg.aten_op("roll", torch.roll)
+    reg.aten_op("select", torch.select)
+    reg.aten_op("narrow", torch.narrow)
+    reg.aten_op("index_select", torch.index_select)
+    reg.aten_op("pixel_shuffle", F.pixel_shuffle)
+    reg.aten_op("pixel_unshuffle", F.pixel_unshuffle)
+    reg.aten_op(("pad", "constant_pad_nd"), F.pad)
+    reg.aten_op("slice", operator.getitem, adapt=_aten_slice)
+    reg.aten_op(("split", "split_with_sizes"), torch.split)
+    reg.aten_op("chunk", torch.chunk)
+    reg.aten_op("unbind", torch.unbind)
+    reg.aten_op(("cat", "concat"), torch.cat)
+    reg.aten_op("stack", torch.stack)
+    reg.aten_op(("dropout", "feature_dropout", "alpha_dropout"), F.dropout,
+                adapt=lambda n, a, k: ((a[0],), {"training": False}))

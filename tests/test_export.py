@@ -1,0 +1,125 @@
+"""The torch.export front door: models written as timm and torchvision-style code write them —
+asserts on shapes, ``if`` on a shape, fused BatchNorm + activation layers, forward arguments with
+defaults — compile as written and agree with plaintext torch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from zoo_models import calibrated, timm
+
+import ringlet
+from ringlet.compiler.capture import CompileError, compile_model
+from ringlet.compiler.interpret import PlainInterpreter
+
+
+class BatchNormAct(nn.BatchNorm2d):
+    """timm's fused layer: a BatchNorm2d subclass that asserts the rank and applies its act."""
+
+    def __init__(self, c: int):
+        super().__init__(c)
+        self.act = nn.ReLU6(inplace=True)
+
+    def forward(self, x):
+        torch._assert(x.ndim == 4, f"expected 4D input (got {x.ndim}D input)")
+        return self.act(F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                     False, 0.0, self.eps))
+
+
+class Net(nn.Module):
+    """A shape check, a branch on a shape, a fused layer, in-place adds, a slice, a forward
+    argument with a default."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn = BatchNormAct(8)
+        self.block = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Hardswish())
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x, scale: float = 1.0, mask=None):
+        if x.shape[-1] != 16:  # resolved at capture time
+            x = F.interpolate(x, size=(16, 16))
+        x = self.bn(self.stem(x))
+        y = self.block(x)
+        y += x
+        y = y[:, :, 1:-1, 1:-1]
+        out = self.head(y.mean((2, 3)))
+        return out * scale if mask is None else out
+
+
+def test_fx_refuses_what_export_takes_and_auto_falls_back():
+    model = calibrated(Net(), (3, 16, 16))
+    with pytest.raises(CompileError, match="torch.fx|cannot compile"):
+        compile_model(model, (3, 16, 16), frontend="fx")
+    graph = compile_model(model, (3, 16, 16))  # auto: fx refuses, torch.export captures
+    labels = [n.label for n in graph.nodes]
+    assert "stem" in labels and "bn.act" in labels and "head" in labels, labels  # module paths
+    assert not any(n.kind == "affine" for n in graph.nodes if n.label == "bn")  # folded into stem
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        ref = model(x).double()
+    assert torch.allclose(PlainInterpreter(graph).run(x.double()), ref, atol=1e-6)
+
+
+def test_export_front_door_private_run_equals_plaintext():
+    model = calibrated(Net(), (3, 16, 16))
+    x = torch.randn(4, 3, 16, 16)
+    pm = ringlet.compile(model, x, frontend="export")
+    with torch.no_grad():
+        ref = model(x)
+    assert torch.allclose(pm.plain(x).float(), ref, atol=1e-5)
+    out = pm.infer(x).logits
+    assert torch.equal(out.argmax(1), ref.argmax(1))
+    assert float((out - ref).abs().max()) <= 1e-2 * float(ref.abs().max())
+
+
+def test_an_operator_without_lowering_is_named_with_its_source_line():
+    class Sorts(nn.Module):
+        def forward(self, x):
+            return torch.sort(x, dim=1).values  # no secure sort
+
+    with pytest.raises(CompileError) as err:
+        compile_model(Sorts(), (6,), frontend="export")
+    text = str(err.value)
+    assert "aten.sort" in text and "test_export.py" in text and "torch.sort(x, dim=1)" in text, text
+
+
+def test_unknown_frontend_is_refused():
+    with pytest.raises(CompileError, match="frontend 'jit'"):
+        compile_model(nn.ReLU(), (3,), frontend="jit")
+
+
+# timm's models as timm writes them (random init, BatchNorm calibrated on random images)
+TIMM_RELU = ["resnet18", "mobilenetv2_100", "regnetx_002", "vgg11_bn", "densenet121"]
+TIMM_SMOOTH = ["mobilenetv3_small_100", "efficientnet_b0", "ghostnet_100", "rexnet_100", "mixnet_s",
+               "tf_efficientnet_lite0", "resnet50"]
+
+
+@pytest.mark.parametrize("name", TIMM_RELU + TIMM_SMOOTH)
+def test_timm_models_compile_as_written(name):
+    """Every model compiles with no workaround, and the compiled graph's plaintext run is
+    torch's (the secure run's reference)."""
+    model = calibrated(timm().create_model(name, num_classes=10))
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    graph = compile_model(model, x)
+    with torch.no_grad():
+        ref = model(x).double()
+    got = PlainInterpreter(graph).run(x.double())
+    assert torch.allclose(got, ref, atol=1e-6 * float(ref.abs().max()) + 1e-9), \
+        float((got - ref).abs().max())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mobilenetv2_100", "regnetx_002"])
+def test_timm_models_private_runs_agree_with_plaintext(name):
+    model = calibrated(timm().create_model(name, num_classes=10))
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    pm = ringlet.compile(model, x)
+    with torch.no_grad():
+        ref = model(x)
+    out = pm.infer(x).logits
+    assert torch.equal(out.argmax(1), ref.argmax(1))
+    assert float((out - ref).abs().max()) <= 1e-2 * float(ref.abs().max())

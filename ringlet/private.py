@@ -32,6 +32,7 @@ from ringlet.compiler.config import ReluConfig, as_config
 from ringlet.compiler.graph import LoweredGraph
 from ringlet.compiler.interpret import PlainInterpreter
 from ringlet.compiler.model import CompiledModel
+from ringlet.compiler.onnx_graph import OnnxError, load_onnx
 from ringlet.compiler.options import SecureOptions
 from ringlet.compiler.storage import load_graph, save_graph
 from ringlet.data import Dataset
@@ -326,7 +327,7 @@ def load(folder, module: nn.Module | None = None) -> PrivateModel:
                         calibration=record.get("calibration"), meta=record.get("meta"), module=module)
 
 
-def compile(module: nn.Module, example_input, *, frac_bits: int = 16, ring_bits: int = 64,
+def compile(module: nn.Module | str | Path, example_input, *, frac_bits: int = 16, ring_bits: int = 64,
             smooth: str = "piecewise",
             calibration=None, input_bound: float | None = None, normalization=None, classes=None,
             meta: dict | None = None, frontend: str = "auto") -> PrivateModel:
@@ -340,8 +341,14 @@ def compile(module: nn.Module, example_input, *, frac_bits: int = 16, ring_bits:
     (torch.fx, and ``torch.export`` when fx cannot trace a node: asserts, ``if`` on shapes, fused
     layers), ``"fx"`` or ``"export"``.
     """
+    if isinstance(module, (str, Path)) and str(module).endswith(".onnx"):
+        try:
+            module = load_onnx(module)
+        except OnnxError as exc:
+            raise CompileError(str(exc)) from None
     if not isinstance(module, nn.Module):
-        raise CompileError(f"ringlet.compile takes a torch.nn.Module, got {type(module).__name__}")
+        raise CompileError(f"ringlet.compile takes a torch.nn.Module or an ONNX file, got "
+                           f"{type(module).__name__}")
     if smooth not in ("piecewise", "poly"):
         raise ValueError(f"smooth={smooth!r}: piecewise or poly")
     graph = compile_model(module, example_input, frontend=frontend, smooth=smooth)

@@ -9,6 +9,7 @@ Model specs (``--model``), tried in this order:
   ``--weights FILE.safetensors`` (its ``FILE.json``, when ringlet wrote one, gives the dataset,
   normalisation and classes). A checkpoint trained from a factory names it but is never imported on
   its own: load it with ``--model FACTORY --weights FILE``;
+- an ONNX file (``model.onnx``): its graph and weights (:mod:`ringlet.compiler.onnx_graph`);
 - a zoo name: seeded random weights, BatchNorm calibrated on public data (the dataset's training
   split, or generated N(0, 1) inputs) — never on the client's query.
 
@@ -29,6 +30,7 @@ from torch import nn
 
 from ringlet.compiler.calibrate import calibrate_batchnorm
 from ringlet.compiler.config import as_config
+from ringlet.compiler.onnx_graph import load_onnx
 from ringlet.compiler.options import SecureOptions
 from ringlet.data import DatasetMissingError, load_dataset
 from ringlet.data.sources import load_arrays, model_normalization, parse_normalize
@@ -97,6 +99,14 @@ def resolve_model(spec: str, *, weights: str | None = None, input_shape=None, nu
             raise ValueError("--weights applies to --model package.module:factory only")
         pm = load(spec)
         return ModelSource(spec, None, dict(pm.meta), saved=pm)
+    if spec.endswith(".onnx"):
+        if weights:
+            raise ValueError("--weights applies to --model package.module:factory only (an ONNX file "
+                             "holds its weights)")
+        graph = load_onnx(spec)
+        return ModelSource(spec, graph, {"model": spec, "onnx": spec,
+                                         **({"input_shape": list(graph.input_shape)}
+                                            if graph.input_shape else {})})
     ckpt = find_checkpoint(spec)
     if ckpt is not None:
         if weights:

@@ -15,7 +15,8 @@ def add_data_dir(parser) -> None:
 def add_model(parser, help_extra: str = "") -> None:
     parser.add_argument("--model", required=True,
                         help="a saved PrivateModel folder, a checkpoint (path or shipped stem), "
-                             "package.module:factory (with --weights), an ONNX file (model.onnx), or a zoo name" + help_extra)
+                             "package.module:factory (with --weights), an ONNX file (model.onnx), "
+                             "or a zoo name" + help_extra)
     parser.add_argument("--weights", help="with --model package.module:factory: its weights "
                                           "(.safetensors; never a pickle)")
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from ringlet.compiler import ranges
 from ringlet.compiler.capture import CompileError, compile_model
 from ringlet.compiler.config import ReluConfig, as_config
 from ringlet.compiler.graph import LoweredGraph
-from ringlet.compiler.interpret import PlainInterpreter
+from ringlet.compiler.interpret import ApproxInterpreter, PlainInterpreter, approximated_nodes, first_flip
 from ringlet.compiler.model import CompiledModel
 from ringlet.compiler.onnx_graph import OnnxError, load_onnx
 from ringlet.compiler.options import SecureOptions
@@ -135,14 +136,24 @@ class PrivateModel:
         ranges.check_input(x, self.input_range)
 
     # -- plaintext and simulation ------------------------------------------------------------------
-    def plain(self, x: torch.Tensor) -> torch.Tensor:
-        """The compiled graph's outputs in float64 with exact activations (a final softmax applied)."""
+    def plain(self, x: torch.Tensor, approximate: bool = False) -> torch.Tensor:
+        """The compiled graph's outputs in float64 (a final softmax applied): with the exact
+        activations (the default: the model's own function), or with ``approximate=True`` the
+        approximations the private run computes (SiLU, GELU, sigmoid, ...; sign decisions exact)."""
+        interp = ApproxInterpreter(self.graph) if approximate else PlainInterpreter(self.graph)
         with torch.no_grad():
-            return self.graph.finish(PlainInterpreter(self.graph).run(torch.as_tensor(x).double()))
+            return self.graph.finish(interp.run(torch.as_tensor(x).double()))
 
-    def evaluate(self, x, y, relu_config=None, parties: int = 2, batch: int = 500) -> float:
-        """Accuracy on (x, y): plaintext without a config, else the share-level simulator's."""
+    def evaluate(self, x, y, relu_config=None, parties: int = 2, batch: int = 500,
+                 approximate: bool = False) -> float:
+        """Accuracy on (x, y): plaintext without a config (the exact activations, or with
+        ``approximate=True`` the private run's approximations), else the share-level simulator's
+        (which always computes the approximations)."""
         x, y = _labelled(x, y, "evaluate")
+        if relu_config is None and approximate:
+            correct = sum(int((self.plain(x[i:i + batch], approximate=True).argmax(1) == y[i:i + batch]).sum())
+                          for i in range(0, x.shape[0], batch))
+            return correct / x.shape[0]
         if relu_config is None:  # the module (float32) when there is one, batch by batch
             correct = sum(int((self._plain_forward(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
                           for i in range(0, x.shape[0], batch))
@@ -327,6 +338,35 @@ def load(folder, module: nn.Module | None = None) -> PrivateModel:
                         calibration=record.get("calibration"), meta=record.get("meta"), module=module)
 
 
+CHECK_SAMPLES = 256  # calibration inputs the approximation check runs
+
+
+class ApproximationWarning(UserWarning):
+    """An activation's approximation changes a top-1 class of the calibration data."""
+
+
+def _check_approximations(graph, x: torch.Tensor) -> dict | None:
+    """Warn, naming the layer, when the approximated activations change a top-1 decision on the
+    calibration inputs ``x``; the check's result for the model's metadata."""
+    nodes = approximated_nodes(graph)
+    if not nodes:
+        return None
+    errors = {n.label: float(n.params["spec"]["max_error"]) for n in nodes if "spec" in n.params}
+    flipped, first = first_flip(graph, x)
+    out = {"layers": len(nodes), "max_error": max(errors.values(), default=None),
+           "calibration_inputs": int(x.shape[0]), "top1_changed": flipped,
+           "first_layer": first.label if first is not None else None}
+    if flipped and graph.output_shape and len(graph.output_shape) == 1:
+        name = first.params.get("name", first.kind)
+        warnings.warn(ApproximationWarning(
+            f"the approximated activations change the top-1 class of {flipped} of {x.shape[0]} "
+            f"calibration inputs, from layer {first.label!r} ({name}, max error "
+            f"{errors.get(first.label, float('nan')):.3g}) on: the private run can answer another "
+            f"class than the model. Compare pm.plain(x) with pm.plain(x, approximate=True); replace "
+            f"that activation (ReLU, or a fitted PolyAct) and finetune"), stacklevel=3)
+    return out
+
+
 def compile(module: nn.Module | str | Path, example_input, *, frac_bits: int = 16, ring_bits: int = 64,
             smooth: str = "piecewise",
             calibration=None, input_bound: float | None = None, normalization=None, classes=None,
@@ -366,12 +406,13 @@ def compile(module: nn.Module | str | Path, example_input, *, frac_bits: int = 1
     if calib_x.ndim == len(graph.input_shape):  # one sample
         calib_x = calib_x.unsqueeze(0)
     calib = ranges.calibrate(graph, calib_x)
+    approximation = _check_approximations(graph, calib_x[:CHECK_SAMPLES])
     rng = ranges.choose_bound(calib, (norm["mean"], norm["std"]) if norm else None, input_bound)
     out = graph.output_shape
     info = {"input_shape": list(graph.input_shape), "num_classes": int(out[0]) if len(out) == 1 else None,
             "normalization": norm, "classes": list(classes) if classes else None, "smooth": smooth,
             "postprocess": graph.postprocess, "source": {"class": type(module).__qualname__},
-            "calibration": calib_source}
+            "calibration": calib_source, "approximation": approximation}
     info.update(meta or {})
     # the model keeps its own copy: later edits of the caller's module change nothing here
     return PrivateModel(graph, frac_bits=frac_bits, ring_bits=ring_bits, input_range=rng,

@@ -13,6 +13,7 @@ from zoo_models import calibrated, timm
 import ringlet
 from ringlet.compiler.capture import CompileError, compile_model
 from ringlet.compiler.interpret import PlainInterpreter
+from ringlet.private import ApproximationWarning
 
 
 class BatchNormAct(nn.BatchNorm2d):
@@ -123,3 +124,35 @@ def test_timm_models_private_runs_agree_with_plaintext(name):
     out = pm.infer(x).logits
     assert torch.equal(out.argmax(1), ref.argmax(1))
     assert float((out - ref).abs().max()) <= 1e-2 * float(ref.abs().max())
+
+
+def test_compile_warns_naming_the_layer_whose_approximation_flips_a_class():
+    """Logits (silu(x) − c, 0) with c between SiLU(0) and its approximation at 0: every
+    calibration input near 0 changes class; compile says so, naming the layer, and
+    pm.plain(x, approximate=True) shows what the private run computes."""
+    from ringlet.poly.fit import smooth_spec
+    spec = smooth_spec("silu")
+    approx0 = spec["coeffs"][0]  # p(0)
+    c = approx0 / 2  # silu(0) = 0 < c < p(0) (or the reverse)
+
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.act = nn.SiLU()
+            self.head = nn.Linear(1, 2)
+            with torch.no_grad():
+                self.head.weight.copy_(torch.tensor([[1.0], [0.0]]))
+                self.head.bias.copy_(torch.tensor([-c, 0.0]))
+
+        def forward(self, x):
+            return self.head(self.act(x))
+
+    x = torch.linspace(-1e-3, 1e-3, 8).reshape(8, 1)
+    with pytest.warns(ApproximationWarning, match="8 of 8 calibration inputs, from layer 'act'"):
+        pm = ringlet.compile(Tiny(), x)
+    assert pm.meta["approximation"]["top1_changed"] == 8 and pm.meta["approximation"]["first_layer"] == "act"
+    exact, approx = pm.plain(x), pm.plain(x, approximate=True)
+    assert not torch.equal(exact.argmax(1), approx.argmax(1))
+    assert float((exact - approx).abs().max()) <= spec["max_error"]
+    y = exact.argmax(1)
+    assert pm.evaluate(x, y) == 1.0 and pm.evaluate(x, y, approximate=True) == 0.0

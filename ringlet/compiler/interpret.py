@@ -79,6 +79,56 @@ class PlainInterpreter(Interpreter):
         return p
 
 
+class ApproxInterpreter(PlainInterpreter):
+    """The folded graph as the secure run computes it, in floating point: every approximated
+    activation (SiLU, GELU, sigmoid, ...) by its approximation, sign decisions exact. Only the
+    nodes named in ``only`` are approximated when it is given."""
+
+    mode = "approximate"
+
+    def __init__(self, graph: LoweredGraph, dtype=torch.float64, only: set[str] | None = None):
+        super().__init__(graph, dtype)
+        self.only = only
+
+    def run_node(self, node, ins):
+        op = self.ops[node.kind]
+        if self.only is not None and node.name not in self.only:
+            return op.plain(node, ins, self)
+        return op.approximate(node, ins, self)
+
+
+def approximated_nodes(graph: LoweredGraph) -> list:
+    """The nodes whose secure run approximates their function, in graph order."""
+    ops = registry()
+    return [n for n in graph.nodes if ops[n.kind].approximates]
+
+
+def first_flip(graph: LoweredGraph, x: torch.Tensor) -> tuple[int, object | None]:
+    """(how many inputs of ``x`` change top-1 class when the approximations replace the exact
+    functions, the first approximated node — in graph order — from which they do), found by
+    bisection over the prefix of approximated nodes (log2(nodes) + 2 plaintext runs)."""
+    nodes = approximated_nodes(graph)
+    if not nodes:
+        return 0, None
+    with torch.no_grad():
+        exact = PlainInterpreter(graph).run(x.double()).reshape(x.shape[0], -1).argmax(1)
+
+        def flips(k: int) -> int:
+            out = ApproxInterpreter(graph, only={n.name for n in nodes[:k]}).run(x.double())
+            return int((out.reshape(x.shape[0], -1).argmax(1) != exact).sum())
+        total = flips(len(nodes))
+        if total == 0:
+            return 0, None
+        lo, hi = 0, len(nodes)  # flips(lo) == 0 < flips(hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if flips(mid):
+                hi = mid
+            else:
+                lo = mid
+    return total, nodes[hi - 1]
+
+
 class FracPlan(Interpreter):
     """The fractional bits of every node's output, by the rules the secure run follows."""
 

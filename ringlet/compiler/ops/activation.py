@@ -178,6 +178,11 @@ class Smooth(Activation):
             return F.gelu(ins[0], approximate=node.params.get("approximate", "none"))
         return _SMOOTH_FN[node.params["name"]](ins[0])
 
+    approximates = True
+
+    def approximate(self, node, ins, ctx):
+        return self.simulate(node, ins, ctx)
+
     def simulate(self, node, ins, ctx):
         """The approximation the servers compute (in floating point)."""
         x, spec, method = ins[0], node.params["spec"], node.params["method"]

@@ -44,6 +44,14 @@ class Op:
     def simulate(self, node, ins, ctx):
         return self.plain(node, ins, ctx)
 
+    #: the secure run computes an approximation of the plain function (its error is stated)
+    approximates: bool = False
+
+    def approximate(self, node, ins, ctx):
+        """What the secure run computes, in floating point, with exact sign decisions: the
+        plain function unless the kind approximates it."""
+        return self.plain(node, ins, ctx)
+
     def secure(self, node, ins, ctx):
         raise NotImplementedError(f"{self.kind}: no secure handler")
 

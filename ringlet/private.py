@@ -244,8 +244,15 @@ class PrivateModel:
         ``options`` (a :class:`SecureOptions`) and/or its fields as keywords (adder, select,
         truncation, private_weights, poly_method, poly_frac, poly_out_truncation, backend,
         relu_protocol, auto_link): the protocols. The report is the JSON of ``ringlet infer``.
+        ``x``: a batch (N × input shape) or one sample (the input shape): then the logits have no
+        batch axis either, as a torch module's output for an unbatched input.
         """
         x = torch.as_tensor(x).float()
+        single = tuple(x.shape) == tuple(self.input_shape)
+        if single:
+            x = x.unsqueeze(0)
+        if labels is not None and single:
+            labels = torch.as_tensor(labels).reshape(1)
         self.check_input(x)
         if link is not None and overrides.get("auto_link") is None and (
                 options is None or options.auto_link is None):
@@ -262,7 +269,7 @@ class PrivateModel:
         report.update({"relu_config": as_config(relu_config).to_dict() if relu_config is not None else None,
                        "model": self.meta.get("model"),
                        "input_range": self.headroom_summary(fixed=compiled.fixed)})
-        return InferenceResult(logits, report)
+        return InferenceResult(logits[0] if single else logits, report)
 
     def _plain_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The plaintext baseline: the user's module in float32 (else the graph in float32)."""
@@ -356,7 +363,7 @@ def _check_approximations(graph, x: torch.Tensor) -> dict | None:
     out = {"layers": len(nodes), "max_error": max(errors.values(), default=None),
            "calibration_inputs": int(x.shape[0]), "top1_changed": flipped,
            "first_layer": first.label if first is not None else None}
-    if flipped and graph.output_shape and len(graph.output_shape) == 1:
+    if flipped and first is not None and graph.output_shape and len(graph.output_shape) == 1:
         name = first.params.get("name", first.kind)
         warnings.warn(ApproximationWarning(
             f"the approximated activations change the top-1 class of {flipped} of {x.shape[0]} "

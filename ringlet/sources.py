@@ -176,7 +176,7 @@ def load_inputs(meta: dict, *, dataset: str | None = None, split: str = "test",
         if dataset:
             raise ValueError("give either --dataset or --input, not both")
         x, y, info = load_arrays(input_path, labels_path, samples, model_normalization(meta),
-                                 override=parse_normalize(normalize))
+                                 override=parse_normalize(normalize), input_shape=meta.get("input_shape"))
         norm = info.get("normalization")
         return Inputs(x, y, info, (tuple(norm["mean"]), tuple(norm["std"])) if norm else None)
     if labels_path:

@@ -14,6 +14,7 @@ from ringlet.data import (
     load_dataset,
     parse_normalize,
 )
+from ringlet.data.sources import InputWarning
 
 CLASSES = ["cat", "ant", "bee"]  # sorted: ant → 0, bee → 1, cat → 2
 
@@ -184,7 +185,8 @@ def test_load_arrays_uint8_pixels_are_normalised(tmp_path):
                                override=parse_normalize("none"))
     assert torch.allclose(x2, torch.from_numpy(images).float() / 255) and info2["labels"] is None
     assert info2["normalization"]["source"] == "override"
-    x3, _, _ = load_arrays(tmp_path / "x.npy")  # no normalisation at all: [0, 1]
+    with pytest.warns(InputWarning, match="not normalised.*--normalize MEAN,STD"):
+        x3, _, _ = load_arrays(tmp_path / "x.npy")  # no normalisation at all: [0, 1], said
     assert torch.equal(x3, x2)
     # same numbers as a Dataset with that normalisation
     ds = _small(2)
@@ -243,3 +245,28 @@ def test_a_tree_without_training_split_takes_no_statistics_from_its_test_images(
     _tree(tmp_path, "test", per_class=2, seed=4)
     test = load_dataset("imagefolder", "test", tmp_path)
     assert set(test.mean) == {0.0} and set(test.std) == {1.0}
+
+
+def test_load_arrays_layouts_against_the_models_input_shape(tmp_path):
+    """N×H×W for a one-channel model is read as N×1×H×W (and said); channels-last and other
+    shapes are refused with the fix; without a known shape a 3-dim array with N labels says
+    how to give N images."""
+    gray = _rng(3).random((8, 28, 28), dtype=np.float32)
+    np.save(tmp_path / "g.npy", gray)
+    np.save(tmp_path / "y.npy", np.arange(8) % 3)
+    x, y, info = load_arrays(tmp_path / "g.npy", tmp_path / "y.npy", input_shape=(1, 28, 28))
+    assert x.shape == (8, 1, 28, 28) and torch.equal(x[:, 0], torch.from_numpy(gray)) and len(y) == 8
+    assert "read as N×1×H×W" in info["layout"]
+    one, _, info1 = load_arrays(tmp_path / "g.npy", input_shape=(8, 28, 28))  # one C×H×W sample
+    assert one.shape == (1, 8, 28, 28) and "layout" not in info1
+    nhwc = _rng(4).random((5, 32, 32, 3), dtype=np.float32)
+    np.save(tmp_path / "c.npy", nhwc)
+    with pytest.raises(DatasetFormatError, match=r"N×H×W×C \(channels last\).*transpose\(0, 3, 1, 2\)"):
+        load_arrays(tmp_path / "c.npy", input_shape=(3, 32, 32))
+    np.save(tmp_path / "c1.npy", nhwc[0])
+    with pytest.raises(DatasetFormatError, match=r"H×W×C image.*transpose\(2, 0, 1\)"):
+        load_arrays(tmp_path / "c1.npy", input_shape=(3, 32, 32))
+    with pytest.raises(DatasetFormatError, match=r"does not hold samples of the model's input shape \(3, 16, 16\)"):
+        load_arrays(tmp_path / "c.npy", input_shape=(3, 16, 16))
+    with pytest.raises(DatasetFormatError, match=r"8 labels for 1 input samples \(.*arr\[:, None\]"):
+        load_arrays(tmp_path / "g.npy", tmp_path / "y.npy")

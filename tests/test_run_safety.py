@@ -171,6 +171,39 @@ def test_command_line_mistakes_fail_at_once_with_one_clear_line(tmp_path, capsys
     np.save(big, data)
     _fails(capsys, ["infer", "--model", "fmnist-net-fmnist", "--input", str(big), "--no-progress",
                     "--no-results"], "element (1, 0, 5, 6) = 1e+12 is outside the model's input range")
+    _fails(capsys, ["infer", "--model", "fmnist-net-fmnist", "--input", str(big), "--no-progress",
+                    "--no-results"], "--input-bound B")  # the way out is named
+
+
+def test_a_white_pixel_is_inside_the_bound_its_normalisation_gives():
+    """The bound is computed in float64, pixels are normalised in float32: a white pixel lands a
+    few ulps beyond it and is accepted; 1e-5 beyond is refused, naming --input-bound."""
+    from ringlet.compiler.ranges import InputRangeError
+    mean, std = 0.1307, 0.3081
+    pm = ringlet.compile(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), (1, 2, 2),
+                         normalization=((mean,), (std,)))
+    white = (torch.ones(1, 1, 2, 2, dtype=torch.float32) - torch.tensor(mean, dtype=torch.float32)) / \
+        torch.tensor(std, dtype=torch.float32)
+    assert float(white[0, 0, 0, 0]) > pm.input_range.bound  # the float32 rounding this is about
+    pm.check_input(white)
+    with pytest.raises(InputRangeError, match="--input-bound B"):
+        pm.check_input(white * (1 + 1e-5))
+
+
+def test_infer_takes_one_sample_without_a_batch_axis_as_the_cli_does():
+    pm, x = _pm()
+    one = pm.infer(x[0])
+    both = pm.infer(x[:1])
+    assert one.logits.shape == both.logits.shape[1:]  # the same answer (the shares differ: to 1e-3)
+    assert torch.allclose(one.logits, both.logits[0], atol=1e-3)
+
+
+def test_relu_config_help_states_the_version_search_writes(capsys):
+    from ringlet.cli.main import main
+    from ringlet.compiler.config import VERSION
+    with pytest.raises(SystemExit):
+        main(["infer", "--help"])
+    assert f"version {VERSION}" in " ".join(capsys.readouterr().out.split())
 
 
 def test_parties_in_another_ring_refuse_to_run():

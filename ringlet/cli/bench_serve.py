@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from ringlet.cli.common import add_data_dir, add_debug, command_line, print_json, relu_protocol_choices
+from ringlet.cli.common import (
+    add_data_dir,
+    add_debug,
+    command_line,
+    print_json,
+    relu_config_help,
+    relu_protocol_choices,
+)
 
 
 def _ints(text: str) -> list[int]:
@@ -31,7 +38,7 @@ def add_parser(sub, name):
     p.add_argument("--weights", help="with --model package.module:factory: its .safetensors")
     p.add_argument("--input-shape", type=_shape, metavar="C,H,W",
                    help="when the model records no input shape (a factory without ringlet's JSON)")
-    p.add_argument("--relu-config", help="per-ReLU bits, gReLU groups and protocols (JSON)")
+    p.add_argument("--relu-config", help=relu_config_help())
     p.add_argument("--relu-protocol", choices=relu_protocol_choices(), default=None,
                    help="every ReLU layer's protocol (default: the config's, else gmw)")
     p.add_argument("--clients", type=int, required=True, help="concurrent clients (threads)")

@@ -139,3 +139,10 @@ TRANSPORT_CHOICES = ("local", "tcp", "socket", "tls")
 TRANSPORT_HELP = ("local: threads of one process; tcp: gloo over plain TCP on loopback (NO "
                   "authentication or encryption: any local process can join the rendezvous); "
                   "socket: direct links, plain; tls: direct links in TLS 1.3 with certificates")
+
+
+def relu_config_help(extra: str = "") -> str:
+    """The help of every --relu-config flag, with the config format's version from the code."""
+    from ringlet.compiler.config import READ_VERSIONS, VERSION
+    return (f"per-ReLU bits, gReLU groups and protocols: JSON as `ringlet search` writes it (version "
+            f"{VERSION}; versions {', '.join(map(str, READ_VERSIONS))} are read){extra}")

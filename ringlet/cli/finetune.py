@@ -11,6 +11,7 @@ from ringlet.cli.common import (
     compile_kwargs,
     data_kwargs,
     print_json,
+    relu_config_help,
 )
 
 
@@ -19,7 +20,7 @@ def add_parser(sub, name):
     add_model(p)
     add_data(p, test=True)
     add_compile(p)
-    p.add_argument("--relu-config", required=True)
+    p.add_argument("--relu-config", required=True, help=relu_config_help())
     p.add_argument("--epochs", type=int, required=True)
     p.add_argument("--out", required=True, help="output checkpoint path (stem)")
     p.add_argument("--lr", type=float, default=1e-3)

@@ -14,13 +14,14 @@ from ringlet.cli.common import (
     compile_kwargs,
     data_kwargs,
     print_json,
+    relu_config_help,
 )
 
 
 def add_parser(sub, name):
     p = sub.add_parser(name, help="private inference: client, servers and dealer on this machine")
     add_model(p, " (seeded random weights, BatchNorm calibrated on public data)")
-    p.add_argument("--relu-config", help="per-ReLU bit configuration (JSON, version 1)")
+    p.add_argument("--relu-config", help=relu_config_help())
     add_data(p)
     add_compile(p)
     p.add_argument("--samples", type=int, help="first N test inputs (default: all)")

@@ -17,6 +17,7 @@ from ringlet.cli.common import (
     add_secure_options,
     command_line,
     print_json,
+    relu_config_help,
 )
 
 
@@ -42,7 +43,7 @@ def add_parser(sub, name):
                                    "weights); client (optional): the model whose normalisation to use")
     p.add_argument("--weights", help="with --model package.module:factory: its .safetensors weights")
     p.add_argument("--input-shape", help="server with a zoo name or a factory without metadata: C,H,W")
-    p.add_argument("--relu-config", help="server: per-ReLU bit configuration")
+    p.add_argument("--relu-config", help=relu_config_help(" (servers)"))
     add_secure_options(p)  # servers: the protocols (every server must give the same)
     p.add_argument("--dataset", help="client: dataset name (test split); server: public calibration "
                                      "data (its training split), default: the model's dataset")

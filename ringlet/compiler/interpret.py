@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ringlet.compiler.graph import LoweredGraph
+from ringlet.compiler.graph import LoweredGraph, Node
 from ringlet.compiler.ops import registry
 
 
@@ -97,13 +97,13 @@ class ApproxInterpreter(PlainInterpreter):
         return op.approximate(node, ins, self)
 
 
-def approximated_nodes(graph: LoweredGraph) -> list:
+def approximated_nodes(graph: LoweredGraph) -> list[Node]:
     """The nodes whose secure run approximates their function, in graph order."""
     ops = registry()
     return [n for n in graph.nodes if ops[n.kind].approximates]
 
 
-def first_flip(graph: LoweredGraph, x: torch.Tensor) -> tuple[int, object | None]:
+def first_flip(graph: LoweredGraph, x: torch.Tensor) -> tuple[int, Node | None]:
     """(how many inputs of ``x`` change top-1 class when the approximations replace the exact
     functions, the first approximated node — in graph order — from which they do), found by
     bisection over the prefix of approximated nodes (log2(nodes) + 2 plaintext runs)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -134,7 +135,9 @@ def _load_labels(path: Path, n: int) -> np.ndarray:
     if labels.ndim != 1:
         raise DatasetFormatError(f"{path}: labels have shape {labels.shape}; expected 1-D (N,)")
     if labels.shape[0] != n:
-        raise DatasetFormatError(f"{path}: {labels.shape[0]} labels for {n} input samples")
+        hint = (" (the input array was read as one C×H×W sample; for N one-channel H×W images give "
+                "N×1×H×W: arr[:, None])") if n == 1 and labels.shape[0] > 1 else ""
+        raise DatasetFormatError(f"{path}: {labels.shape[0]} labels for {n} input samples{hint}")
     if labels.min() < 0:
         raise DatasetFormatError(f"{path}: label {int(labels.min())} at index "
                                  f"{int(np.argmin(labels))} is negative")
@@ -145,7 +148,7 @@ def _load_labels(path: Path, n: int) -> np.ndarray:
 
 def load_arrays(input_path: str | os.PathLike, labels_path: str | os.PathLike | None = None,
                 samples: int | None = None, normalization: Normalization | None = None, *,
-                override: Normalization | None = None
+                override: Normalization | None = None, input_shape=None,
                 ) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
     """Load model inputs (and labels) from .npy files; returns ``(x float32 N×C×H×W, y int64 N, info)``.
 
@@ -155,6 +158,11 @@ def load_arrays(input_path: str | os.PathLike, labels_path: str | os.PathLike | 
     taken as is: ``normalization`` is then ignored, and an ``override`` is an error. ``labels_path``
     holds N integers ≥ 0 (the caller checks them against the model's classes). ``samples`` keeps the
     first 1..N samples (None: all). Files are read with ``allow_pickle=False`` only.
+
+    ``input_shape``: the model's per-sample shape, when known: an N×H×W array for a one-channel
+    model is read as N×1×H×W (said in ``info["layout"]``), and channels-last (N×H×W×C) arrays
+    or arrays of another shape are refused with the way to fix them. Pixels with no
+    normalisation known are left in [0, 1] with an :class:`InputWarning`.
     """
     path = Path(input_path)
     arr = _load_npy(path, "input")
@@ -164,7 +172,7 @@ def load_arrays(input_path: str | os.PathLike, labels_path: str | os.PathLike | 
                                  "(0..255, normalised here) or float32/float64 model inputs")
     if arr.ndim not in (3, 4):
         raise DatasetFormatError(f"{path}: shape {arr.shape} is neither N×C×H×W nor one C×H×W sample")
-    batch = arr[None] if arr.ndim == 3 else arr
+    batch, layout = _layout(path, arr, input_shape)
     total = batch.shape[0]
     if total == 0:
         raise DatasetFormatError(f"{path}: shape {arr.shape} holds no samples")
@@ -179,6 +187,10 @@ def load_arrays(input_path: str | os.PathLike, labels_path: str | os.PathLike | 
         chosen, source = (override, "override") if override is not None else (normalization, "model")
         if chosen is None:
             chosen, source = ((0.0,), (1.0,)), "none"
+            warnings.warn(InputWarning(
+                f"{path}: uint8 pixels are scaled to [0, 1] and not normalised: the model records no "
+                f"normalisation and none was given; if it was trained on normalised inputs, pass "
+                f"--normalize MEAN,STD (or float inputs already normalised)"), stacklevel=2)
         mean, std = per_channel(*chosen, channels, what=f"normalisation of {path} ({source})")
         x = normalize_pixels(torch.from_numpy(data), mean, std)
         norm_info = {"mean": list(mean), "std": list(std), "source": source}
@@ -193,8 +205,37 @@ def load_arrays(input_path: str | os.PathLike, labels_path: str | os.PathLike | 
     y = torch.from_numpy(labels) if labels is not None else None
     info = {"input": str(path), "labels": str(labels_path) if labels_path is not None else None,
             "samples": int(n), "pixels": bool(pixels), "input_shape": list(data.shape[1:]),
-            "normalization": norm_info}
+            "normalization": norm_info, **({"layout": layout} if layout else {})}
     return x.contiguous(), y, info
+
+
+class InputWarning(UserWarning):
+    """Inputs taken in a way the user may not expect (said, never silent)."""
+
+
+def _layout(path: Path, arr: np.ndarray, input_shape) -> tuple[np.ndarray, str | None]:
+    """``arr`` as N×C×H×W for a model of per-sample ``input_shape`` (None: unknown), and a note
+    when it was read otherwise than as it stands."""
+    want = tuple(int(s) for s in input_shape) if input_shape is not None else None
+    if want is None or len(want) != 3:
+        return (arr[None] if arr.ndim == 3 else arr), None
+    c, h, w = want
+    if arr.ndim == 3:
+        if tuple(arr.shape) == want:
+            return arr[None], None
+        if c == 1 and tuple(arr.shape[1:]) == (h, w):
+            return arr[:, None], f"N×H×W {tuple(arr.shape)} read as N×1×H×W (the model takes one channel)"
+        if tuple(arr.shape) == (h, w, c):
+            raise DatasetFormatError(f"{path}: shape {arr.shape} looks like one H×W×C image (channels "
+                                     f"last); the model takes C×H×W {want}: save arr.transpose(2, 0, 1)")
+    elif tuple(arr.shape[1:]) == want:
+        return arr, None
+    elif tuple(arr.shape[1:]) == (h, w, c):
+        raise DatasetFormatError(f"{path}: shape {arr.shape} looks like N×H×W×C (channels last); the "
+                                 f"model takes N×C×H×W with C×H×W = {want}: save arr.transpose(0, 3, 1, 2)")
+    raise DatasetFormatError(f"{path}: shape {arr.shape} does not hold samples of the model's input "
+                             f"shape {want} (give N×{c}×{h}×{w}, one {c}×{h}×{w} sample"
+                             f"{f', or N×{h}×{w}' if c == 1 else ''})")
 
 
 def model_normalization(meta: dict):

@@ -10,6 +10,7 @@ polynomial: one round of ESPN, see :mod:`ringlet.protocols.arith.poly`.
 
 from __future__ import annotations
 
+import math
 import operator
 
 import torch
@@ -160,6 +161,14 @@ class Maximum(Activation):
         return max(ins)
 
 
+def _poly_bound(coeffs, bound: float) -> float:
+    """Σ|c_j|·bound^j: a bound on |p(x)| for |x| ≤ bound (inf where it exceeds a float)."""
+    try:
+        return float(sum(abs(c) * float(bound) ** j for j, c in enumerate(coeffs)))
+    except OverflowError:
+        return math.inf
+
+
 _SMOOTH_FN = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "silu": F.silu, "gelu": F.gelu,
               "hardswish": F.hardswish, "hardsigmoid": F.hardsigmoid}
 
@@ -203,7 +212,7 @@ class Smooth(Activation):
     def magnitude(self, node, ins):
         spec = node.params["spec"]
         if node.params["method"] == "poly":  # the polynomial alone: it grows beyond its range
-            return sum(abs(c) * ins[0] ** j for j, c in enumerate(spec["coeffs"]))
+            return _poly_bound(spec["coeffs"], ins[0])
         return ins[0] + 1.0 if spec["hi"] == "x" else 1.0 + spec["max_error"]
 
     def drelus(self, node, bits):
@@ -250,7 +259,7 @@ class Poly(Activation):
                              r=p.get("range", 5.0))
 
     def magnitude(self, node, ins):
-        return sum(abs(c) * ins[0] ** j for j, c in enumerate(node.params["coeffs"]))
+        return _poly_bound(node.params["coeffs"], ins[0])
 
 
 # -- lowerings ------------------------------------------------------------------------------------

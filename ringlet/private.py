@@ -38,6 +38,7 @@ from ringlet.compiler.options import SecureOptions
 from ringlet.compiler.storage import load_graph, save_graph
 from ringlet.data import Dataset
 from ringlet.data.sources import model_normalization
+from ringlet.protocols.piecewise import DEFAULT_SMOOTH, SMOOTH_METHODS
 from ringlet.ring import FixedPoint
 from ringlet.runtime.inference import private_inference
 from ringlet.search import eco_ring
@@ -225,7 +226,7 @@ class PrivateModel:
         calib = data.tensors(min(256, len(data)))[0]
         meta = {**self.meta, "finetuned": {k: v for k, v in record.items() if k != "history"}}
         return compile(module, calib, frac_bits=self.fixed.frac_bits, ring_bits=self.fixed.ring_bits,
-                       smooth=self.meta.get("smooth", "piecewise"),
+                       smooth=self.meta.get("smooth", "piecewise"),  # what it was compiled with
                        input_bound=self.input_range.bound if self.input_range.method == "user" else None,
                        normalization=self.normalization, classes=self.meta.get("classes"), meta=meta)
 
@@ -375,7 +376,7 @@ def _check_approximations(graph, x: torch.Tensor) -> dict | None:
 
 
 def compile(module: nn.Module | str | Path, example_input, *, frac_bits: int = 16, ring_bits: int = 64,
-            smooth: str = "piecewise",
+            smooth: str = DEFAULT_SMOOTH,
             calibration=None, input_bound: float | None = None, normalization=None, classes=None,
             meta: dict | None = None, frontend: str = "auto") -> PrivateModel:
     """Compile ``module`` for private inference; a :class:`CompileError` says what is not supported.
@@ -384,7 +385,9 @@ def compile(module: nn.Module | str | Path, example_input, *, frac_bits: int = 1
     whose activations size the fixed-point headroom (default: the example, if it is a tensor).
     ``input_bound``, ``normalization`` ((mean, std) of pixels in [0, 1]): the input range (see
     :mod:`ringlet.compiler.ranges`). ``smooth``: how sigmoid, GELU and the like are computed —
-    ``"piecewise"`` (default) or ``"poly"``. ``frontend``: how the model is captured — ``"auto"``
+    ``"accurate"`` (default: breakpoints and a polynomial between each, error ≤ 1e-3 on every
+    real), ``"piecewise"`` (one polynomial between two breakpoints: cheaper, error up to 0.05) or
+    ``"poly"`` (the polynomial alone, valid on its range only). ``frontend``: how the model is captured — ``"auto"``
     (torch.fx, and ``torch.export`` when fx cannot trace a node: asserts, ``if`` on shapes, fused
     layers), ``"fx"`` or ``"export"``.
     """
@@ -396,8 +399,8 @@ def compile(module: nn.Module | str | Path, example_input, *, frac_bits: int = 1
     if not isinstance(module, nn.Module):
         raise CompileError(f"ringlet.compile takes a torch.nn.Module or an ONNX file, got "
                            f"{type(module).__name__}")
-    if smooth not in ("piecewise", "poly"):
-        raise ValueError(f"smooth={smooth!r}: piecewise or poly")
+    if smooth not in SMOOTH_METHODS:
+        raise ValueError(f"smooth={smooth!r}: one of {', '.join(SMOOTH_METHODS)}")
     graph = compile_model(module, example_input, frontend=frontend, smooth=smooth)
     norm = None
     if normalization is not None:

@@ -36,6 +36,7 @@ from ringlet.data import DatasetMissingError, load_dataset
 from ringlet.data.sources import load_arrays, model_normalization, parse_normalize
 from ringlet.models import MODEL_NAMES, build_model
 from ringlet.private import PrivateModel, compile, is_saved_model, load
+from ringlet.protocols.piecewise import DEFAULT_SMOOTH
 from ringlet.train.checkpoint import (
     find_checkpoint,
     is_checkpoint,
@@ -258,7 +259,7 @@ def compile_source(src: ModelSource, inputs: Inputs, *, calibration: torch.Tenso
         if key in meta:
             meta[key] = str(meta[key])
     return compile(src.module, example, frac_bits=frac_bits or 16, ring_bits=ring_bits or 64,
-                   smooth=smooth or "piecewise",
+                   smooth=smooth or DEFAULT_SMOOTH,
                    calibration=calibration, input_bound=input_bound, normalization=norm,
                    classes=meta.get("classes") or inputs.classes,
                    meta=json.loads(json.dumps({k: v for k, v in meta.items() if k != "history"},

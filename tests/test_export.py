@@ -114,15 +114,23 @@ def test_timm_models_compile_as_written(name):
         float((got - ref).abs().max())
 
 
+FAST_PRIVATE = {"mobilenetv2_100", "regnetx_002", "mobilenetv3_small_100", "ghostnet_100", "mixnet_s"}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["mobilenetv2_100", "regnetx_002"])
+@pytest.mark.parametrize("name", [n if n in FAST_PRIVATE else pytest.param(n, marks=pytest.mark.full)
+                                  for n in TIMM_RELU + TIMM_SMOOTH])
 def test_timm_models_private_runs_agree_with_plaintext(name):
+    """The issue's target: argmax on all of 4 calibrated random images and max |logit error| ≤
+    1e-2 × the logits' scale, over 2 servers (the accurate smooth activations by default; the
+    rest of the twelve under -m full)."""
+    torch.manual_seed(0)  # test weights only
     model = calibrated(timm().create_model(name, num_classes=10))
     x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     pm = ringlet.compile(model, x)
     with torch.no_grad():
         ref = model(x)
-    out = pm.infer(x).logits
+    out = pm.infer(x, batch=4).logits
     assert torch.equal(out.argmax(1), ref.argmax(1))
     assert float((out - ref).abs().max()) <= 1e-2 * float(ref.abs().max())
 
@@ -150,7 +158,7 @@ def test_compile_warns_naming_the_layer_whose_approximation_flips_a_class():
 
     x = torch.linspace(-1e-3, 1e-3, 8).reshape(8, 1)
     with pytest.warns(ApproximationWarning, match="8 of 8 calibration inputs, from layer 'act'"):
-        pm = ringlet.compile(Tiny(), x)
+        pm = ringlet.compile(Tiny(), x, smooth="piecewise")  # the coarse approximation (0.05)
     assert pm.meta["approximation"]["top1_changed"] == 8 and pm.meta["approximation"]["first_layer"] == "act"
     exact, approx = pm.plain(x), pm.plain(x, approximate=True)
     assert not torch.equal(exact.argmax(1), approx.argmax(1))

@@ -46,7 +46,8 @@ def test_exact_fss_matches_plaintext_with_one_round_per_relu(model):
     pm, x = model
     gmw = pm.infer(x, batch=4).report
     fss = pm.infer(x, batch=4, relu_protocol="fss").report
-    assert fss["relu_protocols"] == {"act1": "fss", "act2": "fss"}
+    # the max-pool is a searchable comparison too: it has its protocol like the ReLUs
+    assert fss["relu_protocols"] == {"act1": "fss", "pool": "fss", "act2": "fss"}
     assert fss["argmax_agreement"] == 1.0 and fss["max_abs_logit_error"] < 1e-3
     # two ReLUs: 8 rounds each under gmw (exact, carry tree); 1 each under fss; the max-pool's
     # 2 tournament levels take 1 round each under fss instead of 8
@@ -60,9 +61,9 @@ def test_config_names_the_protocol_per_layer_and_the_command_line_overrides_it(m
     path = tmp_path / "c.json"
     path.write_text(json.dumps(cfg))
     rep = pm.infer(x, str(path), batch=4).report
-    assert rep["relu_protocols"] == {"act1": "gmw", "act2": "fss"}
+    assert rep["relu_protocols"] == {"act1": "gmw", "pool": "gmw", "act2": "fss"}
     assert pm.infer(x, str(path), batch=4, relu_protocol="gmw").report["relu_protocols"] == {
-        "act1": "gmw", "act2": "gmw"}
+        "act1": "gmw", "pool": "gmw", "act2": "gmw"}
     assert ReluConfig.load(path).resolve(["act1", "act2"]) == {"act1": (64, 0), "act2": (20, 4)}
 
 
@@ -78,9 +79,9 @@ def test_auto_prints_its_choice_and_keeps_gmw_with_three_servers(model, capsys):
     err = capsys.readouterr().err
     assert "relu-protocol auto: act1" in err and "→" in err
     # on a 50 ms link one round against eight decides for fss
-    assert rep["relu_protocols"] == {"act1": "fss", "act2": "fss"}
+    assert rep["relu_protocols"] == {"act1": "fss", "pool": "fss", "act2": "fss"}
     three = pm.infer(x, parties=3, batch=4, relu_protocol="auto").report
-    assert three["relu_protocols"] == {"act1": "gmw", "act2": "gmw"}
+    assert three["relu_protocols"] == {"act1": "gmw", "pool": "gmw", "act2": "gmw"}
 
 
 @pytest.mark.parametrize("config", ["exact", "eco", "8/64"])

@@ -166,28 +166,31 @@ SMOOTH = {"sigmoid": nn.Sigmoid(), "tanh": nn.Tanh(), "silu": nn.SiLU(), "gelu":
           "hardswish": nn.Hardswish(), "hardsigmoid": nn.Hardsigmoid()}
 
 
-@pytest.mark.parametrize("method", ["piecewise", "poly"])
+@pytest.mark.parametrize("method", ["accurate", "piecewise", "poly"])
 @pytest.mark.parametrize("name", list(SMOOTH))
 def test_smooth_activations_within_their_stated_error(name, method):
     torch.manual_seed(3)  # test weights and data only
     model = Lambda(lambda s, x: s.act(x * 2), act=SMOOTH[name]).eval()
     x = torch.randn(2, 2, 8, 8)
     graph = compile_model(model, x, smooth=method)
-    (node,) = [n for n in graph.nodes if n.kind == "smooth"]
+    (node,) = [n for n in graph.nodes if n.kind in ("smooth", "smoothpoly")]
     spec = node.params["spec"]
     assert node.params["name"] == name and node.params["method"] == method
     with torch.no_grad():
         ref = copy.deepcopy(model).double()(x.double())
         pre = (model.conv(x) * 2).double()
-    inside = pre.abs() < spec["range"]
+    inside = pre.abs() < spec.get("range", 0)
     if method == "poly":  # garbage beyond the range: compare inside it only
         assert inside.float().mean() > 0.5
     logits, rows = secure_logits(CompiledModel(graph), x)
     err = (logits - ref).abs()
     err = err[inside] if method == "poly" else err
     assert float(err.max()) <= spec["max_error"] + 1e-3, (float(err.max()), spec["max_error"])
-    (row,) = [r for r in rows if r["kind"] == "smooth"]
-    assert row["drelus"] == (2 * x.shape[0] * 3 * 8 * 8 if method == "piecewise" else 0)
+    (row,) = [r for r in rows if r["kind"] in ("smooth", "smoothpoly")]
+    breaks = len(spec.get("breaks", [0, 0])) if method != "poly" else 0  # a DReLU per breakpoint
+    assert row["drelus"] == breaks * x.shape[0] * 3 * 8 * 8
+    if method == "accurate":
+        assert spec["max_error"] < 1e-3
 
 
 def test_batchnorm_without_running_statistics_is_refused():

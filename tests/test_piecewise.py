@@ -251,3 +251,46 @@ def test_smooth_poly_method_is_right_inside_and_garbage_far_outside(parties):
             assert err[~inside].min() > 1
         cost = pw.smooth_cost(spec, "poly", parties)
         assert (bits, rounds) == (cost["bits"], cost["rounds"]), name
+
+
+ACCURATE = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "silu": F.silu, "gelu": F.gelu,
+            "gelu_tanh": lambda t: F.gelu(t, approximate="tanh"), "softplus": F.softplus,
+            "elu": F.elu, "mish": F.mish}
+
+
+def test_accurate_specs_are_within_1e3_measured_here():
+    """The shipped pieces, measured by this ringlet on a dense grid with the input truncated to
+    f_p bits and out to ±10^4: every function within 1e-3; the breakpoints rise, one polynomial
+    per interval, one degree."""
+    from ringlet.poly.pieces import accurate_spec
+    for name in ACCURATE:
+        s = accurate_spec(name)
+        assert s["max_error"] < 1e-3 and s["method"] == "accurate", (name, s["max_error"])
+        assert s["breaks"] == sorted(s["breaks"]) and len(s["pieces"]) == len(s["breaks"]) - 1
+        assert {len(c) for c in s["pieces"]} == {s["degree"] + 1}
+
+
+@pytest.mark.parametrize("shift", [0, 16])
+def test_accurate_smooth_matches_torch_on_all_reals_with_exact_costs(parties, shift):
+    """Private runs of every accurate activation: dense values over the breakpoints and beyond,
+    ±10^4 included, within 1e-3 of torch; bits and rounds equal smooth_cost's."""
+    from ringlet.poly.pieces import accurate_spec
+    names = list(ACCURATE)
+    specs = {n: accurate_spec(n) for n in names}
+    grid = []
+    for n in names:
+        r = specs[n]["range"] + 1
+        dense = torch.linspace(-r, r, 1024)
+        grid.append(torch.cat([dense, torch.tensor([-1e4, 1e4, -r * 3, r * 3] * 16)]))
+    v = torch.round(torch.cat(grid) * 2 ** F16).to(torch.int64)
+    x = _shifted(v) if shift else v
+    xr = _real(x, F16 + shift)
+    ops = [lambda s, x, n=n: pw.smooth(s, x, specs[n], "accurate", shift=shift) for n in names]
+    for name, (out, frac, bits, rounds) in zip(names, _results(x, ops, parties, F16 + shift)):
+        assert frac == F16
+        err = (_real(out, F16) - ACCURATE[name](xr)).abs()
+        assert err.max() < 1e-3 and err.max() <= specs[name]["max_error"], (name, err.max(), xr[err.argmax()])
+        cost = pw.smooth_cost(specs[name], "accurate", parties=parties, shift=shift)
+        assert (bits, rounds) == (cost["bits"], cost["rounds"]), name
+        if parties == 2 and shift == 0:  # what the accuracy costs against the two-breakpoint fit
+            assert rounds == pw.smooth_cost(smooth_spec("tanh"), parties=2)["rounds"]  # one budget

@@ -164,3 +164,50 @@ def test_eval_with_a_relu_config_simulates_it(tmp_path):
     got = evaluate_model(model, "fashion-mnist", samples=200, relu_config=str(exact))
     assert got["accuracy"] == plain and got["simulated"] and got["samples"] == 200
     assert evaluate_model(model, "fashion-mnist", samples=200, relu_config=str(broken))["accuracy"] < plain - 0.2
+
+
+class _Comparisons(torch.nn.Module):
+    """A ReLU6, a max-pool, a SiLU, a LeakyReLU and a two-bound clamp: every kind of comparison."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.act6 = torch.nn.ReLU6()
+        self.pool = torch.nn.MaxPool2d(2)
+        self.silu = torch.nn.SiLU()
+        self.leaky = torch.nn.LeakyReLU(0.1)
+        self.fc = torch.nn.Linear(4 * 4 * 4, 5)
+
+    def forward(self, x):
+        x = self.pool(self.act6(self.conv(x)))
+        x = self.leaky(self.silu(x * 3 - 1))
+        return self.fc(torch.clamp(x, -0.5, 2.0).flatten(1))
+
+
+def test_eco_search_covers_every_comparison_and_the_private_run_keeps_its_answers():
+    """HummingBird's bits on ReLU6, the max-pool tournament, SiLU's breakpoints, LeakyReLU and a
+    clamp: all searchable, counted in comparisons_per_image (relus_per_image keeps its meaning:
+    the ReLU-shaped ones), and the private run with the eco bits answers as the exact one."""
+    import ringlet
+    from ringlet.poly.pieces import accurate_spec
+    torch.manual_seed(0)  # test weights and data only
+    model = _Comparisons().eval()
+    xv, xt = torch.randn(48, 1, 8, 8), torch.randn(12, 1, 8, 8)
+    pm = ringlet.compile(model, xv)
+    yv, yt = pm.plain(xv, approximate=True).argmax(1), pm.plain(xt, approximate=True).argmax(1)
+    kinds = {n.label: n.kind for n in pm.graph.nodes}
+    searched = set(pm.graph.relu_names)
+    assert {kinds[label] for label in searched} == {"clamp", "maxpool", "smooth", "leaky"}, kinds
+    breaks = len(accurate_spec("silu")["breaks"])
+    per = 4 * 8 * 8  # the ReLU6's outputs; the pool's 4·4·4 outputs, 3 comparisons each
+    relus = per + 64 + 64  # ReLU6, LeakyReLU, the final clamp (ReLU-shaped)
+    comparisons = 2 * per + 64 * 3 + breaks * 64 + 64 + 2 * 64  # ReLU6 and clamp: two bounds each
+    cfg = pm.search(xv, yv, mode="eco", x_test=xt, y_test=yt)
+    assert cfg.report["relus_per_image"] == relus
+    assert cfg.report["comparisons_per_image"] == comparisons
+    assert cfg.report["eco_accuracy"] == 1.0 and cfg.report["eco_val_accuracy"] == 1.0
+    bits = pm.bits(cfg)
+    assert all(bits[label][0] - bits[label][1] < 64 for label in searched)  # fewer bits kept everywhere
+    out = pm.infer(xt, cfg, batch=12)
+    assert torch.equal(out.logits.argmax(1), yt)
+    assert out.report["comparisons_per_image"] == comparisons and out.report["relus_per_image"] == relus

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
+from ringlet.protocols.piecewise import SMOOTH_METHODS
+
 
 def add_data_dir(parser) -> None:
     parser.add_argument("--data-dir", default=None,
@@ -45,9 +47,10 @@ def add_compile(parser) -> None:
     parser.add_argument("--ring-bits", type=int, default=None,
                         help="the ring Z_2^L of every share, 32..64 (default: 64, or a saved "
                              "model's; an activation config with ring_bits overrides it)")
-    parser.add_argument("--smooth", choices=["piecewise", "poly"], default=None,
-                        help="sigmoid, tanh, SiLU, GELU, Hardswish: asymptotes + a polynomial "
-                             "(default) or the polynomial alone")
+    parser.add_argument("--smooth", choices=list(SMOOTH_METHODS), default=None,
+                        help="sigmoid, tanh, SiLU, GELU, Softplus, ELU, Mish, Hardswish: accurate "
+                             "(default: breakpoints and pieces, error ≤ 1e-3), piecewise (two "
+                             "breakpoints, cheaper, error up to 0.05) or poly (one polynomial)")
     parser.add_argument("--input-bound", type=float,
                         help="the largest |input| the model must accept (default: from its "
                              "normalisation or public calibration data)")

@@ -19,6 +19,7 @@ from ringlet.cli.common import (
     print_json,
     relu_config_help,
 )
+from ringlet.protocols.piecewise import SMOOTH_METHODS
 
 
 def add_parser(sub, name):
@@ -57,7 +58,7 @@ def add_parser(sub, name):
     p.add_argument("--ring-bits", type=int, default=None,
                    help="the ring Z_2^L, 32..64 (default 64; a server: its model's or its activation "
                         "config's); the dealer and the client must give the servers' value")
-    p.add_argument("--smooth", choices=["piecewise", "poly"], default=None)
+    p.add_argument("--smooth", choices=list(SMOOTH_METHODS), default=None)
     p.add_argument("--input-bound", type=float, help="server: the largest |input| to accept")
     p.add_argument("--batch", type=int, default=32, help="client: images per batch")
     p.add_argument("--results", help="client: stream per-batch predictions to this JSON-lines file")

@@ -64,6 +64,19 @@ class LoweredGraph:
         ops = self._ops()
         return {n.label: ops[n.kind].elements(n) for n in self.nodes if ops[n.kind].bits is not None}
 
+    def relus_per_image(self) -> int:
+        """ReLU-shaped activations' decisions per sample (ReLU, LeakyReLU, clamp/ReLU6, gReLU)."""
+        ops = self._ops()
+        return sum(ops[n.kind].elements(n) for n in self.nodes
+                   if ops[n.kind].bits is not None and ops[n.kind].relu_like)
+
+    def comparisons_per_image(self, bits: dict | None = None) -> int:
+        """Every sign decision (DReLU) per sample: ReLUs, clamps' bounds, max-pool tournaments,
+        smooth functions' breakpoints, |x| (``bits``: a run's per-label bits; identity bits
+        decide nothing)."""
+        ops = self._ops()
+        return sum(ops[n.kind].drelus(n, (bits or {}).get(n.label)) for n in self.nodes)
+
     def finish(self, logits):
         """The model's output from the graph's: the stripped softmax, if any, applied (the client)."""
         return apply_postprocess(self.postprocess, logits)

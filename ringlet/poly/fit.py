@@ -39,7 +39,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ringlet.poly.pieces import accurate_spec
 from ringlet.protocols.arith import poly
+from ringlet.protocols.piecewise import SMOOTH_METHODS
 
 GRID = 4001
 STEP = 2.0 ** -14  # the grid of the error measurement
@@ -120,7 +122,7 @@ SMOOTH = {
     "hardsigmoid": {"fn": _torch_fn(_F.hardsigmoid), "lo": 0.0, "hi": 1.0,
                     "degree": 1, "range": 3.0, "frac": 16, "exact": [0.5, 1.0 / 6.0]},
 }
-METHODS = ("piecewise", "poly")
+METHODS = SMOOTH_METHODS
 
 
 def asymptote(value, x: np.ndarray) -> np.ndarray:
@@ -155,8 +157,14 @@ def smooth_spec(name: str, method: str = "piecewise", degree: int | None = None,
 
     Keys: name, method, range, degree, frac (q), coeffs, lo, hi, input_frac (f_p), max_error,
     inside_error, asymptote_gap (0 for ``poly``) and garbage_beyond (``poly``: |x| beyond which the
-    polynomial wraps; ``piecewise``: None, every real is covered).
+    polynomial wraps; ``piecewise``: None, every real is covered). ``accurate``: the shipped
+    breakpoints and pieces (:func:`ringlet.poly.pieces.accurate_spec`: keys breaks and pieces
+    instead of coeffs); Hardswish and Hardsigmoid, exact polynomials, keep their piecewise spec.
     """
+    if method == "accurate" and name not in ("hardswish", "hardsigmoid"):
+        return accurate_spec(name)
+    if method == "accurate":
+        method = "piecewise"
     if name not in SMOOTH:
         raise ValueError(f"unknown smooth function {name!r}; use one of {sorted(SMOOTH)}")
     if method not in METHODS:

@@ -22,12 +22,15 @@ leaky_relu, other slopes                    C + 65                              
 clamp with one bound / both                 C / 2C                               R
 smooth, method "poly"                       P + 64                               P_r + 1
 smooth, method "piecewise"                  P + 2c + 65·t                        P_r + ρ + 1
+smooth, method "accurate" (K breakpoints)   P + K·c + 65·t                       P_r + ρ + 1
 =========================================  ===================================  ==============
 
 P, P_r: the polynomial without its output truncation (ESPN: 64(d − 1) bits, 1 round; degree 1 is
 local: 0, 0; + 64 the exact output truncation for "poly"), t: the number of selects (1 + one per
-non-zero asymptote). Exact 64-bit carry tree: ReLU 308 / 8, leaky 308 or 373 / 8, clamp 616 / 8,
-sigmoid 872 / 9, tanh 937 / 9, SiLU, GELU 808 / 9, Hardswish 680 / 9, Hardsigmoid 616 / 8.
+non-zero asymptote; "accurate": one per interval between breakpoints, the powers of x shared by
+all of them, so P is paid once). Exact 64-bit carry tree: ReLU 308 / 8, leaky 308 or 373 / 8, clamp 616 / 8,
+sigmoid 872 / 9, tanh 937 / 9, SiLU, GELU 808 / 9, Hardswish 680 / 9, Hardsigmoid 616 / 8;
+accurate (error < 1e-3): sigmoid 1976 / 9, SiLU 2592 / 9, GELU 1668 / 9, ELU 1425 / 9.
 p ≥ 3: as for ReLU, servers 2…p−1 first re-share to servers 0 and 1 (+1 round; they send w + 64
 bits per element for leaky and each clamp bound; 2w + 64 per needed value for smooth), and the
 polynomial pays its own p-server cost (input truncation by the dealer, ESPN's re-sharing):
@@ -59,7 +62,10 @@ from ringlet.protocols.relu import ReluSpec, relu, relu_cost
 from ringlet.session import Session
 from ringlet.sharing import ArithmeticShare, check_product_frac
 
-SMOOTH_METHODS = ("piecewise", "poly")
+SMOOTH_METHODS = ("accurate", "piecewise", "poly")
+#: accurate: K breakpoints and pieces, error ≤ 1e-3 on every real; piecewise: two breakpoints and
+#: one polynomial (cheaper, error up to 0.05); poly: one polynomial (its range only)
+DEFAULT_SMOOTH = "accurate"
 ONE_ROUND = ("espn", "espn-beaver", "honeybadger")
 
 
@@ -173,6 +179,15 @@ def clamp(sess: Session, x: ArithmeticShare, lo: float | None = None, hi: float 
     return out.reshape(x.shape)
 
 
+def spec_pieces(spec: dict) -> tuple[list[float], list[list[float]]]:
+    """(breakpoints b_1 < … < b_K, the polynomial of each [b_i, b_{i+1})) of a smooth spec: an
+    accurate spec's own, or [−r, r] and its one polynomial."""
+    if "breaks" in spec:
+        return [float(b) for b in spec["breaks"]], [list(c) for c in spec["pieces"]]
+    r = float(spec["range"])
+    return [-r, r], [list(spec["coeffs"])]
+
+
 def _poly_value(sess: Session, x: ArithmeticShare, coeffs, r: float, method: str,
                 truncation: str | None, out_frac: int) -> ArithmeticShare:
     """[p(x)] at its natural scale, without an output truncation (the select will truncate):
@@ -191,79 +206,99 @@ def _poly_value(sess: Session, x: ArithmeticShare, coeffs, r: float, method: str
     return poly.evaluate(sess, x, coeffs, scale, method, frac=f_p, truncation=truncation, r=r)
 
 
+def _poly_values(sess: Session, x: ArithmeticShare, spec: dict, pieces, r: float, method: str,
+                 truncation: str | None, out_frac: int) -> list[ArithmeticShare]:
+    """[p_i(x)] of every piece at its natural scale: one polynomial as :func:`_poly_value`; several
+    share the powers of x (:func:`poly.evaluate_many`, f_p = the spec's input precision)."""
+    if len(pieces) == 1 or method == "horner" or len(pieces[0]) == 2:
+        return [_poly_value(sess, x, c, r, method, truncation, out_frac) for c in pieces]
+    return poly.evaluate_many(sess, x, pieces, int(spec["input_frac"]), truncation, method)
+
+
 def smooth(sess: Session, x: ArithmeticShare, spec: dict, method: str = "piecewise",
            shift: int = 0, poly_method: str = "espn", truncation: str | None = None,
            relu_spec: ReluSpec = ReluSpec()) -> ArithmeticShare:
-    """A smooth activation from :func:`ringlet.poly.fit.smooth_spec` at x.frac − shift bits.
+    """A smooth activation from :func:`ringlet.poly.fit.smooth_spec` (or
+    :func:`ringlet.poly.pieces.accurate_spec`) at x.frac − shift bits.
 
     ``method="poly"``: p(x) by :func:`poly.evaluate` (``poly_method``), fitted on [−r, r]; outside
     that range the result diverges from f, and beyond ``spec["garbage_beyond"]`` it wraps (garbage).
 
-    ``method="piecewise"`` (default): out = 1{x ≥ r}·H(x) + 1{−r ≤ x < r}·p(x) + 1{x < −r}·L(x),
-    within ``spec["max_error"]`` of f on every real (measured for the one-round methods).
-      1. [p(x)] at its natural scale D (no output truncation: the select truncates for free);
-      2. p ≥ 3: servers 2…p−1 re-share the [k:m] bits of x ± r (and x, and p when not already on
-         two servers) to servers 0 and 1 (1 round);
-      3. d_lo = DReLU(x + r) = 1{x ≥ −r} and d_hi = DReLU(x − r) in ONE sign circuit on 2n values,
-         every select's 64-bit opening sent with its first round;
-      4. local on XOR shares: mid = d_lo ⊕ d_hi = 1{−r ≤ x < r}, 1{x < −r} = ¬d_lo;
-      5. ONE select round for all terms: mid·p (shift D − out), d_hi·H and ¬d_lo·L (x with shift
-         ``shift``, or a constant); zero asymptotes need no select. p may be garbage (wrapped)
-         outside [−r, r], but it is selected by a 0 bit there, and a select by 0 is exactly 0.
-    Bits and rounds: :func:`smooth_cost`. The input of p is truncated to f_p bits inside
-    :func:`poly.evaluate` with ``truncation`` (local by default for 2 servers: it fails with
-    probability |x|/2^63, which only matters inside [−r, r]; pass "dealer" for +1 round).
+    ``method="piecewise"`` / ``"accurate"``: with breakpoints b_1 < … < b_K (−r, r for piecewise)
+    and a polynomial p_i on each [b_i, b_{i+1}), out = 1{x ≥ b_K}·H(x) + Σ_i 1{b_i ≤ x < b_{i+1}}·p_i(x)
+    + 1{x < b_1}·L(x), within ``spec["max_error"]`` of f on every real (measured).
+      1. [p_i(x)] at their natural scale D (no output truncation: the selects truncate for free),
+         the powers of x computed once for all pieces;
+      2. p ≥ 3: servers 2…p−1 re-share the [k:m] bits of every x − b_i (and x, and the p_i when
+         not already on two servers) to servers 0 and 1 (1 round);
+      3. d_i = DReLU(x − b_i) for every breakpoint in ONE sign circuit on K·n values, every
+         select's 64-bit opening sent with its first round;
+      4. local on XOR shares (the d_i fall with i): 1{b_i ≤ x < b_{i+1}} = d_i ⊕ d_{i+1},
+         1{x ≥ b_K} = d_K, 1{x < b_1} = ¬d_1;
+      5. ONE select round for all terms: each interval's bit times its p_i (shift D − out), d_K·H
+         and ¬d_1·L (x with shift ``shift``, or a constant); zero asymptotes need no select. A p_i
+         may be garbage (wrapped) outside its interval, but it is selected by a 0 bit there, and a
+         select by 0 is exactly 0.
+    Bits and rounds: :func:`smooth_cost`. The input of the p_i is truncated to f_p bits with
+    ``truncation`` (local by default for 2 servers: it fails with probability |x|/2^63, which only
+    matters inside the breakpoints; pass "dealer" for +1 round).
     """
     sess.require_server("smooth")
     if method not in SMOOTH_METHODS:
         raise ValueError(f"unknown smooth method {method!r}; use one of {SMOOTH_METHODS}")
-    coeffs, r = spec["coeffs"], float(spec["range"])
+    breaks, pieces = spec_pieces(spec)
+    r = max(abs(breaks[0]), abs(breaks[-1]))
     out_frac = x.frac - shift
     if method == "poly":
+        coeffs = pieces[0]
+        if len(pieces) != 1:
+            raise ValueError("method 'poly' evaluates one polynomial: this spec has several pieces")
         if len(coeffs) == 2:
             lin = _poly_value(sess, x, coeffs, r, poly_method, truncation, out_frac)
             return truncate(sess, lin, lin.frac - out_frac, "dealer")
         return poly.evaluate(sess, x, coeffs, out_frac, poly_method, truncation=truncation, r=r)
     if relu_spec.select != "fused" or relu_spec.width == 0:
         raise ValueError("smooth needs a fused select and at least one kept bit")
-    if len(coeffs) > 2:
-        pv = _poly_value(sess, x, coeffs, r, poly_method, truncation, out_frac)
-    linear = len(coeffs) == 2
+    linear = all(len(c) == 2 for c in pieces)
+    if not linear:
+        values = _poly_values(sess, x, spec, pieces, r, poly_method, truncation, out_frac)
     need_x = spec["lo"] == "x" or spec["hi"] == "x" or linear
     reshare_p = not linear and not (sess.num_parties > 2 and poly_method.startswith("espn"))
     n = x.numel()
     flat = x.data.reshape(-1)
-    r_enc = int(round(r * 2 ** x.frac)) if sess.rank == 0 else 0  # public: server 0 adds it
+    encoded = [int(round(b * 2 ** x.frac)) if sess.rank == 0 else 0 for b in breaks]  # public: server 0
     k, m = input_bits(relu_spec, shift, sess.ring.bits)
     w = k - m
-    pieces = [(local_bits(torch.cat([flat + r_enc, flat - r_enc]), k, m), w)]
-    pieces += [(flat, sess.ring.bits)] if need_x else []
-    pieces += [(pv.data.reshape(-1), sess.ring.bits)] if reshare_p else []
-    shared = reshare_to_two(sess, pieces)
+    items = [(local_bits(torch.cat([flat - e for e in encoded]), k, m), w)]
+    items += [(flat, sess.ring.bits)] if need_x else []
+    items += [(v.data.reshape(-1), sess.ring.bits) for v in values] if reshare_p else []
+    shared = reshare_to_two(sess, items)
     if shared is None:
         return _zeros(x, out_frac)
     if linear:
-        pv = _poly_value(sess, ArithmeticShare(shared[1], x.party, x.frac), coeffs, r, poly_method,
-                         truncation, out_frac)
-    p2 = shared[-1] if reshare_p else pv.data.reshape(-1)
-    if pv.frac < out_frac:
-        p2, p_frac = p2 * (1 << (out_frac - pv.frac)), out_frac
-    else:
-        p_frac = pv.frac
-    terms = [("mid", p2, p_frac - out_frac)]  # (which bit, value, shift); zero asymptotes: none
+        values = [_poly_value(sess, ArithmeticShare(shared[1], x.party, x.frac), c, r, poly_method,
+                              truncation, out_frac) for c in pieces]
+    got = shared[len(shared) - len(values):] if reshare_p else [v.data.reshape(-1) for v in values]
+    terms: list[tuple[int | str, torch.Tensor, int]] = []  # (which bit, value, shift); zero asymptotes: none
+    for i, (v, p2) in enumerate(zip(values, got)):
+        if v.frac < out_frac:
+            p2, p_frac = p2 * (1 << (out_frac - v.frac)), out_frac
+        else:
+            p_frac = v.frac
+        terms.append((i, p2, p_frac - out_frac))
     for name, value in (("hi", spec["hi"]), ("lo", spec["lo"])):
         if value == "x":
             terms.append((name, shared[1], shift))  # need_x: the reshared input
         elif float(value) != 0.0:
             terms.append((name, _public(sess, int(round(float(value) * 2 ** out_frac)), n), 0))
-    out = _decide_and_select(sess, shared[0], w, relu_spec.sign, terms, n)
+    out = _decide_and_select(sess, shared[0], w, relu_spec.sign, terms, n, len(breaks))
     return ArithmeticShare(out.view(x.shape), x.party, out_frac)
 
 
 def _decide_and_select(sess: Session, t2: torch.Tensor, w: int, adder: str, terms: list,
-                       n: int) -> torch.Tensor:
-    """Steps 3–5 of :func:`smooth` on servers 0 and 1: the two decisions in one sign circuit
-    (``t2``: the w-bit pieces of x + r, then x − r), then Σ bit·value over ``terms`` in one select
+                       n: int, breaks: int = 2) -> torch.Tensor:
+    """Steps 3–5 of :func:`smooth` on servers 0 and 1: the decisions in one sign circuit (``t2``:
+    the w-bit pieces of x − b_1, …, x − b_K), then Σ bit·value over ``terms`` in one select
     round; terms with the same shift share one dealer request."""
     groups: dict[int, list[int]] = {}
     for i, (_, _, s) in enumerate(terms):
@@ -275,9 +310,10 @@ def _decide_and_select(sess: Session, t2: torch.Tensor, w: int, adder: str, term
         prepared.append((idx, values, mat, item, s))
     bit, extra = drelu_two(sess, t2, w, sign_families()[adder],
                            piggyback=[p[3] for p in prepared] if w >= 2 else None)
-    both = ring.unpack_plane(bit[0], 2 * n)
-    d_lo, d_hi = both[:n], both[n:]
-    bits = {"mid": d_lo ^ d_hi, "hi": d_hi, "lo": d_lo ^ int(sess.rank == 0)}  # lo: ¬d_lo
+    every = ring.unpack_plane(bit[0], breaks * n)
+    d = [every[i * n:(i + 1) * n] for i in range(breaks)]
+    bits: dict = {i: d[i] ^ d[i + 1] for i in range(breaks - 1)}
+    bits.update({"hi": d[-1], "lo": d[0] ^ int(sess.rank == 0)})  # lo: ¬d_1
     selected = select_finish_many(
         sess, [(_plane(torch.cat([bits[terms[i][0]] for i in idx])), values, mat, item, s)
                for idx, values, mat, item, s in prepared], extra)
@@ -341,14 +377,7 @@ def _poly_part(coeffs, r: float, method: str, parties: int, x_frac: int, frac_bi
         c = poly.cost("horner", d, p)
         tb, tr = _trunc_cost(p, truncation) if x_frac > frac_bits else (0, 0)
         return c["bits"] + tb, c["bits"] + tb, c["rounds"] + tr
-    f_p = poly.input_frac(coeffs, r, "dealer")
-    tb, tr = _trunc_cost(p, truncation) if x_frac > f_p else (0, 0)
-    if method == "honeybadger":
-        return 64 * (p - 1) + tb, 64 * (p - 1) + tb, 1 + tr
-    core = 64 * (d - 1) if method == "espn" else 128 * d * (d - 1) // 2
-    if p == 2:
-        return core + tb, 0, 1 + tr
-    return core + tb, 64 + tb, 2 + tr  # servers 2… re-share x, then ESPN runs on servers 0 and 1
+    return _poly_part_frac(d, poly.input_frac(coeffs, r, "dealer"), method, p, x_frac, truncation)
 
 
 def smooth_cost(spec: dict, method: str = "piecewise", parties: int = 2, poly_method: str = "espn",
@@ -356,23 +385,45 @@ def smooth_cost(spec: dict, method: str = "piecewise", parties: int = 2, poly_me
                 frac_bits: int = ring.DEFAULT_FRAC_BITS, ring_bits: int = 64) -> dict:
     """Bits sent per server per element (the maximum over servers) and rounds of :func:`smooth`,
     for x at frac_bits + shift fractional bits (the polynomial part is costed in the 64-bit ring,
-    the only one it runs in)."""
-    coeffs, r, p, ell = spec["coeffs"], float(spec["range"]), parties, ring_bits
+    the only one it runs in). K breakpoints cost K DReLUs in one sign circuit and each interval a
+    select; the powers of x are shared by the pieces."""
+    breaks, pieces = spec_pieces(spec)
+    r, p, ell = max(abs(breaks[0]), abs(breaks[-1])), parties, ring_bits
+    coeffs = max(pieces, key=len)
     x_frac = frac_bits + shift
-    s0, s2, rounds = _poly_part(coeffs, r, poly_method, p, x_frac, frac_bits, truncation)
+    if len(pieces) > 1 and len(coeffs) > 2 and poly_method != "horner":
+        s0, s2, rounds = _poly_part_frac(len(coeffs) - 1, int(spec["input_frac"]), poly_method, p, x_frac,
+                                         truncation)
+    else:
+        s0, s2, rounds = _poly_part(coeffs, r, poly_method, p, x_frac, frac_bits, truncation)
+        if poly_method == "horner":
+            s0, s2 = s0 * len(pieces), s2 * len(pieces)
     if method == "poly":
         if poly_method != "horner":  # the exact output truncation
             s0, s2, rounds = s0 + 64 * (p - 1), s2 + 64 * (p - 1), rounds + 1
         return {"bits": s0 if p == 2 else max(s0, s2), "rounds": rounds}
     eff = _effective(relu_spec, shift, ell)
     circuit = relu_cost(eff, 2, ell)
-    terms = 1 + sum(1 for a in (spec["lo"], spec["hi"]) if a == "x" or float(a) != 0.0)
-    s0 += 2 * circuit["drelu_bits"] + (ell + 1) * terms
+    terms = len(pieces) + sum(1 for a in (spec["lo"], spec["hi"]) if a == "x" or float(a) != 0.0)
+    s0 += len(breaks) * circuit["drelu_bits"] + (ell + 1) * terms
     rounds += circuit["drelu_rounds"] + 1
     if p == 2:
         return {"bits": s0, "rounds": rounds}
-    linear = len(coeffs) == 2
+    linear = all(len(c) == 2 for c in pieces)
     need_x = spec["lo"] == "x" or spec["hi"] == "x" or linear
     reshare_p = not linear and not poly_method.startswith("espn")
-    s2 += 2 * eff.width + ell * (int(need_x) + int(reshare_p))
+    s2 += len(breaks) * eff.width + ell * (int(need_x) + len(pieces) * int(reshare_p))
     return {"bits": max(s0, s2), "rounds": rounds + 1}
+
+
+def _poly_part_frac(d: int, f_p: int, method: str, parties: int, x_frac: int,
+                    truncation: str | None) -> tuple[int, int, int]:
+    """:func:`_poly_part` for the shared powers of several pieces at input precision f_p."""
+    p = parties
+    tb, tr = _trunc_cost(p, truncation) if x_frac > f_p else (0, 0)
+    if method == "honeybadger":
+        return 64 * (p - 1) + tb, 64 * (p - 1) + tb, 1 + tr
+    core = 64 * (d - 1) if method == "espn" else 128 * d * (d - 1) // 2
+    if p == 2:
+        return core + tb, 0, 1 + tr
+    return core + tb, 64 + tb, 2 + tr

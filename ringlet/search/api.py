@@ -95,7 +95,8 @@ def search_bits(graph, vx: torch.Tensor, vy: torch.Tensor, tx: torch.Tensor | No
     b = parse_budget(budget) if budget is not None else None  # given with --mode budget only (checked)
     labels = graph.relu_names
     if not labels:
-        raise ValueError("the model has no ReLU to search bits for")
+        raise ValueError("the model has no comparison (ReLU, clamp, max-pool, smooth activation) to "
+                         "search bits for")
     t_start = time.perf_counter()
     cm = CompiledModel(graph, fixed=FixedPoint(frac_bits))
     sim = Simulator(cm, vx, vy, parties=parties)
@@ -106,7 +107,8 @@ def search_bits(graph, vx: torch.Tensor, vy: torch.Tensor, tx: torch.Tensor | No
     group_list = hb.relu_groups(labels, groups if isinstance(groups, dict) else load_groups(groups))
     report = {**(report or {}), "mode": mode, "parties": parties, "val_samples": int(vx.shape[0]),
               "test_samples": int(tx.shape[0]) if tx is not None else 0,
-              "relus_per_image": sum(counts[n] for n in labels),
+              "relus_per_image": graph.relus_per_image(),
+              "comparisons_per_image": graph.comparisons_per_image(),
               "groups": {g: m for g, m in group_list}, "exact_accuracy": test_acc({}),
               "exact_val_accuracy": sim.accuracy({})}
     bar = _Progress(sim, progress, f"search {mode}")

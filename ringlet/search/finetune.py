@@ -63,7 +63,7 @@ def approximate(module: nn.Module, graph: LoweredGraph, bits: dict, frac_bits: i
     fx_nodes = {n.name: n for n in gm.graph.nodes}
     fracs = FracPlan(graph, frac_bits).plan()
     ops = registry()
-    for i, node in enumerate(n for n in graph.nodes if ops[n.kind].bits == "relu"):
+    for i, node in enumerate(n for n in graph.nodes if ops[n.kind].bits == "relu" and ops[n.kind].finetunes):
         k, m = bits.get(node.label, EXACT)
         fx = fx_nodes.get(node.name)
         if fx is None:  # pragma: no cover - the same tracer gives the same names

@@ -137,23 +137,31 @@ class Simulator(PlainInterpreter):
         return cached
 
     def relu(self, node, x: torch.Tensor, bits: tuple[int, int], chunk: int = 0) -> torch.Tensor:
-        """The simulated ReLU of node ``node`` on float input x (one chunk of the images).
+        """The simulated ReLU of node ``node`` on float input x (one chunk of the images)."""
+        if bits == EXACT:
+            return x.clamp(min=0)
+        return x * self.keep(node, x, bits, chunk)
+
+    def keep(self, node, x: torch.Tensor, bits: tuple[int, int], chunk: int = 0) -> torch.Tensor:
+        """The simulated sign decision (1 where kept, as x's dtype) of node ``node`` on x.
 
         The rule runs on real random shares: p−1 random 64-bit shares and x minus their sum. When
         m ≤ 31 only the shares' low 31 bits matter (:func:`keep_from_lows`) and only those are kept
-        (int32); otherwise the full shares are drawn and :func:`decide` is applied.
+        (int32); otherwise the full shares are drawn and :func:`decide` is applied. Every decision
+        of one node (a clamp's two bounds, a smooth function's breakpoints: x minus a public
+        constant) reads the same shares, as the servers' do.
         """
         if bits == EXACT:
-            return x.clamp(min=0)
+            return (x >= 0).to(x.dtype)
         if bits[0] == bits[1]:
-            return x
+            return torch.ones_like(x)
         shift = self._shift(node)
         scale = self.f + shift
         k, m = input_bits(ReluSpec(*bits), shift)
         if m <= 31:
-            return x * fused_keep(x, self._random_lows((node.name, chunk), x), scale, k, m)
+            return fused_keep(x, self._random_lows((node.name, chunk), x), scale, k, m)
         shares = self._full_shares((node.name, chunk), x)
-        return x * self._decide_dense(x.reshape(-1), shares, scale, k, m).view(x.shape)
+        return self._decide_dense(x.reshape(-1), shares, scale, k, m).view(x.shape)
 
     @staticmethod
     def _decide_dense(x: torch.Tensor, shares, scale: int, k: int, m: int,
@@ -171,6 +179,10 @@ class Simulator(PlainInterpreter):
     def simulated_relu(self, node, x: torch.Tensor) -> torch.Tensor:
         """ReLU of ``node`` under the bits of the forward in progress (the op handlers call this)."""
         return self.relu(node, x, self._bits.get(node.label, EXACT), self._chunk)
+
+    def simulated_keep(self, node, x: torch.Tensor) -> torch.Tensor:
+        """The sign decisions of ``node`` on x under the bits of the forward in progress."""
+        return self.keep(node, x, self._bits.get(node.label, EXACT), self._chunk)
 
     def _prefix_key(self, bits: dict, upto: int) -> tuple:
         return tuple(bits.get(n.label, EXACT) for n in self.graph.nodes[:upto]
@@ -209,19 +221,26 @@ class Simulator(PlainInterpreter):
         """(min, max) of every ReLU's input over the images, with exact ReLUs, in ring units at
         the scale the ReLU's rule reads (after the shift)."""
         ranges: dict[str, tuple[float, float]] = {}
-        orig = self.relu
+        orig, orig_keep = self.relu, self.keep
 
-        def spy(node, x, bits, chunk=0):
+        def record(node, x):
             scaled = torch.floor(x.double() * (1 << self.f))  # ⌊x·2^f⌋: the rule's x in ring units
             lo, hi = float(scaled.min()), float(scaled.max())
             old = ranges.get(node.label, (lo, hi))
             ranges[node.label] = (min(lo, old[0]), max(hi, old[1]))
+
+        def spy(node, x, bits, chunk=0):
+            record(node, x)
             return orig(node, x, bits, chunk)
-        self.relu = spy
+
+        def spy_keep(node, x, bits, chunk=0):  # decisions taken without a ReLU (breakpoints)
+            record(node, x)
+            return orig_keep(node, x, bits, chunk)
+        self.relu, self.keep = spy, spy_keep  # type: ignore[method-assign]
         try:
             self.logits({})
         finally:
-            self.relu = orig
+            self.relu, self.keep = orig, orig_keep  # type: ignore[method-assign]
         return ranges
 
     def first_index(self, labels) -> int:

@@ -61,6 +61,7 @@ class Activation(Op):
 class Relu(Activation):
     kind = "relu"
     bits = "relu"
+    finetunes = True
     cost = "exact: 8 rounds, 308 bits; on w = k − m bits: L + 2 rounds, 4w − 7 − L + 65 bits (L = ⌈log2(w − 1)⌉)"
 
     def plain(self, node, ins, ctx):
@@ -79,6 +80,7 @@ class Leaky(Activation):
 
     kind = "leaky"
     bits: str | None = "relu"  # Abs, below, takes no bits
+    finetunes = True
     cost = "as ReLU for an integer slope (308 bits, 8 rounds exact); + 65 bits for any other slope"
 
     def plain(self, node, ins, ctx):
@@ -122,14 +124,23 @@ class Clamp(Activation):
     """clamp(x, lo, hi) = lo + ReLU(x − lo) − ReLU(x − hi) (ReLU6, Hardtanh, clamp, clip)."""
 
     kind = "clamp"
+    bits = "relu"  # both bounds' decisions on the same bits [k:m] (HummingBird's rule on x − bound)
     cost = "one bound: as ReLU (308 bits, 8 rounds); both: 616 bits, 8 rounds (two ReLUs in one call)"
 
     def plain(self, node, ins, ctx):
         return ins[0].clamp(node.params["lo"], node.params["hi"])
 
+    def simulate(self, node, ins, ctx):
+        x, lo, hi = ins[0], node.params["lo"], node.params["hi"]
+        if lo is not None and hi is not None:
+            return lo + ctx.simulated_relu(node, x - lo) - ctx.simulated_relu(node, x - hi)
+        if lo is not None:
+            return lo + ctx.simulated_relu(node, x - lo)
+        return hi - ctx.simulated_relu(node, hi - x)
+
     def secure(self, node, ins, ctx):
         x, p = ins[0], node.params
-        return piecewise.clamp(ctx.sess, x, p["lo"], p["hi"], ctx.exact_spec(),
+        return piecewise.clamp(ctx.sess, x, p["lo"], p["hi"], ctx.spec(node.label),
                                shift=x.frac - ctx.f, truncation=ctx.trunc)
 
     def magnitude(self, node, ins):
@@ -145,8 +156,15 @@ class Maximum(Activation):
     """max(x, y) = y + ReLU(x − y) of two secret tensors (min(x, y) = x + y − max(x, y))."""
 
     kind = "maximum"
+    bits = "relu"  # the decision of x − y on bits [k:m]
+    relu_like = False
     needs_f = True
     cost = "as ReLU: 308 bits, 8 rounds"
+
+    def simulate(self, node, ins, ctx):
+        a, c = ins
+        top = c + ctx.simulated_relu(node, a - c)
+        return a + c - top if node.params["min"] else top
 
     def plain(self, node, ins, ctx):
         return (torch.minimum if node.params["min"] else torch.maximum)(ins[0], ins[1])
@@ -154,7 +172,7 @@ class Maximum(Activation):
     def secure(self, node, ins, ctx):
         shape = (ins[0].shape[0], *node.out_shape)
         a, c = (ArithmeticShare(v.data.expand(shape).contiguous(), v.party, v.frac) for v in ins)
-        top = maximum(ctx.sess, a, c, ctx.exact_spec())
+        top = maximum(ctx.sess, a, c, ctx.spec(node.label))
         return a + c - top if node.params["min"] else top
 
     def magnitude(self, node, ins):
@@ -170,53 +188,99 @@ def _poly_bound(coeffs, bound: float) -> float:
 
 
 _SMOOTH_FN = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "silu": F.silu, "gelu": F.gelu,
-              "hardswish": F.hardswish, "hardsigmoid": F.hardsigmoid}
+              "hardswish": F.hardswish, "hardsigmoid": F.hardsigmoid, "softplus": F.softplus,
+              "elu": F.elu, "mish": F.mish}
 
 
 class Smooth(Activation):
-    """A smooth activation (sigmoid, tanh, SiLU, GELU, Hardswish, Hardsigmoid): ``piecewise`` =
-    its asymptotes outside [−r, r] and a fitted polynomial inside (two DReLUs, selects), or
-    ``poly`` = the polynomial alone (garbage beyond its range). :mod:`ringlet.protocols.piecewise`."""
+    """A smooth activation (sigmoid, tanh, SiLU, GELU, Softplus, ELU, Mish, Hardswish,
+    Hardsigmoid): ``accurate`` (default) = its asymptotes outside the outer breakpoints and a
+    polynomial on each interval between them (error ≤ 1e-3 on every real; one DReLU per
+    breakpoint, all in one sign circuit, and one select round), ``piecewise`` = the same with two
+    breakpoints (cheaper, error up to 0.05), or ``poly`` = the polynomial alone (garbage beyond
+    its range). :mod:`ringlet.protocols.piecewise`; the error each spec states is measured."""
 
     kind = "smooth"
-    cost = ("piecewise (ESPN middle): 1 + 8 rounds, 616–937 bits (sigmoid 872, tanh 937, SiLU/GELU 808, "
-            "Hardswish 680, Hardsigmoid 616); poly: 1–2 rounds, 64·d bits")
+    bits: str | None = "relu"  # every breakpoint's decision on the same bits [k:m]
+    relu_like = False
+    cost = ("accurate (exact 64-bit DReLUs): 1 + 8 rounds, K DReLUs + a select per piece (SiLU 8 "
+            "breakpoints); piecewise: 1 + 8 rounds, 616–937 bits (sigmoid 872, tanh 937, SiLU/GELU "
+            "808, Hardswish 680, Hardsigmoid 616); poly: 1–2 rounds, 64·d bits")
 
     def plain(self, node, ins, ctx):
         if node.params["name"] == "gelu":
             return F.gelu(ins[0], approximate=node.params.get("approximate", "none"))
+        if node.params["name"] in ("softplus", "elu"):
+            return _SMOOTH_FN[node.params["name"]](ins[0], *node.params.get("args", ()))
         return _SMOOTH_FN[node.params["name"]](ins[0])
 
     approximates = True
 
     def approximate(self, node, ins, ctx):
-        return self.simulate(node, ins, ctx)
+        """The approximation the servers compute (in floating point), decisions exact."""
+        x, spec, method = ins[0], node.params["spec"], node.params["method"]
+        breaks, pieces = piecewise.spec_pieces(spec)
+        if method == "poly":
+            return plain_poly(pieces[0], x)
+        hi = x if spec["hi"] == "x" else torch.full_like(x, float(spec["hi"]))
+        out = x if spec["lo"] == "x" else torch.full_like(x, float(spec["lo"]))
+        for b, c in zip(breaks, pieces):
+            out = torch.where(x >= b, plain_poly(c, x), out)
+        return torch.where(x >= breaks[-1], hi, out)
 
     def simulate(self, node, ins, ctx):
-        """The approximation the servers compute (in floating point)."""
-        x, spec, method = ins[0], node.params["spec"], node.params["method"]
-        y = plain_poly(spec["coeffs"], x)
-        if method == "poly":
-            return y
-        r = spec["range"]
+        """As the servers compute it, each breakpoint's decision by the simulator's rule: an
+        interval's bit is d_i ⊕ d_{i+1}, the right asymptote's d_K, the left's ¬d_1."""
+        x, spec = ins[0], node.params["spec"]
+        breaks, pieces = piecewise.spec_pieces(spec)
+        d = [ctx.simulated_keep(node, x - b) for b in breaks]
         hi = x if spec["hi"] == "x" else torch.full_like(x, float(spec["hi"]))
         lo = x if spec["lo"] == "x" else torch.full_like(x, float(spec["lo"]))
-        return torch.where(x >= r, hi, torch.where(x < -r, lo, y))
+        out = d[-1] * hi + (1 - d[0]) * lo
+        for i, c in enumerate(pieces):
+            out = out + (d[i] - d[i + 1]).abs() * plain_poly(c, x)
+        return out
 
     def secure(self, node, ins, ctx):
         x, o, p = ins[0], ctx.options, node.params
         return piecewise.smooth(ctx.sess, x, p["spec"], p["method"], shift=x.frac - ctx.f,
                                 poly_method=o.poly_method, truncation=ctx.trunc,
-                                relu_spec=ctx.exact_spec())
+                                relu_spec=ctx.spec(node.label))
+
+    def elements(self, node) -> int:
+        """Sign decisions per sample: one per breakpoint per element."""
+        return len(piecewise.spec_pieces(node.params["spec"])[0]) * math.prod(node.out_shape)
 
     def magnitude(self, node, ins):
         spec = node.params["spec"]
         if node.params["method"] == "poly":  # the polynomial alone: it grows beyond its range
             return _poly_bound(spec["coeffs"], ins[0])
-        return ins[0] + 1.0 if spec["hi"] == "x" else 1.0 + spec["max_error"]
+        if spec["hi"] == "x" or spec["lo"] == "x":
+            return ins[0] + 1.0 + spec["max_error"]
+        return max(abs(float(spec["hi"])), abs(float(spec["lo"]))) + spec["max_error"]
 
     def drelus(self, node, bits):
-        return 2 * self.elements(node) if node.params["method"] == "piecewise" else 0
+        return self.elements(node)
+
+
+class SmoothPoly(Smooth):
+    """A smooth activation by its polynomial alone (``smooth="poly"``): no sign decision."""
+
+    kind = "smoothpoly"
+    bits = None
+    cost = "poly: 1–2 rounds, 64·d bits"
+
+    def simulate(self, node, ins, ctx):
+        return self.approximate(node, ins, ctx)
+
+    def secure(self, node, ins, ctx):
+        x, o, p = ins[0], ctx.options, node.params
+        return piecewise.smooth(ctx.sess, x, p["spec"], "poly", shift=x.frac - ctx.f,
+                                poly_method=o.poly_method, truncation=ctx.trunc,
+                                relu_spec=ctx.exact_spec())
+
+    def drelus(self, node, bits):
+        return 0
 
 
 class GroupRelu(Activation):
@@ -317,22 +381,35 @@ def lower_clamp(b, fx, mod=None) -> None:
 
 
 _SMOOTH_MODULES = {nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.SiLU: "silu", nn.GELU: "gelu",
-                   nn.Hardswish: "hardswish", nn.Hardsigmoid: "hardsigmoid"}
+                   nn.Hardswish: "hardswish", nn.Hardsigmoid: "hardsigmoid", nn.Softplus: "softplus",
+                   nn.ELU: "elu", nn.Mish: "mish"}
 _SMOOTH_TARGETS = {torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", "sigmoid": "sigmoid",
                    "sigmoid_": "sigmoid", torch.tanh: "tanh", F.tanh: "tanh", "tanh": "tanh",
                    "tanh_": "tanh", F.silu: "silu", F.gelu: "gelu", F.hardswish: "hardswish",
-                   F.hardsigmoid: "hardsigmoid"}
+                   F.hardsigmoid: "hardsigmoid", F.softplus: "softplus", F.elu: "elu", F.mish: "mish"}
+# the parameters the fitted pieces are for: (argument, position after the input, its value)
+_SMOOTH_FIXED = {"softplus": (("beta", 1, 1.0), ("threshold", 2, 20.0)), "elu": (("alpha", 1, 1.0),)}
 
 
 def lower_smooth(b, fx, mod=None) -> None:
     name = _SMOOTH_MODULES[type(mod)] if mod is not None else _SMOOTH_TARGETS[fx.target]
-    method = b.options.get("smooth", "piecewise")
-    spec = smooth_spec(name, method)
-    extra = {}
-    if name == "gelu":  # the tanh form differs from the exact one by < 5e-4, far below the fit's error
+    method = b.options.get("smooth", piecewise.DEFAULT_SMOOTH)
+    for arg, pos, value in _SMOOTH_FIXED.get(name, ()):
+        given = getattr(mod, arg) if mod is not None else b.arg(fx, pos, arg, value)
+        if float(given) != value:
+            raise b.fail(fx, f"{name} with {arg}={given} is not supported: the fitted pieces are for "
+                             f"{arg}={value:g} (the default)")
+    if method != "accurate" and name in ("softplus", "elu", "mish"):
+        raise b.fail(fx, f"{name} has only the accurate approximation (smooth='accurate', the default)")
+    extra: dict = {}
+    spec_name = name
+    if name == "gelu":
         extra["approximate"] = mod.approximate if mod is not None else b.arg(fx, 1, "approximate", "none")
-    b.emit(fx, "smooth", b.tensor_args(fx)[:1], fx.target if mod is not None else None,
-           name=name, method=method, spec=spec, **extra)
+        if extra["approximate"] == "tanh" and method == "accurate":
+            spec_name = "gelu_tanh"  # the piecewise fit's error (0.05) covers the two forms' 5e-4
+    spec = smooth_spec(spec_name, method)
+    b.emit(fx, "smoothpoly" if method == "poly" else "smooth", b.tensor_args(fx)[:1],
+           fx.target if mod is not None else None, name=name, method=method, spec=spec, **extra)
 
 
 def lower_maximum(b, fx) -> None:
@@ -371,7 +448,7 @@ def lower_softmax(b, fx, mod=None) -> None:
 
 
 def register(reg: Registry) -> None:
-    for op in (Relu(), Leaky(), Abs(), Clamp(), Maximum(), Smooth(), GroupRelu(), Poly()):
+    for op in (Relu(), Leaky(), Abs(), Clamp(), Maximum(), Smooth(), SmoothPoly(), GroupRelu(), Poly()):
         reg.op(op)
     reg.function((torch.maximum, torch.minimum, torch.fmax, torch.fmin), lower_maximum)
     reg.method(("maximum", "minimum", "fmax", "fmin"), lower_maximum)
@@ -407,6 +484,9 @@ def register(reg: Registry) -> None:
     reg.aten_op("sigmoid", torch.sigmoid)
     reg.aten_op("tanh", torch.tanh)
     reg.aten_op(("silu", "silu_"), F.silu)
+    reg.aten_op("softplus", F.softplus)
+    reg.aten_op(("elu", "elu_"), F.elu)
+    reg.aten_op("mish", F.mish)
     reg.aten_op("gelu", F.gelu)
     reg.aten_op(("hardswish", "hardswish_"), F.hardswish)
     reg.aten_op(("hardsigmoid", "hardsigmoid_"), F.hardsigmoid)

@@ -28,6 +28,12 @@ class Op:
     needs_f: bool = False
     #: "relu": takes ReLU bits [k:m] and is searched/finetuned; "group": takes bits, not searched
     bits: str | None = None
+    #: counted in ``relus_per_image`` (ReLU, LeakyReLU, clamp/ReLU6, gReLU); every sign decision
+    #: of every kind is counted in ``comparisons_per_image`` (:meth:`drelus`)
+    relu_like: bool = True
+    #: finetuning trains through it as a straight-through approximate ReLU (ReLU, LeakyReLU); the
+    #: other comparisons stay exact while the weights adapt
+    finetunes: bool = False
     #: rounds and bits per element (2 servers, ℓ = 64), as printed in the operator table
     cost: str = "local: 0 rounds, 0 bits"
 

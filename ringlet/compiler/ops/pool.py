@@ -114,6 +114,8 @@ class MaxPool(Op):
     repeat an element, which never changes a max)."""
 
     kind = "maxpool"
+    bits = "relu"  # every comparison of the tournament on the same bits [k:m]
+    relu_like = False
     needs_f = True
     cost = "window of K: ⌈log2 K⌉ × 8 rounds, (K − 1) × 308 bits per output"
 
@@ -130,11 +132,25 @@ class MaxPool(Op):
     def secure(self, node, ins, ctx):
         x = ins[0]
         cands = self._candidates(x.data, node.params["index"]).permute(3, 0, 1, 2)
-        best = tournament(ctx.sess, cands, x.party, x.frac, ctx.exact_spec())
+        best = tournament(ctx.sess, cands, x.party, x.frac, ctx.spec(node.label))
         return ArithmeticShare(best.reshape(x.shape[0], *node.out_shape).contiguous(), x.party, x.frac)
 
-    def drelus(self, node, bits):
+    def simulate(self, node, ins, ctx):
+        """The tournament of :func:`tournament`, each comparison by the simulator's rule."""
+        x = ins[0]
+        cands = self._candidates(x, node.params["index"]).permute(3, 0, 1, 2)
+        while cands.shape[0] > 1:
+            half = cands.shape[0] // 2
+            a, b = cands[:half], cands[half:2 * half]
+            best = b + ctx.simulated_relu(node, a - b)
+            cands = torch.cat([best, cands[2 * half:]]) if cands.shape[0] % 2 else best
+        return cands[0].reshape(x.shape[0], *node.out_shape)
+
+    def elements(self, node) -> int:
         return math.prod(node.out_shape) * (node.params["index"].shape[1] - 1)
+
+    def drelus(self, node, bits):
+        return 0 if bits is not None and bits[0] == bits[1] else self.elements(node)
 
 
 # -- lowerings ------------------------------------------------------------------------------------

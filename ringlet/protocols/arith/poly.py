@@ -205,6 +205,39 @@ def evaluate(sess: Session, x: ArithmeticShare, coeffs, out_frac: int, method: s
     scale = d * frac + q
     if scale > 62:
         raise ValueError(f"degree {d} at {frac} fractional bits needs {scale} bits; at most 62")
+    (value,) = _values(sess, x, [coeffs], d, frac, q, truncation, method)
+    total = ArithmeticShare(value.view(x.shape), x.party, scale)
+    if scale > out_frac:
+        if out_truncation == "local" and method != "honeybadger":  # the value lives on servers 0, 1
+            return truncate_local(sess, total, scale - out_frac, two_holders=True)
+        return truncate(sess, total, scale - out_frac,
+                        "dealer" if sess.num_parties > 2 else out_truncation)
+    return total.mul_public(1 << (out_frac - scale), frac=out_frac - scale)
+
+
+def evaluate_many(sess: Session, x: ArithmeticShare, coeff_sets, frac: int,
+                  truncation: str | None = None, method: str = "espn") -> list[ArithmeticShare]:
+    """Shares of p_i(x) for every coefficient list in ``coeff_sets`` (one degree d, coefficients
+    in multiples of 2^−q), each at scale D = d·frac + q with no output truncation: the powers
+    x^1…x^d are computed once (one round for ESPN / HoneyBadger), each p_i is local on them."""
+    d = max(len(c) for c in coeff_sets) - 1
+    q = max(coeff_bits(c) for c in coeff_sets)
+    if method not in METHODS or method == "horner":
+        raise ValueError(f"evaluate_many: a one-round method (espn, espn-beaver, honeybadger), not {method!r}")
+    if sess.ring.bits != 64:
+        raise ValueError(f"polynomial activations of degree {d} run in the 64-bit ring only; this "
+                         f"session's ring has {sess.ring.bits} bits: use --ring-bits 64")
+    scale = d * frac + q
+    if scale > 62:
+        raise ValueError(f"degree {d} at {frac} fractional bits needs {scale} bits; at most 62")
+    padded = [list(c) + [0.0] * (d + 1 - len(c)) for c in coeff_sets]
+    values = _values(sess, x, padded, d, frac, q, truncation, method)
+    return [ArithmeticShare(v.view(x.shape), x.party, scale) for v in values]
+
+
+def _values(sess: Session, x: ArithmeticShare, coeff_sets, d: int, frac: int, q: int,
+            truncation: str | None, method: str) -> list[torch.Tensor]:
+    """This server's shares of every p(x) at scale d·frac + q, from one computation of the powers."""
     if x.frac > frac:
         x = truncate(sess, x, x.frac - frac, truncation)
     elif x.frac < frac:
@@ -218,21 +251,12 @@ def evaluate(sess: Session, x: ArithmeticShare, coeffs, out_frac: int, method: s
             for a in range(1, j + 1):
                 acc = acc + math.comb(j, a) * c ** (j - a) * m.r[a - 1]
             powers.append(acc)
-        value = _combine(powers, coeffs, frac, sess.rank == 0, q)
-    else:
-        shared = reshare_to_two(sess, [(x.data.reshape(-1), 64)])
-        if shared is None:  # servers 2..p-1 hold zero shares and join the final truncation
-            value = torch.zeros(x.numel(), dtype=torch.int64)
-        else:
-            powers = _espn_powers(sess, shared[0], d, method == "espn-beaver")
-            value = _combine(powers, coeffs, frac, sess.rank == 0, q)
-    total = ArithmeticShare(value.view(x.shape), x.party, scale)
-    if scale > out_frac:
-        if out_truncation == "local" and method != "honeybadger":  # the value lives on servers 0, 1
-            return truncate_local(sess, total, scale - out_frac, two_holders=True)
-        return truncate(sess, total, scale - out_frac,
-                        "dealer" if sess.num_parties > 2 else out_truncation)
-    return total.mul_public(1 << (out_frac - scale), frac=out_frac - scale)
+        return [_combine(powers, c_, frac, sess.rank == 0, q) for c_ in coeff_sets]
+    shared = reshare_to_two(sess, [(x.data.reshape(-1), 64)])
+    if shared is None:  # servers 2..p-1 hold zero shares and join the final truncation
+        return [torch.zeros(x.numel(), dtype=torch.int64) for _ in coeff_sets]
+    powers = _espn_powers(sess, shared[0], d, method == "espn-beaver")
+    return [_combine(powers, c_, frac, sess.rank == 0, q) for c_ in coeff_sets]
 
 
 def _horner(sess: Session, x: ArithmeticShare, coeffs, out_frac: int, truncation) -> ArithmeticShare:

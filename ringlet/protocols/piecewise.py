@@ -30,7 +30,7 @@ local: 0, 0; + 64 the exact output truncation for "poly"), t: the number of sele
 non-zero asymptote; "accurate": one per interval between breakpoints, the powers of x shared by
 all of them, so P is paid once). Exact 64-bit carry tree: ReLU 308 / 8, leaky 308 or 373 / 8, clamp 616 / 8,
 sigmoid 872 / 9, tanh 937 / 9, SiLU, GELU 808 / 9, Hardswish 680 / 9, Hardsigmoid 616 / 8;
-accurate (error < 1e-3): sigmoid 1976 / 9, SiLU 2592 / 9, GELU 1668 / 9, ELU 1425 / 9.
+accurate (error < 1e-3): sigmoid 1976 / 9, SiLU 3208 / 9, GELU 1668 / 9, ELU 1733 / 9.
 p ≥ 3: as for ReLU, servers 2…p−1 first re-share to servers 0 and 1 (+1 round; they send w + 64
 bits per element for leaky and each clamp bound; 2w + 64 per needed value for smooth), and the
 polynomial pays its own p-server cost (input truncation by the dealer, ESPN's re-sharing):

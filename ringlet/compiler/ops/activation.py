@@ -203,8 +203,8 @@ class Smooth(Activation):
     kind = "smooth"
     bits: str | None = "relu"  # every breakpoint's decision on the same bits [k:m]
     relu_like = False
-    cost = ("accurate (exact 64-bit DReLUs): 1 + 8 rounds, K DReLUs + a select per piece (SiLU 8 "
-            "breakpoints); piecewise: 1 + 8 rounds, 616–937 bits (sigmoid 872, tanh 937, SiLU/GELU "
+    cost = ("accurate (exact 64-bit DReLUs): 1 + 8 rounds, K DReLUs + a select per piece (SiLU: 10 "
+            "breakpoints, 3208 bits); piecewise: 1 + 8 rounds, 616–937 bits (sigmoid 872, tanh 937, SiLU/GELU "
             "808, Hardswish 680, Hardsigmoid 616); poly: 1–2 rounds, 64·d bits")
 
     def plain(self, node, ins, ctx):

@@ -176,3 +176,22 @@ def test_poly_smooth_compiles_a_deep_silu_model_with_a_clear_range():
         pm = ringlet.compile(model, x, smooth="poly")
     # 49 SiLU + 16 sigmoids (squeeze-excite)
     assert pm.meta["smooth"] == "poly" and pm.meta["approximation"]["layers"] == 65
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("name", ["mobilenetv2_100", "efficientnet_b0"])
+def test_eco_search_on_timm_models_keeps_every_prediction(name):
+    """HummingBird's eco bits on every comparison (ReLU6 clamps; SiLU and sigmoid breakpoints):
+    the private run with them answers as the exact approximation on held-out inputs."""
+    torch.manual_seed(0)  # test weights only
+    model = calibrated(timm().create_model(name, num_classes=10))
+    gen = torch.Generator().manual_seed(4)
+    xv, xt = torch.randn(32, 3, 32, 32, generator=gen), torch.randn(16, 3, 32, 32, generator=gen)
+    pm = ringlet.compile(model, xv)
+    yv, yt = pm.plain(xv, approximate=True).argmax(1), pm.plain(xt, approximate=True).argmax(1)
+    cfg = pm.search(xv, yv, mode="eco", x_test=xt, y_test=yt)
+    assert cfg.report["eco_accuracy"] == 1.0 and cfg.report["comparisons_per_image"] > 0
+    bits = pm.bits(cfg)
+    assert bits and all(k - m < 64 for k, m in bits.values())
+    out = pm.infer(xt, cfg, batch=16)
+    assert torch.equal(out.logits.argmax(1), yt)

@@ -276,12 +276,13 @@ class PrivateModel:
         """The plaintext baseline: the user's module in float32 (else the graph in float32)."""
         with torch.no_grad():
             if self.module is not None:
-                was = self.module.training
+                modes = {m: m.training for m in self.module.modules()}
                 self.module.eval()
                 try:
-                    return self.module(x)
+                    return output_tensor(self.module(x))
                 finally:
-                    self.module.train(was)
+                    for m, training in modes.items():
+                        m.training = training
             return self.graph.finish(PlainInterpreter(self.graph, torch.float32).run(x))
 
     def headroom_summary(self, per_node: bool = True, fixed: FixedPoint | None = None) -> dict:
@@ -344,6 +345,22 @@ def load(folder, module: nn.Module | None = None) -> PrivateModel:
                         ring_bits=int(record.get("ring_bits", 64)),
                         input_range=ranges.InputRange.from_dict(record["input_range"]),
                         calibration=record.get("calibration"), meta=record.get("meta"), module=module)
+
+
+def output_tensor(out) -> torch.Tensor:
+    """A model's output as the tensor ringlet computes: the tensor itself, the ``logits`` of a
+    Hugging Face ModelOutput, or the one tensor of a tuple or dict (as torch.export flattens it)."""
+    if isinstance(out, torch.Tensor):
+        return out
+    logits = getattr(out, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    values = list(out.values()) if isinstance(out, dict) else list(out) if isinstance(out, (tuple, list)) else []
+    tensors = [v for v in values if isinstance(v, torch.Tensor)]
+    if len(tensors) == 1:
+        return tensors[0]
+    raise CompileError(f"the model returns {type(out).__name__}; ringlet runs models that return one "
+                       f"tensor (or an output with .logits)")
 
 
 CHECK_SAMPLES = 256  # calibration inputs the approximation check runs

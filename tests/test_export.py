@@ -195,3 +195,33 @@ def test_eco_search_on_timm_models_keeps_every_prediction(name):
     assert bits and all(k - m < 64 for k, m in bits.values())
     out = pm.infer(xt, cfg, batch=16)
     assert torch.equal(out.logits.argmax(1), yt)
+
+
+def test_hugging_face_resnet_as_written_and_the_callers_modes_kept():
+    """transformers' ResNetForImageClassification (a small config) compiles as written — its
+    channel check resolves at capture, its ModelOutput's logits are the output — and runs
+    privately as plaintext. Compiling a wrapper left in training mode around an eval model
+    leaves every submodule's mode as it was (it once put the BatchNorms in training mode)."""
+    timm()  # the torchvision schemas transformers' import needs
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.ResNetConfig(num_channels=3, embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1],
+                                    layer_type="basic", num_labels=5)
+    torch.manual_seed(0)  # test weights only
+    model = transformers.ResNetForImageClassification(cfg).eval()
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(6))
+    pm = ringlet.compile(model, x)
+    with torch.no_grad():
+        ref = model(pixel_values=x).logits
+    out = pm.infer(x).logits
+    assert torch.equal(out.argmax(1), ref.argmax(1)) and float((out - ref).abs().max()) < 1e-3
+
+    class Logits(nn.Module):  # a wrapper, in training mode as a new module is
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            return self.m(pixel_values=x).logits
+    wrapper = Logits(model)
+    ringlet.compile(wrapper, x)
+    assert wrapper.training and not any(m.training for m in model.modules())

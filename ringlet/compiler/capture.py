@@ -390,7 +390,7 @@ def compile_model(model: nn.Module, example, frontend: str = "auto", **options) 
     (``smooth``: how sigmoid, GELU and the like are computed).
     """
     x = example_batch(example)
-    was_training = model.training
+    modes = {m: m.training for m in model.modules()}  # each submodule's own mode, restored below
     model.eval()
     try:
         gm, data = _front_door(model, x, frontend)
@@ -401,7 +401,8 @@ def compile_model(model: nn.Module, example, frontend: str = "auto", **options) 
         for fx in gm.graph.nodes:
             b.lower(fx)
     finally:
-        model.train(was_training)
+        for m, training in modes.items():
+            m.training = training
     return LoweredGraph(_prune(b.nodes), tuple(x.shape[1:]), b.postprocess)
 
 

@@ -42,13 +42,14 @@ def count_relus(model: nn.Module, input_shape) -> dict[str, int]:
         if isinstance(mod, nn.ReLU):
             hooks.append(mod.register_forward_hook(
                 lambda m, i, o, name=name: counts.__setitem__(name, counts.get(name, 0) + o[0].numel())))
-    was_training = model.training
+    modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
         with torch.no_grad():
             model(torch.zeros(1, *input_shape))
     finally:
-        model.train(was_training)
+        for m, training in modes.items():
+            m.training = training
         for h in hooks:
             h.remove()
     return counts

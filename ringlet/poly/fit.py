@@ -39,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ringlet.poly.pieces import accurate_spec
+from ringlet.poly.pieces import accurate_spec, truncated_input_error
 from ringlet.protocols.arith import poly
 from ringlet.protocols.piecewise import SMOOTH_METHODS
 
@@ -141,13 +141,8 @@ def asymptote_gap(fn, lo, hi, r: float, width: float = 200.0) -> float:
 def fixed_point_error(fn, coeffs, r: float, input_frac: int, out_frac: int = OUT_FRAC) -> float:
     """Worst |p(x̃) − f(x)| on [−r, r] with x̃ = x truncated to ``input_frac`` bits, ±1 unit."""
     x = np.arange(-r, r + STEP / 2, STEP)
-    y = fn(x)
-    unit = 2.0 ** -input_frac
-    worst = 0.0
-    for k in (-1, 0, 1):
-        xq = (np.floor(x / unit) + k) * unit
-        worst = max(worst, float(np.abs(np.polyval(list(coeffs)[::-1], xq) - y).max()))
-    slope = float(np.abs(np.diff(y)).max() / STEP)
+    worst = truncated_input_error(fn, coeffs, x, input_frac)
+    slope = float(np.abs(np.diff(fn(x))).max() / STEP)
     return worst + slope * STEP + 2.0 ** (1 - out_frac)
 
 

@@ -79,9 +79,9 @@ def fit_interval(fn, d: int, a: float, b: float, q: int, grid: int = 801) -> lis
     return coeffs.tolist()
 
 
-def piece_error(fn, coeffs, a: float, b: float, f_p: int, points: int = 20001) -> float:
-    """max |p(x̃) − f(x)| on [a, b], x̃ = x truncated to f_p bits (±1 unit)."""
-    x = np.linspace(a, b, points)
+def truncated_input_error(fn, coeffs, x: np.ndarray, f_p: int) -> float:
+    """max |p(x̃) − f(x)| over the points ``x``, x̃ = x truncated to f_p bits (±1 unit: the
+    one-round methods' input truncation)."""
     y = fn(x)
     unit = 2.0 ** -f_p
     worst = 0.0
@@ -89,6 +89,11 @@ def piece_error(fn, coeffs, a: float, b: float, f_p: int, points: int = 20001) -
         xq = (np.floor(x / unit) + k) * unit
         worst = max(worst, float(np.abs(np.polyval(list(coeffs)[::-1], xq) - y).max()))
     return worst
+
+
+def piece_error(fn, coeffs, a: float, b: float, f_p: int, points: int = 20001) -> float:
+    """max |p(x̃) − f(x)| on [a, b] (:func:`truncated_input_error` on a dense grid)."""
+    return truncated_input_error(fn, coeffs, np.linspace(a, b, points), f_p)
 
 
 def asymptote_gaps(fn, lo, hi, left: float, right: float, far: float = 1e4) -> float:

@@ -6,6 +6,7 @@ operator lowers to must cost what their docstrings say (0 bytes and 0 rounds whe
 """
 
 import copy
+import math
 
 import pytest
 import torch
@@ -325,3 +326,78 @@ def test_a_reshape_that_mixes_samples_is_refused():
         compile_model(Mix(), (4,))
     with pytest.raises(CompileError, match="mixes the samples of a batch"):
         compile_model(Lambda(lambda s, x: x.transpose(0, 1)), (2, 4, 4))
+
+
+class _Attention(nn.Module):
+    """Attention without its softmax (the next issue's): heads, Q·Kᵀ, scores·V, as written."""
+
+    def __init__(self, d=8, heads=2):
+        super().__init__()
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+        self.heads = heads
+
+    def forward(self, x):  # x: N × T × d
+        n, t, d = x.shape
+        split = lambda z: z.reshape(n, t, self.heads, d // self.heads).transpose(1, 2)  # noqa: E731
+        q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
+        scores = q @ k.transpose(-2, -1) * (d // self.heads) ** -0.5
+        out = torch.matmul(scores, v).transpose(1, 2).reshape(n, t, d)
+        return self.o(out).mean(1)
+
+
+def test_secret_matrix_products_match_plaintext_with_their_stated_cost():
+    """Q·Kᵀ and scores·V of secret tensors: Beaver matrix triples, 1 round and 64·(|x| + |y|) bits
+    per server each (2 servers), within fixed-point error of torch."""
+    torch.manual_seed(0)  # test weights and data only
+    model = _Attention().eval()
+    x = torch.randn(3, 5, 8)
+    graph = compile_model(model, x)
+    products = [n for n in graph.nodes if n.kind == "matmul"]
+    assert len(products) == 2
+    with torch.no_grad():
+        ref = model(x).double()
+    logits, rows = secure_logits(CompiledModel(graph), x)
+    assert float((logits - ref).abs().max()) < 1e-3
+    by_name = {r["name"]: r for r in rows}
+    for node in products:
+        a, b = (next(n for n in graph.nodes if n.name == i).out_shape for i in node.inputs)
+        elements = x.shape[0] * (math.prod(a) + math.prod(b))
+        assert by_name[node.name]["bytes_sent"] == 8 * elements and by_name[node.name]["rounds"] == 1
+
+
+def test_servers_never_see_the_operands_of_a_secret_matrix_product():
+    """What the servers receive while multiplying Q by Kᵀ (openings of x − a, y − b; dealer
+    corrections) agrees with neither operand, at either fixed-point scale."""
+    import functools
+
+    from conftest import run
+
+    from ringlet.runtime.programs import client_program, server_program
+    torch.manual_seed(1)  # test weights and data only
+    model = _Attention().eval()
+    x = torch.randn(2, 5, 8)
+    compiled = CompiledModel(compile_model(model, x))
+    with torch.no_grad():
+        n, t, d = x.shape
+        q = model.q(x).reshape(n, t, 2, 4).transpose(1, 2)
+        k = model.k(x).reshape(n, t, 2, 4).transpose(1, 2).transpose(-2, -1)
+    secrets = [torch.round(v * 2 ** f).to(torch.int64).reshape(-1) for v in (q, k) for f in (16, 32)]
+    received = []
+
+    def spy(sess, **kw):
+        orig = sess.comm.recv
+
+        def recv(src, step=""):
+            out = orig(src, step)
+            received.extend(v.reshape(-1) for v in out if v.dtype == torch.int64)
+            return out
+        sess.comm.recv = recv
+        return server_program(sess, **kw)
+    run(functools.partial(spy, model=compiled), 2,
+        client=functools.partial(client_program, images=x, batch=2, progress=False))
+    assert received
+    for flat in received:
+        for secret in secrets:
+            if flat.numel() >= secret.numel():
+                window = flat[:secret.numel()]
+                assert ((window - secret).abs() < 2 ** 12).double().mean() < 0.05

@@ -93,7 +93,7 @@ _LIKE_FUNCS = {torch.zeros_like, torch.ones_like, torch.full_like, torch.empty_l
 # in-place functions (methods ending in a single "_" are in place too)
 _INPLACE_FUNCS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, torch.relu_}
 _SHAPE_FUNCS = {operator.getitem, operator.add, operator.sub, operator.mul, operator.floordiv,
-                operator.truediv, operator.neg, len, int}
+                operator.pow, operator.mod, operator.truediv, operator.neg, len, int}
 
 
 def _classify(gm: torch.fx.GraphModule) -> tuple[set, set]:

@@ -191,8 +191,41 @@ def lower_linear(b, fx, mod: nn.Linear) -> None:
            bias=None if mod.bias is None else mod.bias.detach().double())
 
 
+class SecretMatMul(Op):
+    """x @ y of two secret tensors (Q·Kᵀ, attention·V; batched over leading axes, as torch.matmul):
+    a Beaver matrix triple from the dealer, seed-compressed (only c's correction travels).
+    Cost per server, 2 servers: 1 round, 64·(|x| + |y|) bits (each operand's masked opening, tag
+    ``mult``); offline 64 bits per output element to server 1. The product carries the sum of
+    the operands' fractional bits; the next layer truncates it (no separate round: the
+    truncation of ``needs_f`` layers)."""
+
+    kind = "matmul"
+    needs_f = True
+    cost = "Beaver matrix triple: 1 round, 64·(|x| + |y|) bits (2 servers); offline 64 bits per output"
+
+    def frac(self, node, ins, f):
+        return ins[0] + ins[1]
+
+    def plain(self, node, ins, ctx):
+        return torch.matmul(ins[0], ins[1])
+
+    def secure(self, node, ins, ctx):
+        return beaver.matmul(ctx.sess, ins[0], ins[1], rescale=False)
+
+    def magnitude(self, node, ins):
+        return node.params["inner"] * ins[0] * ins[1]
+
+
 def lower_linear_function(b, fx) -> None:
-    x = b.tensor_args(fx)[0]
+    secret = b.tensor_args(fx)
+    if fx.target is not F.linear and len(secret) == 2 and fx.args[0] is secret[0]:
+        x, y = b.shape(fx.args[0]), b.shape(fx.args[1])
+        if len(x) < 2 or len(y) < 2 or len(x) != len(y):
+            raise b.fail(fx, f"a product of two secret tensors of shapes {x} and {y} per sample: "
+                             f"give both the same number (≥ 2) of axes")
+        b.emit(fx, "matmul", secret, inner=int(x[-1]))
+        return
+    x = secret[0]
     if fx.target is F.linear:
         if b.is_tensor(fx.args[1] if len(fx.args) > 1 else fx.kwargs.get("weight")):
             raise b.fail(fx, "a linear layer with secret weights computed in forward")
@@ -266,7 +299,7 @@ def _aten_batch_norm(node, args, kwargs):
 
 
 def register(reg: Registry) -> None:
-    for op in (Conv(), Linear()):
+    for op in (Conv(), Linear(), SecretMatMul()):
         reg.op(op)
     reg.module(nn.Conv2d, lower_conv)
     reg.module(nn.ConvTranspose2d, lower_conv_transpose)
@@ -278,5 +311,5 @@ def register(reg: Registry) -> None:
     reg.function((F.batch_norm,), lower_batchnorm_function)
     reg.aten_op("conv2d", F.conv2d)
     reg.aten_op("linear", F.linear)
-    reg.aten_op(("matmul", "mm"), torch.matmul)
+    reg.aten_op(("matmul", "mm", "bmm"), torch.matmul)
     reg.aten_op("batch_norm", F.batch_norm, adapt=_aten_batch_norm)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ringlet.compiler.ops.arith import Mul
 from ringlet.compiler.ops.base import Op, Registry
 from ringlet.compiler.ops.base import pair as _pair
 from ringlet.compiler.ops.shape import emit_gather
@@ -191,7 +192,7 @@ def lower_linear(b, fx, mod: nn.Linear) -> None:
            bias=None if mod.bias is None else mod.bias.detach().double())
 
 
-class SecretMatMul(Op):
+class SecretMatMul(Mul):
     """x @ y of two secret tensors (Q·Kᵀ, attention·V; batched over leading axes, as torch.matmul):
     a Beaver matrix triple from the dealer, seed-compressed (only c's correction travels).
     Cost per server, 2 servers: 1 round, 64·(|x| + |y|) bits (each operand's masked opening, tag
@@ -200,11 +201,7 @@ class SecretMatMul(Op):
     truncation of ``needs_f`` layers)."""
 
     kind = "matmul"
-    needs_f = True
     cost = "Beaver matrix triple: 1 round, 64·(|x| + |y|) bits (2 servers); offline 64 bits per output"
-
-    def frac(self, node, ins, f):
-        return ins[0] + ins[1]
 
     def plain(self, node, ins, ctx):
         return torch.matmul(ins[0], ins[1])

@@ -64,6 +64,7 @@ CASES = {
     "methods": (lambda s, x: x.sub(1).div(3).mul(2).add(0.5).neg(), {"affine"}),
     "x-y": (lambda s, x: x - x.flip(3), {"add", "gather"}),
     "x*y": (lambda s, x: x * x.mean((2, 3), keepdim=True), {"mul", "mean"}),
+    "x@y": (lambda s, x: (x @ x.flip(3).transpose(-2, -1)) / 8 + torch.matmul(x, x), {"matmul"}),
     # shapes
     "mean-dims": (lambda s, x: torch.cat([x.mean(dim=(2, 3)), torch.mean(x, [2, 3]),
                                           x.mean(-1).mean(-1), x.sum(2).sum(2) / 64], 1), {"mean"}),

@@ -64,6 +64,10 @@ CASES = {
     "methods": (lambda s, x: x.sub(1).div(3).mul(2).add(0.5).neg(), {"affine"}),
     "x-y": (lambda s, x: x - x.flip(3), {"add", "gather"}),
     "x*y": (lambda s, x: x * x.mean((2, 3), keepdim=True), {"mul", "mean"}),
+    "layernorm": (lambda s, x: s.ln(x) + F.layer_norm(x * 3, (8,), eps=1e-6), {"layernorm", "affine"},
+                  {"ln": nn.LayerNorm(8)}),
+    "rmsnorm": (lambda s, x: s.rms(x) + F.rms_norm(x * 2, (8,), eps=1e-5), {"layernorm"},
+                {"rms": nn.RMSNorm(8, eps=1e-5)}),
     "x@y": (lambda s, x: (x @ x.flip(3).transpose(-2, -1)) / 8 + torch.matmul(x, x), {"matmul"}),
     # shapes
     "mean-dims": (lambda s, x: torch.cat([x.mean(dim=(2, 3)), torch.mean(x, [2, 3]),

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ringlet.protocols.arith import poly
+from ringlet.protocols.arith.poly import fit_interval
 
 TARGET = 6e-4  # a piece's error budget in the fit (the rest: the asymptote gap and the select)
 GAP = 3e-4     # the asymptotes' error budget: outer breakpoints where the gap is below it
@@ -50,33 +51,6 @@ def functions() -> dict[str, dict]:
 
 def _asymptote(value, x: np.ndarray) -> np.ndarray:
     return x if value == "x" else np.full_like(x, float(value))
-
-
-def _design(x: np.ndarray, d: int) -> np.ndarray:
-    return np.stack([x ** j for j in range(d + 1)], axis=1)
-
-
-def fit_interval(fn, d: int, a: float, b: float, q: int, grid: int = 801) -> list[float]:
-    """A near-minimax degree-d fit of ``fn`` on [a, b] (Lawson's weights), its coefficients
-    rounded to multiples of 2^−q from the highest degree down, refitting the rest each time."""
-    x = np.linspace(a, b, grid)
-    y = fn(x)
-    design = _design(x, d)
-    w = np.full(len(y), 1.0 / len(y))
-    for _ in range(40):
-        sw = np.sqrt(w)
-        sol, *_ = np.linalg.lstsq(design * sw[:, None], y * sw, rcond=None)
-        w = w * np.abs(design @ sol - y) + 1e-30
-        w = w / w.sum()
-    sw = np.sqrt(w)
-    coeffs = np.zeros(d + 1)
-    free, target = list(range(d + 1)), y.copy()
-    while free:
-        sol, *_ = np.linalg.lstsq(design[:, free] * sw[:, None], target * sw, rcond=None)
-        j = free.pop()
-        coeffs[j] = np.round(sol[-1] * 2 ** q) / 2 ** q
-        target = target - coeffs[j] * design[:, j]
-    return coeffs.tolist()
 
 
 def truncated_input_error(fn, coeffs, x: np.ndarray, f_p: int) -> float:

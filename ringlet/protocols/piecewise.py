@@ -291,11 +291,11 @@ def smooth(sess: Session, x: ArithmeticShare, spec: dict, method: str = "piecewi
             terms.append((name, shared[1], shift))  # need_x: the reshared input
         elif float(value) != 0.0:
             terms.append((name, _public(sess, int(round(float(value) * 2 ** out_frac)), n), 0))
-    out = _decide_and_select(sess, shared[0], w, relu_spec.sign, terms, n, len(breaks))
+    out = decide_and_select(sess, shared[0], w, relu_spec.sign, terms, n, len(breaks))
     return ArithmeticShare(out.view(x.shape), x.party, out_frac)
 
 
-def _decide_and_select(sess: Session, t2: torch.Tensor, w: int, adder: str, terms: list,
+def decide_and_select(sess: Session, t2: torch.Tensor, w: int, adder: str, terms: list,
                        n: int, breaks: int = 2) -> torch.Tensor:
     """Steps 3–5 of :func:`smooth` on servers 0 and 1: the decisions in one sign circuit (``t2``:
     the w-bit pieces of x − b_1, …, x − b_K), then Σ bit·value over ``terms`` in one select

@@ -8,9 +8,9 @@ from torch import nn
 
 from ringlet.compiler.ops.base import Registry
 
-_NORM = ("normalising by a secret standard deviation needs a secure inverse square root, which "
-         "ringlet does not have yet; use BatchNorm (folded into the convolutions at no cost) or "
-         "remove the layer and retrain")
+_NORM = ("normalising by a secret standard deviation over other axes than the last is not "
+         "supported (LayerNorm and RMSNorm over the last axis are); use BatchNorm (folded into the "
+         "convolutions at no cost) or LayerNorm over the last axis")
 _EMBED = ("a lookup by a secret index has no cheap secure form; look the embedding up on the client "
           "(it holds the ids) and make the vectors the model's input")
 _ATTENTION = "attention needs a secure softmax of secret scores, which ringlet does not have yet"
@@ -21,8 +21,8 @@ _ORDER = "the result depends on the order of secret values; the client can compu
 
 
 def register(reg: Registry) -> None:
-    reg.refuse((nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.LocalResponseNorm,
-                F.layer_norm, F.group_norm, F.instance_norm, F.normalize, torch.std, torch.var, "norm", "std",
+    reg.refuse((nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.LocalResponseNorm,
+                F.group_norm, F.instance_norm, F.normalize, torch.std, torch.var, "norm", "std",
                 "var"), _NORM)
     reg.refuse((nn.Embedding, nn.EmbeddingBag, F.embedding), _EMBED)
     reg.refuse((nn.MultiheadAttention, nn.Transformer, nn.TransformerEncoderLayer,

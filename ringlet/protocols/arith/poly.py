@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 
 from ringlet.offline.core import Pim, Powers
@@ -274,3 +275,26 @@ def _horner(sess: Session, x: ArithmeticShare, coeffs, out_frac: int, truncation
     if out_frac != f:
         raise ValueError(f"horner evaluates at the session's {f} fractional bits")
     return acc
+
+
+def fit_interval(fn, d: int, a: float, b: float, q: int, grid: int = 801) -> list[float]:
+    """A near-minimax degree-d fit of ``fn`` (numpy → numpy) on [a, b] (Lawson's weights), its
+    coefficients rounded to multiples of 2^−q from the highest degree down, refitting the rest."""
+    x = np.linspace(a, b, grid)
+    y = fn(x)
+    design = np.stack([x ** j for j in range(d + 1)], axis=1)
+    w = np.full(len(y), 1.0 / len(y))
+    for _ in range(40):
+        sw = np.sqrt(w)
+        sol, *_ = np.linalg.lstsq(design * sw[:, None], y * sw, rcond=None)
+        w = w * np.abs(design @ sol - y) + 1e-30
+        w = w / w.sum()
+    sw = np.sqrt(w)
+    coeffs = np.zeros(d + 1)
+    free, target = list(range(d + 1)), y.copy()
+    while free:
+        sol, *_ = np.linalg.lstsq(design[:, free] * sw[:, None], target * sw, rcond=None)
+        j = free.pop()
+        coeffs[j] = np.round(sol[-1] * 2 ** q) / 2 ** q
+        target = target - coeffs[j] * design[:, j]
+    return [float(c) for c in coeffs]

@@ -80,3 +80,15 @@ def secure_logits(compiled, x, parties=2, transport="local", batch=None):
     client = functools.partial(client_program, images=x, batch=batch or x.shape[0], progress=False)
     res = run(server, parties, client=client, transport=transport)
     return res.client_result["logits"], res.servers[0].result["per_layer"]
+
+
+def record_received(sess, received: list) -> None:
+    """Append every int64 tensor this party receives (flattened) to ``received``: what a server
+    sees, for the tests that no secret reaches it in the clear."""
+    orig = sess.comm.recv
+
+    def recv(src, step=""):
+        out = orig(src, step)
+        received.extend(t.reshape(-1) for t in out if t.dtype == torch.int64)
+        return out
+    sess.comm.recv = recv

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import run
+from conftest import record_received, run
 
 from ringlet.protocols.io import reveal, share_input
 from ringlet.protocols.norm import layer_norm, layer_norm_cost
@@ -23,17 +23,11 @@ def _rows(rows_per_scale=8, d=64, seed=0):
 def test_layer_norm_is_within_its_stated_error_with_exact_costs(center):
     x, scales = _rows(rows_per_scale=64 // 5 + 1)
     x = x[:64]  # 64 rows: the bit planes' word, so the cost formula is exact
-    received = []
+    received: list = []
 
     def prog(sess):
         if sess.rank < 2:
-            orig = sess.comm.recv
-
-            def recv(src, step=""):
-                out = orig(src, step)
-                received.extend(t.reshape(-1) for t in out if t.dtype == torch.int64)
-                return out
-            sess.comm.recv = recv
+            record_received(sess, received)
         xs = share_input(sess, x if sess.rank == 0 else None, 0, tuple(x.shape))
         return reveal(sess, layer_norm(sess, xs, 1e-5, center=center))
 

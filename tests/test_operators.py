@@ -375,7 +375,7 @@ def test_servers_never_see_the_operands_of_a_secret_matrix_product():
     corrections) agrees with neither operand, at either fixed-point scale."""
     import functools
 
-    from conftest import run
+    from conftest import record_received, run
 
     from ringlet.runtime.programs import client_program, server_program
     torch.manual_seed(1)  # test weights and data only
@@ -387,16 +387,10 @@ def test_servers_never_see_the_operands_of_a_secret_matrix_product():
         q = model.q(x).reshape(n, t, 2, 4).transpose(1, 2)
         k = model.k(x).reshape(n, t, 2, 4).transpose(1, 2).transpose(-2, -1)
     secrets = [torch.round(v * 2 ** f).to(torch.int64).reshape(-1) for v in (q, k) for f in (16, 32)]
-    received = []
+    received: list = []
 
     def spy(sess, **kw):
-        orig = sess.comm.recv
-
-        def recv(src, step=""):
-            out = orig(src, step)
-            received.extend(v.reshape(-1) for v in out if v.dtype == torch.int64)
-            return out
-        sess.comm.recv = recv
+        record_received(sess, received)
         return server_program(sess, **kw)
     run(functools.partial(spy, model=compiled), 2,
         client=functools.partial(client_program, images=x, batch=2, progress=False))

@@ -151,12 +151,9 @@ class PrivateModel:
         ``approximate=True`` the private run's approximations), else the share-level simulator's
         (which always computes the approximations)."""
         x, y = _labelled(x, y, "evaluate")
-        if relu_config is None and approximate:
-            correct = sum(int((self.plain(x[i:i + batch], approximate=True).argmax(1) == y[i:i + batch]).sum())
-                          for i in range(0, x.shape[0], batch))
-            return correct / x.shape[0]
         if relu_config is None:  # the module (float32) when there is one, batch by batch
-            correct = sum(int((self._plain_forward(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
+            forward = (lambda t: self.plain(t, approximate=True)) if approximate else self._plain_forward
+            correct = sum(int((forward(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
                           for i in range(0, x.shape[0], batch))
             return correct / x.shape[0]
         bits = self.bits(relu_config)

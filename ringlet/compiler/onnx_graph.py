@@ -103,9 +103,8 @@ def _squeeze(node, a, x, axes=None):
 
 
 def _gather(node, a, x, idx):
-    if isinstance(x, list):  # indexing a shape
-        i = _ints(idx) if isinstance(idx, (list, torch.Tensor)) and np.ndim(np.asarray(_ints(idx))) else None
-        return [x[j] for j in i] if i is not None else x[int(idx)]
+    if isinstance(x, list):  # indexing a shape: by a list of indices, or by one
+        return [x[j] for j in _ints(idx)] if isinstance(idx, list) else x[int(idx)]
     return torch.index_select(x, int(a.get("axis", 0)), torch.as_tensor(idx).reshape(-1).long())
 
 

@@ -4,7 +4,7 @@ public affine map (the caller's).
 1. μ = Σx/D (local: a public factor 1/D and a local truncation), d = x − μ.
 2. S = Σ_j d_j² over the last axis: one Beaver product (1 round, 128 bits per element), each
    square truncated to F = 24 fractional bits before the sum, plus the public D·ε.
-3. The power of 2 that S/D falls in: one DReLU per threshold D·2^i, i = −18…19, all in one sign
+3. The power of 2 that S/D falls in: one DReLU per threshold D·2^i, i = −18…17, all in one sign
    circuit on the per-row values (exact 64-bit decisions); then ONE select round gives
    u' = S/(D·2^i) ∈ [1, 2) (each interval's public factor applied locally, the select truncating).
 4. g = 1/√u' by a degree-4 polynomial in u' − 1.5 (ESPN: one round; the input truncated to its
@@ -15,9 +15,10 @@ The range of var + ε is [2^−18, 2^(23 − log2 D)) (D = 64: up to 2^17; D = 7
 interval factors overflow — the compiled model's worst-case bound on its input says whether it can.
 Error: 3e-4 relative for a variance in [ε, 2^18] (tested), plus the input's own precision
 amplified: 2^−f/σ (σ = √(var + ε); f = 16 and σ = 0.01 give 1.5e-2).
-Rounds (2 servers, exact gmw decisions): 1 + 2·(7 + 1) + 1 + 1 + 1 = 20 (the decisions are taken
-once per select: 2 × 38 DReLUs per row); bits: 256 per element, and per row 2·(38 DReLUs + 39
-selects) + 192 (ESPN) + 64 (its truncation) (:func:`layer_norm_cost`). RMSNorm skips step 1.
+Rounds (2 servers, exact gmw decisions): 1 (square) + 7 + 1 (decisions, first select) + 1 (ESPN)
++ 1 (its truncation) + 1 (second select, the same decisions) + 1 (product) = 13; bits: 256 per
+element, and per row 36 DReLUs, 2·37 selects, 192 (ESPN) and 64 (its truncation)
+(:func:`layer_norm_cost`). RMSNorm skips step 1.
 """
 
 from __future__ import annotations
@@ -52,13 +53,14 @@ def _inv_sqrt_coeffs() -> tuple[float, ...]:
 
 
 def _select(sess: Session, decisions_t2: torch.Tensor, values: list[tuple[torch.Tensor, int]], n: int,
-            spec: ReluSpec) -> torch.Tensor:
+            spec: ReluSpec, decided: dict) -> torch.Tensor:
     """Σ over the intervals of 1{interval}·value (each (value, shift) truncated by its shift), in
-    one select round: ``values`` = below the first threshold, each interval, above the last."""
+    one select round: ``values`` = below the first threshold, each interval, above the last. The
+    decisions are taken on the first call and kept in ``decided`` for the second."""
     terms: list[tuple[int | str, torch.Tensor, int]] = [(i, v, sh) for i, (v, sh) in enumerate(values[1:-1])]
     terms += [("lo", *values[0]), ("hi", *values[-1])]
     k, m = input_bits(spec, 0, sess.ring.bits)
-    return piecewise.decide_and_select(sess, decisions_t2, k - m, spec.sign, terms, n, HIGH - LOW)
+    return piecewise.decide_and_select(sess, decisions_t2, k - m, spec.sign, terms, n, HIGH - LOW, decided)
 
 
 def _factor(scale: float) -> tuple[int, int]:
@@ -100,7 +102,8 @@ def layer_norm(sess: Session, x: ArithmeticShare, eps: float, center: bool = Tru
     for i in factors:
         mantissa, shift = _factor(1.0 / (d_size * 2.0 ** i))
         scaled.append((flat * mantissa, shift))
-    u = _select(sess, t2, scaled, n, spec)  # F bits
+    decided: dict = {}
+    u = _select(sess, t2, scaled, n, spec, decided)  # F bits
     t = u - (int(1.5 * 2 ** F) if sess.rank == 0 else 0)
     g = poly.evaluate(sess, ArithmeticShare(t, x.party, F), list(_inv_sqrt_coeffs()), F, "espn",
                       frac=POLY_FRAC, r=0.5)
@@ -108,7 +111,7 @@ def layer_norm(sess: Session, x: ArithmeticShare, eps: float, center: bool = Tru
     for i in factors:
         mantissa, shift = _factor(2.0 ** (-i / 2))
         halves.append((g.data * mantissa, shift))
-    r = _select(sess, t2, halves, n, spec)  # 1/√(var + ε) at F bits
+    r = _select(sess, t2, halves, n, spec, decided)  # the same decisions: 1/√(var + ε) at F bits
     r_share = ArithmeticShare(r.view(*s.shape, 1).expand(d.shape).contiguous(), x.party, F)
     y = beaver.mul(sess, d, r_share, rescale=False)  # f + F bits
     return truncate(sess, y, F)
@@ -121,10 +124,10 @@ def layer_norm_cost(rows: int, elements: int, ring_bits: int = 64) -> dict:
     ell = ring_bits
     circuit = relu_cost(ReluSpec(), 2, ell)
     breaks = HIGH - LOW
-    per_select = breaks * circuit["drelu_bits"] + (breaks + 1) * (ell + 1)  # the decisions, then terms
-    per_row = 2 * per_select + 64 * (DEGREE - 1) + ell  # two selects, ESPN, its exact truncation
+    # the decisions once, two selects of breaks + 1 terms, ESPN and its exact truncation
+    per_row = breaks * circuit["drelu_bits"] + 2 * (breaks + 1) * (ell + 1) + 64 * (DEGREE - 1) + ell
     bits = 2 * 2 * ell * elements + rows * per_row  # two Beaver products per element
-    rounds = 1 + 2 * (circuit["drelu_rounds"] + 1) + 1 + 1 + 1
+    rounds = 1 + circuit["drelu_rounds"] + 1 + 1 + 1 + 1 + 1
     return {"bits": bits, "rounds": rounds}
 
 

@@ -296,10 +296,12 @@ def smooth(sess: Session, x: ArithmeticShare, spec: dict, method: str = "piecewi
 
 
 def decide_and_select(sess: Session, t2: torch.Tensor, w: int, adder: str, terms: list,
-                       n: int, breaks: int = 2) -> torch.Tensor:
+                       n: int, breaks: int = 2, decided: dict | None = None) -> torch.Tensor:
     """Steps 3–5 of :func:`smooth` on servers 0 and 1: the decisions in one sign circuit (``t2``:
     the w-bit pieces of x − b_1, …, x − b_K), then Σ bit·value over ``terms`` in one select
-    round; terms with the same shift share one dealer request."""
+    round; terms with the same shift share one dealer request. ``decided``: an empty dict
+    receives the interval bits; a filled one (from an earlier call on the same values) is used
+    instead of a new circuit, the select opening its values in its own round."""
     groups: dict[int, list[int]] = {}
     for i, (_, _, s) in enumerate(terms):
         groups.setdefault(s, []).append(i)
@@ -308,12 +310,17 @@ def decide_and_select(sess: Session, t2: torch.Tensor, w: int, adder: str, terms
         values = torch.cat([terms[i][1] for i in idx])
         mat, item = select_prepare(sess, values, s)
         prepared.append((idx, values, mat, item, s))
-    bit, extra = drelu_two(sess, t2, w, sign_families()[adder],
-                           piggyback=[p[3] for p in prepared] if w >= 2 else None)
-    every = ring.unpack_plane(bit[0], breaks * n)
-    d = [every[i * n:(i + 1) * n] for i in range(breaks)]
-    bits: dict = {i: d[i] ^ d[i + 1] for i in range(breaks - 1)}
-    bits.update({"hi": d[-1], "lo": d[0] ^ int(sess.rank == 0)})  # lo: ¬d_1
+    if decided:
+        bits, extra = decided, []
+    else:
+        bit, extra = drelu_two(sess, t2, w, sign_families()[adder],
+                               piggyback=[p[3] for p in prepared] if w >= 2 else None)
+        every = ring.unpack_plane(bit[0], breaks * n)
+        d = [every[i * n:(i + 1) * n] for i in range(breaks)]
+        bits = {i: d[i] ^ d[i + 1] for i in range(breaks - 1)}
+        bits.update({"hi": d[-1], "lo": d[0] ^ int(sess.rank == 0)})  # lo: ¬d_1
+        if decided is not None:
+            decided.update(bits)
     selected = select_finish_many(
         sess, [(_plane(torch.cat([bits[terms[i][0]] for i in idx])), values, mat, item, s)
                for idx, values, mat, item, s in prepared], extra)

@@ -38,6 +38,7 @@ from ringlet.compiler.options import SecureOptions
 from ringlet.compiler.storage import load_graph, save_graph
 from ringlet.data import Dataset
 from ringlet.data.sources import model_normalization
+from ringlet.protocols.norm import variance_range as norm_variance_range
 from ringlet.protocols.piecewise import DEFAULT_SMOOTH, SMOOTH_METHODS
 from ringlet.ring import FixedPoint
 from ringlet.runtime.inference import private_inference
@@ -389,6 +390,25 @@ def _check_approximations(graph, x: torch.Tensor) -> dict | None:
     return out
 
 
+def _check_norm_ranges(graph, x: torch.Tensor) -> None:
+    """Refuse a LayerNorm / RMSNorm whose var + ε on the calibration inputs lies outside the range
+    its protocol resolves (the private run would answer wrongly there)."""
+    nodes = [n for n in graph.nodes if n.kind == "layernorm"]
+    if not nodes:
+        return
+    with torch.no_grad():
+        env = PlainInterpreter(graph).run(x.double(), keep=True)
+    for node in nodes:
+        v = env[node.inputs[0]]
+        var = (v.var(-1, unbiased=False) if node.params["center"] else v.pow(2).mean(-1)) + node.params["eps"]
+        lo, hi = norm_variance_range(int(v.shape[-1]))
+        if float(var.min()) < lo or float(var.max()) >= hi:
+            raise CompileError(
+                f"layer {node.label!r}: var + eps reaches [{float(var.min()):.3g}, {float(var.max()):.3g}] on "
+                f"the calibration inputs; the secure LayerNorm resolves [{lo:.3g}, {hi:.3g}) for rows of "
+                f"{v.shape[-1]} values: scale the layer's input down (or raise eps)")
+
+
 def compile(module: nn.Module | str | Path, example_input, *, frac_bits: int = 16, ring_bits: int = 64,
             smooth: str = DEFAULT_SMOOTH,
             calibration=None, input_bound: float | None = None, normalization=None, classes=None,
@@ -431,6 +451,7 @@ def compile(module: nn.Module | str | Path, example_input, *, frac_bits: int = 1
         calib_x = calib_x.unsqueeze(0)
     calib = ranges.calibrate(graph, calib_x)
     approximation = _check_approximations(graph, calib_x[:CHECK_SAMPLES])
+    _check_norm_ranges(graph, calib_x[:CHECK_SAMPLES])
     rng = ranges.choose_bound(calib, (norm["mean"], norm["std"]) if norm else None, input_bound)
     out = graph.output_shape
     info = {"input_shape": list(graph.input_shape), "num_classes": int(out[0]) if len(out) == 1 else None,

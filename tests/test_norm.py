@@ -81,3 +81,16 @@ def test_layer_norm_blocks_compile_through_both_front_doors():
         out = pm.infer(x)
         assert float((out.logits - ref).abs().max()) < 1e-3
         assert out.report["comparisons_per_image"] == 2 * 36 * 6  # two norms, 36 DReLUs per row (once)
+
+
+def test_a_layer_norm_outside_its_range_on_the_calibration_data_is_refused():
+    """var + ε beyond what the protocol resolves would give a wrong answer: compile refuses,
+    naming the layer and the way out."""
+    from torch import nn
+
+    import ringlet
+    from ringlet.compiler.capture import CompileError
+    model = nn.Sequential(nn.LayerNorm(64), nn.Linear(64, 2)).eval()
+    with pytest.raises(CompileError, match=r"layer '0': var \+ eps reaches .* resolves .*scale the layer's input down"):
+        ringlet.compile(model, torch.randn(4, 64) * 2000)  # var 4e6 > 2^17
+    ringlet.compile(model, torch.randn(4, 64) * 100)  # var 1e4: inside

@@ -117,6 +117,11 @@ def layer_norm(sess: Session, x: ArithmeticShare, eps: float, center: bool = Tru
     return truncate(sess, y, F)
 
 
+def variance_range(d_size: int) -> tuple[float, float]:
+    """[lowest, highest) var + ε that :func:`layer_norm` resolves for rows of ``d_size`` values."""
+    return 2.0 ** LOW, 2.0 ** min(HIGH, 23 - math.log2(d_size))
+
+
 def layer_norm_cost(rows: int, elements: int, ring_bits: int = 64) -> dict:
     """Bits sent per server (2 servers) and rounds of :func:`layer_norm` for ``rows`` rows of
     ``elements`` values in total (exact 64-bit decisions, local truncations; exact when rows is a

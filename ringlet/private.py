@@ -130,6 +130,13 @@ class PrivateModel:
     def fingerprint(self, relu_config=None, options: SecureOptions | None = None, **overrides) -> dict:
         return self.compiled(relu_config, options, **overrides).fingerprint()
 
+    def prepare(self, x) -> torch.Tensor:
+        """The input as the servers take it (float32): a model that looks up token ids gets the
+        client's lookup of ``x`` (the ids never leave the client)."""
+        if self.graph.preprocess is not None:
+            return self.graph.prepare(x).float()
+        return torch.as_tensor(x).float()
+
     def check_input(self, x: torch.Tensor) -> None:
         """Refuse inputs of another shape, or outside the input range (naming the element)."""
         if tuple(x.shape[1:]) != self.input_shape:
@@ -144,14 +151,14 @@ class PrivateModel:
         approximations the private run computes (SiLU, GELU, sigmoid, ...; sign decisions exact)."""
         interp = ApproxInterpreter(self.graph) if approximate else PlainInterpreter(self.graph)
         with torch.no_grad():
-            return self.graph.finish(interp.run(torch.as_tensor(x).double()))
+            return self.graph.finish(interp.run(self.prepare(x).double()))
 
     def evaluate(self, x, y, relu_config=None, parties: int = 2, batch: int = 500,
                  approximate: bool = False) -> float:
         """Accuracy on (x, y): plaintext without a config (the exact activations, or with
         ``approximate=True`` the private run's approximations), else the share-level simulator's
         (which always computes the approximations)."""
-        x, y = _labelled(x, y, "evaluate")
+        x, y = _labelled(self.prepare(x), y, "evaluate")
         if relu_config is None:  # the module (float32) when there is one, batch by batch
             forward = (lambda t: self.plain(t, approximate=True)) if approximate else self._plain_forward
             correct = sum(int((forward(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
@@ -169,8 +176,8 @@ class PrivateModel:
         measure the result in the report. Other keywords: groups, naive, margin, min_accuracy,
         widths, time_limit, m_scan (see :func:`ringlet.search.api.search_bits`).
         """
-        vx, vy = _labelled(x_val, y_val, "search validation data")
-        tx, ty = _labelled(x_test, y_test, "search test data") if x_test is not None else (None, None)
+        vx, vy = _labelled(self.prepare(x_val), y_val, "search validation data")
+        tx, ty = _labelled(self.prepare(x_test), y_test, "search test data") if x_test is not None else (None, None)
         report = {k: self.meta[k] for k in ("model", "dataset") if k in self.meta}
         if mode == "eco-ring":
             return self._eco_ring(vx, vy, tx, ty, parties, progress, report, **kwargs)
@@ -246,7 +253,7 @@ class PrivateModel:
         ``x``: a batch (N × input shape) or one sample (the input shape): then the logits have no
         batch axis either, as a torch module's output for an unbatched input.
         """
-        x = torch.as_tensor(x).float()
+        x = self.prepare(x)
         single = tuple(x.shape) == tuple(self.input_shape)
         if single:
             x = x.unsqueeze(0)
@@ -273,7 +280,7 @@ class PrivateModel:
     def _plain_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The plaintext baseline: the user's module in float32 (else the graph in float32)."""
         with torch.no_grad():
-            if self.module is not None:
+            if self.module is not None and self.graph.preprocess is None:  # (else x holds vectors)
                 modes = {m: m.training for m in self.module.modules()}
                 self.module.eval()
                 try:
@@ -446,6 +453,8 @@ def compile(module: nn.Module | str | Path, example_input, *, frac_bits: int = 1
     if calib_x is None:  # public generated inputs over the range the model accepts
         calib_x, calib_source = ranges.generated_inputs(graph.input_shape, norm and (norm["mean"], norm["std"]),
                                                         input_bound)
+    if graph.preprocess is not None:  # token ids: their embeddings are what the servers take
+        calib_x = graph.prepare(calib_x)
     calib_x = torch.as_tensor(calib_x).float()
     if calib_x.ndim == len(graph.input_shape):  # one sample
         calib_x = calib_x.unsqueeze(0)

@@ -119,6 +119,8 @@ def _classify(gm: torch.fx.GraphModule) -> tuple[set, set]:
         only_shapes = all(a not in data for a in inputs)
         if takes_shape or (only_shapes and n.op == "call_function" and n.target in _SHAPE_FUNCS):
             shape.add(n.name)
+        elif only_shapes and n.op in ("call_function", "call_method"):
+            continue  # a public tensor sized by shape values (cls.expand(x.shape[0], -1, -1))
         else:
             data.add(n.name)
     return data, shape
@@ -192,13 +194,20 @@ class Builder:
         self.nodes: list[Node] = []
         self.by_name: dict[str, Node] = {}
         self.postprocess: dict | None = None
+        self.preprocess: dict | None = None  # the client's embedding lookup of its token ids
         self._alias: dict[str, str] = {}  # fx node → the secure node holding its value
         self._labels: dict[str, int] = {}
+        #: rearrangements that move the batch axis (qkv.permute(2, 0, 3, 1, 4)): fx node → (the
+        #: fx node they rearrange, the rearrangement), resolved by a later one that restores it
+        self.deferred: dict[str, tuple[torch.fx.Node, Callable]] = {}
 
     # -- what lowerings call --------------------------------------------------------------------
     fail = staticmethod(_fail)
 
     def src(self, arg) -> str:
+        if arg.name in self.deferred:
+            raise _fail(arg, "the operation mixes the samples of a batch (the batch axis must stay "
+                             "first, or be brought back first by the next indexing or unbind)")
         return self._alias.get(arg.name, arg.name)
 
     def shape(self, fx: torch.fx.Node) -> tuple | None:
@@ -252,7 +261,9 @@ class Builder:
     def lower(self, fx: torch.fx.Node) -> None:
         reg = registry()
         if fx.op == "placeholder":
-            self.emit(fx, "input", [], "input")
+            if fx.meta["tensor_meta"].dtype.is_floating_point:
+                self.emit(fx, "input", [], "input")
+            # token ids: the "input" node is the client's lookup of their embeddings (ops/embed.py)
         elif fx.op == "output":
             out = fx.args[0]
             if not self.is_tensor(out):
@@ -319,7 +330,8 @@ def _prune(nodes: list[Node]) -> list[Node]:
 def example_batch(example) -> torch.Tensor:
     """A batch of two for propagation (two samples tell a batch-mixing reshape from a local one)."""
     if isinstance(example, torch.Tensor):
-        x = example.detach().float()
+        integer = not example.is_floating_point() and not example.is_complex() and example.dtype != torch.bool
+        x = example.detach().long() if integer else example.detach().float()  # token ids stay ids
         if x.ndim == 0:
             raise CompileError("the example input must have a batch axis (N×…), got a scalar")
         return x[:2] if x.shape[0] >= 2 else torch.cat([x[:1], x[:1]])
@@ -403,7 +415,14 @@ def compile_model(model: nn.Module, example, frontend: str = "auto", **options) 
     finally:
         for m, training in modes.items():
             m.training = training
-    return LoweredGraph(_prune(b.nodes), tuple(x.shape[1:]), b.postprocess)
+    if b.preprocess is None and not x.is_floating_point():
+        raise CompileError("the model takes integer inputs (token ids) but does not look them up "
+                           "in an embedding first; ringlet's client does that lookup, the servers "
+                           "take the vectors")
+    input_shape = tuple(x.shape[1:])
+    if b.preprocess is not None:  # the servers take the embedded vectors
+        input_shape = next(tuple(n.out_shape or ()) for n in b.nodes if n.kind == "input")
+    return LoweredGraph(_prune(b.nodes), input_shape, b.postprocess, b.preprocess)
 
 
 __all__ = ["CompileError", "Node", "LoweredGraph", "compile_model", "trace"]

@@ -53,6 +53,10 @@ def capture(model: nn.Module, x: torch.Tensor) -> torch.fx.GraphModule:
                           f"{first}") from exc
     gm = program.module()
     rules = registry().aten
+    secret: set[str] = set()  # what depends on the input; the rest is public and folded as is
+    for node in gm.graph.nodes:
+        if node.op == "placeholder" or any(a.name in secret for a in node.all_input_nodes):
+            secret.add(node.name)
     for node in list(gm.graph.nodes):
         if node.op == "call_module":  # the exporter's guard on the input's shape: specialised away
             if node.users:
@@ -64,7 +68,8 @@ def capture(model: nn.Module, x: torch.Tensor) -> torch.fx.GraphModule:
             if isinstance(out, (tuple, list)) and len(out) == 1:
                 node.args = (out[0],)
             continue
-        if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
+        if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload) or (
+                node.name not in secret):
             continue
         op = node.target
         name = op.overloadpacket.__name__ if op.namespace == "aten" else None

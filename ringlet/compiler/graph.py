@@ -31,6 +31,7 @@ class LoweredGraph:
     nodes: list[Node]
     input_shape: tuple
     postprocess: dict | None = None  # applied by the client to the logits (a stripped softmax)
+    preprocess: dict | None = None   # applied by the client to its input (its token ids' lookup)
 
     def _ops(self):
         return registry()
@@ -77,6 +78,16 @@ class LoweredGraph:
         ops = self._ops()
         return sum(ops[n.kind].drelus(n, (bits or {}).get(n.label)) for n in self.nodes)
 
+    @property
+    def client_input_shape(self) -> tuple:
+        """What the client gives per sample: token ids when the model looks them up, else the
+        input the servers take."""
+        return tuple(self.preprocess["ids_shape"]) if self.preprocess else tuple(self.input_shape)
+
+    def prepare(self, x):
+        """The client's input as the servers take it: its token ids' embeddings, if any."""
+        return apply_preprocess(self.preprocess, x)
+
     def finish(self, logits):
         """The model's output from the graph's: the stripped softmax, if any, applied (the client)."""
         return apply_postprocess(self.postprocess, logits)
@@ -97,4 +108,21 @@ def apply_postprocess(post: dict | None, logits):
     return fns[post["op"]](logits, post["dim"])
 
 
-__all__ = ["Node", "LoweredGraph", "apply_postprocess"]
+def apply_preprocess(pre: dict | None, ids):
+    """The client's lookup of its token ids (integers in [0, vocabulary)) in the public table."""
+    if not pre:
+        return ids
+    import torch
+    if pre.get("op") != "embedding":
+        raise ValueError(f"preprocess {pre.get('op')!r}: only 'embedding' is known")
+    ids = torch.as_tensor(ids)
+    if ids.is_floating_point() and not bool((ids == ids.round()).all()):
+        raise ValueError("token ids must be integers")
+    ids = ids.long()
+    vocab = pre["weight"].shape[0]
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
+        raise ValueError(f"token ids must lie in [0, {vocab}); got {int(ids.min())} … {int(ids.max())}")
+    return torch.nn.functional.embedding(ids, pre["weight"].to(torch.float32))
+
+
+__all__ = ["Node", "LoweredGraph", "apply_postprocess", "apply_preprocess"]

@@ -5,6 +5,8 @@ Files (``FOLDER/STEM.json`` and ``FOLDER/STEM.safetensors``)::
     {"format": "ringlet-graph", "version": 1,
      "input_shape": [C, H, W],
      "postprocess": null | {"op": "softmax", "dim": 1},
+     "preprocess": null | {"op": "embedding", "weight": {"tensor": "preprocess/weight"},
+                           "ids_shape": [T]},                          # optional
      "nodes": [{"name": N, "kind": K, "inputs": [N, ...], "label": L,
                 "out_shape": [D, ...] | null, "params": {KEY: VALUE}}, ...],  # execution order
      "tensors_sha256": HEX}                                                 # of STEM.safetensors
@@ -42,6 +44,7 @@ VERSION = 1
 _TAGS = ("tensor", "tuple", "dict")
 _NODE_KEYS = ("name", "kind", "inputs", "label", "out_shape", "params")
 _TOP_KEYS = ("format", "version", "input_shape", "postprocess", "nodes", "tensors_sha256")
+_OPTIONAL_KEYS = ("preprocess",)
 
 
 class StorageError(ValueError):
@@ -102,7 +105,8 @@ def _structure(graph: LoweredGraph, tensor_ref) -> dict:
                       "label": node.label, "out_shape": _shape_list(node.out_shape, f"{node.name}/out_shape"),
                       "params": params})
     return {"input_shape": _shape_list(graph.input_shape, "input_shape"),
-            "postprocess": _encode(graph.postprocess, "postprocess", None), "nodes": nodes}
+            "postprocess": _encode(graph.postprocess, "postprocess", None), "nodes": nodes,
+            **({"preprocess": _encode(graph.preprocess, "preprocess", tensor_ref)} if graph.preprocess else {})}
 
 
 def _dtype_name(t: torch.Tensor) -> str:
@@ -232,7 +236,7 @@ def _read_json(path: Path) -> dict:
         raise StorageError(f"{path}: {FORMAT} version {doc.get('version')!r}; this ringlet reads "
                            f"version {VERSION}")
     missing = [k for k in _TOP_KEYS if k not in doc]
-    unknown = [k for k in doc if k not in _TOP_KEYS]
+    unknown = [k for k in doc if k not in (*_TOP_KEYS, *_OPTIONAL_KEYS)]
     if missing or unknown:
         raise StorageError(f"{path}: missing keys {missing}, unknown keys {unknown}")
     return doc
@@ -292,10 +296,16 @@ def load_graph(folder, stem: str = "graph") -> LoweredGraph:
     for i, entry in enumerate(doc["nodes"]):
         nodes.append(_node(entry, i, dec, kinds, earlier))
         earlier.add(nodes[-1].name)
+    preprocess = dec.value(doc["preprocess"], "preprocess") if doc.get("preprocess") is not None else None
+    if preprocess is not None and (not isinstance(preprocess, dict) or preprocess.get("op") != "embedding"
+                                   or not isinstance(preprocess.get("weight"), torch.Tensor)
+                                   or preprocess["weight"].ndim != 2):
+        raise dec.fail(f"preprocess must be null or {{'op': 'embedding', 'weight': a 2-D tensor, "
+                       f"'ids_shape': [...]}}, got {preprocess!r}")
     unused = sorted(set(tensors) - dec.used)
     if unused:
         raise StorageError(f"{weights_path}: tensors {unused} are referenced by no node of {json_path}")
-    return LoweredGraph(nodes, input_shape, postprocess)
+    return LoweredGraph(nodes, input_shape, postprocess, preprocess)
 
 
 # -- fingerprint -----------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ringlet.models import resnet, small
+from ringlet.models import resnet, small, vit
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "resnet18": resnet.resnet18,
@@ -19,6 +19,8 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "minionn": small.MiniONN,
     "fmnist-net": small.FMNISTNet,
     "svhn-net": small.SVHNNet,
+    "vit": vit.vit,
+    "vit2": vit.vit2,
 }
 
 MODEL_NAMES = tuple(_REGISTRY)

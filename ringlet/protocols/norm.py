@@ -4,20 +4,21 @@ public affine map (the caller's).
 1. μ = Σx/D (local: a public factor 1/D and a local truncation), d = x − μ.
 2. S = Σ_j d_j² over the last axis: one Beaver product (1 round, 128 bits per element), each
    square truncated to F = 24 fractional bits before the sum, plus the public D·ε.
-3. The power of 2 that S/D falls in: one DReLU per threshold D·2^i, i = −18…17, all in one sign
-   circuit on the per-row values (exact 64-bit decisions); then ONE select round gives
-   u' = S/(D·2^i) ∈ [1, 2) (each interval's public factor applied locally, the select truncating).
-4. g = 1/√u' by a degree-4 polynomial in u' − 1.5 (ESPN: one round; the input truncated to its
-   precision): error 1.2e-4 on [1, 2].
-5. r = g·2^(−i/2) by a second select round with the same decisions: 1/√(var + ε) at F bits.
-6. y = d·r: one Beaver product (1 round, 128 bits per element), truncated to the input's f bits.
+3–5. r = 1/√(S/D) by its power of 2 (:func:`ringlet.protocols.inverse.inverse_power`): 36
+   DReLUs per row at the thresholds D·2^i, i = −18…17, in one sign circuit; a select to
+   u' = S/(D·2^i) ∈ [1, 2); g = 1/√u' by a degree-4 polynomial in u' − 1.5 (ESPN: one round; the
+   input truncated to its precision; error 1.2e-4 on [1, 2]); a second select, with the same
+   decisions, to g·2^(−i/2).
+6. y = d·r: one Beaver product (1 round, 128 bits per element), truncated to the input's f bits
+   by the dealer's exact truncation (1 round, 64 bits per element: y carries f + 24 bits, where a
+   local truncation would fail with probability |y|/2^63 ≈ 2^−20 per element).
 The range of var + ε is [2^−18, 2^(23 − log2 D)) (D = 64: up to 2^17; D = 768: 2^13): beyond it the
 interval factors overflow — the compiled model's worst-case bound on its input says whether it can.
 Error: 3e-4 relative for a variance in [ε, 2^18] (tested), plus the input's own precision
 amplified: 2^−f/σ (σ = √(var + ε); f = 16 and σ = 0.01 give 1.5e-2).
 Rounds (2 servers, exact gmw decisions): 1 (square) + 7 + 1 (decisions, first select) + 1 (ESPN)
-+ 1 (its truncation) + 1 (second select, the same decisions) + 1 (product) = 13; bits: 256 per
-element, and per row 36 DReLUs, 2·37 selects, 192 (ESPN) and 64 (its truncation)
++ 1 (its truncation) + 1 (second select, the same decisions) + 1 (product) + 1 (truncation) = 14;
+bits: 320 per element, and per row 36 DReLUs, 2·37 selects, 192 (ESPN) and 64 (its truncation)
 (:func:`layer_norm_cost`). RMSNorm skips step 1.
 """
 
@@ -27,20 +28,15 @@ import functools
 import math
 
 import numpy as np
-import torch
 
-from ringlet.protocols import piecewise
 from ringlet.protocols.arith import beaver, poly
 from ringlet.protocols.arith.truncation import truncate
-from ringlet.protocols.base import input_bits
-from ringlet.protocols.convert import local_bits
-from ringlet.protocols.relu import ReluSpec, relu_cost
+from ringlet.protocols.inverse import F, inverse_power, inverse_power_cost
+from ringlet.protocols.relu import ReluSpec
 from ringlet.session import Session
 from ringlet.sharing import ArithmeticShare
 
-F = 24                 # fractional bits of S, u' and r
 LOW, HIGH = -18, 18    # thresholds D·2^i for i in LOW..HIGH−1 (the products stay below 2^62 for i + log2 D ≤ 23)
-Q = 14                 # bits of the public interval factors' mantissas (relative error 2^−15)
 DEGREE = 4
 MEAN_BITS = 20         # the public factor 1/D
 POLY_FRAC = 11         # the polynomial's input precision: 4·11 + 16 = 60 bits of scale
@@ -50,23 +46,6 @@ POLY_FRAC = 11         # the polynomial's input precision: 4·11 + 16 = 60 bits 
 def _inv_sqrt_coeffs() -> tuple[float, ...]:
     """1/√(t + 1.5) for t in [−0.5, 0.5] by a degree-4 near-minimax fit (2^−16 coefficients)."""
     return tuple(poly.fit_interval(lambda t: 1.0 / np.sqrt(t + 1.5), DEGREE, -0.5, 0.5, 16))
-
-
-def _select(sess: Session, decisions_t2: torch.Tensor, values: list[tuple[torch.Tensor, int]], n: int,
-            spec: ReluSpec, decided: dict) -> torch.Tensor:
-    """Σ over the intervals of 1{interval}·value (each (value, shift) truncated by its shift), in
-    one select round: ``values`` = below the first threshold, each interval, above the last. The
-    decisions are taken on the first call and kept in ``decided`` for the second."""
-    terms: list[tuple[int | str, torch.Tensor, int]] = [(i, v, sh) for i, (v, sh) in enumerate(values[1:-1])]
-    terms += [("lo", *values[0]), ("hi", *values[-1])]
-    k, m = input_bits(spec, 0, sess.ring.bits)
-    return piecewise.decide_and_select(sess, decisions_t2, k - m, spec.sign, terms, n, HIGH - LOW, decided)
-
-
-def _factor(scale: float) -> tuple[int, int]:
-    """``scale`` as (mantissa of at least Q bits, shift): scale ≈ mantissa / 2^shift."""
-    shift = Q + max(0, -math.floor(math.log2(scale)))
-    return int(round(scale * 2 ** shift)), shift
 
 
 def layer_norm(sess: Session, x: ArithmeticShare, eps: float, center: bool = True,
@@ -91,30 +70,17 @@ def layer_norm(sess: Session, x: ArithmeticShare, eps: float, center: bool = Tru
     sq = truncate(sess, sq, 2 * f - F) if 2 * f > F else sq.mul_public(1 << (F - 2 * f), frac=F - 2 * f)
     s = ArithmeticShare(sq.data.sum(-1), x.party, F)
     flat = s.data.reshape(-1) + (int(round(d_size * eps * 2 ** F)) if sess.rank == 0 else 0)
-    n = flat.numel()
-    thresholds = [int(round(d_size * 2.0 ** i * 2 ** F)) if sess.rank == 0 else 0 for i in range(LOW, HIGH)]
-    k, m = input_bits(spec, 0, sess.ring.bits)
-    t2 = local_bits(torch.cat([flat - t for t in thresholds]), k, m)
-    # u' = S/(D·2^i) on each interval [D·2^i, D·2^(i+1)); below the first and above the last the
-    # nearest interval's factor (the value then lies outside [1, 2): the stated range)
-    factors = [LOW] + [LOW + i for i in range(HIGH - LOW - 1)] + [HIGH - 1]
-    scaled = []
-    for i in factors:
-        mantissa, shift = _factor(1.0 / (d_size * 2.0 ** i))
-        scaled.append((flat * mantissa, shift))
-    decided: dict = {}
-    u = _select(sess, t2, scaled, n, spec, decided)  # F bits
-    t = u - (int(1.5 * 2 ** F) if sess.rank == 0 else 0)
-    g = poly.evaluate(sess, ArithmeticShare(t, x.party, F), list(_inv_sqrt_coeffs()), F, "espn",
-                      frac=POLY_FRAC, r=0.5)
-    halves = []
-    for i in factors:
-        mantissa, shift = _factor(2.0 ** (-i / 2))
-        halves.append((g.data * mantissa, shift))
-    r = _select(sess, t2, halves, n, spec, decided)  # the same decisions: 1/√(var + ε) at F bits
+
+    def inv_sqrt(u: ArithmeticShare) -> ArithmeticShare:
+        t = u.data - (int(1.5 * 2 ** F) if sess.rank == 0 else 0)
+        return poly.evaluate(sess, ArithmeticShare(t, x.party, F), list(_inv_sqrt_coeffs()), F, "espn",
+                             frac=POLY_FRAC, r=0.5)
+
+    # 1/√(S/D) = (S/(D·2^i))^(−1/2)·2^(−i/2)
+    r = inverse_power(sess, flat, d_size, LOW, HIGH, 0.5, inv_sqrt, x.party, spec)
     r_share = ArithmeticShare(r.view(*s.shape, 1).expand(d.shape).contiguous(), x.party, F)
-    y = beaver.mul(sess, d, r_share, rescale=False)  # f + F bits
-    return truncate(sess, y, F)
+    y = beaver.mul(sess, d, r_share, rescale=False)  # f + F bits: the dealer's exact truncation
+    return truncate(sess, y, F, "dealer")          # (a local one fails with p ≈ |y|/2^63 ≈ 2^−20)
 
 
 def variance_range(d_size: int) -> tuple[float, float]:
@@ -127,12 +93,11 @@ def layer_norm_cost(rows: int, elements: int, ring_bits: int = 64) -> dict:
     ``elements`` values in total (exact 64-bit decisions, local truncations; exact when rows is a
     multiple of 64, the bit planes' word)."""
     ell = ring_bits
-    circuit = relu_cost(ReluSpec(), 2, ell)
-    breaks = HIGH - LOW
-    # the decisions once, two selects of breaks + 1 terms, ESPN and its exact truncation
-    per_row = breaks * circuit["drelu_bits"] + 2 * (breaks + 1) * (ell + 1) + 64 * (DEGREE - 1) + ell
-    bits = 2 * 2 * ell * elements + rows * per_row  # two Beaver products per element
-    rounds = 1 + circuit["drelu_rounds"] + 1 + 1 + 1 + 1 + 1
+    scaling = inverse_power_cost(rows, HIGH - LOW, ell)
+    # ESPN (its powers) and its exact truncation per row; two Beaver products and the final
+    # dealer truncation per element
+    bits = scaling["bits"] + rows * (64 * (DEGREE - 1) + ell) + (2 * 2 * ell + ell) * elements
+    rounds = 1 + scaling["rounds"] + 1 + 1 + 1 + 1
     return {"bits": bits, "rounds": rounds}
 
 

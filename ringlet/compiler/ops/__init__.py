@@ -14,9 +14,9 @@ from ringlet.compiler.ops.base import Op, Registry
 @functools.cache
 def registry() -> Registry:
     """Every node kind of this ringlet (immutable once built)."""
-    from ringlet.compiler.ops import activation, arith, linear, norm, pool, refusals, shape
+    from ringlet.compiler.ops import activation, arith, attention, embed, linear, norm, pool, refusals, shape
     reg = Registry()
-    for module in (linear, arith, activation, norm, pool, shape, refusals):
+    for module in (linear, arith, activation, attention, embed, norm, pool, shape, refusals):
         module.register(reg)
     return reg
 

@@ -431,22 +431,6 @@ def lower_poly(b, fx, mod) -> None:
            range=float(mod.range))
 
 
-def lower_softmax(b, fx, mod=None) -> None:
-    """A softmax / log-softmax as the model's last operation: the client applies it to the logits."""
-    users = list(fx.users)
-    if len(users) != 1 or users[0].op != "output":
-        raise b.fail(fx, "a softmax inside the model has no cheap secure form; ringlet runs it only "
-                         "as the last layer (stripped and applied by the client to its logits)")
-    log = isinstance(mod, nn.LogSoftmax) or fx.target in (F.log_softmax, torch.log_softmax, "log_softmax")
-    name = "log_softmax" if log else "softmax"
-    dim = mod.dim if mod is not None else b.arg(fx, 1, "dim", None)
-    rank = len(b.shape(fx)) + 1
-    if dim is None or dim % rank == 0:
-        raise b.fail(fx, "a softmax over the batch axis (give dim=1)")
-    b.postprocess = {"op": name, "dim": int(dim % rank)}
-    b.alias_to(fx, b.src(b.tensor_args(fx)[0]))
-
-
 def register(reg: Registry) -> None:
     for op in (Relu(), Leaky(), Abs(), Clamp(), Maximum(), Smooth(), SmoothPoly(), GroupRelu(), Poly()):
         reg.op(op)
@@ -490,10 +474,3 @@ def register(reg: Registry) -> None:
     reg.aten_op("gelu", F.gelu)
     reg.aten_op(("hardswish", "hardswish_"), F.hardswish)
     reg.aten_op(("hardsigmoid", "hardsigmoid_"), F.hardsigmoid)
-    reg.aten_op("softmax", torch.softmax)
-    reg.aten_op("_softmax", torch.softmax, adapt=lambda n, a, k: (a[:2], {}))
-    reg.aten_op("log_softmax", torch.log_softmax)
-    reg.aten_op("_log_softmax", torch.log_softmax, adapt=lambda n, a, k: (a[:2], {}))
-    reg.module((nn.Softmax, nn.LogSoftmax), lower_softmax)
-    reg.function((F.softmax, F.log_softmax, torch.softmax, torch.log_softmax), lower_softmax)
-    reg.method(("softmax", "log_softmax"), lower_softmax)

@@ -13,7 +13,8 @@ _NORM = ("normalising by a secret standard deviation over other axes than the la
          "convolutions at no cost) or LayerNorm over the last axis")
 _EMBED = ("a lookup by a secret index has no cheap secure form; look the embedding up on the client "
           "(it holds the ids) and make the vectors the model's input")
-_ATTENTION = "attention needs a secure softmax of secret scores, which ringlet does not have yet"
+_ATTENTION = ("torch.nn's fused attention modules are not lowered yet; write the attention with "
+              "F.scaled_dot_product_attention or q @ k.transpose(-2, -1) and softmax")
 _RECURRENT = "recurrent layers are not supported yet (they loop over secret time steps)"
 _NONLINEAR = ("no cheap secure form; compute it on the client after the private part, or replace it "
               "by a polynomial (ringlet.poly)")
@@ -24,9 +25,9 @@ def register(reg: Registry) -> None:
     reg.refuse((nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.LocalResponseNorm,
                 F.group_norm, F.instance_norm, F.normalize, torch.std, torch.var, "norm", "std",
                 "var"), _NORM)
-    reg.refuse((nn.Embedding, nn.EmbeddingBag, F.embedding), _EMBED)
+    reg.refuse((nn.EmbeddingBag,), _EMBED)
     reg.refuse((nn.MultiheadAttention, nn.Transformer, nn.TransformerEncoderLayer,
-                nn.TransformerDecoderLayer, F.scaled_dot_product_attention), _ATTENTION)
+                nn.TransformerDecoderLayer), _ATTENTION)
     reg.refuse((nn.RNN, nn.LSTM, nn.GRU, nn.RNNCell, nn.LSTMCell, nn.GRUCell), _RECURRENT)
     reg.refuse((torch.exp, torch.log, torch.sqrt, torch.rsqrt, torch.reciprocal, "exp", "log", "sqrt",
                 "rsqrt", "reciprocal"), _NONLINEAR)

@@ -77,25 +77,51 @@ class Gather(Op):
 
 
 class Cat(Op):
+    """torch.cat of secret tensors and public per-sample constants (``consts``: position (a string) → tensor,
+    e.g. a class token): each constant enters as a share held by server 0."""
+
     kind = "cat"
 
     def frac(self, node, ins, f):
         return max(ins)
 
+    @staticmethod
+    def _parts(node, ins, const):
+        parts, it = [], iter(ins)
+        for i in range(len(ins) + len(node.params.get("consts") or {})):
+            c = (node.params.get("consts") or {}).get(str(i))
+            parts.append(next(it) if c is None else const(c))
+        return parts
+
     def plain(self, node, ins, ctx):
-        return torch.cat(ins, node.params["dim"])
+        n = ins[0].shape[0]
+        consts = ctx.params(node).get("consts") or {}
+        parts, it = [], iter(ins)
+        for i in range(len(ins) + len(consts)):
+            c = consts.get(str(i))
+            parts.append(next(it) if c is None else c.expand(n, *c.shape))
+        return torch.cat(parts, node.params["dim"])
 
     def secure(self, node, ins, ctx):
-        return ArithmeticShare.cat(lift(ins), node.params["dim"])
+        ins = lift(ins)
+        x = ins[0]
+
+        def const(c):
+            data = ctx.fixed.with_frac(x.frac).encode(c, f"{node.label} constant")
+            data = data.expand(x.shape[0], *c.shape).contiguous()
+            return ArithmeticShare(data if x.party == 0 else torch.zeros_like(data), x.party, x.frac)
+        return ArithmeticShare.cat(self._parts(node, ins, const), node.params["dim"])
 
     def magnitude(self, node, ins):
-        return max(ins)
+        consts = node.params.get("consts") or {}
+        return max([*ins, *(float(c.abs().max()) for c in consts.values())])
 
 
 # -- lowerings ------------------------------------------------------------------------------------
-def index_map(b, fx, fn, in_shape) -> tuple[torch.Tensor, tuple]:
+def index_map(b, fx, fn, in_shape, batch_moved=None) -> tuple[torch.Tensor, tuple]:
     """The static index map of a rearrangement ``fn`` of one sample (−1 where it writes a zero),
-    and the per-sample output shape."""
+    and the per-sample output shape; ``batch_moved``: an exception raised instead of the error
+    when ``fn`` keeps the samples apart but moves the batch axis."""
     n = math.prod(in_shape)
     probe = torch.arange(1, 2 * n + 1, dtype=torch.float64).view(2, *in_shape)
     try:
@@ -103,6 +129,8 @@ def index_map(b, fx, fn, in_shape) -> tuple[torch.Tensor, tuple]:
     except Exception as exc:  # noqa: BLE001 - the user's operation on the probe
         raise b.fail(fx, f"not a static rearrangement ({type(exc).__name__}: {exc})") from exc
     if not isinstance(out, torch.Tensor) or out.ndim == 0 or out.shape[0] != 2:
+        if batch_moved is not None and isinstance(out, torch.Tensor) and _keeps_samples(out, n):
+            raise batch_moved
         raise b.fail(fx, "the operation mixes the samples of a batch (the batch axis must stay first)")
     if not torch.equal(out, torch.round(out)):
         raise b.fail(fx, "the operation computes new values (it is not a rearrangement; use "
@@ -116,13 +144,36 @@ def index_map(b, fx, fn, in_shape) -> tuple[torch.Tensor, tuple]:
     return first, tuple(out.shape[1:])
 
 
-def emit_gather(b, fx, x, fn, label=None, name=None) -> str:
+class _BatchMoved(Exception):
+    pass
+
+
+def _keeps_samples(out: torch.Tensor, n: int) -> bool:
+    """Whether a probe's result (values 1…n of sample 0, n+1…2n of sample 1) has its samples on
+    one axis of size 2, each sample's values apart: the batch axis moved, not mixed."""
+    for axis in range(out.ndim):
+        if out.shape[axis] == 2:
+            a, c = out.select(axis, 0), out.select(axis, 1)
+            if bool(((a >= 1) & (a <= n)).all()) and torch.equal(c, a + n):
+                return True
+    return False
+
+
+def emit_gather(b, fx, x, fn, label=None, name=None) -> str | None:
     """Emit the rearrangement ``fn`` of ``x`` (an fx node or a graph node's name); returns the name
     of the node holding the result. With ``name`` it is a step inside ``fx``'s lowering; without,
-    it is ``fx``'s own value (an identity rearrangement then just aliases ``x``)."""
+    it is ``fx``'s own value (an identity rearrangement then just aliases ``x``), and one that
+    moves the batch axis is deferred (None) until a later rearrangement brings it back first."""
+    if not isinstance(x, str) and x.name in b.deferred:
+        x, inner = b.deferred[x.name]
+        fn = (lambda f, g: lambda t: f(g(t)))(fn, inner)
     src = x if isinstance(x, str) else b.src(x)
     in_shape = b.by_name[src].out_shape
-    index, out_shape = index_map(b, fx, fn, in_shape)
+    try:
+        index, out_shape = index_map(b, fx, fn, in_shape, batch_moved=_BatchMoved if name is None else None)
+    except _BatchMoved:
+        b.deferred[fx.name] = (x, fn)
+        return None
     if out_shape == tuple(in_shape) and torch.equal(index, torch.arange(index.numel())):
         if name is None:
             b.alias_to(fx, src)
@@ -201,9 +252,23 @@ def lower_cat(b, fx) -> None:
     rank = len(b.shape(fx))
     if dim == 0 or dim == -rank - 1:
         raise b.fail(fx, "concatenation along the batch axis")
-    if not all(b.is_tensor(t) for t in tensors):
-        raise b.fail(fx, "concatenation of a secret tensor with a public one")
-    b.emit(fx, "cat", list(tensors), dim=dim if dim > 0 else dim + rank + 1)
+    consts = {}
+    for i, t in enumerate(tensors):
+        if not b.is_tensor(t):
+            consts[str(i)] = _per_sample(b, fx, torch.as_tensor(b.value(t)), b.batch_shape(fx)[0])
+    if len(consts) == len(tensors):
+        raise b.fail(fx, "concatenation of public tensors only")
+    b.emit(fx, "cat", [t for t in tensors if b.is_tensor(t)], dim=dim if dim > 0 else dim + rank + 1,
+           consts=consts or None)
+
+
+def _per_sample(b, fx, value: torch.Tensor, batch: int) -> torch.Tensor:
+    """A public tensor beside secret ones as one sample's constant: its batch axis of 1, or of
+    the example's size with every sample equal (``cls.expand(x.shape[0], -1, -1)``)."""
+    if value.ndim and value.shape[0] in (1, batch) and bool((value == value[:1]).all()):
+        return value[0].detach().to(torch.float64).clone()
+    raise b.fail(fx, f"a public tensor of shape {tuple(value.shape)} beside the secret ones: give it "
+                     f"a batch axis of 1 (the same for every sample)")
 
 
 def lower_stack(b, fx) -> None:

@@ -21,6 +21,8 @@ def add_parser(sub, name):
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
+                   help="sgd (with --momentum) or adamw (for transformers)")
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--warmup-epochs", type=float, default=0.0)
     p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
@@ -43,7 +45,8 @@ def run(args):
     from ringlet.jobs.train import train_zoo_model
     result = train_zoo_model(
         model=args.model, dataset=args.dataset, epochs=args.epochs, batch=args.batch, lr=args.lr,
-        momentum=args.momentum, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
+        momentum=args.momentum, optimizer=args.optimizer, weight_decay=args.weight_decay,
+        warmup_epochs=args.warmup_epochs,
         augment=not args.no_augment, seed=args.seed, threads=args.threads, out=Path(args.out),
         data_dir=args.data_dir, train_samples=args.train_samples, progress=not args.no_progress,
         command=command_line(), sharing=args.sharing_config, poly=_poly(args.poly),

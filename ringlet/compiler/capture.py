@@ -195,6 +195,7 @@ class Builder:
         self.by_name: dict[str, Node] = {}
         self.postprocess: dict | None = None
         self.preprocess: dict | None = None  # the client's embedding lookup of its token ids
+        self.ids: str | None = None  # the placeholder of integer token ids
         self._alias: dict[str, str] = {}  # fx node → the secure node holding its value
         self._labels: dict[str, int] = {}
         #: rearrangements that move the batch axis (qkv.permute(2, 0, 3, 1, 4)): fx node → (the
@@ -205,6 +206,9 @@ class Builder:
     fail = staticmethod(_fail)
 
     def src(self, arg) -> str:
+        if arg.name == self.ids:
+            raise _fail(arg, "the token ids (the integer input) are only looked up in an embedding, "
+                             "by the client; nothing else may read them")
         if arg.name in self.deferred:
             raise _fail(arg, "the operation mixes the samples of a batch (the batch axis must stay "
                              "first, or be brought back first by the next indexing or unbind)")
@@ -263,7 +267,8 @@ class Builder:
         if fx.op == "placeholder":
             if fx.meta["tensor_meta"].dtype.is_floating_point:
                 self.emit(fx, "input", [], "input")
-            # token ids: the "input" node is the client's lookup of their embeddings (ops/embed.py)
+            else:  # token ids: the "input" node is the client's lookup of them (ops/embed.py)
+                self.ids = fx.name
         elif fx.op == "output":
             out = fx.args[0]
             if not self.is_tensor(out):
@@ -351,8 +356,10 @@ def _runs_on(model: nn.Module, x: torch.Tensor) -> None:
                   if "/torch/" not in f.filename and "/ringlet/compiler/" not in f.filename]
         at = f"; at {frames[-1].filename}:{frames[-1].lineno}: {frames[-1].line}" if frames else ""
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        hint = ("; a model that looks up token ids takes them as an integer tensor: give the "
+                "example input as integer token ids") if "'indices'" in first and x.is_floating_point() else ""
         raise CompileError(f"the model does not run on an input of shape {tuple(x.shape[1:])} per "
-                           f"sample ({type(exc).__name__}: {first}){at}") from None
+                           f"sample ({type(exc).__name__}: {first}){at}{hint}") from None
 
 
 FRONTENDS = ("auto", "fx", "export")

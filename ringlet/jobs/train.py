@@ -30,6 +30,7 @@ def resolve_model(name_or_path: str, input_shape=None, num_classes: int = 10,
 
 def train_zoo_model(*, model: str, dataset: str, epochs: int, out: Path, batch: int = 128,
                     lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 5e-4,
+                    optimizer: str = "sgd",
                     warmup_epochs: float = 0.0, augment: bool = True, seed: int = 0,
                     threads: int = 0, data_dir=None, train_samples: int | None = None,
                     progress: bool = True, command: str = "", sharing: str | None = None,
@@ -41,7 +42,7 @@ def train_zoo_model(*, model: str, dataset: str, epochs: int, out: Path, batch: 
     ``sharing`` (a gReLU config file) or ``poly`` ({"degree", "range"}) convert the ReLUs first;
     ``pillar`` (the penalty coefficient) adds the PILLAR regulariser for polynomial layers.
     """
-    cfg = TrainConfig(epochs=epochs, batch=batch, lr=lr, momentum=momentum,
+    cfg = TrainConfig(epochs=epochs, batch=batch, lr=lr, momentum=momentum, optimizer=optimizer,
                       weight_decay=weight_decay, warmup_epochs=warmup_epochs, augment=augment,
                       seed=seed, threads=threads)
     torch.manual_seed(seed)  # not secret: the initial weights of a model being trained

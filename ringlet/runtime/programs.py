@@ -290,11 +290,31 @@ def summarize(run, plain_logits: torch.Tensor, labels: torch.Tensor | None, n: i
         "tls_overhead_bytes": {run.world.role(r) + str(r): rep.tls_overhead_bytes
                                for r, rep in run.reports.items()},
         "per_layer": per_layer,
+        "by_kind": by_kind(per_layer),
     }
     if labels is not None:
         out["accuracy"] = float((pred == labels).double().mean())
         out["plaintext_accuracy"] = float((plain_pred == labels).double().mean())
     return out
+
+
+def by_kind(per_layer: list[dict]) -> dict[str, dict]:
+    """Bytes, rounds and seconds of the online phase per node kind (softmax, layernorm, matmul,
+    smooth — GELU and the like —, relu, conv, ...), with each kind's share of the bytes and of the
+    time the nodes took (a node's input truncation counts to it)."""
+    kinds: dict[str, dict] = {}
+    for row in per_layer:
+        k = kinds.setdefault(row["kind"], {"nodes": 0, "bytes_sent": 0, "rounds": 0, "seconds": 0.0})
+        k["nodes"] += 1
+        k["bytes_sent"] += row["bytes_sent"]
+        k["rounds"] += row["rounds"]
+        k["seconds"] += row["seconds"]
+    total_bytes = sum(k["bytes_sent"] for k in kinds.values()) or 1
+    total_seconds = sum(k["seconds"] for k in kinds.values()) or 1.0
+    for k in kinds.values():
+        k["bytes_share"] = k["bytes_sent"] / total_bytes
+        k["time_share"] = k["seconds"] / total_seconds
+    return dict(sorted(kinds.items(), key=lambda kv: -kv[1]["bytes_sent"]))
 
 
 def save_logits(path: str | Path, logits: torch.Tensor) -> None:

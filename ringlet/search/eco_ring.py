@@ -17,7 +17,9 @@ only for the ReLU's comparison. Two choices, both from the validation inputs the
    before its truncation), ℓ ≥ log2(P) + F + 2 + ``margin`` for every node, where the margin
    (default 3 bits: inputs whose activations are 8× larger than any validation input's) is the
    safety the user states. ℓ is also at least what the model's own headroom check needs
-   (:func:`ringlet.compiler.ranges.check_headroom`: 4 bits at the input range's bound), and 32 at least.
+   (:func:`ringlet.compiler.ranges.check_headroom`: 4 bits at the input range's bound), 32 at
+   least, and what every node's protocol needs (``Op.min_ring_bits``: LayerNorm and softmax run in
+   the 64-bit ring only, so a transformer's eco ring is 64 bits whatever its values need).
 
 A run in a ring the model's headroom does not allow is refused when it is compiled (a clear error
 naming the node), never a wrong answer.
@@ -30,6 +32,7 @@ import math
 import torch
 
 from ringlet.compiler.interpret import FracPlan, PlainInterpreter
+from ringlet.compiler.ops import registry
 from ringlet.compiler.ranges import InputRangeError, calibrate
 from ringlet.ring import MIN_RING_BITS, FixedPoint
 
@@ -123,7 +126,9 @@ def choose_ring(pm, vx: torch.Tensor, vy: torch.Tensor, margin: int = DEFAULT_MA
         f = min(own_f, f + frac_margin)
     peaks = calibrate(graph, vx)["peaks"]
     ell, per_node = needed_ring_bits(graph, peaks, f, pm.input_range.bound, margin)
-    ell = max(ell, MIN_RING_BITS, 2 * f + 2)
+    ops = registry()
+    protocols = {n.label: ops[n.kind].min_ring_bits for n in graph.nodes if ops[n.kind].min_ring_bits}
+    ell = max(ell, MIN_RING_BITS, 2 * f + 2, *protocols.values())
     while True:
         if ell > 64:
             raise ValueError(f"no ring of at most 64 bits holds this model at {f} fractional bits "
@@ -136,5 +141,6 @@ def choose_ring(pm, vx: torch.Tensor, vy: torch.Tensor, margin: int = DEFAULT_MA
     report = {"ring_bits": ell, "frac_bits": f, "margin_bits": margin, "frac": frac,
               "frac_margin_bits": frac_margin if frac == "search" else None,
               "reference_frac_bits": own_f, "emulated_validation": tried,
-              "needed_bits_per_layer": per_node, "validation_samples": int(vx.shape[0])}
+              "needed_bits_per_layer": per_node, "validation_samples": int(vx.shape[0]),
+              "ring_bits_needed_by_protocols": protocols}
     return FixedPoint(f, ell), report

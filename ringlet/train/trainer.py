@@ -24,6 +24,8 @@ from tqdm import tqdm
 
 from ringlet.data import Dataset
 
+OPTIMIZERS = ("sgd", "adamw")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -34,6 +36,7 @@ class TrainConfig:
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = False
+    optimizer: str = "sgd"  # or "adamw" (betas 0.9, 0.999; transformers train with it)
     weight_decay: float = 5e-4
     warmup_epochs: float = 0.0
     augment: bool = True
@@ -43,6 +46,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.epochs < 0 or self.batch < 1 or self.lr <= 0:
             raise ValueError(f"invalid training config: {self}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer {self.optimizer!r}: one of {', '.join(OPTIMIZERS)}")
 
 
 def augment_batch(x: torch.Tensor, gen: torch.Generator, pad: int) -> torch.Tensor:
@@ -87,7 +92,7 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def _save_resume(path: Path, model: nn.Module, opt: torch.optim.SGD, epoch: int,
+def _save_resume(path: Path, model: nn.Module, opt: torch.optim.Optimizer, epoch: int,
                  gen: torch.Generator, history: list) -> None:
     tensors = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
     names = {id(p): n for n, p in model.named_parameters()}
@@ -102,7 +107,7 @@ def _save_resume(path: Path, model: nn.Module, opt: torch.optim.SGD, epoch: int,
     (path / "state.json").write_text(json.dumps({"epoch": epoch, "history": history}, indent=1))
 
 
-def _load_resume(path: Path, model: nn.Module, opt: torch.optim.SGD,
+def _load_resume(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
                  gen: torch.Generator) -> tuple[int, list]:
     tensors = load_file(str(path / "state.safetensors"))
     info = json.loads((path / "state.json").read_text())
@@ -135,9 +140,13 @@ def fit(model: nn.Module, train: Dataset, test: Dataset | None, cfg: TrainConfig
     gen = torch.Generator().manual_seed(cfg.seed)
     params_decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     params_plain = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    opt = torch.optim.SGD([{"params": params_decay, "weight_decay": cfg.weight_decay},
-                           {"params": params_plain, "weight_decay": 0.0}],
-                          lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    groups = [{"params": params_decay, "weight_decay": cfg.weight_decay},
+              {"params": params_plain, "weight_decay": 0.0}]
+    opt: torch.optim.Optimizer
+    if cfg.optimizer == "adamw":
+        opt = torch.optim.AdamW(groups, lr=cfg.lr)
+    else:
+        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     n = len(train)
     steps_per_epoch = math.ceil(n / cfg.batch)
     total = steps_per_epoch * cfg.epochs

@@ -26,6 +26,7 @@ class Softmax(Op):
     relu_like = False
     needs_f = True
     approximates = True
+    min_ring_bits = 64
     cost = ("2 servers, row of D: (⌈log2 D⌉ + 1) × 8 + 22 rounds (D = 65: 87); per element "
             "(D − 1)/D + 1 ReLUs and 1344 bits, per row ⌈log2 D⌉ + 1 DReLUs (max, clip, exp by "
             "squaring, 1/Σ by its power of 2)")
@@ -153,18 +154,19 @@ def lower_sdpa(b, fx) -> None:
     if b.value(args["enable_gqa"]):
         raise b.fail(fx, "grouped-query attention (enable_gqa) is not supported yet")
     qs, ks = b.shape(q), b.shape(k)
+    at = fx.meta.get("ringlet_label") or fx.name  # the module path under torch.export
     scale = b.value(args["scale"])
     scale = 1.0 / math.sqrt(qs[-1]) if scale is None else float(scale)
-    kt = emit_gather(b, fx, k, lambda t: t.transpose(-2, -1), f"{fx.name}.kT", f"{fx.name}_kT")
+    kt = emit_gather(b, fx, k, lambda t: t.transpose(-2, -1), f"{at}.kT", f"{fx.name}_kT")
     scores_shape = (*qs[:-1], ks[-2])
-    scores = b.emit(fx, "matmul", [q, kt], f"{fx.name}.scores", node_name=f"{fx.name}_scores",
+    scores = b.emit(fx, "matmul", [q, kt], f"{at}.scores", node_name=f"{fx.name}_scores",
                     node_shape=scores_shape, inner=int(qs[-1]))
-    scaled = b.emit(fx, "affine", [scores.name], f"{fx.name}.scale", node_name=f"{fx.name}_scaled",
+    scaled = b.emit(fx, "affine", [scores.name], f"{at}.scale", node_name=f"{fx.name}_scaled",
                     node_shape=scores_shape, scale=torch.tensor(scale, dtype=torch.float64), shift=None)
     keep = _keep_from(b, fx, b.value(args["attn_mask"]), scores_shape, bool(b.value(args["is_causal"])))
-    probs = b.emit(fx, "softmax", [scaled.name], f"{fx.name}.softmax", node_name=f"{fx.name}_softmax",
+    probs = b.emit(fx, "softmax", [scaled.name], f"{at}.softmax", node_name=f"{fx.name}_softmax",
                    node_shape=scores_shape, keep=keep)
-    b.emit(fx, "matmul", [probs.name, v], f"{fx.name}.values", inner=int(ks[-2]))
+    b.emit(fx, "matmul", [probs.name, v], f"{at}.values", inner=int(ks[-2]))
 
 
 def register(reg: Registry) -> None:

@@ -75,6 +75,10 @@ class Op:
         """Sign decisions (DReLUs) per sample the secure run evaluates."""
         return 0
 
+    #: the smallest ring Z_2^ℓ its protocol runs in (LayerNorm and softmax need 2^62 of headroom
+    #: for their interval factors and products: 64); the eco ring never goes below it
+    min_ring_bits: int = 0
+
     def linear_layer(self, node, in_shape: tuple, batch: int, encoded) -> dict | None:
         """A public-weight linear layer's arguments of
         :func:`ringlet.protocols.tuning.linear.choose_backend` (kind, x_shape, w, ...) for an input

@@ -164,3 +164,34 @@ def test_token_ids_are_read_by_their_embedding_only():
             return self.emb(ids).mean(1) + ids[:, :1]
     with pytest.raises(CompileError, match="only looked up in an embedding"):
         ringlet.compile(Peek(), torch.randint(0, 10, (2, 5)))
+
+
+def test_hf_bert_with_padding_masks_the_padded_keys():
+    """A padded batch: the attention mask is public (the same padding for every sample), HF turns
+    it into an additive finfo.min mask, ringlet's softmax gives the padded keys exactly 0."""
+    tr = _transformers()
+    cfg = tr.BertConfig(vocab_size=300, hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=128, max_position_embeddings=32, num_labels=2)
+    torch.manual_seed(1)
+    bert = tr.BertForSequenceClassification(cfg).eval()
+
+    class Padded(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bert = bert
+            self.register_buffer("mask", torch.tensor([[1] * 12 + [0] * 4]))
+
+        def forward(self, ids):
+            return self.bert(input_ids=ids, attention_mask=self.mask.expand(ids.shape[0], -1)).logits
+    model = Padded().eval()
+    ids = torch.randint(0, 300, (3, 16))
+    pm = ringlet.compile(model, ids)
+    keep = [n.params["keep"] for n in pm.graph.nodes if n.kind == "softmax"]
+    assert len(keep) == 1 and keep[0].shape[-1] == 16 and not bool(keep[0][..., 12:].any())
+    with torch.no_grad():
+        ref = model(ids).double()
+        other = ids.clone()
+        other[:, 12:] = 7  # what sits under the padding changes nothing
+        assert torch.allclose(model(other).double(), ref, atol=1e-5)
+    res = pm.infer(ids)
+    assert float((res.logits - ref).abs().max()) < 1e-3

@@ -117,6 +117,15 @@ def _keep_from(b, fx, mask, shape, is_causal: bool):
     return keep
 
 
+def _at(fx) -> str:
+    """The path of the module whose forward made the call (its label's stem), else the node."""
+    if fx.meta.get("ringlet_label"):  # torch.export's reading
+        return fx.meta["ringlet_label"]
+    stack = fx.meta.get("nn_module_stack") or {}  # torch.fx's
+    paths = [v[0] if isinstance(v, tuple) else k for k, v in stack.items()]
+    return paths[-1] if paths and paths[-1] else fx.name
+
+
 def lower_softmax(b, fx, mod=None) -> None:
     """softmax over the last axis inside the model; the model's last softmax (over its logits)
     is stripped and applied by the client."""
@@ -136,7 +145,8 @@ def lower_softmax(b, fx, mod=None) -> None:
     if dim % rank != rank - 1:
         raise b.fail(fx, f"a softmax over axis {dim} inside the model: ringlet's runs over the "
                          f"last axis (move the axis last first)")
-    b.emit(fx, "softmax", [b.tensor_args(fx)[0]], fx.target if mod is not None else None, keep=None)
+    b.emit(fx, "softmax", [b.tensor_args(fx)[0]], fx.target if mod is not None else f"{_at(fx)}.softmax",
+           keep=None)
 
 
 def lower_sdpa(b, fx) -> None:
@@ -154,7 +164,7 @@ def lower_sdpa(b, fx) -> None:
     if b.value(args["enable_gqa"]):
         raise b.fail(fx, "grouped-query attention (enable_gqa) is not supported yet")
     qs, ks = b.shape(q), b.shape(k)
-    at = fx.meta.get("ringlet_label") or fx.name  # the module path under torch.export
+    at = _at(fx)
     scale = b.value(args["scale"])
     scale = 1.0 / math.sqrt(qs[-1]) if scale is None else float(scale)
     kt = emit_gather(b, fx, k, lambda t: t.transpose(-2, -1), f"{at}.kT", f"{fx.name}_kT")

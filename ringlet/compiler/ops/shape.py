@@ -99,7 +99,7 @@ class Cat(Op):
         parts, it = [], iter(ins)
         for i in range(len(ins) + len(consts)):
             c = consts.get(str(i))
-            parts.append(next(it) if c is None else c.expand(n, *c.shape))
+            parts.append(next(it) if c is None else c.to(ins[0].dtype).expand(n, *c.shape))
         return torch.cat(parts, node.params["dim"])
 
     def secure(self, node, ins, ctx):

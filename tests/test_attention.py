@@ -195,3 +195,18 @@ def test_hf_bert_with_padding_masks_the_padded_keys():
         assert torch.allclose(model(other).double(), ref, atol=1e-5)
     res = pm.infer(ids)
     assert float((res.logits - ref).abs().max()) < 1e-3
+
+
+def test_the_eco_ring_of_a_transformer_is_what_its_protocols_need():
+    """LayerNorm and softmax run in the 64-bit ring only: the eco ring says so, beside what the
+    values alone would need."""
+    from ringlet.search.eco_ring import choose_ring
+    torch.manual_seed(0)
+    model = build_model("vit2", (1, 28, 28)).eval()
+    x = torch.randn(16, 1, 28, 28)
+    pm = ringlet.compile(model, x[:4])
+    fixed, report = choose_ring(pm, x, model(x).argmax(1).detach())
+    assert fixed.ring_bits == 64
+    needed = report["ring_bits_needed_by_protocols"]
+    assert set(needed.values()) == {64} and len(needed) == 2 + 5  # 2 softmax, 5 LayerNorm
+    assert max(report["needed_bits_per_layer"].values()) < 64  # the values alone fit a smaller ring

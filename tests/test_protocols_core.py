@@ -69,6 +69,32 @@ def test_mul_bytes_rounds_and_value(parties):
         assert used.bytes_sent(tags=("trunc",)) == 8 * 64 * (p - 1) and used.total_rounds() == 2
 
 
+def test_square_opens_one_value_and_hides_it(parties):
+    """x² with a square triple (a, a²): half a product's bits, one round; what the servers receive
+    is x − a, never x."""
+    from conftest import record_received
+    x = _data(64, 8)
+    received: list = []
+
+    def prog(sess):
+        if sess.rank < 2:
+            record_received(sess, received)
+        a = share_input(sess, x if sess.rank == 0 else None, 0, (64,))
+        before = sess.stats.copy()
+        z = beaver.square(sess, a)
+        used = sess.stats.minus(before)
+        return reveal(sess, z), used
+
+    res = run(prog, parties)
+    out, used = res.results[0]
+    assert torch.allclose(out, x * x, atol=3 * 2 ** -16)
+    assert used.bytes_sent(tags=("mult",)) == 8 * 64 * (parties - 1) and used.rounds["mult"] == 1
+    secret = torch.round(x * 2 ** 16).to(torch.int64)
+    for flat in received:
+        if flat.numel() >= 64:
+            assert ((flat[:64] - secret).abs() < 2 ** 10).double().mean() < 0.05
+
+
 def test_matmul_and_secret_conv(parties):
     x, w = _data((3, 4), 4), _data((4, 2), 5, 1.0)
     img, k = _data((2, 3, 6, 6), 6), _data((4, 3, 3, 3), 7, 0.5)

@@ -16,15 +16,16 @@ from ringlet.offline.kind import Kind, last_kind
 from ringlet.offline.request import Material, OfflineError, Params, Request
 from ringlet.prng import AesCtrStream
 
-_OPS = ("mul", "matmul", "conv2d")
+_OPS = ("mul", "matmul", "conv2d", "square")
 Tensor = torch.Tensor
 
 
 # -- requests -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Beaver(Params):
-    """A Beaver triple for ``op`` ∈ {mul, matmul, conv2d} of operands shaped ``x_shape``,
-    ``y_shape``; ``extra`` the convolution's stride, padding, dilation (2 each) and groups."""
+    """A Beaver triple for ``op`` ∈ {mul, matmul, conv2d, square} of operands shaped ``x_shape``,
+    ``y_shape``; ``extra`` the convolution's stride, padding, dilation (2 each) and groups. A
+    square's triple has b = a (c = a²): one opening instead of two."""
 
     KIND = "beaver"
     op: str
@@ -231,7 +232,7 @@ class RingPowers(Material):
 
 def beaver_op(op: str, extra: tuple):
     """The bilinear map of a Beaver triple on int64 ring tensors."""
-    if op == "mul":
+    if op in ("mul", "square"):
         return lambda a, b: a * b
     if op == "matmul":
         return torch.matmul
@@ -246,7 +247,8 @@ def _out_shape(op, xs, ys, extra):
 
 def _draw_beaver(s: AesCtrStream, req: Request[Beaver], index: int, corrected: bool) -> dict:
     p = req.params
-    out = {"a": s.int64(p.x_shape), "b": s.int64(p.y_shape)}
+    a = s.int64(p.x_shape)
+    out = {"a": a, "b": a if p.op == "square" else s.int64(p.y_shape)}
     if not corrected:
         out["c"] = s.int64(_out_shape(p.op, p.x_shape, p.y_shape, p.extra))
     return out

@@ -2,7 +2,7 @@
 public affine map (the caller's).
 
 1. μ = Σx/D (local: a public factor 1/D and a local truncation), d = x − μ.
-2. S = Σ_j d_j² over the last axis: one Beaver product (1 round, 128 bits per element), each
+2. S = Σ_j d_j² over the last axis: one square (1 round, 64 bits per element), each
    square truncated to F = 24 fractional bits before the sum, plus the public D·ε.
 3–5. r = 1/√(S/D) by its power of 2 (:func:`ringlet.protocols.inverse.inverse_power`): 36
    DReLUs per row at the thresholds D·2^i, i = −18…17, in one sign circuit; a select to
@@ -18,7 +18,7 @@ Error: 3e-4 relative for a variance in [ε, 2^18] (tested), plus the input's own
 amplified: 2^−f/σ (σ = √(var + ε); f = 16 and σ = 0.01 give 1.5e-2).
 Rounds (2 servers, exact gmw decisions): 1 (square) + 7 + 1 (decisions, first select) + 1 (ESPN)
 + 1 (its truncation) + 1 (second select, the same decisions) + 1 (product) + 1 (truncation) = 14;
-bits: 320 per element, and per row 36 DReLUs, 2·37 selects, 192 (ESPN) and 64 (its truncation)
+bits: 256 per element, and per row 36 DReLUs, 2·37 selects, 192 (ESPN) and 64 (its truncation)
 (:func:`layer_norm_cost`). RMSNorm skips step 1.
 """
 
@@ -66,7 +66,7 @@ def layer_norm(sess: Session, x: ArithmeticShare, eps: float, center: bool = Tru
         mean = truncate(sess, mean, MEAN_BITS)
         data = data - mean.data
     d = ArithmeticShare(data.contiguous(), x.party, f)
-    sq = beaver.mul(sess, d, d, rescale=False)  # 2f bits
+    sq = beaver.square(sess, d, rescale=False)  # 2f bits
     sq = truncate(sess, sq, 2 * f - F) if 2 * f > F else sq.mul_public(1 << (F - 2 * f), frac=F - 2 * f)
     s = ArithmeticShare(sq.data.sum(-1), x.party, F)
     flat = s.data.reshape(-1) + (int(round(d_size * eps * 2 ** F)) if sess.rank == 0 else 0)
@@ -94,9 +94,9 @@ def layer_norm_cost(rows: int, elements: int, ring_bits: int = 64) -> dict:
     multiple of 64, the bit planes' word)."""
     ell = ring_bits
     scaling = inverse_power_cost(rows, HIGH - LOW, ell)
-    # ESPN (its powers) and its exact truncation per row; two Beaver products and the final
-    # dealer truncation per element
-    bits = scaling["bits"] + rows * (64 * (DEGREE - 1) + ell) + (2 * 2 * ell + ell) * elements
+    # ESPN (its powers) and its exact truncation per row; a square, a Beaver product and the
+    # final dealer truncation per element
+    bits = scaling["bits"] + rows * (64 * (DEGREE - 1) + ell) + (ell + 2 * ell + ell) * elements
     rounds = 1 + scaling["rounds"] + 1 + 1 + 1 + 1
     return {"bits": bits, "rounds": rounds}
 

@@ -9,7 +9,8 @@
    same bits: where it errs, z + T is near 0, and exp(−16) = 1.1e-7).
 3. e = exp(z') = p(z'/16)^16, z'/16 ∈ [−1, 0] free (the same shares read with 4 more fractional
    bits): p a degree-5 fit of exp on [−1, 0] (relative error 1.1e-6) by Horner at the session's f
-   bits (4 Beaver products, 4 rounds), then 4 squarings (4 Beaver products, 4 rounds).
+   bits (4 Beaver products, 4 rounds), then 4 squarings (square triples: one opening each, 4
+   rounds).
 4. s = Σ e over the row (local), read at F = 24 bits (s ≥ 1: the max's own term).
 5. r = 1/s by its power of 2 (:func:`ringlet.protocols.inverse.inverse_power`, thresholds 2^i for
    i = 0 … ⌈log2 D⌉): ⌈log2 D⌉ + 1 DReLUs per row, two selects, 1/u on [1, 2] by a degree-5
@@ -21,7 +22,7 @@ Error (tested on a dense grid and on edge rows): at most 4e-4 per output for f =
 squarings amplify p's error and the roundings of e sixteen-fold; the reciprocal adds 1e-4).
 Rounds (exact gmw decisions, ρ = 7 the sign circuit's, R = 8 a ReLU's):
 ⌈log2 D⌉·R (max) + R (clip) + 8 (exp) + ρ + 1 + 4 + 1 (reciprocal) + 2 (product, truncation);
-D = 65: 87. Bits per server (:func:`softmax_cost`): per element (D − 1)/D + 1 ReLUs, 8·128
+D = 65: 87. Bits per server (:func:`softmax_cost`): per element (D − 1)/D + 1 ReLUs, 4·128 + 4·64
 (exp), 128 + 64 (product, truncation); per row ⌈log2 D⌉ + 1 DReLUs, 2·(⌈log2 D⌉ + 2) selects,
 4·128 (reciprocal).
 """
@@ -106,7 +107,7 @@ def softmax(sess: Session, x: ArithmeticShare, spec: ReluSpec = ReluSpec(),
     zc = relu(sess, ArithmeticShare((z + shift).contiguous(), x.party, f), spec).data - shift
     e = poly.evaluate(sess, ArithmeticShare(zc, x.party, f + SQUARINGS), list(_exp_coeffs()), f, "horner")
     for _ in range(SQUARINGS):
-        e = beaver.mul(sess, e, e, tag="exp")
+        e = beaver.square(sess, e, tag="exp")
     if prepared is not None:
         e = ArithmeticShare(e.data * prepared[0], x.party, f)
     s = e.data.sum(-1).reshape(-1) << (F - f)
@@ -134,7 +135,7 @@ def softmax_cost(rows: int, d_size: int, spec: ReluSpec = ReluSpec(), ring_bits:
     rc = relu_cost(spec, 2, ell)
     elements = rows * d_size
     scaling = inverse_power_cost(rows, row_breaks(d_size), ell)
-    products = (EXP_DEGREE - 1 + SQUARINGS + 1) * 2 * ell * elements + (RECIP_DEGREE - 1) * 2 * ell * rows
+    products = ((EXP_DEGREE - 1 + 1) * 2 + SQUARINGS) * ell * elements + (RECIP_DEGREE - 1) * 2 * ell * rows
     bits = round(rc["relu_bits"] * (rows * comparisons + elements)) + products + ell * elements + scaling["bits"]
     rounds = (levels + 1) * rc["relu_rounds"] + EXP_DEGREE - 1 + SQUARINGS + scaling["rounds"] + RECIP_DEGREE - 1 + 2
     return {"bits": bits, "rounds": rounds}

@@ -28,7 +28,7 @@ class Softmax(Op):
     approximates = True
     min_ring_bits = 64
     cost = ("2 servers, row of D: (⌈log2 D⌉ + 1) × 8 + 22 rounds (D = 65: 87); per element "
-            "(D − 1)/D + 1 ReLUs and 1344 bits, per row ⌈log2 D⌉ + 1 DReLUs (max, clip, exp by "
+            "(D − 1)/D + 1 ReLUs and 1088 bits, per row ⌈log2 D⌉ + 1 DReLUs (max, clip, exp by "
             "squaring, 1/Σ by its power of 2)")
 
     def frac(self, node, ins, f):

@@ -22,7 +22,7 @@ class Norm(Op):
     approximates = True
     min_ring_bits = 64
     relu_like = False
-    cost = ("2 servers: 13 rounds; 256 bits per element, and per row 36 DReLUs, 2·37 selects, "
+    cost = ("2 servers: 14 rounds; 256 bits per element, and per row 36 DReLUs, 2·37 selects, "
             "ESPN degree 4 (the 1/√ of the variance by its power of 2 and a polynomial)")
 
     def frac(self, node, ins, f):

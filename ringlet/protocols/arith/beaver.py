@@ -5,7 +5,8 @@ e = y − b together in one round; (3) [op(x, y)] = [c] + op(d, [b]) + op([a], e
 term added by party 0 only; (4) truncate the 2f-bit result back to f fractional bits.
 
 Cost per party: 1 round; (p−1)·64·(|x| + |y|) bits sent (|·| = number of elements), tag ``mult``;
-offline: 64 bits per output element to the last party. ``op`` is elementwise ``mul``, ``matmul``
+offline: 64 bits per output element to the last party. A square x² (:func:`square`) takes a triple
+with b = a and opens d = x − a alone: (p−1)·64·|x| bits, 1 round; x² = c + 2·d·a + d². ``op`` is elementwise ``mul``, ``matmul``
 or ``conv2d``; with public weights use :mod:`ringlet.protocols.linear` instead (no communication).
 """
 
@@ -40,6 +41,19 @@ def mul(sess: Session, x: ArithmeticShare, y: ArithmeticShare, rescale: bool = T
     if x.shape != y.shape:
         raise ShareError(f"mul: shape mismatch {tuple(x.shape)} vs {tuple(y.shape)}")
     return _product(sess, x, y, "mul", (), tag, rescale, among)
+
+
+def square(sess: Session, x: ArithmeticShare, rescale: bool = True, tag: str = "mult") -> ArithmeticShare:
+    """Elementwise [x²] with a square triple (a, a²): one opening, half a product's bits."""
+    frac = check_product_frac("square", x.frac, x.frac)
+    holders = tuple(sess.world.servers)
+    m = sess.dealer.get(beaver_request("square", tuple(x.shape), tuple(x.shape), (), holders))
+    (d,) = open_values(sess, [(tag, x.data - m.a)], "add", among=holders)
+    z = m.c + 2 * d * m.a
+    if x.party == 0:
+        z = z + d * d
+    out = ArithmeticShare(z, x.party, frac)
+    return truncate(sess, out, x.frac) if rescale else out
 
 
 def matmul(sess: Session, x: ArithmeticShare, y: ArithmeticShare, rescale: bool = True,

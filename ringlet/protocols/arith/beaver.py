@@ -7,7 +7,8 @@ term added by party 0 only; (4) truncate the 2f-bit result back to f fractional 
 Cost per party: 1 round; (p−1)·64·(|x| + |y|) bits sent (|·| = number of elements), tag ``mult``;
 offline: 64 bits per output element to the last party. A square x² (:func:`square`) takes a triple
 with b = a and opens d = x − a alone: (p−1)·64·|x| bits, 1 round; x² = c + 2·d·a + d².
-``op`` is elementwise ``mul``, ``matmul`` or ``conv2d``; with public weights use :mod:`ringlet.protocols.linear` instead (no communication).
+``op`` is elementwise ``mul``, ``matmul`` or ``conv2d``; with public weights use
+:mod:`ringlet.protocols.linear` instead (no communication).
 """
 
 from __future__ import annotations

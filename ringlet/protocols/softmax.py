@@ -107,7 +107,7 @@ def softmax(sess: Session, x: ArithmeticShare, spec: ReluSpec = ReluSpec(),
     zc = relu(sess, ArithmeticShare((z + shift).contiguous(), x.party, f), spec).data - shift
     e = poly.evaluate(sess, ArithmeticShare(zc, x.party, f + SQUARINGS), list(_exp_coeffs()), f, "horner")
     for _ in range(SQUARINGS):
-        e = beaver.square(sess, e, tag="exp")
+        e = beaver.square(sess, e, tag="poly")
     if prepared is not None:
         e = ArithmeticShare(e.data * prepared[0], x.party, f)
     s = e.data.sum(-1).reshape(-1) << (F - f)

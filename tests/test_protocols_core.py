@@ -222,7 +222,7 @@ def _core_program(sess):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("transport,n", [("tcp", 2), ("tcp", 3), ("socket", 2), ("tls", 2), ("tls", 3)])
+@pytest.mark.parametrize("transport,n", [("gloo", 2), ("gloo", 3), ("tcp", 2), ("socket", 2), ("tls", 2), ("tls", 3)])
 def test_process_transports_match_local(transport, n):
     local = run(_core_program, n, pregenerate=True)
     tcp = run(_core_program, n, transport=transport, pregenerate=True)

@@ -31,7 +31,7 @@ N = 256
 
 def _matrix(full: bool):
     rings = (32, 40, 64) if full else (40, 64)
-    transports = ("local", "socket", "tls", "tcp") if full else ("local",)
+    transports = ("local", "tcp", "tls", "gloo") if full else ("local",)
     out = []
     for proto in relu_protocols():
         for parties in (2, 3):

@@ -92,7 +92,7 @@ def _transfer_main(rank: int, master: str, megabytes: float, rounds: int) -> Non
     """Entry point of one process of the real-link transfer (``python -m ringlet.bench.netlink``)."""
     host, port = master.rsplit(":", 1)
     # two network namespaces made by this bench, on this host: gloo off loopback is meant here
-    spec = TransportSpec("tcp", master=(host, int(port)), insecure_plain_tcp=True)
+    spec = TransportSpec("gloo", master=(host, int(port)), insecure_plain_tcp=True)
     comm = open_communicator(spec, rank, _Pair(), 120)
     seconds = _exchange(comm, 1 - rank, megabytes, rounds)
     comm.close()

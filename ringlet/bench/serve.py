@@ -253,7 +253,7 @@ def run_serve_bench(model: str, *, clients: int, queries: int, weights=None, inp
     sizes = [s for s in (1, 8, 32) if s <= max_batch] if sizes is None else list(sizes)
     window = queries if window is None else window
     _check_args(clients, queries, rows, max_batch, sizes, pool_depth, window)
-    transport = "tls" if tls else "socket"
+    transport = "tls" if tls else "tcp"
     with tempfile.TemporaryDirectory(prefix="ringlet-bench-serve-") as tmp:
         folder = Path(tmp)
         path = write_deployment(folder, model, weights=weights, input_shape=input_shape,

@@ -51,7 +51,7 @@ def _plain_seconds(model, x, repeats: int = 5) -> float:
 
 
 def transformer_bench(models=("vit", "bert"), layers: int = 2, width: int = 128, tokens: int = 128,
-                      inputs: int = 1, transport: str = "socket", seed: int = 0) -> dict:
+                      inputs: int = 1, transport: str = "tcp", seed: int = 0) -> dict:
     """One private inference of ``inputs`` samples of each model; see the module docstring."""
     import ringlet
     out: dict = {"layers": layers, "width": width, "transport": transport, "inputs": inputs,

@@ -13,7 +13,7 @@ def add_parser(sub, name):
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--tokens", type=int, default=128, help="BERT's sequence length")
     p.add_argument("--inputs", type=int, default=1, help="samples per private run")
-    p.add_argument("--transport", choices=TRANSPORT_CHOICES, default="socket", help=TRANSPORT_HELP)
+    p.add_argument("--transport", choices=TRANSPORT_CHOICES, default="tcp", help=TRANSPORT_HELP)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print JSON (the default output)")
     add_debug(p)

@@ -138,10 +138,11 @@ def command_line() -> str:
 
 
 # ringlet.comm.transport.TRANSPORTS, spelled out so that building the parser imports no torch
-TRANSPORT_CHOICES = ("local", "tcp", "socket", "tls")
-TRANSPORT_HELP = ("local: threads of one process; tcp: gloo over plain TCP on loopback (NO "
-                  "authentication or encryption: any local process can join the rendezvous); "
-                  "socket: direct links, plain; tls: direct links in TLS 1.3 with certificates")
+TRANSPORT_CHOICES = ("local", "tcp", "socket", "tls", "gloo")
+TRANSPORT_HELP = ("local: threads of one process; tcp: one process per party, direct links on "
+                  "loopback, plain (socket: the same); tls: direct links in TLS 1.3 with "
+                  "certificates; gloo: torch.distributed over plain TCP (NO authentication or "
+                  "encryption: any local process can join the rendezvous)")
 
 
 def relu_config_help(extra: str = "") -> str:

@@ -137,14 +137,14 @@ def _transport(args):
             raise ValueError(f"--master {args.master!r}: expected ADDR:PORT")
         from ringlet.comm.transport import warn_plain_tcp
         warn_plain_tcp()
-        return TransportSpec("tcp", master=(host, int(port)),
+        return TransportSpec("gloo", master=(host, int(port)),
                              insecure_plain_tcp=args.insecure_plain_tcp)
     from ringlet import deploy
     d = deploy.load(args.deploy)
     if len(d.servers) != args.world_size:
         raise ValueError(f"--world-size {args.world_size}: {args.deploy} has {len(d.servers)} servers")
     addresses = {r: d.server(r).address for r in range(args.world_size)}
-    return TransportSpec("tls" if d.tls else "socket", addresses=addresses, tls=d.tls_files(),
+    return TransportSpec("tls" if d.tls else "tcp", addresses=addresses, tls=d.tls_files(),
                          deployment=d.name)
 
 

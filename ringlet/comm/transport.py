@@ -2,9 +2,11 @@
 
 =========  =====================================================================================
 local      threads of one process, queues (:mod:`ringlet.comm.local`; built by the launcher)
-tcp        torch.distributed gloo over TCP, rank 0 hosts the rendezvous (:mod:`ringlet.comm.tcp`)
-socket     direct TCP links, no encryption (:mod:`ringlet.comm.mesh`)
+tcp        direct TCP links, ringlet's own frames, no encryption (:mod:`ringlet.comm.mesh`); the
+           default between processes (``socket`` is the same transport by its older name)
 tls        direct links in TLS 1.3 with mutual certificate authentication (:mod:`ringlet.comm.mesh`)
+gloo       torch.distributed gloo over TCP, rank 0 hosts the rendezvous (:mod:`ringlet.comm.tcp`);
+           slower than direct links (one rendezvous, no pipelining of sends)
 =========  =====================================================================================
 
 All count the same payload bytes and rounds; framing and TLS records are counted apart.
@@ -28,7 +30,8 @@ from ringlet.comm.mesh import Listener, MeshCommunicator, admit, dial
 from ringlet.comm.tcp import TcpCommunicator
 from ringlet.roles import Role
 
-TRANSPORTS = ("local", "tcp", "socket", "tls")
+TRANSPORTS = ("local", "tcp", "socket", "tls", "gloo")
+DIRECT = ("tcp", "socket")  # the same transport: direct plain links (tcp is its name now)
 
 
 class _World(Protocol):
@@ -74,16 +77,16 @@ class TransportSpec:
     """How the parties of one world reach each other."""
 
     kind: str = "tcp"
-    master: tuple[str, int] | None = None  # tcp: rank 0's rendezvous
-    # socket/tls: rank -> (host, port) it listens on
+    master: tuple[str, int] | None = None  # gloo: rank 0's rendezvous
+    # tcp/tls: rank -> (host, port) it listens on
     addresses: dict[int, tuple[str, int]] = field(default_factory=dict)
     tls: TlsFiles | None = None
     deployment: str = ""  # an id every hello carries (parties of other deployments are refused)
 
-    insecure_plain_tcp: bool = False  # tcp: allow a rendezvous that is not on loopback
+    insecure_plain_tcp: bool = False  # gloo: allow a rendezvous that is not on loopback
 
     def __post_init__(self) -> None:
-        if self.kind == "tcp" and self.master is not None:
+        if self.kind == "gloo" and self.master is not None:
             host = self.master[0]
             if not self.insecure_plain_tcp and not is_loopback(host):
                 raise ValueError(f"--master {host}:{self.master[1]} is not a loopback address: the "
@@ -95,11 +98,11 @@ class TransportSpec:
             raise ValueError(f"unknown transport {self.kind!r} (one of {', '.join(TRANSPORTS)})")
         if self.kind == "tls" and self.tls is None:
             raise ValueError("transport 'tls' needs certificates (a CA and one per party)")
-        if self.kind == "tcp" and self.master is None:
-            raise ValueError("transport 'tcp' needs the rendezvous address ADDR:PORT")
+        if self.kind == "gloo" and self.master is None:
+            raise ValueError("transport 'gloo' needs the rendezvous address ADDR:PORT")
 
 
-GLOO_WARNING = ("transport 'tcp' is gloo over plain TCP: no authentication and no encryption; "
+GLOO_WARNING = ("transport 'gloo' is plain TCP: no authentication and no encryption; "
                 "any process that reaches the rendezvous first can join as a party and read "
                 "what the parties send. Use it on one host or a private network only; "
                 "--deploy / transport 'tls' links parties with TLS 1.3 and certificates.")
@@ -137,8 +140,8 @@ def open_communicator(spec: TransportSpec, rank: int, world: _World, timeout: fl
                       connect_timeout: float | None = None) -> Communicator:
     """This party's communicator; every link is up (or the error names who is missing)."""
     names = world.names()
-    if spec.kind == "tcp":
-        assert spec.master is not None  # TransportSpec checks it for tcp
+    if spec.kind == "gloo":
+        assert spec.master is not None  # TransportSpec checks it for gloo
         host, port = spec.master
         return TcpCommunicator(rank, world.size, host, int(port), timeout, names,
                                connect_timeout=connect_timeout)

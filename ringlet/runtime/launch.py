@@ -38,11 +38,11 @@ def run_local(program: Program, parties: int = 2, *, client: Program | None = No
     """Run ``program`` on ``parties`` servers (+ dealer, + client if given) on this machine.
 
     ``transport``: ``local`` (threads in this process) or one process per party over loopback:
-    ``tcp`` (gloo), ``socket`` (direct links) or ``tls`` (direct links in TLS 1.3, with a development
-    CA and party certificates made for the run); ``program`` and ``client`` must then be importable
-    top-level functions.
+    ``tcp`` (direct links; ``socket`` is its older name), ``tls`` (direct links in TLS 1.3, with a
+    development CA and party certificates made for the run) or ``gloo`` (torch.distributed);
+    ``program`` and ``client`` must then be importable top-level functions.
     ``link`` shapes every party's messages with a link profile (bandwidth, round-trip time).
-    ``threads`` (torch threads per party; 0 = automatic): with ``tcp`` every party is a process, and
+    ``threads`` (torch threads per party; 0 = automatic): between processes every party is one, and
     the servers compute at the same time, so each gets the cores divided by the number of servers —
     torch's default (all cores in every process) oversubscribes the machine and runs many times
     slower. With ``local`` the parties share one process and torch's default is kept.
@@ -57,10 +57,10 @@ def run_local(program: Program, parties: int = 2, *, client: Program | None = No
     args = (world, program, client, master_seed, pregenerate, frac_bits, threads, link, ring_bits)
     if transport == "local":
         reports = world_of_threads(world, args, timeout)
-    elif transport in ("tcp", "socket", "tls"):
+    elif transport in ("tcp", "socket", "tls", "gloo"):
         reports = _run_processes(world, args, timeout, port, transport)
     else:
-        raise ValueError(f"unknown transport {transport!r} (local, tcp, socket or tls)")
+        raise ValueError(f"unknown transport {transport!r} (local, tcp, tls or gloo)")
     return collect(world, reports)
 
 
@@ -102,15 +102,15 @@ def child_main(job_path: str) -> None:
 def _check_importable(fn, what: str) -> None:
     target = getattr(fn, "func", fn)
     if getattr(target, "__module__", None) == "__main__":
-        raise ValueError(f"with transport='tcp' every party is a new process: the {what} program "
-                         f"{getattr(target, '__name__', target)!r} must be importable (defined in a "
-                         f"module, not in the script being run)")
+        raise ValueError(f"with a transport between processes every party is a new process: the "
+                         f"{what} program {getattr(target, '__name__', target)!r} must be importable "
+                         f"(defined in a module, not in the script being run)")
 
 
 def _loopback_spec(world: World, transport: str, port: int | None, tmp: str):
-    if transport == "tcp":
+    if transport == "gloo":
         warn_plain_tcp()
-        return TransportSpec("tcp", master=("127.0.0.1", port or free_port()))
+        return TransportSpec("gloo", master=("127.0.0.1", port or free_port()))
     addresses = {r: ("127.0.0.1", free_port()) for r in world.servers}
     tls = None
     if transport == "tls":

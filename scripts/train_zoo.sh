@@ -15,3 +15,4 @@ train() {  # model epochs lr extra-args...
 train fmnist-net 30 0.05
 train resnet20 30 0.1
 train resnet18 6 0.1
+train vit 12 1e-3 --optimizer adamw --weight-decay 0.05 --warmup-epochs 1

@@ -82,3 +82,16 @@ def test_softmax_on_reduced_bits_of_the_comparisons():
     st = res.reports[0].online
     sent = sum(v for (dst, tag), v in st.sent.items() if tag not in ("input", "output", "open", "offline"))
     assert sent * 8 == softmax_cost(64, 32, spec)["bits"] < softmax_cost(64, 32)["bits"]
+
+
+def test_the_float_model_is_what_the_secure_run_computes_and_shows_a_broken_max():
+    """softmax_float (the search's simulation) follows the protocol: within 2e-4 of the secure
+    run with exact decisions; with an identity 'ReLU' (a width-0 ring) the max is the row's first
+    element and the fits are extrapolated: the error shows instead of cancelling out."""
+    from ringlet.protocols.softmax import softmax_float
+    x = _rows()
+    secure = _secure(x).results[0]
+    model = softmax_float(x.double(), torch.relu)
+    assert float((secure - model).abs().max()) < 2e-4
+    broken = softmax_float(x.double(), lambda v: v)
+    assert float((broken - torch.softmax(x.double(), -1)).nan_to_num(1e9).abs().max()) > 0.1

@@ -1,4 +1,5 @@
-"""Communicators: in-process (threads) and TCP (torch.distributed gloo), with exact accounting."""
+"""Communicators: in-process (threads), direct TCP / TLS links (ringlet's own frames) and
+torch.distributed gloo, with exact accounting."""
 
 from ringlet.comm.base import (
                                TAGS,

@@ -31,7 +31,6 @@ from ringlet.comm.tcp import TcpCommunicator
 from ringlet.roles import Role
 
 TRANSPORTS = ("local", "tcp", "socket", "tls", "gloo")
-DIRECT = ("tcp", "socket")  # the same transport: direct plain links (tcp is its name now)
 
 
 class _World(Protocol):
@@ -94,6 +93,9 @@ class TransportSpec:
                                  f"process that reaches the rendezvous first can take a party's "
                                  f"place. Use --deploy (TLS 1.3, certificates), or accept that "
                                  f"risk with --insecure-plain-tcp")
+        if self.kind in ("tcp", "socket") and self.master is not None:
+            raise ValueError(f"transport {self.kind!r} is direct links (an address per server); a "
+                             f"rendezvous at {self.master[0]}:{self.master[1]} is transport 'gloo'")
         if self.kind not in TRANSPORTS:
             raise ValueError(f"unknown transport {self.kind!r} (one of {', '.join(TRANSPORTS)})")
         if self.kind == "tls" and self.tls is None:

@@ -92,6 +92,9 @@ _LIKE_METHODS = {"type_as", "to", "view_as", "reshape_as", "expand_as", "new_zer
 _LIKE_FUNCS = {torch.zeros_like, torch.ones_like, torch.full_like, torch.empty_like}
 # in-place functions (methods ending in a single "_" are in place too)
 _INPLACE_FUNCS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, torch.relu_}
+# public tensors that shape values only size (never enter as values): public when built from them
+_SIZED_METHODS = {"expand", "repeat", "view", "reshape", "broadcast_to"}
+_SIZED_FUNCS = {torch.ones, torch.zeros, torch.full, torch.empty, torch.broadcast_to}
 _SHAPE_FUNCS = {operator.getitem, operator.add, operator.sub, operator.mul, operator.floordiv,
                 operator.pow, operator.mod, operator.truediv, operator.neg, len, int}
 
@@ -119,8 +122,10 @@ def _classify(gm: torch.fx.GraphModule) -> tuple[set, set]:
         only_shapes = all(a not in data for a in inputs)
         if takes_shape or (only_shapes and n.op == "call_function" and n.target in _SHAPE_FUNCS):
             shape.add(n.name)
-        elif only_shapes and n.op in ("call_function", "call_method"):
-            continue  # a public tensor sized by shape values (cls.expand(x.shape[0], -1, -1))
+        elif only_shapes and ((n.op == "call_method" and n.target in _SIZED_METHODS)
+                              or (n.op == "call_function" and n.target in _SIZED_FUNCS)):
+            continue  # a public tensor only sized by shape values (cls.expand(x.shape[0], -1, -1));
+            # its consumer checks that every sample gets the same values
         else:
             data.add(n.name)
     return data, shape

@@ -299,9 +299,12 @@ def load_graph(folder, stem: str = "graph") -> LoweredGraph:
     preprocess = dec.value(doc["preprocess"], "preprocess") if doc.get("preprocess") is not None else None
     if preprocess is not None and (not isinstance(preprocess, dict) or preprocess.get("op") != "embedding"
                                    or not isinstance(preprocess.get("weight"), torch.Tensor)
-                                   or preprocess["weight"].ndim != 2):
+                                   or preprocess["weight"].ndim != 2
+                                   or not isinstance(preprocess.get("ids_shape"), list)
+                                   or not all(type(d) is int and d > 0 for d in preprocess["ids_shape"])):
+        keys = sorted(preprocess) if isinstance(preprocess, dict) else type(preprocess).__name__
         raise dec.fail(f"preprocess must be null or {{'op': 'embedding', 'weight': a 2-D tensor, "
-                       f"'ids_shape': [...]}}, got {preprocess!r}")
+                       f"'ids_shape': [positive ints]}}; got {keys}")
     unused = sorted(set(tensors) - dec.used)
     if unused:
         raise StorageError(f"{weights_path}: tensors {unused} are referenced by no node of {json_path}")

@@ -8,7 +8,8 @@
 2. z = x − m ≤ 0 (local); z' = max(z, −T) = ReLU(z + T) − T, T = 16 (one ReLU per element on the
    same bits: where it errs, z + T is near 0, and exp(−16) = 1.1e-7).
 3. e = exp(z') = p(z'/16)^16, z'/16 ∈ [−1, 0] free (the same shares read with 4 more fractional
-   bits): p a degree-5 fit of exp on [−1, 0] (relative error 1.1e-6) by Horner at the session's f
+   bits, then truncated to f: z resolved to 2^(4−f), a relative error up to 2^(3−f) in e): p a
+   degree-5 fit of exp on [−1, 0] (relative error 1.1e-6) by Horner at the session's f
    bits (4 Beaver products, 4 rounds), then 4 squarings (square triples: one opening each, 4
    rounds).
 4. s = Σ e over the row (local), read at F = 24 bits (s ≥ 1: the max's own term).
@@ -90,6 +91,9 @@ def softmax(sess: Session, x: ArithmeticShare, spec: ReluSpec = ReluSpec(),
     f = x.frac
     if f != sess.fixed.frac_bits:
         raise ValueError(f"softmax takes x at the session's {sess.fixed.frac_bits} fractional bits, not {f}")
+    if f > F:
+        raise ValueError(f"softmax runs at up to {F} fractional bits (its reciprocal's precision); "
+                         f"this session has {f}")
     shape, d_size = tuple(x.shape), x.shape[-1]
     data = x.data
     prepared = prepare_mask(mask, shape)
@@ -115,12 +119,39 @@ def softmax(sess: Session, x: ArithmeticShare, spec: ReluSpec = ReluSpec(),
     def recip(u: ArithmeticShare) -> ArithmeticShare:
         t = ArithmeticShare(u.data - (int(1.5 * 2 ** F) if sess.rank == 0 else 0), x.party, F)
         g = poly.evaluate(sess, t, list(_recip_coeffs()), f, "horner")
-        return g.mul_public(1 << (F - f), frac=F)
+        return g.mul_public(1 << (F - f), frac=F - f)
 
     r = inverse_power(sess, s, 1.0, 0, row_breaks(d_size), 1.0, recip, x.party)
     r_share = ArithmeticShare(r.view(*shape[:-1], 1).expand(shape).contiguous(), x.party, F)
     y = beaver.mul(sess, e, r_share, rescale=False)
     return truncate(sess, y, F, "dealer")
+
+
+def softmax_float(x: torch.Tensor, relu_fn, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """What :func:`softmax` computes, in floating point, with ``relu_fn`` for its ReLUs (the
+    search's simulated reduced-ring ReLU, or exact): the tournament and the clip by ``relu_fn``,
+    exp by the same polynomial and squarings, 1/Σ by the same intervals and polynomial — so a
+    wrong max shows as the secure run's error (the fits extrapolated), not hidden by softmax's
+    shift invariance. Public arithmetic only (no shares)."""
+    if keep is not None:
+        x = torch.gather(x, -1, prepare_mask(keep, tuple(x.shape))[1])
+    cands = x.movedim(-1, 0)
+    while cands.shape[0] > 1:
+        half = cands.shape[0] // 2
+        a, b = cands[:half], cands[half:2 * half]
+        best = b + relu_fn(a - b)
+        cands = torch.cat([best, cands[2 * half:]]) if cands.shape[0] % 2 else best
+    z = x - cands[0].unsqueeze(-1)
+    u = (relu_fn(z + T) - T) / 2 ** SQUARINGS
+    e = sum(c * u ** j for j, c in enumerate(_exp_coeffs())) ** (2 ** SQUARINGS)
+    if keep is not None:
+        e = e * keep
+    total = e.sum(-1, keepdim=True)
+    high = row_breaks(x.shape[-1])
+    i = torch.floor(torch.log2(total.clamp_min(1e-30))).clamp(0, high - 1)
+    t = total / 2 ** i - 1.5
+    g = sum(c * t ** j for j, c in enumerate(_recip_coeffs()))
+    return e * g / 2 ** i
 
 
 def softmax_cost(rows: int, d_size: int, spec: ReluSpec = ReluSpec(), ring_bits: int = 64) -> dict:
@@ -141,4 +172,4 @@ def softmax_cost(rows: int, d_size: int, spec: ReluSpec = ReluSpec(), ring_bits:
     return {"bits": bits, "rounds": rounds}
 
 
-__all__ = ["softmax", "softmax_cost", "prepare_mask", "row_breaks", "T"]
+__all__ = ["softmax", "softmax_cost", "softmax_float", "prepare_mask", "row_breaks", "T"]

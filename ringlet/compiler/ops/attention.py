@@ -27,8 +27,8 @@ class Softmax(Op):
     needs_f = True
     approximates = True
     min_ring_bits = 64
-    cost = ("2 servers, row of D: (⌈log2 D⌉ + 1) × 8 + 22 rounds (D = 65: 87); per element "
-            "(D − 1)/D + 1 ReLUs and 1088 bits, per row ⌈log2 D⌉ + 1 DReLUs (max, clip, exp by "
+    cost = ("2 servers, row of D: (⌈log2 D⌉ + 1) × 8 + 23 rounds (D = 65: 87); per element "
+            "(D − 1)/D + 1 ReLUs and 960 bits, per row ⌈log2 D⌉ + 1 DReLUs (max, clip, exp by "
             "squaring, 1/Σ by its power of 2)")
 
     def frac(self, node, ins, f):
@@ -52,23 +52,13 @@ class Softmax(Op):
         return secure_softmax.softmax(ctx.sess, x, ctx.spec(node.label), keep)
 
     def simulate(self, node, ins, ctx):
-        """The tournament and the clip by the simulator's rule for the node's bits, then the
-        float function."""
-        x, keep = ins[0], self._keep(node, ins[0])
-        if keep is not None:
-            x = torch.gather(x, -1, secure_softmax.prepare_mask(keep, tuple(x.shape))[1])
-        cands = x.movedim(-1, 0)
-        while cands.shape[0] > 1:
-            half = cands.shape[0] // 2
-            a, b = cands[:half], cands[half:2 * half]
-            best = b + ctx.simulated_relu(node, a - b)
-            cands = torch.cat([best, cands[2 * half:]]) if cands.shape[0] % 2 else best
-        z = x - cands[0].unsqueeze(-1)
-        z = ctx.simulated_relu(node, z + secure_softmax.T) - secure_softmax.T
-        e = torch.exp(z)
-        if keep is not None:
-            e = e * keep
-        return e / e.sum(-1, keepdim=True)
+        """The protocol's own steps in floating point (:func:`~ringlet.protocols.softmax.softmax_float`),
+        its comparisons by the simulator's rule for the node's bits: a reduced ring that breaks
+        the max shows as the secure run's error."""
+        return secure_softmax.softmax_float(ins[0], lambda v: ctx.simulated_relu(node, v), self._keep(node, ins[0]))
+
+    def approximate(self, node, ins, ctx):
+        return secure_softmax.softmax_float(ins[0], torch.relu, self._keep(node, ins[0]))
 
     def magnitude(self, node, ins):
         return 1.0
@@ -133,7 +123,9 @@ def lower_softmax(b, fx, mod=None) -> None:
     log = isinstance(mod, nn.LogSoftmax) or fx.target in (F.log_softmax, torch.log_softmax, "log_softmax")
     dim = mod.dim if mod is not None else b.arg(fx, 1, "dim", None)
     rank = len(b.shape(fx)) + 1
-    if dim is None or dim % rank == 0:
+    if dim is None:
+        raise b.fail(fx, "a softmax without dim (torch's implicit choice): give dim=-1")
+    if dim % rank == 0:
         raise b.fail(fx, "a softmax over the batch axis (give dim=-1)")
     if len(users) == 1 and users[0].op == "output":
         b.postprocess = {"op": "log_softmax" if log else "softmax", "dim": int(dim % rank)}

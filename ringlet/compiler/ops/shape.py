@@ -140,6 +140,8 @@ def index_map(b, fx, fn, in_shape, batch_moved=None) -> tuple[torch.Tensor, tupl
     local = bool(((first >= -1) & (first < n)).all()) and torch.equal(
         torch.where(first >= 0, first + n, torch.full_like(first, -1)), second)
     if not local:
+        if batch_moved is not None and _keeps_samples(out, n):  # the batch axis moved behind another of 2
+            raise batch_moved
         raise b.fail(fx, "the operation mixes the samples of a batch (the batch axis must stay first)")
     return first, tuple(out.shape[1:])
 

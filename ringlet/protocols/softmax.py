@@ -133,8 +133,9 @@ def softmax_float(x: torch.Tensor, relu_fn, keep: torch.Tensor | None = None) ->
     exp by the same polynomial and squarings, 1/Σ by the same intervals and polynomial — so a
     wrong max shows as the secure run's error (the fits extrapolated), not hidden by softmax's
     shift invariance. Public arithmetic only (no shares)."""
-    if keep is not None:
-        x = torch.gather(x, -1, prepare_mask(keep, tuple(x.shape))[1])
+    prepared = prepare_mask(keep, tuple(x.shape))
+    if prepared is not None:
+        x = torch.gather(x, -1, prepared[1])
     cands = x.movedim(-1, 0)
     while cands.shape[0] > 1:
         half = cands.shape[0] // 2

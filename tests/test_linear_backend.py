@@ -131,14 +131,43 @@ def test_too_large_weights_name_the_l1_norm():
 
 
 def _counting(monkeypatch):
+    """One entry per candidate timed."""
     calls = []
-    real = linear_auto.measure
+    real = linear_auto.measure_interleaved
 
-    def measure(fn, *args, **kwargs):
-        calls.append(1)
-        return real(fn, *args, **kwargs)
-    monkeypatch.setattr(linear_auto, "measure", measure)
+    def measure_interleaved(fns, *args, **kwargs):
+        calls.extend([1] * len(fns))
+        return real(fns, *args, **kwargs)
+    monkeypatch.setattr(linear_auto, "measure_interleaved", measure_interleaved)
     return calls
+
+
+def test_candidates_are_timed_interleaved_in_rotating_order():
+    order = []
+    fns = {name: (lambda name=name: order.append(name)) for name in "abc"}
+    times = linear_auto.measure_interleaved(fns, repeats=3)
+    assert order == list("abc") + list("abc") + list("bca") + list("cab")  # warm-ups, then rounds
+    assert all(len(t) == 3 for t in times.values())
+
+
+def test_a_cached_choice_that_drifts_is_measured_again(tmp_path, monkeypatch):
+    calls = _counting(monkeypatch)
+    w = _weights((8, 4, 3, 3), 2)
+    args = ("conv", (2, 4, 8, 8), w, 1, 1, 1, 1)
+    first = choose_backend(*args)
+    assert len(calls) == 4
+    path = tmp_path / "cache" / "linear-backends.json"
+    (entry,) = json.loads(path.read_text())["machines"][linear_auto.machine_key()].values()
+    recorded = entry["ms"][first]
+    kw = {"stride": 1, "padding": 1, "dilation": 1, "groups": 1}
+    # within DRIFT of the record (or under the floor): kept
+    assert not linear_auto.check_drift("conv", (2, 4, 8, 8), w, first, recorded * 1.5, **kw)
+    assert not linear_auto.check_drift("conv", (2, 4, 8, 8), w, first, 0.5, **kw)
+    assert choose_backend(*args) == first and len(calls) == 4
+    slow = max(recorded * 3, 2.0)
+    assert linear_auto.check_drift("conv", (2, 4, 8, 8), w, first, slow, **kw)
+    choose_backend(*args)
+    assert len(calls) == 8  # measured again
 
 
 def test_auto_choice_is_cached_on_disk(tmp_path, monkeypatch):

@@ -188,6 +188,30 @@ class CompiledModel:
                 self._linear_backends[batch] = resolve_backends(self, batch)
             return self._linear_backends[batch]
 
+    def check_backend_drift(self, batch: int, log: list[dict]) -> list[str]:
+        """After a batch: the ``auto``-chosen layers that took more than DRIFT × their recorded
+        time (a run's per-layer log) are forgotten, here and in the cache, and measured again
+        before the next batch. Returns their names."""
+        if self.options.backend != "auto" or batch not in self._linear_backends:
+            return []
+        chosen, ops = self._linear_backends[batch], registry()
+        shapes = {n.name: tuple(n.out_shape or ()) for n in self.graph.nodes}
+        nodes = {n.name: n for n in self.graph.nodes}
+        drifted = []
+        for row in log:
+            node = nodes.get(row["name"])
+            if node is None or node.name not in chosen:
+                continue
+            layer = ops[node.kind].linear_layer(node, shapes[node.inputs[0]], batch, self.encoded[node.name])
+            if layer is not None and linear_tuning.check_drift(
+                    **layer, backend=chosen[node.name], observed_ms=row["seconds"] * 1e3,
+                    ring_bits=self.fixed.ring_bits):
+                drifted.append(node.name)
+        if drifted:
+            with self._backend_lock:
+                self._linear_backends.pop(batch, None)
+        return drifted
+
     def run(self, sess: Session, x: ArithmeticShare, weights: dict | None = None,
             log: list | None = None) -> ArithmeticShare:
         """Evaluate the graph on this server's share of the input; returns its share of the output."""

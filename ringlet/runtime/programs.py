@@ -143,6 +143,8 @@ def server_program(sess: Session, model: CompiledModel, pregenerate: bool = True
         used = sess.stats.minus(before)
         batch_rounds.append(used.total_rounds(exclude=SERVER_TAGS_EXCLUDED))
         online = _add(online, used)
+        if log and len(batch_rounds) > 1:  # the first batch warms up: not a drift
+            model.check_backend_drift(size, log)
         for row in log or []:
             acc = layers.setdefault(row["name"], {**row, "bytes_sent": 0, "rounds": 0, "seconds": 0.0,
                                                   "drelus": 0, "by_tag": {}})

@@ -2,9 +2,12 @@
 
 Every backend of :mod:`ringlet.protocols.kernels.backends` gives the same result modulo 2^ℓ, so the
 choice is a per-machine performance hint and can never change a result. :func:`choose_backend`
-times each candidate on random int64 data of exactly the layer's shape (one warm-up, then the
-median of 3 runs; a candidate is dropped as soon as one run is more than 3× the best median so
-far) and keeps the fastest.
+times the candidates on random int64 data of exactly the layer's shape, interleaved (one warm-up
+each, then rounds in which every remaining candidate runs once, in an order that rotates, so a
+slow spell of the machine hits all of them alike; a candidate is dropped once its fastest run is
+more than 3× the best median so far) and keeps the one of the lowest median. A cached choice is
+measured again when a run observes the layer taking more than ``DRIFT``× its recorded time
+(:func:`check_drift`).
 
 The cache is one JSON file, ``$RINGLET_CACHE_DIR/linear-backends.json`` (default directory
 ``~/.cache/ringlet``), keyed by the machine (CPU model, torch version, torch threads) and the
@@ -32,7 +35,9 @@ from ringlet.sharing import ShareError
 
 CACHE_FILE = "linear-backends.json"
 REPEATS = 3
-SLOWER = 3.0  # a candidate one run of which is this many times the best median is dropped
+SLOWER = 3.0  # a candidate whose fastest run is this many times the best median is dropped
+DRIFT = 2.0   # a layer observed this many times slower than its recorded time is measured again
+DRIFT_FLOOR_MS = 1.0  # below this, observed times are noise
 CHOICES = BACKENDS + ("auto",)  # what SecureOptions.backend and --linear-backend accept
 
 
@@ -66,6 +71,26 @@ def measure(fn, repeats: int = REPEATS, limit: float = math.inf) -> float:
         if times[-1] > limit:
             return times[-1]
     return statistics.median(times)
+
+
+def measure_interleaved(fns: dict, repeats: int = REPEATS, slower: float = math.inf) -> dict[str, list[float]]:
+    """Seconds of each candidate's runs: one warm-up each, then ``repeats`` rounds in which every
+    remaining candidate runs once (the order rotating by one each round); a candidate whose
+    fastest run exceeds ``slower`` × the best median so far stops early (its runs are kept)."""
+    names = list(fns)
+    for name in names:
+        fns[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    alive = list(names)
+    for r in range(repeats):
+        order = alive[r % len(alive):] + alive[:r % len(alive)]
+        for name in order:
+            t0 = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - t0)
+        best = min(statistics.median(times[n]) for n in alive)
+        alive = [n for n in alive if min(times[n]) <= slower * best]
+    return times
 
 
 def candidates(kind: str, groups: int = 1, limbs_ok: bool = True) -> tuple[str, ...]:
@@ -111,10 +136,8 @@ def choose_backend(kind: str, x_shape, w: torch.Tensor, stride=1, padding=0, dil
     else:
         def run(be):
             return exact_linear(x, w, be, ring_bits=ring_bits)
-    times: dict[str, float] = {}
-    for be in cands:
-        best = min(times.values(), default=math.inf)
-        times[be] = measure(lambda be=be: run(be), limit=SLOWER * best)
+    runs = measure_interleaved({be: (lambda be=be: run(be)) for be in cands}, REPEATS, SLOWER)
+    times = {be: statistics.median(t) for be, t in runs.items()}
     choice = min(times, key=lambda be: times[be])
     ms = {be: round(t * 1e3, 3) for be, t in times.items()}
     if store is not None:
@@ -124,5 +147,28 @@ def choose_backend(kind: str, x_shape, w: torch.Tensor, stride=1, padding=0, dil
     return choice
 
 
+def check_drift(kind: str, x_shape, w: torch.Tensor, backend: str, observed_ms: float, stride=1,
+                padding=0, dilation=1, groups: int = 1, ring_bits: int = 64,
+                cache: MachineCache | None = None) -> bool:
+    """Forget the cached choice of this layer when a run observed ``backend`` taking more than
+    DRIFT × its recorded time (and over DRIFT_FLOOR_MS): the next :func:`choose_backend`
+    measures the candidates again. Returns whether it forgot."""
+    store = cache if cache is not None else BackendCache()
+    try:
+        limbs = limb_plan(w, ring_bits)[0]
+    except ShareError:
+        limbs = 0
+    machine = machine_key()
+    key = shape_key(kind, x_shape, w.shape, stride, padding, dilation, groups, limbs)
+    hit = store.get(machine, key)
+    if hit is None or hit.get("backend") != backend:
+        return False
+    recorded = (hit.get("ms") or {}).get(backend)
+    if recorded is None or observed_ms < DRIFT_FLOOR_MS or observed_ms <= DRIFT * recorded:
+        return False
+    store.put(machine, key, {**hit, "backend": None, "drifted_ms": round(observed_ms, 3)})
+    return True
+
+
 __all__ = ["CHOICES", "BackendCache", "cache_dir", "candidates", "choose_backend", "machine_key",
-           "measure", "shape_key"]
+           "measure", "measure_interleaved", "check_drift", "shape_key"]

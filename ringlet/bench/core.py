@@ -1,6 +1,8 @@
 """``ringlet bench core``: CSPRNG throughput, per-party secure conv vs plaintext, per-op costs.
 
-Times are medians of repeated runs in this process; bytes and rounds are exact counts. The conv
+Times are medians of repeated runs in this process, the plaintext baseline and every backend
+interleaved round by round (each row's ``spread``: (max − min)/median of its runs); bytes and rounds
+are exact counts. The conv
 ratios cover every public-weight layer of CIFAR ResNet-18 (3×3 convs, 1×1 stride-2 shortcuts, the
 final linear) for each exact backend and the auto choice, at ring widths 64 and 32.
 """
@@ -19,7 +21,7 @@ from ringlet.protocols.arith import beaver, linear
 from ringlet.protocols.arith.truncation import truncate
 from ringlet.protocols.io import share_input
 from ringlet.protocols.kernels.backends import limb_plan
-from ringlet.protocols.tuning.linear import CHOICES, choose_backend
+from ringlet.protocols.tuning.linear import CHOICES, choose_backend, measure_interleaved
 from ringlet.runtime.launch import run_local
 
 # (in channels, out channels, output size, stride) of the 3×3 convolutions of CIFAR ResNet-18
@@ -66,7 +68,9 @@ def _layer_timing(layer: dict, backends, rings, repeats: int, stream) -> dict:
         k, st, pad = layer["kernel"], layer["stride"], layer["padding"]
         w = torch.randn(cout, shape[1], k, k) * 0.05  # not secret: timing data
         w_int = torch.round(w * 65536).to(torch.int64)
-        plain = _median_time(lambda: F.conv2d(x, w, None, st, pad), repeats)
+
+        def plain():
+            return F.conv2d(x, w, None, st, pad)
 
         def secure(be, ring):
             return linear.exact_conv2d(share, w_int, st, pad, backend=be, ring_bits=ring)
@@ -74,20 +78,26 @@ def _layer_timing(layer: dict, backends, rings, repeats: int, stream) -> dict:
     else:
         w = torch.randn(cout, shape[1]) * 0.05  # not secret: timing data
         w_int = torch.round(w * 65536).to(torch.int64)
-        plain = _median_time(lambda: F.linear(x, w), repeats)
+
+        def plain():
+            return F.linear(x, w)
 
         def secure(be, ring):
             return linear.exact_linear(share, w_int, be, ring_bits=ring)
         auto_args = {"kind": "linear", "x_shape": shape, "w": w_int}
-    row = {**layer, "plaintext_ms": plain * 1e3}
+    fns = {"plaintext": plain}
+    for ring in rings:
+        for be in backends:
+            if be != "auto" and not (be == "int64" and ring != 64 and 64 in rings):
+                fns[f"{be}@{ring}"] = (lambda be=be, ring=ring: secure(be, ring))
+    runs = measure_interleaved(fns, repeats)  # one warm-up each, then rounds: a slow spell hits all
+    med = {k: statistics.median(v) * 1e3 for k, v in runs.items()}
+    row = {**layer, "plaintext_ms": med["plaintext"],
+           "spread": {k: round((max(v) - min(v)) / statistics.median(v), 3) for k, v in runs.items()}}
     for ring in rings:
         sfx = "" if ring == 64 else f"_ring{ring}"
-        ms = {}
-        for be in backends:
-            if be == "int64" and ring != 64 and "int64" in row.get("ms", {}):
-                ms[be] = row["ms"]["int64"]  # the same int64 computation at every ring width
-            elif be != "auto":
-                ms[be] = _median_time(lambda be=be, ring=ring: secure(be, ring), repeats) * 1e3
+        ms = {be: med[f"{be}@{ring}"] if f"{be}@{ring}" in med else med.get(f"{be}@64")
+              for be in backends if be != "auto"}
         if "auto" in backends:
             chosen = choose_backend(**auto_args, ring_bits=ring)
             ms["auto"] = ms.get(chosen) or _median_time(

@@ -237,18 +237,19 @@ def _keygen_chunk(a, beta, width, root0, root1, prg, cw_seed, cw_t, cw_v, p) -> 
 
 
 def evaluate(key: KeyBatch, x: torch.Tensor, prg: Prg | None = None,
-             native: bool | None = None) -> torch.Tensor:
+             native: bool | str | None = None) -> torch.Tensor:
     """This party's share (int64, Z_2^64) of β·1{x < α} at public x, element by element: N
     values for one payload, N×P for P.
 
     Compiled for this machine where it can be (:mod:`ringlet.protocols.fss.native`; ``native``
-    False, or a ``prg`` to count blocks, forces numpy), else numpy chunk by chunk (:data:`CHUNK`
-    elements); both give the same outputs."""
+    False, or a ``prg`` to count blocks, forces numpy; a kind, ``vaes`` or ``aesni``, forces that
+    build), else numpy chunk by chunk (:data:`CHUNK` elements); all give the same outputs."""
     xs = _check(x, key.bits, "x")
     if xs.shape[0] != len(key):
         raise ValueError(f"DCF: {len(key)} keys but {xs.shape[0]} inputs")
     p, n = key.payloads, len(key)
-    native = dcf_native.load() if prg is None and native is not False else None
+    which = native if isinstance(native, str) else None
+    native = dcf_native.load(which) if prg is None and native is not False else None
     v = dcf_native.evaluate(native, key, xs.view(np.uint64), _FIXED_KEY) if native else None
     if v is not None:
         out = torch.from_numpy(v)

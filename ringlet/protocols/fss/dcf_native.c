@@ -1,5 +1,8 @@
 /* DCF evaluation with AES-NI: the same keys, blocks and arithmetic as ringlet/protocols/dcf.py's
- * numpy evaluation (see its docstrings), element by element in chunks, 4 elements' AES in flight.
+ * numpy evaluation (see its docstrings), element by element in chunks, GROUP elements' AES in flight.
+ * Built twice (ringlet/protocols/fss/native.py): with -DRINGLET_VAES the blocks go four to a
+ * 512-bit register (VAES + AVX-512F), otherwise one to a 128-bit one (AES-NI). Chunks are
+ * independent: with OpenMP they run on ``threads`` threads.
  *
  * Layout (as dcf.KeyBatch keeps it): seed n×2 u64; cw_seed levels×n×2 u64; cw_t levels×2×⌈n/8⌉
  * bytes (bit e of row (level, side) at byte e/8, bit e%8); cw_v levels×p×n i64; cw_last p×n i64;
@@ -10,9 +13,16 @@
 #include <string.h>
 #include <wmmintrin.h>
 #include <emmintrin.h>
+#ifdef RINGLET_VAES
+#include <immintrin.h>
+#endif
 
 #define BMAX 2
+#ifdef RINGLET_VAES
+#define GROUP 16
+#else
 #define GROUP 4
+#endif
 #define CHUNK 4096
 
 static __m128i expand_step(__m128i key, __m128i gen) {
@@ -33,11 +43,29 @@ static void key_schedule(const uint8_t *key, __m128i rk[11]) {
 
 /* H(x) = AES_K(x) ^ x for m blocks, in place */
 static inline void mmo(const __m128i rk[11], __m128i *b, int m) {
+    int j0 = 0;
+#ifdef RINGLET_VAES
+    const int quads = m / 4;
+    if (quads) {
+        __m512i z[GROUP * (1 + BMAX) / 4], x[GROUP * (1 + BMAX) / 4], k;
+        for (int j = 0; j < quads; j++) x[j] = z[j] = _mm512_loadu_si512((const void *)(b + 4 * j));
+        k = _mm512_broadcast_i32x4(rk[0]);
+        for (int j = 0; j < quads; j++) z[j] = _mm512_xor_si512(z[j], k);
+        for (int r = 1; r < 10; r++) {
+            k = _mm512_broadcast_i32x4(rk[r]);
+            for (int j = 0; j < quads; j++) z[j] = _mm512_aesenc_epi128(z[j], k);
+        }
+        k = _mm512_broadcast_i32x4(rk[10]);
+        for (int j = 0; j < quads; j++)
+            _mm512_storeu_si512((void *)(b + 4 * j), _mm512_xor_si512(_mm512_aesenclast_epi128(z[j], k), x[j]));
+        j0 = 4 * quads;
+    }
+#endif
     __m128i x[GROUP * (1 + BMAX)];
-    for (int j = 0; j < m; j++) { x[j] = b[j]; b[j] = _mm_xor_si128(b[j], rk[0]); }
+    for (int j = j0; j < m; j++) { x[j] = b[j]; b[j] = _mm_xor_si128(b[j], rk[0]); }
     for (int r = 1; r < 10; r++)
-        for (int j = 0; j < m; j++) b[j] = _mm_aesenc_si128(b[j], rk[r]);
-    for (int j = 0; j < m; j++) b[j] = _mm_xor_si128(_mm_aesenclast_si128(b[j], rk[10]), x[j]);
+        for (int j = j0; j < m; j++) b[j] = _mm_aesenc_si128(b[j], rk[r]);
+    for (int j = j0; j < m; j++) b[j] = _mm_xor_si128(_mm_aesenclast_si128(b[j], rk[10]), x[j]);
 }
 
 static inline __m128i block(uint64_t lo, uint64_t hi) {
@@ -47,17 +75,23 @@ static inline __m128i block(uint64_t lo, uint64_t hi) {
 int ringlet_dcf_eval(int64_t n, int levels, int p, int party, const uint8_t *aes_key,
                      const uint64_t *seed, const uint64_t *x, const uint64_t *cw_seed,
                      const uint8_t *cw_t, const int64_t *cw_v, const int64_t *cw_last,
-                     int64_t *out) {
+                     int64_t *out, int threads) {
     if (p < 1 || p > 2 * BMAX) return -1;
     const int b = (p + 1) / 2, nb = 1 + b;
     const int64_t row = (n + 7) / 8;
     __m128i rk[11];
     key_schedule(aes_key, rk);
+    int failed = 0;
+    if (threads < 1) threads = 1;
+#pragma omp parallel num_threads(threads) reduction(|:failed)
+    {
     uint64_t (*s)[2] = malloc(sizeof(uint64_t) * 2 * CHUNK);
     uint64_t *t = malloc(sizeof(uint64_t) * CHUNK);
     uint64_t (*v)[CHUNK] = malloc(sizeof(uint64_t) * 2 * BMAX * CHUNK);  /* mod 2^64: unsigned */
-    if (!s || !t || !v) { free(s); free(t); free(v); return -2; }
+    if (!s || !t || !v) failed = 1;
+#pragma omp for schedule(static)
     for (int64_t lo = 0; lo < n; lo += CHUNK) {
+        if (failed) continue;
         const int64_t m = (n - lo < CHUNK) ? n - lo : CHUNK;
         for (int64_t e = 0; e < m; e++) {
             s[e][0] = seed[2 * (lo + e)]; s[e][1] = seed[2 * (lo + e) + 1];
@@ -122,5 +156,15 @@ int ringlet_dcf_eval(int64_t n, int levels, int p, int party, const uint8_t *aes
         }
     }
     free(s); free(t); free(v);
-    return 0;
+    }
+    return failed ? -2 : 0;
+}
+
+/* which build this is: 2 = VAES + AVX-512F, 1 = AES-NI */
+int ringlet_dcf_kind(void) {
+#ifdef RINGLET_VAES
+    return 2;
+#else
+    return 1;
+#endif
 }

@@ -99,8 +99,8 @@ def load(which: str | None = None):
     handle = ctypes.CDLL(str(lib))
     fn = handle.ringlet_dcf_eval
     fn.restype = ctypes.c_int
-    fn.argtypes = [ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_char_p] + \
-        [ctypes.c_void_p] * 7 + [ctypes.c_int]
+    fn.argtypes = [ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_char_p,
+                   *([ctypes.c_void_p] * 7), ctypes.c_int]
     return fn
 
 

@@ -31,6 +31,15 @@ F = 24  # fractional bits of s, u and the result
 Q = 14  # bits of the public interval factors' mantissas
 
 
+def require_two_servers_64(sess: Session, what: str) -> None:
+    """The setting of the protocols built on :func:`inverse_power`: two servers, Z_2^64."""
+    sess.require_server(what)
+    if sess.num_parties != 2:
+        raise ValueError(f"{what} runs on two servers (its selects are two-server protocols)")
+    if sess.ring.bits != 64:
+        raise ValueError(f"{what} runs in the 64-bit ring only (use --ring-bits 64)")
+
+
 def factor(scale: float) -> tuple[int, int]:
     """``scale`` as (mantissa of at least Q bits, shift): scale ≈ mantissa / 2^shift."""
     shift = Q + max(0, -math.floor(math.log2(scale)))
@@ -76,4 +85,4 @@ def inverse_power_cost(rows: int, breaks: int, ring_bits: int = 64) -> dict:
     return {"bits": bits, "rounds": circuit["drelu_rounds"] + 2}
 
 
-__all__ = ["inverse_power", "inverse_power_cost", "factor", "F", "Q"]
+__all__ = ["inverse_power", "inverse_power_cost", "factor", "require_two_servers_64", "F", "Q"]

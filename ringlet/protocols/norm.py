@@ -31,7 +31,7 @@ import numpy as np
 
 from ringlet.protocols.arith import beaver, poly
 from ringlet.protocols.arith.truncation import truncate
-from ringlet.protocols.inverse import F, inverse_power, inverse_power_cost
+from ringlet.protocols.inverse import F, inverse_power, inverse_power_cost, require_two_servers_64
 from ringlet.protocols.relu import ReluSpec
 from ringlet.session import Session
 from ringlet.sharing import ArithmeticShare
@@ -52,11 +52,7 @@ def layer_norm(sess: Session, x: ArithmeticShare, eps: float, center: bool = Tru
                spec: ReluSpec = ReluSpec()) -> ArithmeticShare:
     """(x − μ)/√(var + ε) over the last axis (``center=False``: x/√(mean(x²) + ε), RMSNorm), at
     x.frac bits; see the module docstring for the steps, costs and error."""
-    sess.require_server("layer_norm")
-    if sess.num_parties != 2:
-        raise ValueError("layer_norm runs on two servers (its selects are two-server protocols)")
-    if sess.ring.bits != 64:
-        raise ValueError("layer_norm runs in the 64-bit ring only (use --ring-bits 64)")
+    require_two_servers_64(sess, "layer_norm")
     f = x.frac
     d_size = x.shape[-1]
     data = x.data

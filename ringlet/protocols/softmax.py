@@ -38,7 +38,7 @@ import torch
 
 from ringlet.protocols.arith import beaver, poly
 from ringlet.protocols.arith.truncation import truncate
-from ringlet.protocols.inverse import F, inverse_power, inverse_power_cost
+from ringlet.protocols.inverse import F, inverse_power, inverse_power_cost, require_two_servers_64
 from ringlet.protocols.relu import ReluSpec, maximum, relu, relu_cost
 from ringlet.session import Session
 from ringlet.sharing import ArithmeticShare
@@ -83,11 +83,7 @@ def softmax(sess: Session, x: ArithmeticShare, spec: ReluSpec = ReluSpec(),
             mask: torch.Tensor | None = None) -> ArithmeticShare:
     """softmax(x) over the last axis at x.frac bits (the session's f); positions where the public
     ``mask`` is False get exactly 0. See the module docstring for the steps, costs and error."""
-    sess.require_server("softmax")
-    if sess.num_parties != 2:
-        raise ValueError("softmax runs on two servers (its selects are two-server protocols)")
-    if sess.ring.bits != 64:
-        raise ValueError("softmax runs in the 64-bit ring only (use --ring-bits 64)")
+    require_two_servers_64(sess, "softmax")
     f = x.frac
     if f != sess.fixed.frac_bits:
         raise ValueError(f"softmax takes x at the session's {sess.fixed.frac_bits} fractional bits, not {f}")

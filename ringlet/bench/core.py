@@ -9,8 +9,10 @@ final linear) for each exact backend and the auto choice, at ring widths 64 and 
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -85,11 +87,11 @@ def _layer_timing(layer: dict, backends, rings, repeats: int, stream) -> dict:
         def secure(be, ring):
             return linear.exact_linear(share, w_int, be, ring_bits=ring)
         auto_args = {"kind": "linear", "x_shape": shape, "w": w_int}
-    fns = {"plaintext": plain}
+    fns: dict[str, Callable[[], Any]] = {"plaintext": plain}
     for ring in rings:
         for be in backends:
             if be != "auto" and not (be == "int64" and ring != 64 and 64 in rings):
-                fns[f"{be}@{ring}"] = (lambda be=be, ring=ring: secure(be, ring))
+                fns[f"{be}@{ring}"] = functools.partial(secure, be, ring)
     runs = measure_interleaved(fns, repeats)  # one warm-up each, then rounds: a slow spell hits all
     med = {k: statistics.median(v) * 1e3 for k, v in runs.items()}
     row = {**layer, "plaintext_ms": med["plaintext"],

@@ -48,6 +48,7 @@ from ringlet.train.checkpoint import (
 )
 
 CALIBRATION_SAMPLES = 256
+CALIBRATION_VALUES = 1 << 23  # fewer images where they are large (ImageNet size: 55)
 
 
 @dataclass
@@ -204,7 +205,8 @@ def public_calibration(meta: dict, inputs: Inputs, dataset: str | None, data_dir
         norm = inputs.normalization or model_normalization(meta)
         if norm is not None:
             train = train.with_normalization(*norm)
-        n = min(CALIBRATION_SAMPLES, len(train))
+        per_image = max(1, train.images[0].numel())
+        n = min(CALIBRATION_SAMPLES, len(train), max(16, CALIBRATION_VALUES // per_image))
         return train.tensors(n)[0], f"{name} training split ({n} images)"
     return None, "none"
 

@@ -138,6 +138,17 @@ def test_missing_dataset_says_how_to_get_it(tmp_path):
         load_dataset("imagenet", "test", tmp_path)
 
 
+def test_synthetic_imagenet_is_imagenet_sized_and_calibration_takes_fewer_of_its_images():
+    from ringlet.sources import CALIBRATION_VALUES, Inputs, public_calibration
+    ds = load_dataset("synthetic-imagenet", "test")
+    assert ds.synthetic and ds.images.shape == (64, 3, 224, 224) and ds.num_classes == 1000
+    none = Inputs(torch.zeros(1), None, {}, None)
+    x, where = public_calibration({}, none, "synthetic-imagenet")
+    assert x.shape[0] == CALIBRATION_VALUES // (3 * 224 * 224) == 55 and "55 images" in where
+    x, _ = public_calibration({}, none, "synthetic-cifar")
+    assert x.shape[0] == 256
+
+
 def test_synthetic_is_labelled_and_repeatable():
     a, b = load_dataset("synthetic-cifar", "test"), load_dataset("synthetic-cifar", "test")
     assert a.synthetic and a.images.shape == (10000, 3, 32, 32) and torch.equal(a.images, b.images)

@@ -6,6 +6,9 @@ import torch
 from torch import nn
 
 
+BATCH = 32  # images per calibration forward
+
+
 def calibrate_batchnorm(model: nn.Module, x: torch.Tensor) -> None:
     """Set every BatchNorm's running statistics from one forward pass over ``x`` (zoo models with
     random weights, so that activations have a realistic scale). ``x`` must be public data."""
@@ -14,6 +17,7 @@ def calibrate_batchnorm(model: nn.Module, x: torch.Tensor) -> None:
         bn.reset_running_stats()
         bn.momentum = None  # cumulative average: one pass gives the batch statistics
     model.train()
-    with torch.no_grad():
-        model(x)
+    with torch.no_grad():  # in chunks (ImageNet-size activations): the cumulative average of
+        for start in range(0, x.shape[0], BATCH):  # the chunks' statistics
+            model(x[start:start + BATCH])
     model.eval()

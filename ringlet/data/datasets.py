@@ -2,7 +2,8 @@
 
 Names used everywhere (CLI, configs, reports): ``fashion-mnist``, ``mnist``, ``cifar10``, ``cifar100``,
 ``svhn``, ``tiny-imagenet`` (any ImageFolder tree of 64×64 RGB images in 200 classes), ``synthetic-cifar``,
-and ``imagefolder`` (the user's own ImageFolder tree of any size and classes, see ``ringlet.data.folders``).
+``synthetic-imagenet`` (3×224×224, 1000 classes, 256 + 64 generated images: ImageNet's size for cost
+measurements), and ``imagefolder`` (the user's own ImageFolder tree of any size and classes, see ``ringlet.data.folders``).
 Nothing is ever downloaded: Fashion-MNIST comes from the Debian package
 ``dataset-fashion-mnist``; the others from ``DATA_DIR/NAME``, with ``DATA_DIR`` given by ``data_dir`` or
 ``$RINGLET_DATA`` — except ``imagefolder``, whose ``data_dir`` is the tree root itself.
@@ -10,6 +11,7 @@ Nothing is ever downloaded: Fashion-MNIST comes from the Debian package
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,7 +24,8 @@ from ringlet.data.formats import DatasetMissingError
 from ringlet.data.sources import normalize_pixels, per_channel
 
 DATASET_NAMES = ("fashion-mnist", "mnist", "cifar10", "cifar100", "svhn", "tiny-imagenet", "synthetic-cifar",
-                 "imagefolder")
+                 "synthetic-imagenet", "imagefolder")
+SYNTHETIC = ("synthetic-cifar", "synthetic-imagenet")
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 # per-channel mean / std of the training split (pixel values scaled to [0, 1])
@@ -34,12 +37,13 @@ _NORMALISATION = {
     "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
     "tiny-imagenet": ((0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821)),
     "synthetic-cifar": ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
+    "synthetic-imagenet": ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
 }
 _NUM_CLASSES = {"fashion-mnist": 10, "mnist": 10, "cifar10": 10, "cifar100": 100, "svhn": 10,
-                "tiny-imagenet": 200, "synthetic-cifar": 10}
+                "tiny-imagenet": 200, "synthetic-cifar": 10, "synthetic-imagenet": 1000}
 _SHAPES = {"fashion-mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32),
            "cifar100": (3, 32, 32), "svhn": (3, 32, 32), "tiny-imagenet": (3, 64, 64),
-           "synthetic-cifar": (3, 32, 32)}
+           "synthetic-cifar": (3, 32, 32), "synthetic-imagenet": (3, 224, 224)}
 _DIGITS = tuple(str(d) for d in range(10))
 _CLASSES = {
     "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
@@ -234,19 +238,21 @@ def _load_image_tree(name: str, split: str, root: Path | None) -> tuple[torch.Te
     return images, labels, tuple(classes)
 
 
-def synthetic_cifar(split: str, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Synthetic CIFAR-shaped images (labelled as such): for cost measurements only.
+def synthetic_cifar(split: str, n: int | None = None, shape=(3, 32, 32),
+                    classes: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    """Synthetic images of ``shape`` (CIFAR's by default; labelled as such): for cost
+    measurements only.
 
     Values are a fixed function of the index (not a secret and not random), so runs are repeatable;
     the labels carry no meaning.
     """
     n = n if n is not None else (50000 if split == "train" else 10000)
-    size = n * 3 * 32 * 32
+    size = n * math.prod(shape)
     offset = 0 if split == "train" else 7
     # (i·2654435761 + offset) mod 251 depends on i mod 251 only: one period, tiled
     period = ((torch.arange(251, dtype=torch.int64) * 2654435761 + offset) % 251).to(torch.uint8)
-    images = period.repeat(size // 251 + 1)[:size].view(n, 3, 32, 32)
-    labels = torch.arange(n, dtype=torch.int64) % 10
+    images = period.repeat(size // 251 + 1)[:size].view(n, *shape)
+    labels = torch.arange(n, dtype=torch.int64) % classes
     return images, labels
 
 
@@ -277,6 +283,8 @@ def load_dataset(name: str, split: str = "test", data_dir: str | os.PathLike | N
         images, labels = _load_svhn(split, root)
     elif name == "tiny-imagenet":
         images, labels, classes = _load_image_tree(name, split, root)
+    elif name == "synthetic-imagenet":  # ImageNet's size for cost measurements: 256 / 64 images
+        images, labels = synthetic_cifar(split, 256 if split == "train" else 64, _SHAPES[name], 1000)
     else:
         images, labels = synthetic_cifar(split)
     if tuple(images.shape[1:]) != _SHAPES[name]:
@@ -289,4 +297,4 @@ def load_dataset(name: str, split: str = "test", data_dir: str | os.PathLike | N
         classes = None  # e.g. a small tiny-imagenet tree: its folder names do not name all classes
     mean, std = _NORMALISATION[name]
     return Dataset(name, split, images, labels, mean, std, _NUM_CLASSES[name],
-                   synthetic=(name == "synthetic-cifar"), classes=classes)
+                   synthetic=(name in SYNTHETIC), classes=classes)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
 BATCH = 32  # images per calibration forward
 
 

@@ -3,7 +3,8 @@
 Names used everywhere (CLI, configs, reports): ``fashion-mnist``, ``mnist``, ``cifar10``, ``cifar100``,
 ``svhn``, ``tiny-imagenet`` (any ImageFolder tree of 64×64 RGB images in 200 classes), ``synthetic-cifar``,
 ``synthetic-imagenet`` (3×224×224, 1000 classes, 256 + 64 generated images: ImageNet's size for cost
-measurements), and ``imagefolder`` (the user's own ImageFolder tree of any size and classes, see ``ringlet.data.folders``).
+measurements), and ``imagefolder`` (the user's own ImageFolder tree of any size and classes, see
+``ringlet.data.folders``).
 Nothing is ever downloaded: Fashion-MNIST comes from the Debian package
 ``dataset-fashion-mnist``; the others from ``DATA_DIR/NAME``, with ``DATA_DIR`` given by ``data_dir`` or
 ``$RINGLET_DATA`` — except ``imagefolder``, whose ``data_dir`` is the tree root itself.

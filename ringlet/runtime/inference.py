@@ -4,6 +4,7 @@ every party on this machine (a model spec and data in: :func:`ringlet.jobs.infer
 from __future__ import annotations
 
 import functools
+import os
 import time
 
 import torch
@@ -20,6 +21,25 @@ def _kept_fraction(compiled, relu_counts: dict) -> float | None:
     kept = sum(relu_counts[n] * (min(k, ell) - m) for n, (k, m) in compiled.relu_bits.items()
                if n in relu_counts)
     return kept / (64 * sum(relu_counts.values()))
+
+
+def _measure_backends(compiled, n: int, batch: int, transport: str, parties: int, threads: int) -> None:
+    """``auto``'s linear backends measured here, before any party links, at the thread count each
+    server will run with (the on-disk cache is keyed by it): nothing else runs meanwhile, and a
+    cold cache on a large model cannot outlast the parties' waits for each other."""
+    if compiled.options.backend != "auto":
+        return
+    sizes = {min(batch, n)} | ({n % batch} if n > batch and n % batch else set())
+    if threads == 0 and transport != "local":  # the launcher's rule (runtime.launch.run_local)
+        threads = max(1, (os.cpu_count() or 1) // parties)
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        for size in sizes:
+            compiled.linear_backends(size)
+    finally:
+        torch.set_num_threads(old)
 
 
 def private_inference(compiled, x: torch.Tensor, labels: torch.Tensor | None = None, *,
@@ -51,6 +71,7 @@ def private_inference(compiled, x: torch.Tensor, labels: torch.Tensor | None = N
     protocols = compiled.protocols_for(batch, parties)  # auto decides, and fss refuses p > 2, here
     if pregenerate:  # every party runs on this machine: the keys of a batch must fit beside each other
         compiled.check_key_memory(min(batch, x.shape[0]), protocols, parties)
+    _measure_backends(compiled, x.shape[0], batch, transport, parties, threads)
     fingerprint = compiled.fingerprint()
     server = functools.partial(server_program, model=compiled, pregenerate=pregenerate)
     client = functools.partial(client_program, images=x, batch=batch, results_path=results_path,

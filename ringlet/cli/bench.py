@@ -25,7 +25,8 @@ def add_parser(sub, name):
     link.add_argument("--json", action="store_true")
     add_debug(link)
     link.set_defaults(run=run_link)
-    for module in ("relu", "poly", "suite", "scale", "sharing", "activations", "serve", "transformer"):
+    for module in ("relu", "poly", "suite", "scale", "sharing", "activations", "serve", "transformer",
+                   "threads"):
         try:
             mod = __import__(f"ringlet.cli.bench_{module}", fromlist=["add_parser"])
         except ModuleNotFoundError:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +17,6 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 SEED_BYTES = 16
 _CHUNK = 1 << 24  # bytes of keystream produced per AES call
-_PARALLEL = 1 << 22  # draws of at least this many bytes are split over torch's threads
 
 
 def new_seed() -> bytes:
@@ -49,50 +47,23 @@ class AesCtrStream:
     """
 
     def __init__(self, seed: bytes, nonce: int = 0) -> None:
-        self._key = _check_seed(seed)
-        self._counter0 = int.from_bytes(nonce.to_bytes(16, "little"), "big")  # CTR counts big-endian
-        self._enc = self._encryptor(0)
+        key = _check_seed(seed)
+        self._enc = Cipher(algorithms.AES(key), modes.CTR(nonce.to_bytes(16, "little"))).encryptor()
         self._zeros = bytes(min(_CHUNK, 1 << 20))
         self.bytes_drawn = 0
 
-    def _encryptor(self, block: int) -> Any:
-        counter = (self._counter0 + block) % (1 << 128)
-        return Cipher(algorithms.AES(self._key), modes.CTR(counter.to_bytes(16, "big"))).encryptor()
-
-    def _fill(self, enc: Any, out: memoryview, nbytes: int) -> None:
-        """``nbytes`` of ``enc``'s keystream into ``out`` (which has 15 spare bytes after them)."""
-        if len(self._zeros) < min(_CHUNK, nbytes):
-            self._zeros = bytes(min(_CHUNK, nbytes))
-        zeros = self._zeros
-        pos = 0
-        while pos < nbytes:
-            step = min(_CHUNK, nbytes - pos)
-            enc.update_into(memoryview(zeros)[:step], out[pos:pos + step + 15])
-            pos += step
-
     def _draw(self, nbytes: int) -> np.ndarray:
-        """``nbytes`` of keystream as a uint8 array (AES-CTR of zeros, written in place). A large
-        draw is split at block boundaries over torch's thread count (each part its own encryptor
-        at its counter; OpenSSL runs without the GIL): the same bytes as one sequential draw."""
+        """``nbytes`` of keystream as a uint8 array (AES-CTR of zeros, written in place)."""
         # update_into needs 15 spare bytes after the output; a CTR update writes exactly len(input)
         buf = np.empty(nbytes + 15, dtype=np.uint8)
         out = buf.data  # the array's own memoryview (numpy's stubs give ndarray __buffer__ only on 3.12+)
-        threads = torch.get_num_threads()
-        if nbytes < _PARALLEL or threads < 2:
-            self._fill(self._enc, out, nbytes)
-        else:
-            self._zeros = bytes(_CHUNK) if len(self._zeros) < _CHUNK else self._zeros  # before the threads
-            head = (-self.bytes_drawn) % 16  # finish the current block on the running encryptor
-            self._fill(self._enc, out, head)
-            start_block = (self.bytes_drawn + head) // 16
-            blocks = (nbytes - head) // 16
-            cuts = [head + 16 * (blocks * i // threads) for i in range(threads)] + [head + 16 * blocks]
-            import concurrent.futures as cf
-            with cf.ThreadPoolExecutor(threads) as pool:
-                list(pool.map(lambda i: self._fill(self._encryptor(start_block + (cuts[i] - head) // 16),
-                                                   out[cuts[i]:], cuts[i + 1] - cuts[i]), range(threads)))
-            self._enc = self._encryptor(start_block + blocks)  # the running stream goes on after them
-            self._fill(self._enc, out[cuts[-1]:], nbytes - cuts[-1])
+        pos = 0
+        while pos < nbytes:
+            step = min(_CHUNK, nbytes - pos)
+            if len(self._zeros) < step:
+                self._zeros = bytes(step)
+            self._enc.update_into(memoryview(self._zeros)[:step], out[pos:pos + step + 15])
+            pos += step
         self.bytes_drawn += nbytes
         return buf[:nbytes]
 

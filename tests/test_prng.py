@@ -57,25 +57,3 @@ def test_no_other_generator_protects_secrets():
             if pattern.search(line) and "# not secret:" not in line:
                 offenders.append(f"{rel}:{i}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
-
-
-def test_a_draw_split_over_threads_is_the_sequential_stream():
-    """Large draws run on torch's threads, each part its own encryptor at its counter: the bytes,
-    and the stream after them, are those of one sequential draw (unaligned positions included)."""
-    import numpy as np
-    import torch
-
-    from ringlet.prng import AesCtrStream
-    sizes = (3, 5_000_001, 17, 9_000_000, 1)
-    threads = torch.get_num_threads()
-    try:
-        for nonce in (0, 5, (1 << 127) + 3):
-            torch.set_num_threads(1)
-            a = AesCtrStream(bytes(range(16)), nonce)
-            xs = [a._draw(n) for n in sizes]
-            torch.set_num_threads(3)
-            b = AesCtrStream(bytes(range(16)), nonce)
-            ys = [b._draw(n) for n in sizes]
-            assert all(np.array_equal(x, y) for x, y in zip(xs, ys)) and a.bytes_drawn == b.bytes_drawn
-    finally:
-        torch.set_num_threads(threads)

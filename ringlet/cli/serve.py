@@ -29,8 +29,9 @@ def run(args):
     import torch
 
     from ringlet import deploy
+    from ringlet.runtime.launch import party_threads
     d = deploy.load(args.deploy)
-    threads = args.threads or max(1, (os.cpu_count() or 1) // len(d.servers))
+    threads = party_threads(args.threads or 0, "tcp", len(d.servers))
     torch.set_num_threads(threads)
     if args.nice:
         os.nice(args.nice)

@@ -194,19 +194,11 @@ class CompiledModel:
         before the next batch. Returns their names."""
         if self.options.backend != "auto" or batch not in self._linear_backends:
             return []
-        chosen, ops = self._linear_backends[batch], registry()
-        shapes = {n.name: tuple(n.out_shape or ()) for n in self.graph.nodes}
-        nodes = {n.name: n for n in self.graph.nodes}
-        drifted = []
-        for row in log:
-            node = nodes.get(row["name"])
-            if node is None or node.name not in chosen:
-                continue
-            layer = ops[node.kind].linear_layer(node, shapes[node.inputs[0]], batch, self.encoded[node.name])
-            if layer is not None and linear_tuning.check_drift(
-                    **layer, backend=chosen[node.name], observed_ms=row["seconds"] * 1e3,
-                    ring_bits=self.fixed.ring_bits):
-                drifted.append(node.name)
+        chosen, layers = self._linear_backends[batch], linear_layers(self, batch)
+        drifted = [row["name"] for row in log if row["name"] in chosen and row["name"] in layers
+                   and linear_tuning.check_drift(**layers[row["name"]], backend=chosen[row["name"]],
+                                                 observed_ms=row["seconds"] * 1e3,
+                                                 ring_bits=self.fixed.ring_bits)]
         if drifted:
             with self._backend_lock:
                 self._linear_backends.pop(batch, None)
@@ -339,20 +331,28 @@ class SecureInterpreter(Interpreter):
         return out
 
 
-def resolve_backends(model, batch: int, cache=True) -> dict[str, str]:
-    """The exact backend of every node that runs a public-weight linear layer (conv, linear,
-    spatialmap) for ``batch`` samples: the forced ``model.options.backend``, or with ``auto`` the
-    measured fastest (:func:`ringlet.protocols.tuning.linear.choose_backend`, cached on disk)."""
-    forced, ops = model.options.backend, registry()
-    shapes = {n.name: tuple(n.out_shape) for n in model.graph.nodes}
-    store = linear_tuning.BackendCache() if cache is True else cache
+def linear_layers(model, batch: int) -> dict[str, dict]:
+    """{node name: the arguments of :func:`ringlet.protocols.tuning.linear.choose_backend`} of
+    every node that runs a public-weight linear layer (conv, linear, spatialmap) for ``batch``
+    samples (none for secret weights: Beaver products)."""
+    ops = registry()
+    shapes = {n.name: tuple(n.out_shape or ()) for n in model.graph.nodes}
     out = {}
     for node in model.graph.nodes:
         if not node.inputs or (model.options.private_weights and node.kind in ("conv", "linear")):
-            continue  # secret weights: Beaver products, no backend
-        layer = ops[node.kind].linear_layer(node, shapes[node.inputs[0]], batch,
-                                            model.encoded[node.name])
+            continue
+        layer = ops[node.kind].linear_layer(node, shapes[node.inputs[0]], batch, model.encoded[node.name])
         if layer is not None:
-            out[node.name] = forced if forced != "auto" else linear_tuning.choose_backend(
-                **layer, ring_bits=model.fixed.ring_bits, cache=store)
+            out[node.name] = layer
     return out
+
+
+def resolve_backends(model, batch: int, cache=True) -> dict[str, str]:
+    """The exact backend of every public-weight linear layer (:func:`linear_layers`) for ``batch``
+    samples: the forced ``model.options.backend``, or with ``auto`` the measured fastest
+    (:func:`ringlet.protocols.tuning.linear.choose_backend`, cached on disk)."""
+    forced = model.options.backend
+    store = linear_tuning.BackendCache() if cache is True else cache
+    return {name: forced if forced != "auto" else linear_tuning.choose_backend(
+                **layer, ring_bits=model.fixed.ring_bits, cache=store)
+            for name, layer in linear_layers(model, batch).items()}

@@ -96,6 +96,23 @@ def maximum(sess: Session, x: ArithmeticShare, y: ArithmeticShare,
     return y + relu(sess, x - y, spec)
 
 
+def tournament(cands: torch.Tensor, larger) -> torch.Tensor:
+    """The max over the first axis of K candidates in ⌈log2 K⌉ rounds of ``larger(a, b)`` (the
+    first half against the second, all at once; an odd one out waits a round)."""
+    while cands.shape[0] > 1:
+        half = cands.shape[0] // 2
+        best = larger(cands[:half], cands[half:2 * half])
+        cands = torch.cat([best, cands[2 * half:]]) if cands.shape[0] % 2 else best
+    return cands[0]
+
+
+def secure_tournament(sess: Session, cands: torch.Tensor, party: int, frac: int,
+                      spec: ReluSpec = ReluSpec()) -> torch.Tensor:
+    """:func:`tournament` on this server's shares of K candidates, each round a :func:`maximum`."""
+    return tournament(cands, lambda a, b: maximum(sess, ArithmeticShare(a.contiguous(), party, frac),
+                                                  ArithmeticShare(b.contiguous(), party, frac), spec).data)
+
+
 def max_pool2d(sess: Session, x: ArithmeticShare, kernel, stride=None, padding=0,
                spec: ReluSpec = ReluSpec()) -> ArithmeticShare:
     """k×k max pooling by a tournament of ⌈log2(k²)⌉ rounds of :func:`maximum` (all windows at once).
@@ -117,13 +134,8 @@ def max_pool2d(sess: Session, x: ArithmeticShare, kernel, stride=None, padding=0
     windows = data.unfold(2, kh, sh).unfold(3, kw, sw)  # n, c, oh, ow, kh, kw
     oh, ow = windows.shape[2], windows.shape[3]
     cands = windows.reshape(n, c, oh, ow, kh * kw).permute(4, 0, 1, 2, 3)
-    while cands.shape[0] > 1:
-        half = cands.shape[0] // 2
-        a, b = cands[:half], cands[half:2 * half]
-        best = maximum(sess, ArithmeticShare(a.contiguous(), x.party, x.frac),
-                       ArithmeticShare(b.contiguous(), x.party, x.frac), spec).data
-        cands = torch.cat([best, cands[2 * half:]]) if cands.shape[0] % 2 else best
-    return ArithmeticShare(cands[0].contiguous(), x.party, x.frac)
+    best = secure_tournament(sess, cands, x.party, x.frac, spec)
+    return ArithmeticShare(best.contiguous(), x.party, x.frac)
 
 
 def relu_cost(spec: ReluSpec, parties: int = 2, ring_bits: int = 64) -> dict:

@@ -39,7 +39,7 @@ import torch
 from ringlet.protocols.arith import beaver, poly
 from ringlet.protocols.arith.truncation import truncate
 from ringlet.protocols.inverse import F, inverse_power, inverse_power_cost, require_two_servers_64
-from ringlet.protocols.relu import ReluSpec, maximum, relu, relu_cost
+from ringlet.protocols.relu import ReluSpec, relu, relu_cost, secure_tournament, tournament
 from ringlet.session import Session
 from ringlet.sharing import ArithmeticShare
 
@@ -95,14 +95,7 @@ def softmax(sess: Session, x: ArithmeticShare, spec: ReluSpec = ReluSpec(),
     prepared = prepare_mask(mask, shape)
     if prepared is not None:
         data = torch.gather(data, -1, prepared[1])
-    cands = data.movedim(-1, 0)
-    while cands.shape[0] > 1:  # the tournament: all rows at once
-        half = cands.shape[0] // 2
-        a, b = cands[:half], cands[half:2 * half]
-        best = maximum(sess, ArithmeticShare(a.contiguous(), x.party, f),
-                       ArithmeticShare(b.contiguous(), x.party, f), spec).data
-        cands = torch.cat([best, cands[2 * half:]]) if cands.shape[0] % 2 else best
-    z = data - cands[0].unsqueeze(-1)
+    z = data - secure_tournament(sess, data.movedim(-1, 0), x.party, f, spec).unsqueeze(-1)  # all rows at once
     shift = (T << f) if sess.rank == 0 else 0
     zc = relu(sess, ArithmeticShare((z + shift).contiguous(), x.party, f), spec).data - shift
     e = poly.evaluate(sess, ArithmeticShare(zc, x.party, f + SQUARINGS), list(_exp_coeffs()), f, "horner")
@@ -132,13 +125,7 @@ def softmax_float(x: torch.Tensor, relu_fn, keep: torch.Tensor | None = None) ->
     prepared = prepare_mask(keep, tuple(x.shape))
     if prepared is not None:
         x = torch.gather(x, -1, prepared[1])
-    cands = x.movedim(-1, 0)
-    while cands.shape[0] > 1:
-        half = cands.shape[0] // 2
-        a, b = cands[:half], cands[half:2 * half]
-        best = b + relu_fn(a - b)
-        cands = torch.cat([best, cands[2 * half:]]) if cands.shape[0] % 2 else best
-    z = x - cands[0].unsqueeze(-1)
+    z = x - tournament(x.movedim(-1, 0), lambda a, b: b + relu_fn(a - b)).unsqueeze(-1)
     u = (relu_fn(z + T) - T) / 2 ** SQUARINGS
     e = sum(c * u ** j for j, c in enumerate(_exp_coeffs())) ** (2 ** SQUARINGS)
     if keep is not None:

@@ -4,12 +4,11 @@ every party on this machine (a model spec and data in: :func:`ringlet.jobs.infer
 from __future__ import annotations
 
 import functools
-import os
 import time
 
 import torch
 
-from ringlet.runtime.launch import run_local
+from ringlet.runtime.launch import party_threads, run_local
 from ringlet.runtime.programs import client_program, server_program, summarize
 
 
@@ -30,8 +29,7 @@ def _measure_backends(compiled, n: int, batch: int, transport: str, parties: int
     if compiled.options.backend != "auto":
         return
     sizes = {min(batch, n)} | ({n % batch} if n > batch and n % batch else set())
-    if threads == 0 and transport != "local":  # the launcher's rule (runtime.launch.run_local)
-        threads = max(1, (os.cpu_count() or 1) // parties)
+    threads = party_threads(threads, transport, parties)
     old = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)

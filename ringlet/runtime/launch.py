@@ -51,8 +51,7 @@ def run_local(program: Program, parties: int = 2, *, client: Program | None = No
     if not timeout > 0:
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout}")
     world = World(parties, has_client=client is not None)
-    if threads == 0 and transport != "local":
-        threads = max(1, (os.cpu_count() or 1) // parties)
+    threads = party_threads(threads, transport, parties)
     FixedPoint(frac_bits, ring_bits)  # a bad format fails here, before any party starts
     args = (world, program, client, master_seed, pregenerate, frac_bits, threads, link, ring_bits)
     if transport == "local":
@@ -62,6 +61,14 @@ def run_local(program: Program, parties: int = 2, *, client: Program | None = No
     else:
         raise ValueError(f"unknown transport {transport!r} (local, tcp, tls or gloo)")
     return collect(world, reports)
+
+
+def party_threads(threads: int, transport: str, parties: int) -> int:
+    """Torch threads per party: ``threads`` if given; between processes the cores divided by the
+    servers (they compute at the same time); 0 (torch's default) for threads of one process."""
+    if threads == 0 and transport != "local":
+        return max(1, (os.cpu_count() or 1) // parties)
+    return threads
 
 
 def _process_body(rank: int, spec, timeout: float, args) -> PartyReport:

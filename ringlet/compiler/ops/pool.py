@@ -22,7 +22,7 @@ from torch import nn
 from ringlet.compiler.ops.base import Op, Registry, call
 from ringlet.compiler.ops.base import pair as _pair
 from ringlet.protocols.arith import linear
-from ringlet.protocols.relu import ReluSpec, maximum
+from ringlet.protocols.relu import secure_tournament, tournament
 from ringlet.sharing import ArithmeticShare
 
 
@@ -98,17 +98,6 @@ class SpatialMap(Op):
         return float(node.params["matrix"].abs().sum(1).max()) * ins[0]
 
 
-def tournament(sess, cands: torch.Tensor, party: int, frac: int, spec: ReluSpec) -> torch.Tensor:
-    """Max over the first axis of K candidate shares: ⌈log2 K⌉ rounds of :func:`maximum`."""
-    while cands.shape[0] > 1:
-        half = cands.shape[0] // 2
-        a, b = cands[:half], cands[half:2 * half]
-        best = maximum(sess, ArithmeticShare(a.contiguous(), party, frac),
-                       ArithmeticShare(b.contiguous(), party, frac), spec).data
-        cands = torch.cat([best, cands[2 * half:]]) if cands.shape[0] % 2 else best
-    return cands[0]
-
-
 class MaxPool(Op):
     """Max over static windows: ``index`` (OH·OW × K) of flattened H×W positions (short windows
     repeat an element, which never changes a max)."""
@@ -132,19 +121,15 @@ class MaxPool(Op):
     def secure(self, node, ins, ctx):
         x = ins[0]
         cands = self._candidates(x.data, node.params["index"]).permute(3, 0, 1, 2)
-        best = tournament(ctx.sess, cands, x.party, x.frac, ctx.spec(node.label))
+        best = secure_tournament(ctx.sess, cands, x.party, x.frac, ctx.spec(node.label))
         return ArithmeticShare(best.reshape(x.shape[0], *node.out_shape).contiguous(), x.party, x.frac)
 
     def simulate(self, node, ins, ctx):
-        """The tournament of :func:`tournament`, each comparison by the simulator's rule."""
+        """The secure run's tournament, each comparison by the simulator's rule."""
         x = ins[0]
         cands = self._candidates(x, node.params["index"]).permute(3, 0, 1, 2)
-        while cands.shape[0] > 1:
-            half = cands.shape[0] // 2
-            a, b = cands[:half], cands[half:2 * half]
-            best = b + ctx.simulated_relu(node, a - b)
-            cands = torch.cat([best, cands[2 * half:]]) if cands.shape[0] % 2 else best
-        return cands[0].reshape(x.shape[0], *node.out_shape)
+        best = tournament(cands, lambda a, b: b + ctx.simulated_relu(node, a - b))
+        return best.reshape(x.shape[0], *node.out_shape)
 
     def elements(self, node) -> int:
         return math.prod(node.out_shape) * (node.params["index"].shape[1] - 1)

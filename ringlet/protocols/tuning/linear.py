@@ -56,23 +56,6 @@ def BackendCache(path=None) -> MachineCache:  # noqa: N802 - the cache of this m
     return MachineCache(path if path is not None else cache_dir() / CACHE_FILE, "linear-backend")
 
 
-def measure(fn, repeats: int = REPEATS, limit: float = math.inf) -> float:
-    """Median seconds of ``repeats`` runs after one warm-up; the first run above ``limit`` ends
-    the measurement (its time is returned: the candidate lost)."""
-    t0 = time.perf_counter()
-    fn()
-    if time.perf_counter() - t0 > limit:
-        return time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-        if times[-1] > limit:
-            return times[-1]
-    return statistics.median(times)
-
-
 def measure_interleaved(fns: dict, repeats: int = REPEATS, slower: float = math.inf) -> dict[str, list[float]]:
     """Seconds of each candidate's runs: one warm-up each, then ``repeats`` rounds in which every
     remaining candidate runs once (the order rotating by one each round); a candidate whose
@@ -102,6 +85,14 @@ def candidates(kind: str, groups: int = 1, limbs_ok: bool = True) -> tuple[str, 
     return ("limbs", "limbs-cl") + (("limbs-unfold",) if groups == 1 else ()) + ("int64",)
 
 
+def _limbs(w: torch.Tensor, ring_bits: int) -> int:
+    """Limbs the weights split into at this ring width (0: too large for any limbs backend)."""
+    try:
+        return limb_plan(w, ring_bits)[0]
+    except ShareError:
+        return 0
+
+
 def choose_backend(kind: str, x_shape, w: torch.Tensor, stride=1, padding=0, dilation=1,
                    groups: int = 1, ring_bits: int = 64, cache: MachineCache | bool = True,
                    record: dict | None = None) -> str:
@@ -112,10 +103,7 @@ def choose_backend(kind: str, x_shape, w: torch.Tensor, stride=1, padding=0, dil
     """
     if kind not in ("conv", "linear"):
         raise ValueError(f"choose_backend: kind must be conv or linear, got {kind!r}")
-    try:
-        limbs = limb_plan(w, ring_bits)[0]
-    except ShareError:
-        limbs = 0
+    limbs = _limbs(w, ring_bits)
     cands = candidates(kind, groups, limbs > 0)
     if len(cands) == 1:
         return cands[0]
@@ -154,12 +142,8 @@ def check_drift(kind: str, x_shape, w: torch.Tensor, backend: str, observed_ms: 
     DRIFT × its recorded time (and over DRIFT_FLOOR_MS): the next :func:`choose_backend`
     measures the candidates again. Returns whether it forgot."""
     store = cache if cache is not None else BackendCache()
-    try:
-        limbs = limb_plan(w, ring_bits)[0]
-    except ShareError:
-        limbs = 0
     machine = machine_key()
-    key = shape_key(kind, x_shape, w.shape, stride, padding, dilation, groups, limbs)
+    key = shape_key(kind, x_shape, w.shape, stride, padding, dilation, groups, _limbs(w, ring_bits))
     hit = store.get(machine, key)
     if hit is None or hit.get("backend") != backend:
         return False
@@ -171,4 +155,4 @@ def check_drift(kind: str, x_shape, w: torch.Tensor, backend: str, observed_ms: 
 
 
 __all__ = ["CHOICES", "BackendCache", "cache_dir", "candidates", "choose_backend", "machine_key",
-           "measure", "measure_interleaved", "check_drift", "shape_key"]
+           "measure_interleaved", "check_drift", "shape_key"]

@@ -14,7 +14,7 @@ import operator
 
 import torch
 
-from ringlet.compiler.ops.base import Op, Registry
+from ringlet.compiler.ops.base import Op, Registry, one_sample
 from ringlet.compiler.ops.shape import lift
 from ringlet.protocols.arith import beaver
 from ringlet.sharing import ArithmeticShare
@@ -138,9 +138,7 @@ def _const(b, fx, v) -> torch.Tensor:
         raise b.fail(fx, f"a constant of shape {tuple(t.shape)} does not broadcast over the "
                          f"samples of shape {full[1:]}")
     if t.ndim == len(full) and t.shape[0] != 1:  # e.g. zeros_like(x): one value per sample
-        if not bool((t == t[:1]).all()):
-            raise b.fail(fx, "a constant that differs between the samples of a batch")
-        t = t[:1]
+        t = one_sample(b, fx, t, "a constant")[None]
     return t
 
 

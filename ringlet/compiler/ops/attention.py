@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ringlet.compiler.ops.base import Op, Registry
+from ringlet.compiler.ops.base import Op, Registry, one_sample
 from ringlet.compiler.ops.shape import emit_gather
 from ringlet.protocols import softmax as secure_softmax
 
@@ -92,11 +92,8 @@ def _keep_from(b, fx, mask, shape, is_causal: bool):
         causal = torch.ones(q, k, dtype=torch.bool).tril()
         keep = causal if keep is None else keep & causal
     if keep is not None:
-        if keep.ndim == len(shape) + 1:  # a batch axis: of 1, or the example's with equal samples
-            if keep.shape[0] not in (1, b.batch_shape(fx)[0]) or not bool((keep == keep[:1]).all()):
-                raise b.fail(fx, f"an attention mask of shape {tuple(keep.shape)} that differs between "
-                                 f"samples: the mask is public and the same for every sample")
-            keep = keep[0]
+        if keep.ndim == len(shape) + 1:  # a batch axis
+            keep = one_sample(b, fx, keep, "an attention mask")
         if keep.ndim > len(shape):
             raise b.fail(fx, f"an attention mask of shape {tuple(keep.shape)} for scores of {shape}")
         keep = torch.broadcast_to(keep, shape).clone()

@@ -151,6 +151,15 @@ class Registry:
         return None
 
 
+def one_sample(b, fx, t, what: str):
+    """A public tensor whose first axis is a batch axis (of 1, or of the example's size) as one
+    sample's value: a public constant is the same for every sample, so its samples must agree."""
+    if t.shape[0] not in (1, b.batch_shape(fx)[0]) or not bool((t == t[:1]).all()):
+        raise b.fail(fx, f"{what} of shape {tuple(t.shape)} differs between samples of the batch: "
+                         f"a public constant is the same for every sample")
+    return t[0]
+
+
 def call(b, fx):
     """The node's own operation with every public argument resolved, as a function of its tensor."""
     args = [b.value(a) if i else None for i, a in enumerate(fx.args)]

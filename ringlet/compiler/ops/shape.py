@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ringlet.compiler.ops.base import Op, Registry, call
+from ringlet.compiler.ops.base import Op, Registry, call, one_sample
 from ringlet.compiler.ops.pool import lower_spatial_map
 from ringlet.sharing import ArithmeticShare
 
@@ -87,20 +87,14 @@ class Cat(Op):
 
     @staticmethod
     def _parts(node, ins, const):
-        parts, it = [], iter(ins)
-        for i in range(len(ins) + len(node.params.get("consts") or {})):
-            c = (node.params.get("consts") or {}).get(str(i))
-            parts.append(next(it) if c is None else const(c))
-        return parts
+        """The inputs with each constant, made by ``const``, at its position."""
+        consts, it = node.params.get("consts") or {}, iter(ins)
+        return [const(consts[str(i)]) if str(i) in consts else next(it)
+                for i in range(len(ins) + len(consts))]
 
     def plain(self, node, ins, ctx):
-        n = ins[0].shape[0]
-        consts = ctx.params(node).get("consts") or {}
-        parts, it = [], iter(ins)
-        for i in range(len(ins) + len(consts)):
-            c = consts.get(str(i))
-            parts.append(next(it) if c is None else c.to(ins[0].dtype).expand(n, *c.shape))
-        return torch.cat(parts, node.params["dim"])
+        n, dtype = ins[0].shape[0], ins[0].dtype
+        return torch.cat(self._parts(node, ins, lambda c: c.to(dtype).expand(n, *c.shape)), node.params["dim"])
 
     def secure(self, node, ins, ctx):
         ins = lift(ins)
@@ -257,20 +251,12 @@ def lower_cat(b, fx) -> None:
     consts = {}
     for i, t in enumerate(tensors):
         if not b.is_tensor(t):
-            consts[str(i)] = _per_sample(b, fx, torch.as_tensor(b.value(t)), b.batch_shape(fx)[0])
+            consts[str(i)] = one_sample(b, fx, torch.as_tensor(b.value(t)), "a public tensor beside "
+                                        "the secret ones").detach().to(torch.float64).clone()
     if len(consts) == len(tensors):
         raise b.fail(fx, "concatenation of public tensors only")
     b.emit(fx, "cat", [t for t in tensors if b.is_tensor(t)], dim=dim if dim > 0 else dim + rank + 1,
            consts=consts or None)
-
-
-def _per_sample(b, fx, value: torch.Tensor, batch: int) -> torch.Tensor:
-    """A public tensor beside secret ones as one sample's constant: its batch axis of 1, or of
-    the example's size with every sample equal (``cls.expand(x.shape[0], -1, -1)``)."""
-    if value.ndim and value.shape[0] in (1, batch) and bool((value == value[:1]).all()):
-        return value[0].detach().to(torch.float64).clone()
-    raise b.fail(fx, f"a public tensor of shape {tuple(value.shape)} beside the secret ones: give it "
-                     f"a batch axis of 1 (the same for every sample)")
 
 
 def lower_stack(b, fx) -> None:

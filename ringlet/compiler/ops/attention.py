@@ -46,10 +46,7 @@ class Softmax(Op):
 
     def secure(self, node, ins, ctx):
         x = ins[0]
-        keep = node.params.get("keep")
-        if keep is not None:
-            keep = torch.broadcast_to(keep, (x.shape[0], *node.out_shape))
-        return secure_softmax.softmax(ctx.sess, x, ctx.spec(node.label), keep)
+        return secure_softmax.softmax(ctx.sess, x, ctx.spec(node.label), self._keep(node, x.data))
 
     def simulate(self, node, ins, ctx):
         """The protocol's own steps in floating point (:func:`~ringlet.protocols.softmax.softmax_float`),
